@@ -1,0 +1,380 @@
+//! The configuration file: raw serde types, loading, and errors that name the file, the line and the
+//! key path.
+//!
+//! Loading runs in three steps, each of which collects every error it finds rather than stopping at
+//! the first: parse (TOML syntax and shape, unknown keys), [`validate`] (values and cross-references),
+//! and [`compile`] (certificates read from disk, rules turned into matchers).
+
+pub mod compile;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::Config;
+
+/// The configuration `seawall` runs when it is given none: HTTPS with a self-signed certificate, an
+/// HTTP listener that redirects to it, and a fixed response that says how to go further.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as the user named it.
+    pub file: PathBuf,
+    /// 1-based line of the offending key or value, when the file has it.
+    pub line: Option<usize>,
+    /// Key path such as `listeners[0].rules[1].priority`; empty for file-level problems.
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Every problem found in one load; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The text of a configuration and what is needed to point at a place in it.
+pub struct Source {
+    /// Shown in errors.
+    pub file: PathBuf,
+    /// Relative certificate paths are resolved against this folder.
+    pub base_dir: PathBuf,
+    pub text: String,
+    /// A span-keeping parse of the same text, used only to turn key paths into line numbers.
+    doc: Option<toml_edit::Document<String>>,
+}
+
+impl Source {
+    pub fn new(file: impl Into<PathBuf>, base_dir: impl Into<PathBuf>, text: String) -> Self {
+        let doc = toml_edit::Document::parse(text.clone()).ok();
+        Source {
+            file: file.into(),
+            base_dir: base_dir.into(),
+            text,
+            doc,
+        }
+    }
+
+    /// Reads a file from disk; its folder becomes the base for relative paths.
+    pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                path: String::new(),
+                reason: format!("cannot read the file: {e}"),
+            }])
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(Source::new(path, base, text))
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        Source::new("<embedded default>", ".", EMBEDDED_DEFAULT.to_string())
+    }
+
+    /// Resolves a path written in the file against the file's folder.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// An error at a key path; the line is looked up from the path.
+    pub fn error(&self, path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        let path = path.into();
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line_of_path(&path),
+            path,
+            reason: reason.into(),
+        }
+    }
+
+    fn line_at(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The line of the deepest item of `path` that the document has (a missing key points at the
+    /// table that should hold it).
+    fn line_of_path(&self, path: &str) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut item = doc.as_item();
+        let mut best = None;
+        for seg in split_path(path) {
+            let next = match seg {
+                Seg::Key(k) => item.get(k),
+                Seg::Index(i) => item.get(i),
+            };
+            match next {
+                Some(n) => {
+                    item = n;
+                    if let Some(span) = item.span() {
+                        best = Some(span.start);
+                    }
+                }
+                None => break,
+            }
+        }
+        best.map(|o| self.line_at(o))
+    }
+
+    /// Parses the text into the raw types; every shape error carries its line and key path.
+    pub fn parse(&self) -> Result<RawConfig, ConfigErrors> {
+        let de = toml::Deserializer::parse(&self.text).map_err(|e| self.toml_error(&e, ""))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            self.toml_error(e.inner(), &path)
+        })
+    }
+
+    fn toml_error(&self, e: &toml::de::Error, path: &str) -> ConfigErrors {
+        let line = e
+            .span()
+            .map(|s| self.line_at(s.start))
+            .or_else(|| self.line_of_path(path));
+        ConfigErrors(vec![ConfigError {
+            file: self.file.clone(),
+            line,
+            path: path.to_string(),
+            reason: e.message().trim().to_string(),
+        }])
+    }
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Splits `a.b[2].c` into its segments.
+fn split_path(path: &str) -> impl Iterator<Item = Seg<'_>> {
+    path.split('.').filter(|s| !s.is_empty()).flat_map(|part| {
+        let mut segs = Vec::new();
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            segs.push(Seg::Key(key));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(i) = rest[1..end].parse() {
+                segs.push(Seg::Index(i));
+            }
+            rest = &rest[end + 1..];
+        }
+        segs
+    })
+}
+
+/// Loads, validates and compiles a configuration file into a snapshot-ready [`Config`].
+pub fn load(source: &Source) -> Result<Config, ConfigErrors> {
+    let raw = source.parse()?;
+    validate::validate(source, raw)
+}
+
+/// A duration written as a string with a unit: `"250ms"`, `"5s"`, `"2m"`, `"1d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationStr(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(DurationStr)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write a number with a unit, like \"250ms\", \"5s\" or \"2m\""
+                ))
+            })
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub target_groups: Vec<RawTargetGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub workers: Option<usize>,
+    pub idle_timeout: Option<DurationStr>,
+    pub header_timeout: Option<DurationStr>,
+    pub handshake_timeout: Option<DurationStr>,
+    pub drain_timeout: Option<DurationStr>,
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub name: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub self_signed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub bind: String,
+    pub protocol: String,
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    pub tls_policy: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub default_action: RawAction,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub priority: i64,
+    #[serde(rename = "match")]
+    pub conditions: RawMatch,
+    pub action: RawAction,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<Vec<String>>,
+    pub path: Option<Vec<String>>,
+}
+
+/// Exactly one of the fields must be set; [`validate`] checks that.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    pub forward: Option<String>,
+    pub fixed_response: Option<RawFixedResponse>,
+    pub redirect: Option<RawRedirect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFixedResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetGroup {
+    pub name: String,
+    pub protocol: Option<String>,
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub connect_timeout: Option<DurationStr>,
+    pub response_timeout: Option<DurationStr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source {
+        Source::new("test.toml", ".", text.to_string())
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_path() {
+        let s = src("[runtime]\nidle_timeout = \"5s\"\n\n[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\nbogus = 1\ndefault_action = { fixed_response = { status = 200 } }\n");
+        let err = s.parse().unwrap_err().0.remove(0);
+        assert_eq!(err.line, Some(8), "{err}");
+        assert!(err.reason.contains("bogus"), "{err}");
+        assert!(err.path.starts_with("listeners[0]"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let s = src("[runtime]\nidle_timeout = \"5 parsecs\"\n");
+        let err = s.parse().unwrap_err().0.remove(0);
+        assert_eq!(err.line, Some(2), "{err}");
+        assert_eq!(err.path, "runtime.idle_timeout");
+    }
+
+    #[test]
+    fn key_paths_resolve_to_lines() {
+        let s = src("[[listeners]]\nname = \"a\"\n\n  [[listeners.rules]]\n  priority = 1\n\n  [[listeners.rules]]\n  priority = 2\n");
+        assert_eq!(s.line_of_path("listeners[0].rules[1].priority"), Some(8));
+        assert_eq!(s.line_of_path("listeners[0].name"), Some(2));
+        assert_eq!(s.line_of_path("listeners[0].rules[0].missing"), Some(5).or(s.line_of_path("listeners[0].rules[0]")));
+    }
+}

@@ -1,0 +1,640 @@
+//! Raw configuration → validated, typed [`Config`]. Every value and cross-reference is checked here,
+//! and every problem is collected, so that a user fixes a file in one pass rather than one error at a
+//! time.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use super::{
+    ConfigError, ConfigErrors, RawAction, RawConfig, RawListener, RawRedirect, RawTargetGroup,
+    Source,
+};
+use crate::routing::{RedirectTemplate, Wildcard};
+
+/// A configuration whose values have all been checked. Certificates are not read yet: that is the
+/// compile step's job, so that `validate` stays pure.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin: Option<AdminConfig>,
+    pub runtime: RuntimeConfig,
+    pub certificates: Vec<CertificateConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    pub target_groups: Vec<TargetGroupConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+}
+
+/// `[runtime]`, with the defaults of CONFIG.md.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Data-plane threads; 0 = one per core.
+    pub workers: usize,
+    /// A connection with no request in flight is closed after this (keep-alive gaps included).
+    pub idle_timeout: Duration,
+    /// From a request head's first byte to its end; then 408.
+    pub header_timeout: Duration,
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Graceful shutdown: in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// Open client connections per listener; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 0,
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 65536,
+            max_connections: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub name: String,
+    /// Key path of this entry, for errors raised when it is read.
+    pub key_path: String,
+    pub source: CertificateSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// TLS 1.2 and 1.3, AEAD suites with forward secrecy only.
+    Tls13And12,
+    Tls13Only,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Indexes into `Config::certificates`, in the listener's order (the first is the default).
+    pub certificates: Vec<usize>,
+    pub tls_policy: TlsPolicy,
+    pub alpn: Vec<Vec<u8>>,
+    pub default_action: ActionConfig,
+    /// Sorted by priority.
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub priority: u32,
+    pub host: Vec<Wildcard>,
+    pub path: Vec<Wildcard>,
+    pub action: ActionConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionConfig {
+    /// Index into `Config::target_groups`.
+    Forward(usize),
+    FixedResponse {
+        status: StatusCode,
+        content_type: String,
+        body: String,
+    },
+    Redirect(RedirectTemplate),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetGroupConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    pub algorithm: Algorithm,
+    pub targets: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// Checks a parsed file and gives the typed configuration, or every error found.
+pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Vec::new();
+
+    let admin = raw.admin.as_ref().and_then(|a| {
+        parse_addr(src, "admin.bind", &a.bind, &mut errs).map(|bind| AdminConfig { bind })
+    });
+
+    let runtime = runtime(src, &raw, &mut errs);
+
+    let mut cert_index = HashMap::new();
+    let mut certificates = Vec::new();
+    for (i, c) in raw.certificates.iter().enumerate() {
+        let path = format!("certificates[{i}]");
+        if cert_index.insert(c.name.clone(), i).is_some() {
+            errs.push(src.error(
+                format!("{path}.name"),
+                format!("duplicate certificate name {:?}", c.name),
+            ));
+        }
+        let source = match (&c.cert, &c.key, &c.self_signed) {
+            (Some(cert), Some(key), None) => CertificateSource::Files {
+                cert: src.resolve(cert),
+                key: src.resolve(key),
+            },
+            (None, None, Some(names)) if !names.is_empty() => {
+                CertificateSource::SelfSigned(names.clone())
+            }
+            _ => {
+                errs.push(src.error(
+                    path.clone(),
+                    "give either `cert` and `key` (PEM files) or `self_signed` (a list of names)",
+                ));
+                continue;
+            }
+        };
+        certificates.push(CertificateConfig {
+            name: c.name.clone(),
+            key_path: path,
+            source,
+        });
+    }
+
+    let mut tg_index = HashMap::new();
+    let mut target_groups = Vec::new();
+    for (i, tg) in raw.target_groups.iter().enumerate() {
+        if tg_index.insert(tg.name.clone(), i).is_some() {
+            errs.push(src.error(
+                format!("target_groups[{i}].name"),
+                format!("duplicate target group name {:?}", tg.name),
+            ));
+        }
+        target_groups.push(target_group(src, i, tg, &runtime, &mut errs));
+    }
+
+    let mut listeners = Vec::new();
+    let mut names = HashSet::new();
+    let mut binds = HashMap::new();
+    if raw.listeners.is_empty() {
+        errs.push(src.error("listeners", "at least one [[listeners]] is needed"));
+    }
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        if !names.insert(l.name.clone()) {
+            errs.push(src.error(
+                format!("{path}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            ));
+        }
+        let lst = listener(src, &path, l, &cert_index, &tg_index, &mut errs);
+        if let Some(lst) = lst {
+            if lst.bind.port() != 0 {
+                if let Some(other) = binds.insert(lst.bind, i) {
+                    errs.push(src.error(
+                        format!("{path}.bind"),
+                        format!("{} is already bound by listeners[{other}]", lst.bind),
+                    ));
+                }
+            }
+            listeners.push(lst);
+        }
+    }
+
+    if errs.is_empty() {
+        Ok(Config {
+            admin,
+            runtime,
+            certificates,
+            listeners,
+            target_groups,
+        })
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+fn runtime(src: &Source, raw: &RawConfig, errs: &mut Vec<ConfigError>) -> RuntimeConfig {
+    let r = &raw.runtime;
+    let d = RuntimeConfig::default();
+    let mut rt = RuntimeConfig {
+        workers: r.workers.unwrap_or(d.workers),
+        idle_timeout: r.idle_timeout.map_or(d.idle_timeout, |x| x.0),
+        header_timeout: r.header_timeout.map_or(d.header_timeout, |x| x.0),
+        handshake_timeout: r.handshake_timeout.map_or(d.handshake_timeout, |x| x.0),
+        drain_timeout: r.drain_timeout.map_or(d.drain_timeout, |x| x.0),
+        max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_connections: r.max_connections.unwrap_or(d.max_connections),
+    };
+    for (key, value) in [
+        ("idle_timeout", rt.idle_timeout),
+        ("header_timeout", rt.header_timeout),
+        ("handshake_timeout", rt.handshake_timeout),
+    ] {
+        if value.is_zero() {
+            errs.push(src.error(format!("runtime.{key}"), "must be greater than zero"));
+        }
+    }
+    if rt.workers > 1024 {
+        errs.push(src.error("runtime.workers", "at most 1024 workers"));
+    }
+    // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+    if !(8192..=1 << 20).contains(&rt.max_header_bytes) {
+        errs.push(src.error(
+            "runtime.max_header_bytes",
+            "must be between 8192 and 1048576",
+        ));
+        rt.max_header_bytes = d.max_header_bytes;
+    }
+    if rt.max_connections == 0 {
+        errs.push(src.error("runtime.max_connections", "must be at least 1"));
+    }
+    rt
+}
+
+fn target_group(
+    src: &Source,
+    i: usize,
+    tg: &RawTargetGroup,
+    rt: &RuntimeConfig,
+    errs: &mut Vec<ConfigError>,
+) -> TargetGroupConfig {
+    let path = format!("target_groups[{i}]");
+    let protocol = match tg.protocol.as_deref().unwrap_or("http") {
+        "http" => Protocol::Http,
+        "https" => Protocol::Https,
+        other => {
+            errs.push(src.error(
+                format!("{path}.protocol"),
+                format!("unknown protocol {other:?}; expected \"http\" or \"https\""),
+            ));
+            Protocol::Http
+        }
+    };
+    let algorithm = match tg.algorithm.as_deref().unwrap_or("round_robin") {
+        "round_robin" => Algorithm::RoundRobin,
+        other => {
+            errs.push(src.error(
+                format!("{path}.algorithm"),
+                format!("unknown algorithm {other:?}; expected \"round_robin\""),
+            ));
+            Algorithm::RoundRobin
+        }
+    };
+    let mut seen = HashSet::new();
+    let mut targets = Vec::new();
+    for (j, t) in tg.targets.iter().enumerate() {
+        let tpath = format!("{path}.targets[{j}]");
+        if let Some(addr) = parse_addr(src, &tpath, t, errs) {
+            if addr.port() == 0 {
+                errs.push(src.error(tpath, "a target needs a port"));
+            } else if !seen.insert(addr) {
+                errs.push(src.error(tpath, format!("target {addr} is listed twice")));
+            } else {
+                targets.push(addr);
+            }
+        }
+    }
+    let connect_timeout = tg.connect_timeout.map_or(Duration::from_secs(10), |d| d.0);
+    let response_timeout = tg.response_timeout.map_or(rt.idle_timeout, |d| d.0);
+    for (key, v) in [
+        ("connect_timeout", connect_timeout),
+        ("response_timeout", response_timeout),
+    ] {
+        if v.is_zero() {
+            errs.push(src.error(format!("{path}.{key}"), "must be greater than zero"));
+        }
+    }
+    TargetGroupConfig {
+        name: tg.name.clone(),
+        protocol,
+        algorithm,
+        targets,
+        connect_timeout,
+        response_timeout,
+    }
+}
+
+fn listener(
+    src: &Source,
+    path: &str,
+    l: &RawListener,
+    certs: &HashMap<String, usize>,
+    tgs: &HashMap<String, usize>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ListenerConfig> {
+    let bind = parse_addr(src, &format!("{path}.bind"), &l.bind, errs);
+    let protocol = match l.protocol.as_str() {
+        "http" => Some(Protocol::Http),
+        "https" => Some(Protocol::Https),
+        other => {
+            errs.push(src.error(
+                format!("{path}.protocol"),
+                format!("unknown protocol {other:?}; expected \"https\" or \"http\""),
+            ));
+            None
+        }
+    };
+
+    let mut certificates = Vec::new();
+    for (j, name) in l.certificates.iter().enumerate() {
+        match certs.get(name) {
+            Some(&idx) => certificates.push(idx),
+            None => errs.push(src.error(
+                format!("{path}.certificates[{j}]"),
+                format!("no [[certificates]] is named {name:?}"),
+            )),
+        }
+    }
+    let tls_policy = match l.tls_policy.as_deref().unwrap_or("tls13-1-2") {
+        "tls13-1-2" => TlsPolicy::Tls13And12,
+        "tls13-only" => TlsPolicy::Tls13Only,
+        other => {
+            errs.push(src.error(
+                format!("{path}.tls_policy"),
+                format!("unknown TLS policy {other:?}; expected \"tls13-1-2\" or \"tls13-only\""),
+            ));
+            TlsPolicy::Tls13And12
+        }
+    };
+    let alpn_names = l
+        .alpn
+        .clone()
+        .unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]);
+    let mut alpn = Vec::new();
+    for (j, a) in alpn_names.iter().enumerate() {
+        match a.as_str() {
+            "h2" | "http/1.1" => alpn.push(a.as_bytes().to_vec()),
+            other => errs.push(src.error(
+                format!("{path}.alpn[{j}]"),
+                format!("unknown ALPN protocol {other:?}; expected \"h2\" or \"http/1.1\""),
+            )),
+        }
+    }
+    match protocol {
+        Some(Protocol::Https) if l.certificates.is_empty() => errs.push(src.error(
+            format!("{path}.certificates"),
+            "an https listener needs at least one certificate",
+        )),
+        Some(Protocol::Http) => {
+            for (key, set) in [
+                ("certificates", !l.certificates.is_empty()),
+                ("tls_policy", l.tls_policy.is_some()),
+                ("alpn", l.alpn.is_some()),
+            ] {
+                if set {
+                    errs.push(src.error(
+                        format!("{path}.{key}"),
+                        "only an https listener takes this key",
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+
+    let listener_protocol = protocol.unwrap_or(Protocol::Http);
+    let default_action = action(
+        src,
+        &format!("{path}.default_action"),
+        &l.default_action,
+        listener_protocol,
+        tgs,
+        errs,
+    );
+
+    let mut rules = Vec::new();
+    let mut priorities: HashMap<i64, usize> = HashMap::new();
+    for (j, r) in l.rules.iter().enumerate() {
+        let rpath = format!("{path}.rules[{j}]");
+        let priority = if !(1..=50_000).contains(&r.priority) {
+            errs.push(src.error(
+                format!("{rpath}.priority"),
+                format!("priority {} is out of range 1..=50000", r.priority),
+            ));
+            None
+        } else if let Some(other) = priorities.insert(r.priority, j) {
+            errs.push(src.error(
+                format!("{rpath}.priority"),
+                format!(
+                    "duplicate priority {} (also used by {path}.rules[{other}])",
+                    r.priority
+                ),
+            ));
+            None
+        } else {
+            Some(r.priority as u32)
+        };
+        let host = patterns(
+            src,
+            &format!("{rpath}.match.host"),
+            r.conditions.host.as_deref(),
+            Wildcard::case_insensitive,
+            errs,
+        );
+        let paths = patterns(
+            src,
+            &format!("{rpath}.match.path"),
+            r.conditions.path.as_deref(),
+            Wildcard::case_sensitive,
+            errs,
+        );
+        if r.conditions.host.is_none() && r.conditions.path.is_none() {
+            errs.push(src.error(
+                format!("{rpath}.match"),
+                "a rule needs at least one condition (host or path); use default_action to match everything",
+            ));
+        }
+        let act = action(
+            src,
+            &format!("{rpath}.action"),
+            &r.action,
+            listener_protocol,
+            tgs,
+            errs,
+        );
+        if let (Some(priority), Some(action)) = (priority, act) {
+            rules.push(RuleConfig {
+                priority,
+                host,
+                path: paths,
+                action,
+            });
+        }
+    }
+    rules.sort_by_key(|r| r.priority);
+
+    Some(ListenerConfig {
+        name: l.name.clone(),
+        bind: bind?,
+        protocol: protocol?,
+        certificates,
+        tls_policy,
+        alpn,
+        default_action: default_action?,
+        rules,
+    })
+}
+
+fn patterns<E: std::fmt::Display>(
+    src: &Source,
+    path: &str,
+    values: Option<&[String]>,
+    compile: impl Fn(&str) -> Result<Wildcard, E>,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<Wildcard> {
+    let Some(values) = values else {
+        return Vec::new();
+    };
+    if values.is_empty() {
+        errs.push(src.error(path, "give at least one value"));
+    }
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(k, v)| match compile(v) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                errs.push(src.error(format!("{path}[{k}]"), format!("{v:?}: {e}")));
+                None
+            }
+        })
+        .collect()
+}
+
+fn action(
+    src: &Source,
+    path: &str,
+    a: &RawAction,
+    listener_protocol: Protocol,
+    tgs: &HashMap<String, usize>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ActionConfig> {
+    let set = [
+        a.forward.is_some(),
+        a.fixed_response.is_some(),
+        a.redirect.is_some(),
+    ]
+    .iter()
+    .filter(|&&b| b)
+    .count();
+    if set != 1 {
+        errs.push(src.error(
+            path,
+            "an action is exactly one of `forward`, `fixed_response` or `redirect`",
+        ));
+        return None;
+    }
+    if let Some(name) = &a.forward {
+        return match tgs.get(name) {
+            Some(&i) => Some(ActionConfig::Forward(i)),
+            None => {
+                errs.push(src.error(
+                    format!("{path}.forward"),
+                    format!("no [[target_groups]] is named {name:?}"),
+                ));
+                None
+            }
+        };
+    }
+    if let Some(f) = &a.fixed_response {
+        let status = match StatusCode::from_u16(f.status) {
+            Ok(s) if s.is_success() || s.is_client_error() || s.is_server_error() => Some(s),
+            _ => {
+                errs.push(src.error(
+                    format!("{path}.fixed_response.status"),
+                    format!("status {} is not a 2XX, 4XX or 5XX code", f.status),
+                ));
+                None
+            }
+        };
+        let content_type = f
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text/plain; charset=utf-8".into());
+        if http::HeaderValue::from_str(&content_type).is_err() {
+            errs.push(src.error(
+                format!("{path}.fixed_response.content_type"),
+                "not a valid header value",
+            ));
+        }
+        return Some(ActionConfig::FixedResponse {
+            status: status?,
+            content_type,
+            body: f.body.clone(),
+        });
+    }
+    let r = a.redirect.as_ref()?;
+    redirect(src, &format!("{path}.redirect"), r, listener_protocol, errs)
+}
+
+fn redirect(
+    src: &Source,
+    path: &str,
+    r: &RawRedirect,
+    _listener_protocol: Protocol,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ActionConfig> {
+    match RedirectTemplate::compile(
+        r.protocol.as_deref(),
+        r.host.as_deref(),
+        r.port.as_deref(),
+        r.path.as_deref(),
+        r.query.as_deref(),
+        r.status,
+    ) {
+        Ok(t) => Some(ActionConfig::Redirect(t)),
+        Err(e) => {
+            errs.push(src.error(format!("{path}.{}", e.field()), e.to_string()));
+            None
+        }
+    }
+}
+
+fn parse_addr(
+    src: &Source,
+    path: &str,
+    value: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    match value.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(src.error(
+                path,
+                format!("{value:?} is not an address like \"127.0.0.1:8080\" or \"[::1]:8080\""),
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Request-path errors and the status codes seawall answers with, as ALB does.
+
+use http::StatusCode;
+
+/// Which side of the proxy an error came from: it decides whose fault a log line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+}
+
+/// Why seawall answered a request itself instead of forwarding the target's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("target group has no targets")]
+    NoTargets,
+    #[error("could not connect to the target: {0}")]
+    ConnectFailed(String),
+    #[error("connecting to the target timed out")]
+    ConnectTimeout,
+    #[error("the target did not answer within the response timeout")]
+    ResponseTimeout,
+    #[error("the target closed or reset the connection: {0}")]
+    TargetReset(String),
+}
+
+impl RequestError {
+    /// ALB's mapping: a client error is 400, an empty group 503, a failed connection 502, a target
+    /// that does not answer in time 504.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::ConnectFailed(_) | RequestError::TargetReset(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            RequestError::ConnectTimeout | RequestError::ResponseTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            RequestError::BadRequest(_) => Side::Downstream,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// Classifies a failure of the upstream client.
+    pub fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
+        let timed_out = {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            let mut found = false;
+            while let Some(e) = source {
+                if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                    found |= io.kind() == std::io::ErrorKind::TimedOut;
+                }
+                found |= e.to_string().contains("timed out");
+                source = e.source();
+            }
+            found
+        };
+        let detail = error_chain(err);
+        match (err.is_connect(), timed_out) {
+            (true, true) => RequestError::ConnectTimeout,
+            (true, false) => RequestError::ConnectFailed(detail),
+            (false, _) => RequestError::TargetReset(detail),
+        }
+    }
+}
+
+/// `outer: inner: innermost`, for logs.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the mapping users and dashboards rely on.
+    #[test]
+    fn status_codes_are_albs() {
+        let cases = [
+            (RequestError::BadRequest("x"), 400, Side::Downstream),
+            (RequestError::NoTargets, 503, Side::Upstream),
+            (RequestError::ConnectFailed("refused".into()), 502, Side::Upstream),
+            (RequestError::TargetReset("reset".into()), 502, Side::Upstream),
+            (RequestError::ConnectTimeout, 504, Side::Upstream),
+            (RequestError::ResponseTimeout, 504, Side::Upstream),
+        ];
+        for (err, code, side) in cases {
+            assert_eq!(err.status().as_u16(), code, "{err}");
+            assert_eq!(err.side(), side, "{err}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! seawall: a Layer-7 load balancer and TLS terminator in the mould of AWS's Application Load
+//! Balancer.
+//!
+//! # Layout
+//!
+//! The **data plane** (a multi-thread tokio runtime) carries requests:
+//!
+//! 1. [`listener`] accepts TCP connections on sockets bound before serving starts;
+//! 2. [`server`] runs the TLS handshake (rustls, SNI resolver and ALPN from [`tls`]) and the HTTP/1.1
+//!    or HTTP/2 server that ALPN chose, with the idle and request-head deadlines;
+//! 3. [`proxy`] handles each request: framing checks, [`routing`] to an action, then a fixed
+//!    response, a redirect, or a forward;
+//! 4. a forward asks the target group ([`targets`]) for a target via its [`balancer`], and sends
+//!    the request through the [`upstream`] client, streaming both bodies; upgraded connections
+//!    (WebSocket) become a [`tunnel`].
+//!
+//! The data plane reads configuration only through one `ArcSwap` load of an immutable
+//! [`config::compile::Snapshot`], built from the file by [`config`] (parse, validate, compile).
+//!
+//! The **control side** ([`app`]) loads and binds everything before serving, and runs the
+//! [`admin`] server on its own thread and runtime. [`metrics`] names every metric; [`error`] maps
+//! request-path failures to the status codes ALB answers with.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod balancer;
+pub mod config;
+pub mod error;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod targets;
+pub mod tls;
+pub mod tunnel;
+pub mod upstream;
+
+pub use app::{App, Running, StartError};

@@ -1,0 +1,180 @@
+//! The `seawall` command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use seawall::config::{self, compile::compile, Source};
+use seawall::{App, StartError};
+use tracing::{error, info};
+
+/// seawall: an ALB-like Layer-7 load balancer and TLS terminator.
+///
+/// With no command, runs the embedded default configuration: HTTPS on 127.0.0.1:8443 with a
+/// self-signed certificate, HTTP on 127.0.0.1:8080 redirecting to it, admin on 127.0.0.1:9901.
+#[derive(Parser)]
+#[command(name = "seawall", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the load balancer until SIGTERM or SIGINT, then drain in-flight requests and exit 0.
+    Run {
+        /// Configuration file (TOML). Without it, the embedded default configuration runs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file (syntax, values, references, certificates) without binding
+    /// anything; prints every error with its file, line and key path.
+    Check {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Write a self-signed certificate and its key as PEM files, generated with rcgen (ECDSA P-256).
+    Certs {
+        /// Folder to write into (created if missing).
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// File name stem: writes STEM.pem and STEM-key.pem. Defaults to the first name.
+        #[arg(long)]
+        stem: Option<String>,
+        /// DNS names (wildcards such as *.example.test allowed) or IP addresses to certify.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// The configuration is wrong (DESIGN.md: exit 64 before any bind).
+const EXIT_CONFIG: u8 = 64;
+/// sysexits EX_UNAVAILABLE: a socket could not be bound or a thread started.
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { config: None }) {
+        Command::Run { config } => run(config.as_deref()),
+        Command::Check { file } => check(&file),
+        Command::Certs { out, stem, names } => certs(&out, stem, &names),
+    }
+}
+
+fn run(config: Option<&Path>) -> ExitCode {
+    let source = match config {
+        Some(path) => match Source::read(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Source::embedded_default(),
+    };
+    let running = match App::build(&source).and_then(App::start) {
+        Ok(r) => r,
+        Err(StartError::Config(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    if config.is_none() {
+        info!("running the embedded default configuration; try: curl -k https://localhost:8443/");
+    }
+    wait_for_signal();
+    info!("signal received; draining");
+    running.stop();
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts");
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    });
+}
+
+fn check(file: &Path) -> ExitCode {
+    let result = Source::read(file).and_then(|source| {
+        let cfg = config::load(&source)?;
+        compile(&source, &cfg)?;
+        Ok(cfg)
+    });
+    match result {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} listeners, {} target groups, {} certificates)",
+                file.display(),
+                cfg.listeners.len(),
+                cfg.target_groups.len(),
+                cfg.certificates.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn certs(out: &Path, stem: Option<String>, names: &[String]) -> ExitCode {
+    let stem = stem.unwrap_or_else(|| names[0].replace('*', "_wildcard"));
+    let generated = match seawall::tls::self_signed(names) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cert_path = out.join(format!("{stem}.pem"));
+    let key_path = out.join(format!("{stem}-key.pem"));
+    let written = std::fs::create_dir_all(out)
+        .and_then(|_| std::fs::write(&cert_path, &generated.cert_pem))
+        .and_then(|_| write_private(&key_path, &generated.key_pem));
+    match written {
+        Ok(()) => {
+            println!("wrote {} and {}", cert_path.display(), key_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write to {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}

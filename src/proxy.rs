@@ -1,0 +1,388 @@
+//! One request: check its framing, route it, then answer it directly (fixed response, redirect) or
+//! forward it to a target and stream the answer back.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use crate::error::RequestError;
+use crate::routing::{Action, RedirectRequest, RequestView};
+use crate::server::activity::{Activity, RequestGuard};
+use crate::server::ListenerContext;
+use crate::targets::{OutstandingGuard, TargetGroup};
+use crate::tunnel;
+use crate::upstream::{self, ForwardedFor};
+
+/// What a request needs to know of its connection.
+pub struct ConnContext {
+    pub listener: Arc<ListenerContext>,
+    pub peer: SocketAddr,
+    pub activity: Arc<Activity>,
+}
+
+/// Handles one request. Never fails: every error becomes the status code ALB would answer with.
+pub async fn handle(req: Request<Incoming>, ctx: &ConnContext) -> Response<ResponseBody> {
+    let request_guard = ctx.activity.begin_request();
+    let listener = &ctx.listener;
+    let (mut response, target_group) = match respond(req, ctx).await {
+        Ok(r) => r,
+        Err((e, tg)) => {
+            if e.side() == crate::error::Side::Upstream {
+                warn!(listener = %listener.name, target_group = tg.as_deref().unwrap_or(""), error = %e, "answering with {}", e.status());
+            } else {
+                debug!(listener = %listener.name, peer = %ctx.peer, error = %e, "bad request");
+            }
+            (error_response(&e), tg)
+        }
+    };
+    let code = response.status();
+    let metrics = &listener.shared.metrics;
+    metrics
+        .requests_total
+        .with_label_values(&[
+            &*listener.name,
+            target_group.as_deref().unwrap_or(""),
+            code.as_str(),
+        ])
+        .inc();
+    if target_group.is_none() || response.body().is_generated() {
+        metrics
+            .elb_responses_total
+            .with_label_values(&[code.as_str()])
+            .inc();
+    }
+    response.body_mut().request = Some(request_guard);
+    response
+}
+
+type Failure = (RequestError, Option<Arc<str>>);
+
+async fn respond(
+    mut req: Request<Incoming>,
+    ctx: &ConnContext,
+) -> Result<(Response<ResponseBody>, Option<Arc<str>>), Failure> {
+    check_framing(&mut req).map_err(|e| (e, None))?;
+    let host = request_host(&req).map_err(|e| (e, None))?;
+    let action = {
+        let snapshot = ctx.listener.shared.snapshot.load();
+        let Some(listener) = snapshot.listener(&ctx.listener.name) else {
+            return Err((RequestError::NoTargets, None));
+        };
+        listener
+            .router
+            .find(&RequestView {
+                host: strip_port(host),
+                path: req.uri().path(),
+            })
+            .clone()
+    };
+    match action {
+        Action::FixedResponse(f) => {
+            let mut resp = Response::new(ResponseBody::full(f.body));
+            *resp.status_mut() = f.status;
+            resp.headers_mut().insert(header::CONTENT_TYPE, f.content_type);
+            Ok((resp, None))
+        }
+        Action::Redirect(t) => {
+            let location = t.location(&RedirectRequest {
+                protocol: ctx.listener.protocol.as_str(),
+                host: strip_port(host),
+                port: ctx.listener.port,
+                path: req.uri().path(),
+                query: req.uri().query().unwrap_or(""),
+            });
+            let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+            *resp.status_mut() = t.status;
+            match HeaderValue::from_str(&location) {
+                Ok(v) => resp.headers_mut().insert(header::LOCATION, v),
+                Err(_) => return Err((RequestError::BadRequest("unrepresentable redirect"), None)),
+            };
+            Ok((resp, None))
+        }
+        Action::Forward(tg) => {
+            let name = tg.name.clone();
+            forward(req, ctx, &tg)
+                .await
+                .map(|r| (r, Some(name.clone())))
+                .map_err(|e| (e, Some(name)))
+        }
+    }
+}
+
+/// Rejects requests whose body framing two parsers could read differently (request smuggling):
+/// Content-Length with Transfer-Encoding, or Content-Length values that disagree. Several equal
+/// Content-Length values are folded into one.
+fn check_framing(req: &mut Request<Incoming>) -> Result<(), RequestError> {
+    let headers = req.headers();
+    let mut lengths = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|v| v.trim_ascii());
+    let Some(first) = lengths.next() else {
+        return Ok(());
+    };
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(RequestError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if lengths.any(|v| v != first) {
+        return Err(RequestError::BadRequest("conflicting Content-Length values"));
+    }
+    if headers.get_all(header::CONTENT_LENGTH).iter().nth(1).is_some() || first.len() < headers[header::CONTENT_LENGTH].len() {
+        let one = HeaderValue::from_bytes(first).map_err(|_| RequestError::BadRequest("bad Content-Length"))?;
+        req.headers_mut().insert(header::CONTENT_LENGTH, one);
+    }
+    Ok(())
+}
+
+/// The request's host as the client wrote it: `:authority` for HTTP/2, else the Host header (or
+/// the authority of an absolute-form target).
+fn request_host(req: &Request<Incoming>) -> Result<&str, RequestError> {
+    let from_header = || {
+        req.headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().map_err(|_| RequestError::BadRequest("Host is not text")))
+    };
+    let from_uri = || req.uri().authority().map(|a| Ok(a.as_str()));
+    let host = if req.version() == Version::HTTP_2 {
+        from_uri().or_else(from_header)
+    } else {
+        from_header().or_else(from_uri)
+    };
+    match host {
+        Some(h) => h,
+        None if req.version() == Version::HTTP_11 => {
+            Err(RequestError::BadRequest("HTTP/1.1 request without Host"))
+        }
+        None => Ok(""),
+    }
+}
+
+/// `example.test:8443` → `example.test`; `[::1]:8443` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i + 1..].is_empty() && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) && !host[..i].ends_with(':') => {
+            &host[..i]
+        }
+        Some(i) if host.len() == i + 1 => &host[..i],
+        _ => host,
+    }
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    ctx: &ConnContext,
+    tg: &Arc<TargetGroup>,
+) -> Result<Response<ResponseBody>, RequestError> {
+    let target = tg.pick().ok_or(RequestError::NoTargets)?.clone();
+    let outstanding = target.begin();
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+        // hyper-util's client would otherwise write the target's ip:port as Host.
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    upstream::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    upstream::add_forwarded(
+        &mut parts.headers,
+        &ForwardedFor {
+            client_ip: ctx.peer.ip(),
+            proto: ctx.listener.protocol.as_str(),
+            port: &ctx.listener.port_header,
+        },
+    );
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme(tg.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?;
+    parts.version = Version::HTTP_11;
+    if parts.method == Method::CONNECT {
+        return Err(RequestError::BadRequest("CONNECT is not proxied"));
+    }
+
+    let started = Instant::now();
+    let sent = tokio::time::timeout(tg.response_timeout, tg.client.request(Request::from_parts(parts, body))).await;
+    let mut resp = match sent {
+        Err(_) => return Err(RequestError::ResponseTimeout),
+        Ok(Err(e)) => {
+            let err = RequestError::from_client(&e);
+            debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
+            return Err(err);
+        }
+        Ok(Ok(r)) => r,
+    };
+    ctx.listener
+        .shared
+        .metrics
+        .target_response_seconds
+        .with_label_values(&[&*tg.name])
+        .observe(started.elapsed().as_secs_f64());
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    upstream::strip_hop_by_hop(resp.headers_mut(), upgrade && switching);
+    if let (Some(client_side), true) = (client_upgrade, switching) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let target_side = hyper::upgrade::on(&mut resp);
+        let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
+        tokio::spawn(async move {
+            let _outstanding = outstanding;
+            match tokio::try_join!(client_side, target_side) {
+                Ok((c, t)) => {
+                    tunnel::run(TokioIo::new(c), TokioIo::new(t), idle).await
+                }
+                Err(e) => debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::full(Bytes::new())));
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            request: None,
+            _outstanding: Some(outstanding),
+            generated: false,
+        },
+    ))
+}
+
+fn error_response(e: &RequestError) -> Response<ResponseBody> {
+    let status = e.status();
+    let body = format!(
+        "{} {}\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.body_mut().generated = true;
+    if matches!(e, RequestError::BadRequest(_)) {
+        // The connection's framing can no longer be trusted.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A response body: bytes seawall made, or a target's body streamed through. It carries the guards
+/// that keep the request counted as in flight (for the connection's idle timer and the target's
+/// outstanding count) until the body is finished or dropped.
+pub struct ResponseBody {
+    inner: Inner,
+    request: Option<RequestGuard>,
+    _outstanding: Option<OutstandingGuard>,
+    /// An error answer made by seawall (for `elb_responses_total`).
+    generated: bool,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ResponseBody {
+    fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            request: None,
+            _outstanding: None,
+            generated: false,
+        }
+    }
+
+    fn is_generated(&self) -> bool {
+        self.generated
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.test:8443"), "example.test");
+        assert_eq!(strip_port("example.test"), "example.test");
+        assert_eq!(strip_port("example.test:"), "example.test");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,138 @@
+//! Compiled listener rules: conditions matched in priority order, the first match's action wins, the
+//! listener's default action when none matches. Everything is built at load time; [`Router::find`] is
+//! a pure function of the request.
+
+mod redirect;
+mod wildcard;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+pub use redirect::{RedirectError, RedirectRequest, RedirectTemplate};
+pub use wildcard::{PatternError, Wildcard};
+
+use crate::targets::TargetGroup;
+
+/// What the router needs of a request.
+pub struct RequestView<'a> {
+    /// Host without port, as the client wrote it (matching folds case).
+    pub host: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+}
+
+/// A listener's rules and default action.
+#[derive(Debug)]
+pub struct Router {
+    rules: Box<[Rule]>,
+    default_action: Action,
+}
+
+/// One rule: every condition that is present must match (AND); within a condition, any value (OR).
+#[derive(Debug)]
+pub struct Rule {
+    pub priority: u32,
+    /// Empty = no host condition.
+    pub host: Box<[Wildcard]>,
+    /// Empty = no path condition.
+    pub path: Box<[Wildcard]>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Forward(Arc<TargetGroup>),
+    FixedResponse(FixedResponse),
+    Redirect(Arc<RedirectTemplate>),
+}
+
+/// A `fixed_response` action, with its header value and body built once.
+#[derive(Debug, Clone)]
+pub struct FixedResponse {
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    pub body: Bytes,
+}
+
+impl Rule {
+    fn matches(&self, req: &RequestView<'_>) -> bool {
+        (self.host.is_empty() || self.host.iter().any(|w| w.matches(req.host)))
+            && (self.path.is_empty() || self.path.iter().any(|w| w.matches(req.path)))
+    }
+}
+
+impl Router {
+    /// `rules` must be sorted by priority; validation guarantees priorities are unique.
+    pub fn new(rules: Vec<Rule>, default_action: Action) -> Self {
+        debug_assert!(rules.windows(2).all(|w| w[0].priority < w[1].priority));
+        Router {
+            rules: rules.into(),
+            default_action,
+        }
+    }
+
+    /// The action for a request: the lowest-priority matching rule's, else the default.
+    pub fn find(&self, req: &RequestView<'_>) -> &Action {
+        self.rules
+            .iter()
+            .find(|r| r.matches(req))
+            .map_or(&self.default_action, |r| &r.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(body: &'static str) -> Action {
+        Action::FixedResponse(FixedResponse {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_static("text/plain"),
+            body: Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    fn body(a: &Action) -> &[u8] {
+        match a {
+            Action::FixedResponse(f) => &f.body,
+            _ => panic!("not fixed"),
+        }
+    }
+
+    #[test]
+    fn lowest_priority_match_wins_and_conditions_are_anded() {
+        let h = |p: &str| Wildcard::case_insensitive(p).unwrap();
+        let p = |p: &str| Wildcard::case_sensitive(p).unwrap();
+        let router = Router::new(
+            vec![
+                Rule {
+                    priority: 1,
+                    host: vec![h("api.test")].into(),
+                    path: vec![p("/v1/*")].into(),
+                    action: fixed("api-v1"),
+                },
+                Rule {
+                    priority: 2,
+                    host: vec![h("api.test"), h("*.api.test")].into(),
+                    path: Box::new([]),
+                    action: fixed("api"),
+                },
+                Rule {
+                    priority: 3,
+                    host: Box::new([]),
+                    path: vec![p("/static/*")].into(),
+                    action: fixed("static"),
+                },
+            ],
+            fixed("default"),
+        );
+        let find = |host, path| body(router.find(&RequestView { host, path })).to_vec();
+        assert_eq!(find("API.test", "/v1/x"), b"api-v1");
+        assert_eq!(find("api.test", "/v2/x"), b"api");
+        assert_eq!(find("eu.api.test", "/static/a"), b"api");
+        assert_eq!(find("other.test", "/static/a"), b"static");
+        assert_eq!(find("other.test", "/"), b"default");
+    }
+}

@@ -1,0 +1,197 @@
+//! One client connection: TLS handshake (with its deadline), the HTTP/1.1 or HTTP/2 server chosen by
+//! ALPN, and the idle and drain policy around hyper's connection future.
+
+pub mod activity;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
+
+use crate::app::Shared;
+use crate::config::validate::{Protocol, RuntimeConfig};
+use crate::proxy::{self, ConnContext};
+use activity::{Activity, HeadTimeout};
+
+/// What every connection of one listener shares.
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    pub protocol: Protocol,
+    /// The bound port, also pre-rendered for `X-Forwarded-Port`.
+    pub port: u16,
+    pub port_header: HeaderValue,
+    pub shared: Arc<Shared>,
+}
+
+/// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one accepted connection to its end.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
+    let shared = &listener.shared;
+    let snapshot = shared.snapshot.load_full();
+    // The listener may have gone in a reload between accept and now.
+    let Some(compiled) = snapshot.listener(&listener.name) else {
+        return;
+    };
+    let rt = &snapshot.runtime;
+    let _ = tcp.set_nodelay(true);
+    match &compiled.tls {
+        Some(tls) => {
+            let acceptor = TlsAcceptor::from(tls.clone());
+            let metrics = &shared.metrics;
+            let stream = match timeout(rt.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let reason = if e.kind() == std::io::ErrorKind::InvalidData {
+                        "alert"
+                    } else {
+                        "io"
+                    };
+                    metrics
+                        .tls_handshake_errors_total
+                        .with_label_values(&[reason])
+                        .inc();
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics
+                        .tls_handshake_errors_total
+                        .with_label_values(&["timeout"])
+                        .inc();
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = stream.get_ref().1;
+            let kind = match conn.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => "resumed",
+                _ => "full",
+            };
+            metrics.tls_handshakes_total.with_label_values(&[kind]).inc();
+            let h2 = conn.alpn_protocol() == Some(b"h2");
+            serve_http(stream, h2, peer, &listener, rt).await;
+        }
+        None => {
+            let h2 = match timeout(rt.header_timeout, is_h2c_preface(&tcp)).await {
+                Ok(Ok(h2)) => h2,
+                _ => return,
+            };
+            serve_http(tcp, h2, peer, &listener, rt).await;
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// On plain listeners, tells HTTP/2 with prior knowledge (h2c) from HTTP/1 by peeking at the first
+/// bytes without consuming them. TLS listeners use ALPN instead.
+async fn is_h2c_preface(tcp: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        tcp.readable().await?;
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: the rest is on its way; peeking again at once would spin.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn serve_http<S>(
+    io: S,
+    h2: bool,
+    peer: SocketAddr,
+    listener: &Arc<ListenerContext>,
+    rt: &RuntimeConfig,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let head_timeout = (!h2).then_some(rt.header_timeout);
+    let io = TokioIo::new(HeadTimeout::new(io, activity.clone(), head_timeout));
+    let ctx = Arc::new(ConnContext {
+        listener: listener.clone(),
+        peer,
+        activity: activity.clone(),
+    });
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) }
+    });
+    let shutdown = &listener.shared.shutdown;
+    if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(rt.max_header_bytes as u32);
+        let conn = builder.serve_connection(io, service);
+        drive(conn, |c| c.graceful_shutdown(), &activity, rt.idle_timeout, shutdown).await;
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .keep_alive(true)
+            .header_read_timeout(None)
+            .max_buf_size(rt.max_header_bytes);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        drive(conn, |c| c.graceful_shutdown(), &activity, rt.idle_timeout, shutdown).await;
+    }
+}
+
+/// Runs a hyper connection until it ends, closing it gracefully when it has been idle for
+/// `idle_timeout` or when the process starts draining.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    idle_timeout: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        // While busy, look again after a full idle period: the deadline can only be later.
+        let wake = activity
+            .idle_deadline(idle_timeout)
+            .unwrap_or_else(|| Instant::now() + idle_timeout);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = sleep_until(wake) => {
+                if activity.idle_deadline(idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                    graceful(conn.as_mut());
+                    break;
+                }
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                graceful(conn.as_mut());
+            }
+        }
+    }
+    // An HTTP/2 peer gets its GOAWAY; do not wait on it for long.
+    let _ = timeout(CLOSE_GRACE, conn).await;
+}

@@ -1,0 +1,60 @@
+//! TLS termination: certificates (PEM files or generated with rcgen), the SNI resolver, and one
+//! rustls `ServerConfig` per listener, built at load time and shared by every handshake.
+
+mod certs;
+mod resolver;
+
+use std::sync::Arc;
+
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
+use rustls::server::ServerSessionMemoryCache;
+use rustls::ServerConfig;
+
+pub use certs::{load_pem_files, self_signed, CertError, LoadedCert, SelfSigned};
+pub use resolver::SniResolver;
+
+use crate::config::validate::TlsPolicy;
+
+/// The crypto provider everywhere in seawall: aws-lc-rs, with the AEAD suites only (TLS 1.2 suites
+/// with ECDHE key exchange, so every TLS 1.2 session has forward secrecy too).
+pub fn provider() -> CryptoProvider {
+    use aws_lc_rs::cipher_suite as cs;
+    CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..aws_lc_rs::default_provider()
+    }
+}
+
+/// Stateful resumption cache size per listener: enough for a busy edge without unbounded growth.
+const SESSION_CACHE_ENTRIES: usize = 8192;
+
+/// Builds a listener's TLS configuration. `certs` is in the listener's order: the first one is
+/// served when SNI names nothing that a certificate covers.
+pub fn server_config(
+    certs: &[&LoadedCert],
+    policy: TlsPolicy,
+    alpn: &[Vec<u8>],
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match policy {
+        TlsPolicy::Tls13Only => &[&rustls::version::TLS13],
+        TlsPolicy::Tls13And12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let resolver = SniResolver::new(certs).ok_or(rustls::Error::NoCertificatesPresented)?;
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = alpn.to_vec();
+    cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    Ok(Arc::new(cfg))
+}

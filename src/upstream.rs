@@ -1,0 +1,232 @@
+//! The way to the targets: a pooled keep-alive hyper client per target group, and the header rewriting
+//! a proxy owes both sides (hop-by-hop removal, `X-Forwarded-*`, the ALB trace id).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// The client that carries proxied requests; request bodies stream through as hyper received them.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
+/// of target servers, so that seawall closes first and never sends a request on a socket the
+/// target is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Builds a target group's client. HTTPS target groups re-encrypt; like ALB, seawall does not verify
+/// target certificates (targets are addressed by IP and usually carry self-signed certificates), but
+/// it does check the handshake signature, so the target holds the key of the certificate it shows.
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let provider = Arc::new(crate::tls::provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate(provider)))
+        .with_no_client_auth();
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector)
+}
+
+#[derive(Debug)]
+struct AnyTargetCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyTargetCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides those the
+/// `Connection` header names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers. `Upgrade` is removed too unless the exchange is an upgrade, in which
+/// case the caller puts `Connection: upgrade` back.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Names listed in Connection are hop-by-hop for this message only.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// What the forwarded headers say about the client side of the connection.
+pub struct ForwardedFor<'a> {
+    pub client_ip: IpAddr,
+    /// `http` or `https`: the listener's protocol.
+    pub proto: &'static str,
+    /// The port the client connected to, pre-rendered once per connection.
+    pub port: &'a HeaderValue,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+
+/// Adds `X-Forwarded-For` (appending the client to any list the client sent, as ALB does),
+/// `X-Forwarded-Proto`, `X-Forwarded-Port`, and an `X-Amzn-Trace-Id` when the request has none.
+pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
+    let ip = f.client_ip.to_string();
+    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&v)
+        }
+        _ => HeaderValue::from_str(&ip),
+    };
+    if let Ok(v) = xff {
+        // Several XFF lines are folded into one list, as a proxy must when it appends.
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    headers.insert(X_FORWARDED_PORT, f.port.clone());
+    if !headers.contains_key(X_AMZN_TRACE_ID) {
+        headers.insert(X_AMZN_TRACE_ID, trace_id());
+    }
+}
+
+/// `Root=1-<8 hex digits of the epoch second>-<24 hex digits>`, ALB's request id.
+pub fn trace_id() -> HeaderValue {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (a, b) = (fastrand::u64(..), fastrand::u32(..));
+    let id = format!("Root=1-{:08x}-{a:016x}{b:08x}", secs as u32);
+    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_trace_id_is_kept() {
+        let port = HeaderValue::from_static("8443");
+        let f = ForwardedFor {
+            client_ip: "10.1.2.3".parse().unwrap(),
+            proto: "https",
+            port: &port,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
+        h.insert(X_AMZN_TRACE_ID, "Root=1-00000000-abc".parse().unwrap());
+        add_forwarded(&mut h, &f);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_PORT], "8443");
+        assert_eq!(h[X_AMZN_TRACE_ID], "Root=1-00000000-abc");
+    }
+
+    #[test]
+    fn trace_id_has_albs_shape() {
+        let id = trace_id();
+        let s = id.to_str().unwrap();
+        let parts: Vec<&str> = s.strip_prefix("Root=1-").unwrap().split('-').collect();
+        assert_eq!(parts[0].len(), 8);
+        assert_eq!(parts[1].len(), 24);
+        assert!(parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
+    }
+}
