@@ -1,0 +1,455 @@
+//! Test harness: seawall started in-process on port-0 listeners, real backends (hyper servers on
+//! 127.0.0.1:0), rcgen certificates written to a temp folder, and real TLS/HTTP clients.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn empty() -> Body {
+    body(Bytes::new())
+}
+
+/// A body of `len` deterministic bytes (`i % 251`), sent in 64 KiB chunks.
+pub fn pattern_body(len: usize) -> Body {
+    let chunks = (0..len).step_by(65536).map(move |start| {
+        let end = (start + 65536).min(len);
+        Ok::<_, Infallible>(Frame::data(Bytes::from(
+            (start..end).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+        )))
+    });
+    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+pub fn pattern_sha256(len: usize) -> String {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    sha256_hex(&data)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+/// A self-signed certificate written as PEM files.
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Writes `STEM.pem` and `STEM-key.pem` for `names` into `dir`.
+pub fn write_cert(dir: &std::path::Path, stem: &str, names: &[&str]) -> CertFiles {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let g = seawall::tls::self_signed(&names).unwrap();
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}-key.pem"));
+    std::fs::write(&cert, g.cert_pem).unwrap();
+    std::fs::write(&key, g.key_pem).unwrap();
+    CertFiles { cert, key }
+}
+
+// ---------------------------------------------------------------------------------------------
+// seawall in-process
+
+/// A running seawall and the temp folder holding its config and certificates.
+pub struct Seawall {
+    pub running: seawall::Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Seawall {
+    /// Writes `config` to `<tmp>/seawall.toml` (after `prepare` has put files in the folder) and
+    /// starts it. Listener binds in the config should use port 0.
+    pub fn start_with(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Seawall {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let path = dir.path().join("seawall.toml");
+        std::fs::write(&path, config).unwrap();
+        let source = seawall::config::Source::read(&path).unwrap();
+        let app = seawall::App::build(&source).unwrap_or_else(|e| panic!("config:\n{e}"));
+        let running = app.start().unwrap();
+        Seawall { running, dir }
+    }
+
+    pub fn start(config: &str) -> Seawall {
+        Self::start_with(config, |_| {})
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.running.listener_addr(listener).expect("listener exists")
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.running.admin_addr().expect("admin configured")
+    }
+
+    /// The value of one metric sample line (`name{labels}`), or 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = self.running.shared().metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A test target: an HTTP/1.1 server on 127.0.0.1:0.
+///
+/// - `/download?bytes=N`: N pattern bytes, streamed.
+/// - `/upload`: answers `<sha256 hex> <length>` of the request body.
+/// - `/slow`: never answers.
+/// - `/ws`: WebSocket echo.
+/// - anything else: JSON `{"id", "method", "path", "headers": {name: [values]}}`.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub id: String,
+    /// Requests whose head reached the backend.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(id: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (id2, hits2) = (id.to_string(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (id, hits) = (id2.clone(), hits2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (id, hits) = (id.clone(), hits.clone());
+                        async move {
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(backend_handle(req, &id).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            id: id.to_string(),
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and closes the listening socket.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn backend_handle(mut req: Request<Incoming>, id: &str) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/download" => {
+            let n: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            Response::new(pattern_body(n))
+        }
+        "/upload" => {
+            let mut hasher = Sha256::new();
+            let mut len = 0usize;
+            let mut b = req.into_body();
+            while let Some(frame) = b.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    len += data.len();
+                    hasher.update(&data);
+                }
+            }
+            Response::new(body(format!("{} {len}", hex(&hasher.finalize()))))
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Response::new(empty())
+        }
+        "/ws" => {
+            let key = req
+                .headers()
+                .get("sec-websocket-key")
+                .cloned()
+                .unwrap_or_else(|| http::HeaderValue::from_static(""));
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let upgraded = on_upgrade.await.unwrap();
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    } else if msg.is_close() {
+                        break;
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header(
+                    "sec-websocket-accept",
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                )
+                .body(empty())
+                .unwrap()
+        }
+        _ => {
+            let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (k, v) in req.headers() {
+                headers
+                    .entry(k.as_str().to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+            }
+            let json = serde_json::json!({
+                "id": id,
+                "method": req.method().as_str(),
+                "path": req.uri().to_string(),
+                "headers": headers,
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(body(json.to_string()))
+                .unwrap()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+/// Accepts any server certificate: the tests inspect the certificate instead of trusting it.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS client options.
+#[derive(Clone)]
+pub struct Tls {
+    pub sni: String,
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl Tls {
+    pub fn new(sni: &str) -> Tls {
+        Tls {
+            sni: sni.to_string(),
+            versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
+            alpn: vec![b"http/1.1".to_vec()],
+        }
+    }
+    pub fn h2(mut self) -> Tls {
+        self.alpn = vec![b"h2".to_vec()];
+        self
+    }
+    pub fn only(mut self, v: &'static rustls::SupportedProtocolVersion) -> Tls {
+        self.versions = vec![v];
+        self
+    }
+}
+
+pub async fn tls_connect(addr: SocketAddr, opts: &Tls) -> std::io::Result<TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&opts.versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = opts.alpn.clone();
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(opts.sni.clone()).unwrap();
+    TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await
+}
+
+/// The DNS names in the subjectAltName of the certificate the server presented.
+pub fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
+    use x509_parser::prelude::*;
+    let certs = stream.get_ref().1.peer_certificates().unwrap();
+    let (_, cert) = X509Certificate::from_der(certs[0].as_ref()).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An HTTP/1.1 client connection over any stream.
+pub async fn h1<S>(io: S) -> hyper::client::conn::http1::SendRequest<Body>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    send
+}
+
+/// An HTTP/2 client connection over any stream.
+pub async fn h2<S>(io: S) -> hyper::client::conn::http2::SendRequest<Body>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// A response with its body read whole.
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+    /// For backend echo answers: the first value of a request header the backend saw.
+    pub fn seen_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name][0].as_str().map(str::to_string)
+    }
+}
+
+pub async fn read(resp: Response<Incoming>) -> Got {
+    let (parts, b) = resp.into_parts();
+    let body = b.collect().await.unwrap().to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// GET over a fresh HTTP/1.1 connection; `scheme` picks TLS (with SNI = host) or plain TCP.
+pub async fn get(addr: SocketAddr, https: bool, host: &str, path: &str) -> Got {
+    let req = Request::get(path).header("host", host).body(empty()).unwrap();
+    if https {
+        let tls = tls_connect(addr, &Tls::new(host.split(':').next().unwrap()))
+            .await
+            .unwrap();
+        let mut c = h1(tls).await;
+        read(c.send_request(req).await.unwrap()).await
+    } else {
+        let mut c = h1(TcpStream::connect(addr).await.unwrap()).await;
+        read(c.send_request(req).await.unwrap()).await
+    }
+}
+
+/// Writes raw bytes on a plain connection and reads what comes back until the server closes or
+/// `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, data: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(data).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
