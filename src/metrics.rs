@@ -74,6 +74,14 @@ impl Metrics {
         registry
             .register(Box::new(target_response_seconds.clone()))
             .expect("unique");
+        // Known label values start at zero, so dashboards and alerts see the series before the
+        // first event.
+        for kind in ["full", "resumed"] {
+            tls_handshakes_total.with_label_values(&[kind]);
+        }
+        for reason in ["alert", "io", "timeout"] {
+            tls_handshake_errors_total.with_label_values(&[reason]);
+        }
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique");

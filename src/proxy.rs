@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -71,7 +71,17 @@ async fn respond(
     mut req: Request<Incoming>,
     ctx: &ConnContext,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), Failure> {
-    check_framing(&mut req).map_err(|e| (e, None))?;
+    if req.method() == Method::CONNECT {
+        return Err((RequestError::BadRequest("CONNECT is not proxied"), None));
+    }
+    if ctx.activity.take_framing_conflict() {
+        // hyper has already dropped the Content-Length of this head (see `Activity`).
+        return Err((
+            RequestError::BadRequest("both Content-Length and Transfer-Encoding"),
+            None,
+        ));
+    }
+    check_framing(req.headers_mut()).map_err(|e| (e, None))?;
     let host = request_host(&req).map_err(|e| (e, None))?;
     let action = {
         let snapshot = ctx.listener.shared.snapshot.load();
@@ -90,7 +100,8 @@ async fn respond(
         Action::FixedResponse(f) => {
             let mut resp = Response::new(ResponseBody::full(f.body));
             *resp.status_mut() = f.status;
-            resp.headers_mut().insert(header::CONTENT_TYPE, f.content_type);
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, f.content_type);
             Ok((resp, None))
         }
         Action::Redirect(t) => {
@@ -120,16 +131,30 @@ async fn respond(
 }
 
 /// Rejects requests whose body framing two parsers could read differently (request smuggling):
-/// Content-Length with Transfer-Encoding, or Content-Length values that disagree. Several equal
-/// Content-Length values are folded into one.
-fn check_framing(req: &mut Request<Incoming>) -> Result<(), RequestError> {
-    let headers = req.headers();
-    let mut lengths = headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|v| v.trim_ascii());
-    let Some(first) = lengths.next() else {
+/// Content-Length with Transfer-Encoding, or Content-Length values that disagree. hyper accepts
+/// both and keeps the stale header, so this runs before anything is forwarded. Equal repeated
+/// values (`5, 5` or two `5` lines) are folded into one.
+fn check_framing(headers: &mut HeaderMap) -> Result<(), RequestError> {
+    let mut first: Option<&[u8]> = None;
+    let mut repeated = false;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            match first {
+                None => first = Some(part),
+                Some(f) if f == part => repeated = true,
+                Some(_) => {
+                    return Err(RequestError::BadRequest(
+                        "conflicting Content-Length values",
+                    ))
+                }
+            }
+        }
+    }
+    let Some(first) = first else {
         return Ok(());
     };
     if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -137,12 +162,10 @@ fn check_framing(req: &mut Request<Incoming>) -> Result<(), RequestError> {
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    if lengths.any(|v| v != first) {
-        return Err(RequestError::BadRequest("conflicting Content-Length values"));
-    }
-    if headers.get_all(header::CONTENT_LENGTH).iter().nth(1).is_some() || first.len() < headers[header::CONTENT_LENGTH].len() {
-        let one = HeaderValue::from_bytes(first).map_err(|_| RequestError::BadRequest("bad Content-Length"))?;
-        req.headers_mut().insert(header::CONTENT_LENGTH, one);
+    if repeated {
+        let one = HeaderValue::from_bytes(first)
+            .map_err(|_| RequestError::BadRequest("bad Content-Length"))?;
+        headers.insert(header::CONTENT_LENGTH, one);
     }
     Ok(())
 }
@@ -151,9 +174,10 @@ fn check_framing(req: &mut Request<Incoming>) -> Result<(), RequestError> {
 /// the authority of an absolute-form target).
 fn request_host(req: &Request<Incoming>) -> Result<&str, RequestError> {
     let from_header = || {
-        req.headers()
-            .get(header::HOST)
-            .map(|h| h.to_str().map_err(|_| RequestError::BadRequest("Host is not text")))
+        req.headers().get(header::HOST).map(|h| {
+            h.to_str()
+                .map_err(|_| RequestError::BadRequest("Host is not text"))
+        })
     };
     let from_uri = || req.uri().authority().map(|a| Ok(a.as_str()));
     let host = if req.version() == Version::HTTP_2 {
@@ -173,7 +197,11 @@ fn request_host(req: &Request<Incoming>) -> Result<&str, RequestError> {
 /// `example.test:8443` → `example.test`; `[::1]:8443` → `[::1]`.
 fn strip_port(host: &str) -> &str {
     match host.rfind(':') {
-        Some(i) if !host[i + 1..].is_empty() && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) && !host[..i].ends_with(':') => {
+        Some(i)
+            if !host[i + 1..].is_empty()
+                && host[i + 1..].bytes().all(|b| b.is_ascii_digit())
+                && !host[..i].ends_with(':') =>
+        {
             &host[..i]
         }
         Some(i) if host.len() == i + 1 => &host[..i],
@@ -238,12 +266,13 @@ async fn forward(
         .build()
         .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?;
     parts.version = Version::HTTP_11;
-    if parts.method == Method::CONNECT {
-        return Err(RequestError::BadRequest("CONNECT is not proxied"));
-    }
 
     let started = Instant::now();
-    let sent = tokio::time::timeout(tg.response_timeout, tg.client.request(Request::from_parts(parts, body))).await;
+    let sent = tokio::time::timeout(
+        tg.response_timeout,
+        tg.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
     let mut resp = match sent {
         Err(_) => return Err(RequestError::ResponseTimeout),
         Ok(Err(e)) => {
@@ -270,14 +299,15 @@ async fn forward(
         tokio::spawn(async move {
             let _outstanding = outstanding;
             match tokio::try_join!(client_side, target_side) {
-                Ok((c, t)) => {
-                    tunnel::run(TokioIo::new(c), TokioIo::new(t), idle).await
-                }
+                Ok((c, t)) => tunnel::run(TokioIo::new(c), TokioIo::new(t), idle).await,
                 Err(e) => debug!(error = %e, "upgrade failed"),
             }
         });
         let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(parts, ResponseBody::full(Bytes::new())));
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::full(Bytes::new()),
+        ));
     }
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(
@@ -384,5 +414,31 @@ mod tests {
         assert_eq!(strip_port("example.test:"), "example.test");
         assert_eq!(strip_port("[::1]:8443"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_rejected_and_repeats_are_folded() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let mut h = headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
+        assert!(check_framing(&mut h).is_err());
+        let mut h = headers(&[("content-length", "5"), ("content-length", "6")]);
+        assert!(check_framing(&mut h).is_err());
+        let mut h = headers(&[("content-length", "5, 6")]);
+        assert!(check_framing(&mut h).is_err());
+        let mut h = headers(&[("content-length", "5"), ("content-length", "5")]);
+        check_framing(&mut h).unwrap();
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
+        assert_eq!(h["content-length"], "5");
+        let mut h = headers(&[("transfer-encoding", "chunked")]);
+        check_framing(&mut h).unwrap();
     }
 }

@@ -140,8 +140,7 @@ fn action(a: &ActionConfig, tgs: &[Arc<TargetGroup>]) -> Action {
             body,
         } => Action::FixedResponse(FixedResponse {
             status: *status,
-            content_type: HeaderValue::from_str(content_type)
-                .expect("validated as a header value"),
+            content_type: HeaderValue::from_str(content_type).expect("validated as a header value"),
             body: Bytes::from(body.clone()),
         }),
         ActionConfig::Redirect(t) => Action::Redirect(Arc::new(t.clone())),

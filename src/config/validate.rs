@@ -240,6 +240,8 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
             target_groups,
         })
     } else {
+        // Reported in file order, which is how a user reads and fixes them.
+        errs.sort_by_key(|e| e.line);
         Err(ConfigErrors(errs))
     }
 }
@@ -423,12 +425,10 @@ fn listener(
         _ => {}
     }
 
-    let listener_protocol = protocol.unwrap_or(Protocol::Http);
     let default_action = action(
         src,
         &format!("{path}.default_action"),
         &l.default_action,
-        listener_protocol,
         tgs,
         errs,
     );
@@ -475,14 +475,7 @@ fn listener(
                 "a rule needs at least one condition (host or path); use default_action to match everything",
             ));
         }
-        let act = action(
-            src,
-            &format!("{rpath}.action"),
-            &r.action,
-            listener_protocol,
-            tgs,
-            errs,
-        );
+        let act = action(src, &format!("{rpath}.action"), &r.action, tgs, errs);
         if let (Some(priority), Some(action)) = (priority, act) {
             rules.push(RuleConfig {
                 priority,
@@ -536,7 +529,6 @@ fn action(
     src: &Source,
     path: &str,
     a: &RawAction,
-    listener_protocol: Protocol,
     tgs: &HashMap<String, usize>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ActionConfig> {
@@ -595,14 +587,13 @@ fn action(
         });
     }
     let r = a.redirect.as_ref()?;
-    redirect(src, &format!("{path}.redirect"), r, listener_protocol, errs)
+    redirect(src, &format!("{path}.redirect"), r, errs)
 }
 
 fn redirect(
     src: &Source,
     path: &str,
     r: &RawRedirect,
-    _listener_protocol: Protocol,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ActionConfig> {
     match RedirectTemplate::compile(
@@ -615,7 +606,11 @@ fn redirect(
     ) {
         Ok(t) => Some(ActionConfig::Redirect(t)),
         Err(e) => {
-            errs.push(src.error(format!("{path}.{}", e.field()), e.to_string()));
+            let key = match e.field() {
+                Some(field) => format!("{path}.{field}"),
+                None => path.to_string(),
+            };
+            errs.push(src.error(key, e.to_string()));
             None
         }
     }

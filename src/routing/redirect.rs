@@ -79,15 +79,17 @@ pub enum RedirectError {
 }
 
 impl RedirectError {
-    /// The key the error is about, to name it in a config error.
-    pub fn field(&self) -> &'static str {
+    /// The key the error is about, to name it in a config error (`None`: the redirect as a whole).
+    pub fn field(&self) -> Option<&'static str> {
         match self {
-            RedirectError::Protocol(_) => "protocol",
-            RedirectError::Port(_) => "port",
-            RedirectError::Path(_) => "path",
-            RedirectError::Empty { field } | RedirectError::Placeholder { field, .. } => field,
-            RedirectError::Status(_) => "status",
-            RedirectError::Loop => "protocol",
+            RedirectError::Protocol(_) => Some("protocol"),
+            RedirectError::Port(_) => Some("port"),
+            RedirectError::Path(_) => Some("path"),
+            RedirectError::Empty { field } | RedirectError::Placeholder { field, .. } => {
+                Some(field)
+            }
+            RedirectError::Status(_) => Some("status"),
+            RedirectError::Loop => None,
         }
     }
 }
@@ -245,8 +247,8 @@ mod tests {
 
     #[test]
     fn http_to_https_keeps_host_path_and_query() {
-        let t = RedirectTemplate::compile(Some("https"), None, Some("8443"), None, None, None)
-            .unwrap();
+        let t =
+            RedirectTemplate::compile(Some("https"), None, Some("8443"), None, None, None).unwrap();
         assert_eq!(
             t.location(&req()),
             "https://shop.example.test:8443/cart/view?a=1&b=2"
@@ -256,9 +258,8 @@ mod tests {
 
     #[test]
     fn default_ports_and_empty_query_are_left_out() {
-        let t =
-            RedirectTemplate::compile(Some("HTTPS"), None, Some("443"), None, None, Some(302))
-                .unwrap();
+        let t = RedirectTemplate::compile(Some("HTTPS"), None, Some("443"), None, None, Some(302))
+            .unwrap();
         let mut r = req();
         r.query = "";
         assert_eq!(t.location(&r), "https://shop.example.test/cart/view");
@@ -285,7 +286,10 @@ mod tests {
     #[test]
     fn bad_templates_are_rejected() {
         let c = |p, h, port, path, q, s| RedirectTemplate::compile(p, h, port, path, q, s);
-        assert_eq!(c(None, None, None, None, None, None), Err(RedirectError::Loop));
+        assert_eq!(
+            c(None, None, None, None, None, None),
+            Err(RedirectError::Loop)
+        );
         assert!(matches!(
             c(Some("ftp"), None, None, None, None, None),
             Err(RedirectError::Protocol(_))
