@@ -154,14 +154,19 @@ impl App {
                                     max_connections,
                                 ));
                             }
-                            Err(e) => warn!(listener = %ctx.name, error = %e, "cannot register listener"),
+                            Err(e) => {
+                                warn!(listener = %ctx.name, error = %e, "cannot register listener")
+                            }
                         }
                     }
                     shared.ready.store(true, Ordering::Release);
                     shared.shutdown.cancelled().await;
                     tracker.close();
                     info!(connections = tracker.len(), "draining");
-                    if tokio::time::timeout(drain_timeout, tracker.wait()).await.is_err() {
+                    if tokio::time::timeout(drain_timeout, tracker.wait())
+                        .await
+                        .is_err()
+                    {
                         warn!(
                             connections = tracker.len(),
                             "drain_timeout passed; closing the remaining connections"

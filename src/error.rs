@@ -94,8 +94,16 @@ mod tests {
         let cases = [
             (RequestError::BadRequest("x"), 400, Side::Downstream),
             (RequestError::NoTargets, 503, Side::Upstream),
-            (RequestError::ConnectFailed("refused".into()), 502, Side::Upstream),
-            (RequestError::TargetReset("reset".into()), 502, Side::Upstream),
+            (
+                RequestError::ConnectFailed("refused".into()),
+                502,
+                Side::Upstream,
+            ),
+            (
+                RequestError::TargetReset("reset".into()),
+                502,
+                Side::Upstream,
+            ),
             (RequestError::ConnectTimeout, 504, Side::Upstream),
             (RequestError::ResponseTimeout, 504, Side::Upstream),
         ];

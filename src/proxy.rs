@@ -295,6 +295,7 @@ async fn forward(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let target_side = hyper::upgrade::on(&mut resp);
+        ctx.activity.mark_upgraded();
         let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
         tokio::spawn(async move {
             let _outstanding = outstanding;

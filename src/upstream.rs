@@ -153,17 +153,17 @@ pub const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id
 /// `X-Forwarded-Proto`, `X-Forwarded-Port`, and an `X-Amzn-Trace-Id` when the request has none.
 pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
     let ip = f.client_ip.to_string();
-    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
-            HeaderValue::from_bytes(&v)
+    // Every XFF line the client sent, in order, then the client: `get` would keep the first only.
+    let mut list = Vec::new();
+    for prev in headers.get_all(X_FORWARDED_FOR) {
+        let prev = prev.as_bytes().trim_ascii();
+        if !prev.is_empty() {
+            list.extend_from_slice(prev);
+            list.extend_from_slice(b", ");
         }
-        _ => HeaderValue::from_str(&ip),
-    };
-    if let Ok(v) = xff {
+    }
+    list.extend_from_slice(ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&list) {
         // Several XFF lines are folded into one list, as a proxy must when it appends.
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -227,6 +227,8 @@ mod tests {
         let parts: Vec<&str> = s.strip_prefix("Root=1-").unwrap().split('-').collect();
         assert_eq!(parts[0].len(), 8);
         assert_eq!(parts[1].len(), 24);
-        assert!(parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert!(parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
     }
 }

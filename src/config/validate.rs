@@ -13,7 +13,7 @@ use super::{
     ConfigError, ConfigErrors, RawAction, RawConfig, RawListener, RawRedirect, RawTargetGroup,
     Source,
 };
-use crate::routing::{RedirectTemplate, Wildcard};
+use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
 
 /// A configuration whose values have all been checked. Certificates are not read yet: that is the
 /// compile step's job, so that `validate` stays pure.
@@ -425,10 +425,13 @@ fn listener(
         _ => {}
     }
 
+    // A redirect is checked against the listener it sits on, to catch spelled-out loops.
+    let here = (protocol.unwrap_or(Protocol::Http), bind.map(|b| b.port()));
     let default_action = action(
         src,
         &format!("{path}.default_action"),
         &l.default_action,
+        here,
         tgs,
         errs,
     );
@@ -475,7 +478,7 @@ fn listener(
                 "a rule needs at least one condition (host or path); use default_action to match everything",
             ));
         }
-        let act = action(src, &format!("{rpath}.action"), &r.action, tgs, errs);
+        let act = action(src, &format!("{rpath}.action"), &r.action, here, tgs, errs);
         if let (Some(priority), Some(action)) = (priority, act) {
             rules.push(RuleConfig {
                 priority,
@@ -529,6 +532,7 @@ fn action(
     src: &Source,
     path: &str,
     a: &RawAction,
+    listener: (Protocol, Option<u16>),
     tgs: &HashMap<String, usize>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ActionConfig> {
@@ -587,13 +591,14 @@ fn action(
         });
     }
     let r = a.redirect.as_ref()?;
-    redirect(src, &format!("{path}.redirect"), r, errs)
+    redirect(src, &format!("{path}.redirect"), r, listener, errs)
 }
 
 fn redirect(
     src: &Source,
     path: &str,
     r: &RawRedirect,
+    (protocol, port): (Protocol, Option<u16>),
     errs: &mut Vec<ConfigError>,
 ) -> Option<ActionConfig> {
     match RedirectTemplate::compile(
@@ -604,6 +609,10 @@ fn redirect(
         r.query.as_deref(),
         r.status,
     ) {
+        Ok(t) if t.loops_on(Some(protocol.as_str()), port.filter(|&p| p != 0)) => {
+            errs.push(src.error(path, RedirectError::Loop.to_string()));
+            None
+        }
         Ok(t) => Some(ActionConfig::Redirect(t)),
         Err(e) => {
             let key = match e.field() {

@@ -171,15 +171,29 @@ impl RedirectTemplate {
             query: parse("query", query.unwrap_or("#{query}"))?,
             status,
         };
-        let same = t.protocol == ProtocolField::Same
-            && t.port == PortField::Same
-            && *t.host == [Part::Host]
-            && *t.path == [Part::Literal("/".into()), Part::Path]
-            && *t.query == [Part::Query];
-        if same {
+        if t.loops_on(None, None) {
             return Err(RedirectError::Loop);
         }
         Ok(t)
+    }
+
+    /// Whether the redirect sends every request back to the URL it came from, on a listener of
+    /// this protocol and port (`None`: not known, so only placeholders can make it loop).
+    pub fn loops_on(&self, protocol: Option<&str>, port: Option<u16>) -> bool {
+        let same_protocol = match self.protocol {
+            ProtocolField::Same => true,
+            ProtocolField::Http => protocol == Some("http"),
+            ProtocolField::Https => protocol == Some("https"),
+        };
+        let same_port = match self.port {
+            PortField::Same => true,
+            PortField::Fixed(p) => port == Some(p),
+        };
+        same_protocol
+            && same_port
+            && *self.host == [Part::Host]
+            && *self.path == [Part::Literal("/".into()), Part::Path]
+            && *self.query == [Part::Query]
     }
 
     /// The Location header for a request.

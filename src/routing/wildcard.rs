@@ -98,7 +98,13 @@ impl Wildcard {
 
 /// Iterative glob match with single-star backtracking: linear in practice, never exponential.
 fn glob(pattern: &[u8], input: &[u8], fold: bool) -> bool {
-    let same = |a: u8, b: u8| if fold { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let same = |a: u8, b: u8| {
+        if fold {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
     let (mut p, mut i) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while i < input.len() {
@@ -170,7 +176,10 @@ mod tests {
     #[test]
     fn bad_patterns_are_rejected() {
         assert_eq!(Wildcard::case_sensitive(""), Err(PatternError::Empty));
-        assert_eq!(Wildcard::case_sensitive("/a b"), Err(PatternError::BadCharacter));
+        assert_eq!(
+            Wildcard::case_sensitive("/a b"),
+            Err(PatternError::BadCharacter)
+        );
         assert_eq!(
             Wildcard::case_sensitive(&"a".repeat(129)),
             Err(PatternError::TooLong)

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -31,6 +31,13 @@ pub struct Activity {
     /// Milliseconds after `epoch` at which the connection last became idle.
     idle_since_ms: AtomicU64,
     epoch: Instant,
+    /// The HTTP/1 request head being served carried both Content-Length and Transfer-Encoding.
+    /// hyper drops the Content-Length of such a head before seawall sees it, so the IO wrapper
+    /// notes it from the raw bytes.
+    framing_conflict: AtomicBool,
+    /// The connection was handed over to a protocol upgrade (WebSocket): its bytes are no longer
+    /// HTTP, so no head limits apply.
+    upgraded: AtomicBool,
 }
 
 impl Activity {
@@ -40,6 +47,8 @@ impl Activity {
             phase: AtomicU8::new(IDLE),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            framing_conflict: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
         })
     }
 
@@ -61,6 +70,17 @@ impl Activity {
         Some(self.epoch + since + idle_timeout)
     }
 
+    /// Whether the current request's raw head had both Content-Length and Transfer-Encoding
+    /// (HTTP/1 only); reading clears it.
+    pub fn take_framing_conflict(&self) -> bool {
+        self.framing_conflict.swap(false, Ordering::AcqRel)
+    }
+
+    /// Called before a 101 answer goes out, so that the bytes after it are left alone.
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
+    }
+
     fn phase(&self) -> u8 {
         self.phase.load(Ordering::Acquire)
     }
@@ -73,7 +93,9 @@ pub struct RequestGuard(Arc<Activity>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let a = &self.0;
-        let now = Instant::now().saturating_duration_since(a.epoch).as_millis() as u64;
+        let now = Instant::now()
+            .saturating_duration_since(a.epoch)
+            .as_millis() as u64;
         a.idle_since_ms.store(now, Ordering::Release);
         if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             a.phase.store(IDLE, Ordering::Release);
@@ -82,72 +104,120 @@ impl Drop for RequestGuard {
 }
 
 const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\n408 Request Timeout\n";
+const TOO_LARGE_RESPONSE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\ncontent-length: 36\r\nconnection: close\r\n\r\n431 Request Header Fields Too Large\n";
 
-/// Wraps an HTTP/1 connection's stream to enforce the request-head deadline. When it passes, the
-/// wrapper writes a 408 itself and then fails the read, which makes hyper close the connection.
-pub struct HeadTimeout<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    /// `None` turns the deadline off (HTTP/2 connections).
-    timeout: Option<Duration>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// How much of the 408 answer has been written, once the deadline has passed.
-    timed_out: Option<usize>,
+/// What an HTTP/1 connection's request heads are held to.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// From a head's first byte to its end; then 408.
+    pub timeout: Duration,
+    /// The whole head, request line included; past it, 431.
+    pub max_bytes: usize,
 }
 
-impl<S> HeadTimeout<S> {
-    pub fn new(inner: S, activity: Arc<Activity>, timeout: Option<Duration>) -> Self {
-        HeadTimeout {
+/// Watches the raw bytes of HTTP/1 request heads as they are read, before hyper parses them:
+///
+/// - the head deadline (`header_timeout`, from the first byte of a head to its end);
+/// - the head size (`max_header_bytes`; hyper's own buffer limit is only approximate);
+/// - Content-Length together with Transfer-Encoding, which hyper accepts by silently dropping the
+///   Content-Length, so the request handler could not see it (recorded in [`Activity`]).
+///
+/// When the deadline or the size is exceeded, the wrapper writes the 408 or 431 answer itself and
+/// then fails the read, which makes hyper close the connection.
+///
+/// Heads that hyper already holds in its buffer when the previous request ends (pipelining) are
+/// not scanned. Such a request is still forwarded unambiguously: hyper decodes it as chunked only
+/// and closes the connection after it.
+pub struct HeadGuard<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    /// `None` for HTTP/2 connections, where none of this applies.
+    limits: Option<HeadLimits>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    scan: HeadScan,
+    /// The canned answer being written after a limit was exceeded, and how much of it is out.
+    rejecting: Option<(&'static [u8], usize)>,
+}
+
+impl<S> HeadGuard<S> {
+    pub fn new(inner: S, activity: Arc<Activity>, limits: Option<HeadLimits>) -> Self {
+        HeadGuard {
             inner,
             activity,
-            timeout,
+            limits,
             deadline: None,
-            timed_out: None,
+            scan: HeadScan::default(),
+            rejecting: None,
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> HeadTimeout<S> {
-    fn poll_send_408(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let written = self.timed_out.get_or_insert(0);
-        while *written < TIMEOUT_RESPONSE.len() {
-            match ready!(Pin::new(&mut self.inner).poll_write(cx, &TIMEOUT_RESPONSE[*written..])) {
+impl<S: AsyncRead + AsyncWrite + Unpin> HeadGuard<S> {
+    fn poll_reject(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let (answer, written) = self.rejecting.as_mut().expect("set before rejecting");
+        while *written < answer.len() {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..])) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => *written += n,
             }
         }
         let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-        Poll::Ready(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "request head not received within header_timeout",
-        ))
+        let reason = if std::ptr::eq(*answer, TIMEOUT_RESPONSE) {
+            "request head not received within header_timeout"
+        } else {
+            "request head larger than max_header_bytes"
+        };
+        Poll::Ready(io::Error::new(io::ErrorKind::InvalidData, reason))
+    }
+
+    fn reject(&mut self, cx: &mut Context<'_>, answer: &'static [u8]) -> Poll<io::Result<()>> {
+        self.deadline = None;
+        self.rejecting = Some((answer, 0));
+        self.poll_reject(cx).map(Err)
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeout<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.timed_out.is_some() {
-            return this.poll_send_408(cx).map(Err);
+        if this.rejecting.is_some() {
+            return this.poll_reject(cx).map(Err);
         }
-        let Some(timeout) = this.timeout else {
+        let upgraded = this.activity.upgraded.load(Ordering::Acquire);
+        let Some(limits) = this.limits.filter(|_| !upgraded) else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
                 match this.activity.phase() {
-                    IDLE if buf.filled().len() > before => {
-                        // First bytes of a new request head: start its clock.
+                    IDLE if !new.is_empty() => {
+                        // First bytes of a new request head: start its clock and its scan.
                         this.activity.phase.store(HEAD, Ordering::Release);
-                        this.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+                        this.activity
+                            .framing_conflict
+                            .store(false, Ordering::Release);
+                        this.deadline = Some(Box::pin(tokio::time::sleep(limits.timeout)));
+                        this.scan = HeadScan::default();
                     }
                     BUSY => this.deadline = None,
                     _ => {}
+                }
+                if this.deadline.is_some() {
+                    match this.scan.feed(new, limits.max_bytes) {
+                        Scan::Incomplete => {}
+                        Scan::End { framing_conflict } => {
+                            this.activity
+                                .framing_conflict
+                                .store(framing_conflict, Ordering::Release);
+                        }
+                        Scan::TooLarge => return this.reject(cx, TOO_LARGE_RESPONSE),
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -157,8 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeout<S> {
                 }
                 if let Some(d) = &mut this.deadline {
                     if d.as_mut().poll(cx).is_ready() {
-                        this.deadline = None;
-                        return this.poll_send_408(cx).map(Err);
+                        return this.reject(cx, TIMEOUT_RESPONSE);
                     }
                 }
                 Poll::Pending
@@ -168,7 +237,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeout<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTimeout<S> {
+/// The result of feeding bytes to a [`HeadScan`].
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    Incomplete,
+    /// The empty line that ends the head has been read (bytes after it are not looked at).
+    End {
+        framing_conflict: bool,
+    },
+    TooLarge,
+}
+
+/// An incremental, allocation-free scan of one request head: where it ends, how long it is, and
+/// whether it names both Content-Length and Transfer-Encoding. It does not parse HTTP (hyper does);
+/// it only needs line boundaries and header-name prefixes. Lines may end in LF alone, as hyper
+/// accepts.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// Past the empty lines a client may send before a request line (hyper skips them).
+    started: bool,
+    len: usize,
+    /// Lines finished so far; line 0 is the request line.
+    lines: usize,
+    /// Bytes of the current line, CR not counted.
+    column: usize,
+    /// The current line still matches `content-length:` / `transfer-encoding:` so far.
+    maybe_cl: bool,
+    maybe_te: bool,
+    seen_cl: bool,
+    seen_te: bool,
+}
+
+const CONTENT_LENGTH: &[u8] = b"content-length:";
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
+
+impl HeadScan {
+    fn feed(&mut self, bytes: &[u8], max_bytes: usize) -> Scan {
+        for &b in bytes {
+            if !self.started {
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                self.started = true;
+            }
+            self.len += 1;
+            if self.len > max_bytes {
+                return Scan::TooLarge;
+            }
+            match b {
+                b'\n' if self.column == 0 && self.lines > 0 => {
+                    return Scan::End {
+                        framing_conflict: self.seen_cl && self.seen_te,
+                    };
+                }
+                b'\n' => {
+                    self.lines += 1;
+                    self.column = 0;
+                    self.maybe_cl = true;
+                    self.maybe_te = true;
+                }
+                b'\r' => {}
+                _ => {
+                    if self.lines > 0 {
+                        let b = b.to_ascii_lowercase();
+                        let at = |name: &[u8]| name.get(self.column) == Some(&b);
+                        self.maybe_cl &= at(CONTENT_LENGTH);
+                        self.maybe_te &= at(TRANSFER_ENCODING);
+                        self.seen_cl |= self.maybe_cl && self.column + 1 == CONTENT_LENGTH.len();
+                        self.seen_te |= self.maybe_te && self.column + 1 == TRANSFER_ENCODING.len();
+                    }
+                    self.column += 1;
+                }
+            }
+        }
+        Scan::Incomplete
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -195,5 +341,61 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTimeout<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(chunks: &[&[u8]], max: usize) -> Scan {
+        let mut scan = HeadScan::default();
+        for c in chunks {
+            match scan.feed(c, max) {
+                Scan::Incomplete => {}
+                done => return done,
+            }
+        }
+        Scan::Incomplete
+    }
+
+    #[test]
+    fn framing_conflicts_are_found_in_raw_heads() {
+        let both =
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let body_only =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nContent-Length: 5\r\n\r\n";
+        let lf = b"\r\nPOST / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 5\n\n";
+        let lookalike =
+            b"POST / HTTP/1.1\r\nContent-Lengthy: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let conflict = Scan::End {
+            framing_conflict: true,
+        };
+        let clean = Scan::End {
+            framing_conflict: false,
+        };
+        assert_eq!(scan_all(&[both], 1024), conflict);
+        assert_eq!(
+            scan_all(&[body_only], 1024),
+            clean,
+            "body bytes are not the head"
+        );
+        assert_eq!(scan_all(&[lf], 1024), conflict);
+        assert_eq!(scan_all(&[lookalike], 1024), clean);
+        assert_eq!(scan_all(&[&both[..30]], 1024), Scan::Incomplete);
+        let bytes: Vec<&[u8]> = both.chunks(1).collect();
+        assert_eq!(scan_all(&bytes, 1024), conflict, "byte by byte");
+    }
+
+    #[test]
+    fn head_size_is_bounded() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(matches!(scan_all(&[head], head.len()), Scan::End { .. }));
+        assert_eq!(scan_all(&[head], head.len() - 1), Scan::TooLarge);
+        // Leading empty lines do not count.
+        assert!(matches!(
+            scan_all(&[b"\r\n\r\n", head], head.len()),
+            Scan::End { .. }
+        ));
     }
 }

@@ -22,7 +22,7 @@ use tracing::debug;
 use crate::app::Shared;
 use crate::config::validate::{Protocol, RuntimeConfig};
 use crate::proxy::{self, ConnContext};
-use activity::{Activity, HeadTimeout};
+use activity::{Activity, HeadGuard, HeadLimits};
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -80,7 +80,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
                 Some(rustls::HandshakeKind::Resumed) => "resumed",
                 _ => "full",
             };
-            metrics.tls_handshakes_total.with_label_values(&[kind]).inc();
+            metrics
+                .tls_handshakes_total
+                .with_label_values(&[kind])
+                .inc();
             let h2 = conn.alpn_protocol() == Some(b"h2");
             serve_http(stream, h2, peer, &listener, rt).await;
         }
@@ -124,8 +127,11 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
-    let head_timeout = (!h2).then_some(rt.header_timeout);
-    let io = TokioIo::new(HeadTimeout::new(io, activity.clone(), head_timeout));
+    let limits = (!h2).then_some(HeadLimits {
+        timeout: rt.header_timeout,
+        max_bytes: rt.max_header_bytes,
+    });
+    let io = TokioIo::new(HeadGuard::new(io, activity.clone(), limits));
     let ctx = Arc::new(ConnContext {
         listener: listener.clone(),
         peer,
@@ -142,7 +148,14 @@ async fn serve_http<S>(
             .timer(TokioTimer::new())
             .max_header_list_size(rt.max_header_bytes as u32);
         let conn = builder.serve_connection(io, service);
-        drive(conn, |c| c.graceful_shutdown(), &activity, rt.idle_timeout, shutdown).await;
+        drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            &activity,
+            rt.idle_timeout,
+            shutdown,
+        )
+        .await;
     } else {
         let mut builder = http1::Builder::new();
         builder
@@ -150,7 +163,14 @@ async fn serve_http<S>(
             .header_read_timeout(None)
             .max_buf_size(rt.max_header_bytes);
         let conn = builder.serve_connection(io, service).with_upgrades();
-        drive(conn, |c| c.graceful_shutdown(), &activity, rt.idle_timeout, shutdown).await;
+        drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            &activity,
+            rt.idle_timeout,
+            shutdown,
+        )
+        .await;
     }
 }
 

@@ -126,7 +126,11 @@ pub fn self_signed(names: &[String]) -> Result<SelfSigned, CertError> {
     let generated = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| CertError::Generate(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
-    let certified = certified_key(vec![generated.cert.der().clone()], key, Path::new("<rcgen>"))?;
+    let certified = certified_key(
+        vec![generated.cert.der().clone()],
+        key,
+        Path::new("<rcgen>"),
+    )?;
     Ok(SelfSigned {
         loaded: LoadedCert {
             names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),

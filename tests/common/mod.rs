@@ -108,7 +108,9 @@ impl Seawall {
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        self.running.listener_addr(listener).expect("listener exists")
+        self.running
+            .listener_addr(listener)
+            .expect("listener exists")
     }
 
     pub fn admin(&self) -> SocketAddr {
@@ -150,7 +152,9 @@ impl Backend {
         let (id2, hits2) = (id.to_string(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (id, hits) = (id2.clone(), hits2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -219,6 +223,31 @@ async fn backend_handle(mut req: Request<Incoming>, id: &str) -> Response<Body> 
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Response::new(empty())
         }
+        // `/delay?ms=N`: answers "delayed N" after N milliseconds.
+        "/delay" => {
+            let ms: u64 = query_param(&req, "ms").unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(body(format!("delayed {ms}")))
+        }
+        // `/gated?bytes=N&gate=NAME`: streams N pattern bytes, then waits until the test calls
+        // `open_gate(NAME)`, then streams N more (the pattern continued: 2N bytes in all).
+        "/gated" => {
+            let n: usize = query_param(&req, "bytes").unwrap_or(0);
+            let gate = gate(&query_param::<String>(&req, "gate").unwrap_or_default());
+            let chunks = futures_util::stream::iter([0usize, 1]).then(move |half| {
+                let gate = gate.clone();
+                async move {
+                    if half == 1 {
+                        gate.notified().await;
+                    }
+                    let data: Vec<u8> = (half * n..(half + 1) * n)
+                        .map(|i| (i % 251) as u8)
+                        .collect();
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(data)))
+                }
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+        }
         "/ws" => {
             let key = req
                 .headers()
@@ -235,13 +264,11 @@ async fn backend_handle(mut req: Request<Incoming>, id: &str) -> Response<Body> 
                 )
                 .await;
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    } else if msg.is_close() {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                         break;
                     }
+                    // On a close, tungstenite queues the close reply; the next read sends it and
+                    // then ends the stream, completing the closing handshake.
                 }
             });
             Response::builder()
@@ -269,6 +296,9 @@ async fn backend_handle(mut req: Request<Incoming>, id: &str) -> Response<Body> 
                 "path": req.uri().to_string(),
                 "headers": headers,
             });
+            // Read the request body before answering: hyper closes (and may reset) a connection
+            // whose request body was left unread, which would race the answer to the proxy.
+            let _ = req.into_body().collect().await;
             Response::builder()
                 .header("content-type", "application/json")
                 .body(body(json.to_string()))
@@ -391,9 +421,10 @@ pub async fn h2<S>(io: S) -> hyper::client::conn::http2::SendRequest<Body>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     send
 }
@@ -430,7 +461,10 @@ pub async fn read(resp: Response<Incoming>) -> Got {
 
 /// GET over a fresh HTTP/1.1 connection; `scheme` picks TLS (with SNI = host) or plain TCP.
 pub async fn get(addr: SocketAddr, https: bool, host: &str, path: &str) -> Got {
-    let req = Request::get(path).header("host", host).body(empty()).unwrap();
+    let req = Request::get(path)
+        .header("host", host)
+        .body(empty())
+        .unwrap();
     if https {
         let tls = tls_connect(addr, &Tls::new(host.split(':').next().unwrap()))
             .await
@@ -452,4 +486,35 @@ pub async fn raw_exchange(addr: SocketAddr, data: &[u8], wait: Duration) -> Stri
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend helpers for /delay and /gated
+
+/// A query parameter of a backend request, parsed.
+fn query_param<T: std::str::FromStr>(req: &Request<Incoming>, key: &str) -> Option<T> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+        .parse()
+        .ok()
+}
+
+type Gates = std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>;
+static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
+
+fn gate(name: &str) -> Arc<tokio::sync::Notify> {
+    let gates = GATES.get_or_init(Default::default);
+    gates
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Lets a `/gated?gate=NAME` response (waiting now or arriving later) send its second half.
+pub fn open_gate(name: &str) {
+    gate(name).notify_one();
 }

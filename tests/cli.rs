@@ -1,0 +1,965 @@
+//! The `seawall` command as users run it: the real binary, its exit codes, its messages, its log,
+//! its signals; plus the example configurations, the embedded default and the Dockerfile's
+//! assumptions about them.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use seawall::config::{self, compile::compile, Source};
+
+const BIN: &str = env!("CARGO_BIN_EXE_seawall");
+
+/// The repository's own folder (config/, certs/, Dockerfile).
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The binary with a predictable environment. NO_COLOR is removed on purpose: a log written to a
+/// pipe must carry no colour codes by itself (tests parse it, and so do log collectors).
+fn cmd() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs the binary to completion (it must finish within 60 s).
+fn seawall(args: &[&str]) -> Output {
+    let mut child = cmd()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("seawall {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The value of a `key=value` field of a log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim_matches('"'))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary as a server
+
+/// `seawall run` as a child process, with the addresses it logged.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    listeners: HashMap<String, SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+impl Proc {
+    /// Starts `seawall run --config FILE` and waits until it has logged the address of every
+    /// listener in `listeners` (and of the admin server when `admin`).
+    async fn start(config: &Path, listeners: &[&str], admin: bool) -> Proc {
+        let mut child = cmd()
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stream = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child,
+            log,
+            listeners: HashMap::new(),
+            admin: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.listeners.len() < listeners.len() || (admin && p.admin.is_none()) {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let addr = field(&line, "addr").and_then(|a| a.parse().ok());
+                    if line.contains("admin listening") {
+                        p.admin = addr;
+                    } else if line.contains(" listening ") {
+                        if let (Some(name), Some(addr)) = (field(&line, "listener"), addr) {
+                            p.listeners.insert(name.to_string(), addr);
+                        }
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => {
+                    if let Some(status) = p.child.try_wait().unwrap() {
+                        panic!("seawall exited early ({status}):\n{}", p.log());
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "seawall did not log its addresses within 30 s:\n{}",
+                        p.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        for name in listeners {
+            assert!(p.listeners.contains_key(*name), "no listener {name}");
+        }
+        p
+    }
+
+    fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners[listener]
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.admin.expect("admin configured")
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends a signal with the shell's `kill` builtin (no libc, no extra package).
+    fn signal(&self, name: &str) {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.child.id()))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "seawall did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls the admin server until /ready says 200.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if get(self.admin(), false, "127.0.0.1", "/ready").await.status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ready:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Only a test that failed half-way leaves the child running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// True when a TCP connection to `addr` is refused.
+async fn refused(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::net::TcpStream::connect(addr).await,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Polls `check` every 10 ms until it is true or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example configurations
+
+fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let files = examples();
+    for name in [
+        "example.toml",
+        "minimal.toml",
+        "tls-files.toml",
+        "container.toml",
+    ] {
+        assert!(
+            files.iter().any(|f| f.ends_with(name)),
+            "config/{name} is missing"
+        );
+    }
+    for file in &files {
+        let out = seawall(&["check", file.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}:\n{}",
+            file.display(),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains(": ok ("), "{}", stdout(&out));
+    }
+}
+
+/// Every example also starts and serves, with its binds moved to port 0 on loopback.
+#[tokio::test]
+async fn every_example_config_starts() {
+    for file in examples() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("bind = ") {
+                    "bind = \"127.0.0.1:0\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let source = Source::new(&file, repo().join("config"), text);
+        let running = seawall::App::build(&source)
+            .unwrap_or_else(|e| panic!("{}:\n{e}", file.display()))
+            .start()
+            .unwrap();
+        let admin = running.admin_addr();
+        if let Some(admin) = admin {
+            let got = get(admin, false, "127.0.0.1", "/healthz").await;
+            assert_eq!(got.status, 200, "{}", file.display());
+        }
+        drop(running);
+    }
+}
+
+/// The routes config/example.toml's comments and the README describe.
+#[tokio::test]
+async fn example_config_routes_as_documented() {
+    let file = repo().join("config/example.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("bind = \"127.0.0.1:8443\"", "bind = \"127.0.0.1:0\"")
+        .replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"")
+        .replace("bind = \"127.0.0.1:9901\"", "bind = \"127.0.0.1:0\"");
+    let source = Source::new(&file, repo().join("config"), text);
+    let running = seawall::App::build(&source).unwrap().start().unwrap();
+    let https = running.listener_addr("https").unwrap();
+    let http = running.listener_addr("http").unwrap();
+
+    let got = get(https, true, "localhost", "/healthz").await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "ok\n"));
+
+    let got = get(https, true, "app.example.test", "/admin/users").await;
+    assert_eq!(got.status, 403);
+
+    let got = get(https, true, "old.example.test", "/a/b?c=d").await;
+    assert_eq!(got.status, 301);
+    assert_eq!(
+        got.headers["location"],
+        format!("https://app.example.test:{}/a/b?c=d", https.port()).as_str()
+    );
+
+    let got = get(http, false, "localhost", "/x?y=1").await;
+    assert_eq!(got.status, 301);
+    assert_eq!(got.headers["location"], "https://localhost:8443/x?y=1");
+
+    // SNI picks the file certificate for localhost and the generated one for the wildcard.
+    let tls = tls_connect(https, &Tls::new("localhost")).await.unwrap();
+    assert_eq!(served_names(&tls), ["localhost"]);
+    let tls = tls_connect(https, &Tls::new("shop.example.test"))
+        .await
+        .unwrap();
+    assert_eq!(served_names(&tls), ["app.example.test", "*.example.test"]);
+}
+
+/// What `seawall` with no arguments runs: checked in-process, since it binds fixed ports.
+#[test]
+fn embedded_default_config_loads_and_compiles() {
+    let source = Source::embedded_default();
+    let cfg = config::load(&source).unwrap_or_else(|e| panic!("{e}"));
+    compile(&source, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let binds: Vec<String> = cfg.listeners.iter().map(|l| l.bind.to_string()).collect();
+    assert_eq!(binds, ["127.0.0.1:8443", "127.0.0.1:8080"]);
+    assert_eq!(cfg.admin.unwrap().bind.to_string(), "127.0.0.1:9901");
+}
+
+/// The README's first command, `cargo run --release` then `curl -k https://localhost:8443/`,
+/// on the embedded default with its binds moved to port 0.
+#[tokio::test]
+async fn embedded_default_answers_as_the_readme_says() {
+    let text = seawall::config::EMBEDDED_DEFAULT
+        .replace("\"127.0.0.1:8443\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"");
+    let sw = Seawall::start(&text);
+    let got = get(sw.addr("https"), true, "localhost", "/").await;
+    assert_eq!(got.status, 200);
+    assert!(got.text().contains("seawall is running"), "{}", got.text());
+    let got = get(sw.addr("http"), false, "localhost", "/").await;
+    assert_eq!(got.status, 301);
+    assert_eq!(got.headers["location"], "https://localhost:8443/");
+}
+
+/// The Dockerfile runs config/container.toml and probes the admin server on 127.0.0.1:9901.
+#[test]
+fn dockerfile_matches_the_container_config() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(r#"CMD ["run", "--config", "/etc/seawall/container.toml"]"#),
+        "{dockerfile}"
+    );
+    assert!(dockerfile.contains("EXPOSE 8443 8080 9901"));
+    assert!(dockerfile.contains("http://127.0.0.1:9901/healthz"));
+    let source = Source::read(&repo().join("config/container.toml")).unwrap();
+    let cfg = config::load(&source).unwrap();
+    let binds: Vec<String> = cfg.listeners.iter().map(|l| l.bind.to_string()).collect();
+    assert_eq!(binds, ["0.0.0.0:8443", "0.0.0.0:8080"]);
+    assert_eq!(cfg.admin.unwrap().bind.to_string(), "0.0.0.0:9901");
+    // Certificates generated at start: the image ships no key.
+    assert!(
+        !std::fs::read_to_string(repo().join("config/container.toml"))
+            .unwrap()
+            .contains(".pem")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken configurations: exit 64, and `file:line: key.path: reason`
+
+/// Writes `text` as `name` and runs `seawall check` on it; asserts exit 64 and a message that
+/// starts `FILE:LINE: KEY_PATH: `. Returns the message.
+fn check_fails(name: &str, text: &str, line: usize, key_path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), name, text);
+    let out = seawall(&["check", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    let prefix = if key_path.is_empty() {
+        format!("{}:{line}: ", path.display())
+    } else {
+        format!("{}:{line}: {key_path}: ", path.display())
+    };
+    assert!(
+        err.lines().any(|l| l.starts_with(&prefix)),
+        "expected a line starting {prefix:?}, got:\n{err}"
+    );
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    err
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let err = check_fails(
+        "unknown-key.toml",
+        r#"[runtime]
+idle_timeout = "5s"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+colour = "blue"
+default_action = { fixed_response = { status = 200 } }
+"#,
+        8,
+        "listeners[0].colour",
+    );
+    assert!(err.contains("unknown field `colour`"), "{err}");
+}
+
+#[test]
+fn a_key_not_built_yet_is_rejected_as_unknown() {
+    let err = check_fails(
+        "health-check.toml",
+        r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { forward = "app" }
+
+[[target_groups]]
+name = "app"
+targets = ["127.0.0.1:9201"]
+  [target_groups.health_check]
+  path = "/"
+"#,
+        10,
+        "target_groups[0].health_check",
+    );
+    assert!(err.contains("unknown field `health_check`"), "{err}");
+}
+
+#[test]
+fn duplicate_rule_priority_points_at_the_second() {
+    let err = check_fails(
+        "dup-priority.toml",
+        r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 404 } }
+
+  [[listeners.rules]]
+  priority = 10
+  match = { path = ["/a/*"] }
+  action = { fixed_response = { status = 200, body = "a" } }
+
+  [[listeners.rules]]
+  priority = 10
+  match = { path = ["/b/*"] }
+  action = { fixed_response = { status = 200, body = "b" } }
+"#,
+        13,
+        "listeners[0].rules[1].priority",
+    );
+    assert!(err.contains("duplicate priority 10"), "{err}");
+}
+
+#[test]
+fn forward_to_an_unknown_target_group() {
+    let err = check_fails(
+        "unknown-group.toml",
+        r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 404 } }
+
+  [[listeners.rules]]
+  priority = 1
+  match = { host = ["api.example.test"] }
+  action = { forward = "api" }
+
+[[target_groups]]
+name = "web"
+targets = ["127.0.0.1:9201"]
+"#,
+        10,
+        "listeners[0].rules[0].action.forward",
+    );
+    assert!(
+        err.contains(r#"no [[target_groups]] is named "api""#),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_certificate_file_is_named() {
+    let err = check_fails(
+        "bad-cert.toml",
+        r#"[[certificates]]
+name = "main"
+cert = "missing/site.pem"
+key = "missing/site-key.pem"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "https"
+certificates = ["main"]
+default_action = { fixed_response = { status = 200 } }
+"#,
+        3,
+        "certificates[0].cert",
+    );
+    // Resolved against the config file's folder.
+    assert!(err.contains("missing/site.pem"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+}
+
+#[test]
+fn invalid_toml_syntax() {
+    let err = check_fails(
+        "syntax.toml",
+        r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 200 }
+"#,
+        5,
+        // A syntax error comes before there are keys to name.
+        "",
+    );
+    assert!(err.contains("inline table"), "{err}");
+}
+
+#[test]
+fn bad_duration() {
+    let err = check_fails(
+        "duration.toml",
+        r#"[runtime]
+workers = 1
+idle_timeout = "5 parsecs"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 200 } }
+"#,
+        3,
+        "runtime.idle_timeout",
+    );
+    assert!(err.contains(r#"invalid duration "5 parsecs""#), "{err}");
+}
+
+#[test]
+fn redirect_to_itself() {
+    let err = check_fails(
+        "loop.toml",
+        r##"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 404 } }
+
+  [[listeners.rules]]
+  priority = 5
+  match = { path = ["/old/*"] }
+  action = { redirect = { protocol = "#{protocol}", status = 302 } }
+"##,
+        10,
+        // The loop is the redirect's as a whole, not one field's.
+        "listeners[0].rules[0].action.redirect",
+    );
+    assert!(
+        err.contains("sends every request to the URL it came from"),
+        "{err}"
+    );
+}
+
+/// Every error of a file is reported in one run, not only the first.
+#[test]
+fn all_errors_are_reported_at_once() {
+    let err = check_fails(
+        "many.toml",
+        r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { forward = "nowhere" }
+
+  [[listeners.rules]]
+  priority = 0
+  match = { path = ["/a"] }
+  action = { fixed_response = { status = 200 } }
+"#,
+        5,
+        "listeners[0].default_action.forward",
+    );
+    let path_line = err
+        .lines()
+        .find(|l| l.contains("listeners[0].rules[0].priority"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(path_line.contains("many.toml:8: "), "{err}");
+}
+
+#[test]
+fn unreadable_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    for args in [
+        vec!["check", missing.to_str().unwrap()],
+        vec!["run", "--config", missing.to_str().unwrap()],
+    ] {
+        let out = seawall(&args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("nope.toml: cannot read the file"));
+    }
+}
+
+/// `run` validates the whole file before it binds a single socket: with a listener's port
+/// already taken and an error elsewhere, it reports the config error (64), not the bind (69).
+#[test]
+fn config_error_exits_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = |action: &str| {
+        format!(
+            r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:{port}"
+protocol = "http"
+default_action = {action}
+"#
+        )
+    };
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &config(r#"{ forward = "nowhere" }"#),
+    );
+    let out = seawall(&["run", "--config", bad.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("bad.toml:5: listeners[0].default_action.forward"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot bind"), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+
+    // The control: the same file without the error does try to bind, and fails on the port.
+    let good = write(
+        dir.path(),
+        "good.toml",
+        &config("{ fixed_response = { status = 200 } }"),
+    );
+    let out = seawall(&["run", "--config", good.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("cannot bind"), "{err}");
+    assert!(err.contains(" ERROR "), "logged as an error: {err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in a piped log: {err:?}"
+    );
+
+    // And with the port free, the bad file still leaves it free.
+    drop(taken);
+    let out = seawall(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port was left unbound");
+}
+
+// ---------------------------------------------------------------------------------------------
+// seawall certs
+
+#[tokio::test]
+async fn certs_writes_a_usable_pair() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = seawall(&[
+        "certs",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "a.test",
+        "*.b.test",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (cert, key) = (out_dir.join("a.test.pem"), out_dir.join("a.test-key.pem"));
+    assert!(stdout(&out).contains("a.test.pem"), "{}", stdout(&out));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key file mode {mode:o}");
+    assert!(std::fs::read_to_string(&cert)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // A config that uses them (relative paths, from the config's folder) passes check...
+    let config = r#"[[certificates]]
+name = "a"
+cert = "out/a.test.pem"
+key = "out/a.test-key.pem"
+
+[[listeners]]
+name = "tls"
+bind = "127.0.0.1:0"
+protocol = "https"
+certificates = ["a"]
+default_action = { fixed_response = { status = 200, body = "a" } }
+"#;
+    let file = write(dir.path(), "a.toml", config);
+    let out = seawall(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // ...and serves both names.
+    let base = dir.path().to_path_buf();
+    let sw = Seawall::start_with(
+        &config
+            .replace("out/", &format!("{}/out/", base.display()))
+            .to_string(),
+        |_| {},
+    );
+    let tls = tls_connect(sw.addr("tls"), &Tls::new("x.b.test"))
+        .await
+        .unwrap();
+    assert_eq!(served_names(&tls), ["a.test", "*.b.test"]);
+    let got = get(sw.addr("tls"), true, "a.test", "/").await;
+    assert_eq!(got.text(), "a");
+}
+
+#[test]
+fn certs_names_files_after_the_first_name_or_the_stem() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = seawall(&["certs", "--out", d, "*.c.test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.path().join("_wildcard.c.test.pem").exists());
+    assert!(dir.path().join("_wildcard.c.test-key.pem").exists());
+    let out = seawall(&["certs", "--out", d, "--stem", "site", "d.test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.path().join("site.pem").exists());
+    assert!(dir.path().join("site-key.pem").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help
+
+#[test]
+fn help_for_every_command() {
+    for (args, mentions) in [
+        (vec!["--help"], vec!["run", "check", "certs", "8443"]),
+        (vec!["run", "--help"], vec!["--config"]),
+        (vec!["check", "--help"], vec!["<FILE>"]),
+        (vec!["certs", "--help"], vec!["--out", "--stem", "<NAMES>"]),
+    ] {
+        let out = seawall(&args);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(text.contains("Usage: seawall"), "{args:?}: {text}");
+        for m in mentions {
+            assert!(text.contains(m), "{args:?} does not mention {m}: {text}");
+        }
+    }
+    let out = seawall(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("seawall {}", env!("CARGO_PKG_VERSION"))
+    );
+    // A mistyped command is a usage error, not a run.
+    let out = seawall(&["chekc", "x.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running: admin, metrics, signals
+
+#[tokio::test]
+async fn admin_server_of_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "seawall.toml",
+        r#"[admin]
+bind = "127.0.0.1:0"
+
+[[certificates]]
+name = "local"
+self_signed = ["localhost"]
+
+[[listeners]]
+name = "https"
+bind = "127.0.0.1:0"
+protocol = "https"
+certificates = ["local"]
+default_action = { fixed_response = { status = 200, body = "tls" } }
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 200, body = "plain" } }
+"#,
+    );
+    let mut p = Proc::start(&file, &["https", "web"], true).await;
+    p.wait_ready().await;
+
+    assert_eq!(
+        get(p.addr("https"), true, "localhost", "/").await.text(),
+        "tls"
+    );
+    assert_eq!(
+        get(p.addr("web"), false, "localhost", "/").await.text(),
+        "plain"
+    );
+    // Plain HTTP to the TLS port: a failed handshake.
+    raw_exchange(
+        p.addr("https"),
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let got = get(p.admin(), false, "127.0.0.1", "/healthz").await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "ok\n"));
+    let got = get(p.admin(), false, "127.0.0.1", "/ready").await;
+    assert_eq!(got.status, 200);
+    // The gauge goes back to 0 once seawall has seen the clients' connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let got = get(p.admin(), false, "127.0.0.1", "/metrics").await;
+        assert_eq!(got.status, 200);
+        let text = got.text();
+        if text.contains("\nseawall_active_connections 0\n") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sample = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    for name in [
+        "seawall_requests_total",
+        "seawall_active_connections",
+        "seawall_tls_handshakes_total",
+        "seawall_tls_handshake_errors_total",
+    ] {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+    }
+    assert_eq!(sample("seawall_requests_total"), 2.0, "{text}");
+    assert_eq!(sample("seawall_tls_handshakes_total"), 1.0, "{text}");
+    assert_eq!(sample("seawall_tls_handshake_errors_total"), 1.0, "{text}");
+    assert_eq!(sample("seawall_new_connections_total"), 3.0, "{text}");
+    let got = get(p.admin(), false, "127.0.0.1", "/nope").await;
+    assert_eq!(got.status, 404);
+
+    // SIGINT drains and exits 0 too.
+    p.signal("INT");
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+}
+
+/// SIGTERM with a request in flight: the listener stops accepting at once, the request finishes
+/// with 200, and the process exits 0 well within drain_timeout.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let backend = Backend::start("slow").await;
+    let dir = tempfile::tempdir().unwrap();
+    let drain_timeout = Duration::from_secs(10);
+    let file = write(
+        dir.path(),
+        "seawall.toml",
+        &format!(
+            r#"[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "{}s"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ forward = "app" }}
+
+[[target_groups]]
+name = "app"
+targets = ["{}"]
+"#,
+            drain_timeout.as_secs(),
+            backend.addr
+        ),
+    );
+    let mut p = Proc::start(&file, &["web"], true).await;
+    let (web, admin) = (p.addr("web"), p.admin());
+    p.wait_ready().await;
+
+    let in_flight = tokio::spawn(get(web, false, "example.test", "/delay?ms=1500"));
+    assert!(
+        eventually(Duration::from_secs(10), || async { backend.hits() >= 1 }).await,
+        "the request never reached the backend:\n{}",
+        p.log()
+    );
+    let sent = Instant::now();
+    p.signal("TERM");
+
+    // Draining: no new connections, and the admin server tells load balancers to go away.
+    assert!(
+        eventually(Duration::from_secs(1), || refused(web)).await,
+        "the listener still accepts after SIGTERM"
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            get(admin, false, "127.0.0.1", "/healthz").await.status == 503
+        })
+        .await,
+        "/healthz does not report draining"
+    );
+
+    let got = in_flight.await.unwrap();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.text(), "delayed 1500");
+
+    let status = p.wait_exit(drain_timeout).await;
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+    assert!(
+        sent.elapsed() < drain_timeout,
+        "exit took {:?}",
+        sent.elapsed()
+    );
+    assert!(refused(web).await);
+    assert!(refused(admin).await);
+    assert!(p.log().contains("stopped"), "{}", p.log());
+    assert!(!p.log().contains('\u{1b}'), "colour codes in a piped log");
+}

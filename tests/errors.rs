@@ -1,0 +1,618 @@
+//! What seawall answers itself: 502/503/504 for target trouble, 400 for requests whose framing or
+//! Host cannot be trusted, 408 for a slow request head; and how connections end: the idle timeout
+//! (HTTP/1.1 and HTTP/2) and a graceful drain.
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Request;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Generous bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One http listener "web" and one https listener "secure", both forwarding to the target group
+/// "app" with `targets`; `runtime` and `tg_extra` are spliced into their sections.
+fn config(targets: &[SocketAddr], runtime: &str, tg_extra: &str) -> String {
+    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"
+[runtime]
+drain_timeout = "5s"
+{runtime}
+
+[[certificates]]
+name = "dev"
+self_signed = ["localhost"]
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ forward = "app" }}
+
+[[listeners]]
+name = "secure"
+bind = "127.0.0.1:0"
+protocol = "https"
+certificates = ["dev"]
+default_action = {{ forward = "app" }}
+
+[[target_groups]]
+name = "app"
+targets = [{}]
+{tg_extra}
+"#,
+        targets.join(", ")
+    )
+}
+
+/// What came back on a raw connection, and whether the server closed it.
+struct Raw {
+    text: String,
+    closed: bool,
+}
+
+/// Writes `data` on a fresh plain connection, then reads until the server closes (EOF or reset)
+/// or `wait` passes.
+async fn raw(addr: SocketAddr, data: &[u8], wait: Duration) -> Raw {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(data).await.unwrap();
+    let mut out = Vec::new();
+    let closed = read_until_closed(&mut tcp, &mut out, wait).await;
+    Raw {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}
+
+/// Reads into `out` until EOF or an error (true), or until `wait` passes (false).
+async fn read_until_closed<S: AsyncRead + Unpin>(
+    s: &mut S,
+    out: &mut Vec<u8>,
+    wait: Duration,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads one response with a Content-Length body from a kept-alive connection: (head, body).
+async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> (String, String) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .expect("the connection stays open");
+        assert!(
+            n > 0,
+            "closed before a whole response head: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("a Content-Length in {head:?}"));
+    while data.len() < head_end + len {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed in the middle of a body");
+        data.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        data.len(),
+        head_end + len,
+        "nothing beyond the one response"
+    );
+    let body = String::from_utf8_lossy(&data[head_end..]).into_owned();
+    (head, body)
+}
+
+fn status_of(text: &str) -> &str {
+    text.split(' ').nth(1).unwrap_or("")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 502 / 503 / 504
+
+/// A request to a target group with a problem: its status, its seawall-made body, and the count.
+async fn assert_generated_error(sw: &Seawall, path: &str, code: u16, body: &str) {
+    let got = tokio::time::timeout(PATIENCE, get(sw.addr("web"), false, "example.test", path))
+        .await
+        .expect("an answer in time");
+    assert_eq!(got.status.as_u16(), code, "{}", got.text());
+    assert_eq!(got.text(), body);
+    let ct = got.headers["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert_eq!(
+        sw.metric(&format!("seawall_elb_responses_total{{code=\"{code}\"}}")),
+        1.0
+    );
+    // Over TLS too, and counted again.
+    let got = tokio::time::timeout(PATIENCE, get(sw.addr("secure"), true, "localhost", path))
+        .await
+        .expect("an answer in time");
+    assert_eq!(got.status.as_u16(), code, "{}", got.text());
+    assert_eq!(got.text(), body);
+    assert_eq!(
+        sw.metric(&format!("seawall_elb_responses_total{{code=\"{code}\"}}")),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn killed_target_gets_502() {
+    let b = Backend::start("b1").await;
+    let addr = b.addr;
+    b.kill();
+    drop(b);
+    // Let the aborted accept task drop its listening socket.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sw = Seawall::start(&config(&[addr], "", ""));
+    assert_generated_error(&sw, "/x", 502, "502 Bad Gateway\n").await;
+    assert_eq!(sw.metric("seawall_elb_responses_total{code=\"504\"}"), 0.0);
+}
+
+#[tokio::test]
+async fn port_with_nothing_listening_gets_502() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sw = Seawall::start(&config(&[addr], "", ""));
+    assert_generated_error(&sw, "/x", 502, "502 Bad Gateway\n").await;
+}
+
+#[tokio::test]
+async fn target_that_never_answers_gets_504() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", "response_timeout = \"500ms\""));
+    assert_generated_error(&sw, "/slow", 504, "504 Gateway Timeout\n").await;
+    assert_eq!(b.hits(), 2, "the requests did reach the target");
+    assert_eq!(sw.metric("seawall_elb_responses_total{code=\"502\"}"), 0.0);
+}
+
+#[tokio::test]
+async fn target_group_without_targets_gets_503() {
+    let sw = Seawall::start(&config(&[], "", ""));
+    assert_generated_error(&sw, "/x", 503, "503 Service Unavailable\n").await;
+}
+
+/// A target's own error statuses are passed through, not counted as seawall's.
+#[tokio::test]
+async fn target_answers_are_not_counted_as_seawalls() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    let got = get(sw.addr("web"), false, "example.test", "/x").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(sw.metric("seawall_elb_responses_total{code=\"200\"}"), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_gets_400_and_never_reaches_the_target() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    // Both header orders; each body hides a second request that a parser trusting the other
+    // header would see.
+    let heads = [
+        "Content-Length: 44\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 44\r\n",
+    ];
+    for h in heads {
+        let req = format!(
+            "POST /x HTTP/1.1\r\nHost: example.test\r\n{h}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n"
+        );
+        let got = raw(sw.addr("web"), req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&got.text), "400", "{h:?}: {}", got.text);
+        assert_eq!(
+            got.text.matches("HTTP/1.1 ").count(),
+            1,
+            "one answer only: {}",
+            got.text
+        );
+        assert!(got.closed, "the connection is closed after the 400");
+    }
+    assert_eq!(b.hits(), 0, "nothing reached the target");
+
+    // The same as the second request of a kept-alive connection.
+    let mut tcp = TcpStream::connect(sw.addr("web")).await.unwrap();
+    tcp.write_all(b"GET /first HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut tcp).await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    let req = format!(
+        "POST /x HTTP/1.1\r\nHost: example.test\r\n{}\r\n0\r\n\r\n",
+        heads[0]
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    assert!(read_until_closed(&mut tcp, &mut out, Duration::from_secs(5)).await);
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&text), "400", "{text}");
+    assert_eq!(b.hits(), 1, "only the first request reached the target");
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_get_400_and_never_reach_the_target() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    for h in [
+        "Content-Length: 5\r\nContent-Length: 6\r\n",
+        "Content-Length: 5, 6\r\n",
+    ] {
+        let req = format!("POST /x HTTP/1.1\r\nHost: example.test\r\n{h}\r\nhello!");
+        let got = raw(sw.addr("web"), req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&got.text), "400", "{h:?}: {}", got.text);
+        assert!(got.closed, "the connection is closed after the 400");
+    }
+    assert_eq!(b.hits(), 0, "nothing reached the target");
+}
+
+#[tokio::test]
+async fn forwarded_chunked_request_carries_no_content_length() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    let req = "POST /echo HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let mut tcp = TcpStream::connect(sw.addr("web")).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut tcp).await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let headers = seen["headers"].as_object().unwrap();
+    assert!(!headers.contains_key("content-length"), "{headers:?}");
+    assert_eq!(
+        seen["headers"]["transfer-encoding"][0], "chunked",
+        "{headers:?}"
+    );
+
+    // A streamed body of unknown length from a hyper client: the same on the wire.
+    let mut c = h1(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
+    let req = Request::post("/echo")
+        .header("host", "example.test")
+        .body(pattern_body(200_000))
+        .unwrap();
+    let got = read(c.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.seen_header("content-length"), None, "{}", got.text());
+    assert_eq!(
+        got.seen_header("transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+    assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test]
+async fn http11_request_without_host_gets_400() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    let got = raw(
+        sw.addr("web"),
+        b"GET /x HTTP/1.1\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&got.text), "400", "{}", got.text);
+    assert_eq!(b.hits(), 0);
+    assert_eq!(sw.metric("seawall_elb_responses_total{code=\"400\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn garbage_gets_4xx_or_close_and_seawall_keeps_serving() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    let junk: [&[u8]; 4] = [
+        b"\x00\x01\x02\xff\xfe garbage\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /\x7f\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    for data in junk {
+        let got = raw(sw.addr("web"), data, Duration::from_secs(5)).await;
+        let status = status_of(&got.text);
+        assert!(
+            got.text.is_empty() || status.starts_with('4'),
+            "{data:?} got {:?}",
+            got.text
+        );
+        assert!(got.closed, "{data:?}: connection closed");
+    }
+    // Not TLS at all, to the https listener.
+    let got = raw(
+        sw.addr("secure"),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(got.closed);
+    assert_eq!(b.hits(), 0);
+    // Still serving, on both listeners.
+    assert_eq!(
+        get(sw.addr("web"), false, "example.test", "/x")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(sw.addr("secure"), true, "localhost", "/x").await.status,
+        200
+    );
+    assert_eq!(b.hits(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts
+
+#[tokio::test]
+async fn slow_request_head_gets_408_after_header_timeout() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "header_timeout = \"1s\"", ""));
+    let head = b"GET /x HTTP/1.1\r\nHost: example.test\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    // One byte every 200 ms: the whole head would take over 16 s.
+    let full_head_time = Duration::from_millis(200) * head.len() as u32;
+    let tcp = TcpStream::connect(sw.addr("web")).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0;
+        for &byte in head.iter() {
+            if wr.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        sent
+    });
+    let mut out = Vec::new();
+    let closed = read_until_closed(&mut rd, &mut out, full_head_time).await;
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(closed, "closed before the head was complete; got {text:?}");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "not before header_timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < full_head_time / 2,
+        "closed after about header_timeout, long before the head would be complete: {elapsed:?}"
+    );
+    writer.abort();
+    let _ = writer.await;
+    assert_eq!(b.hits(), 0);
+}
+
+const IDLE_RUNTIME: &str = "header_timeout = \"500ms\"\nidle_timeout = \"1500ms\"";
+/// Longer than header_timeout, shorter than idle_timeout.
+const SHORT_GAP: Duration = Duration::from_millis(900);
+
+/// Two requests on one kept-alive HTTP/1.1 connection with a gap longer than header_timeout, then
+/// silence: the server closes the connection after idle_timeout.
+async fn http1_idle_behaviour<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let req = b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    tokio::time::sleep(SHORT_GAP).await;
+    s.write_all(req).await.unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert_eq!(
+        status_of(&head),
+        "200",
+        "second request on the same connection: {head}"
+    );
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    let closed = read_until_closed(&mut s, &mut rest, Duration::from_secs(10)).await;
+    let waited = idle_from.elapsed();
+    assert!(closed, "the server closes an idle connection");
+    assert!(
+        rest.is_empty(),
+        "closed without another answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "not before idle_timeout: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn http1_idle_timeout_over_plain_tcp() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], IDLE_RUNTIME, ""));
+    http1_idle_behaviour(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
+    assert_eq!(b.hits(), 2);
+    assert_eq!(sw.metric("seawall_new_connections_total"), 1.0);
+}
+
+#[tokio::test]
+async fn http1_idle_timeout_over_tls() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], IDLE_RUNTIME, ""));
+    let tls = tls_connect(sw.addr("secure"), &Tls::new("localhost"))
+        .await
+        .unwrap();
+    http1_idle_behaviour(tls).await;
+    assert_eq!(b.hits(), 2);
+    assert_eq!(sw.metric("seawall_new_connections_total"), 1.0);
+}
+
+#[tokio::test]
+async fn http2_idle_timeout_closes_the_connection() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], IDLE_RUNTIME, ""));
+    let tls = tls_connect(sw.addr("secure"), &Tls::new("localhost").h2())
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let req = || Request::get("https://localhost/x").body(empty()).unwrap();
+    assert_eq!(
+        read(send.send_request(req()).await.unwrap()).await.status,
+        200
+    );
+    tokio::time::sleep(SHORT_GAP).await;
+    assert_eq!(
+        read(send.send_request(req()).await.unwrap()).await.status,
+        200
+    );
+    let idle_from = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), &mut conn).await;
+    let waited = idle_from.elapsed();
+    assert!(ended.is_ok(), "the server ends an idle HTTP/2 connection");
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "not before idle_timeout: {waited:?}"
+    );
+    assert!(send.is_closed());
+    assert_eq!(b.hits(), 2);
+}
+
+/// The idle timeout counts only time without a request in flight.
+#[tokio::test]
+async fn requests_longer_than_idle_timeout_complete() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(
+        &[b.addr],
+        IDLE_RUNTIME,
+        "response_timeout = \"10s\"",
+    ));
+    let got = get(sw.addr("web"), false, "example.test", "/delay?ms=2500").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "delayed 2500");
+
+    let tls = tls_connect(sw.addr("secure"), &Tls::new("localhost").h2())
+        .await
+        .unwrap();
+    let mut c = h2(tls).await;
+    let req = Request::get("https://localhost/delay?ms=2500")
+        .body(empty())
+        .unwrap();
+    let got = read(c.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "delayed 2500");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful drain
+
+#[tokio::test]
+async fn drain_finishes_in_flight_requests_and_takes_no_new_connections() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", "response_timeout = \"10s\""));
+    let addr = sw.addr("web");
+    // An idle kept-alive connection, which the drain should close.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut idle).await;
+    assert_eq!(status_of(&head), "200");
+
+    let in_flight = tokio::spawn(get(addr, false, "example.test", "/delay?ms=1500"));
+    let deadline = Instant::now() + PATIENCE;
+    while b.hits() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request reaches the target"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sw.running.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the slow request is still in flight"
+    );
+
+    // New connections: refused, or closed without an answer.
+    match TcpStream::connect(addr).await {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(mut tcp) => {
+            let _ = tcp
+                .write_all(b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n")
+                .await;
+            let mut out = Vec::new();
+            let closed = read_until_closed(&mut tcp, &mut out, Duration::from_secs(5)).await;
+            assert!(
+                closed && out.is_empty(),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    // The idle connection was closed.
+    let mut out = Vec::new();
+    assert!(read_until_closed(&mut idle, &mut out, Duration::from_secs(5)).await);
+    assert!(out.is_empty());
+
+    let got = tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "delayed 1500");
+    assert_eq!(b.hits(), 2, "nothing new reached the target");
+}
+
+#[tokio::test]
+async fn request_head_over_max_header_bytes_gets_431_and_never_reaches_the_target() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "max_header_bytes = 16384", ""));
+    // Just under the limit is served.
+    let fits = format!(
+        "GET /x HTTP/1.1\r\nHost: example.test\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(16_000)
+    );
+    let got = raw(sw.addr("web"), fits.as_bytes(), PATIENCE).await;
+    assert!(
+        got.text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got.text[..64.min(got.text.len())]
+    );
+    assert_eq!(b.hits(), 1);
+    // 20 KB of head, well below hyper's own buffer limit, is refused by seawall's.
+    let too_big = format!(
+        "GET /x HTTP/1.1\r\nHost: example.test\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let got = raw(sw.addr("web"), too_big.as_bytes(), PATIENCE).await;
+    assert!(got.text.starts_with("HTTP/1.1 431"), "{:?}", got.text);
+    assert!(got.closed);
+    assert_eq!(b.hits(), 1, "the refused head never reached the target");
+}
