@@ -19,12 +19,15 @@ use crate::config::validate::Protocol;
 use crate::config::{self, ConfigErrors, Source};
 use crate::metrics::Metrics;
 use crate::server::ListenerContext;
-use crate::{admin, listener};
+use crate::targets::Registry;
+use crate::{control, listener};
 
 /// State shared by the data plane and the control thread.
 pub struct Shared {
     /// The configuration in force; the data plane only ever `load()`s it.
     pub snapshot: ArcSwap<Snapshot>,
+    /// Target groups' run-time state (membership, health), kept across snapshots.
+    pub registry: Registry,
     pub metrics: Metrics,
     /// Cancelled when the process starts draining: stop accepting, finish in-flight requests.
     pub shutdown: CancellationToken,
@@ -61,7 +64,9 @@ impl App {
     /// is bound when the configuration has an error.
     pub fn build(source: &Source) -> Result<App, StartError> {
         let cfg = config::load(source)?;
-        let snapshot = compile(source, &cfg)?;
+        let registry = Registry::default();
+        let snapshot = compile(source, &cfg, &registry)?;
+        snapshot.apply_membership();
         info!(
             file = %source.file.display(),
             listeners = snapshot.listeners.len(),
@@ -91,6 +96,7 @@ impl App {
         Ok(App {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
+                registry,
                 metrics,
                 shutdown: CancellationToken::new(),
                 ready: AtomicBool::new(false),
@@ -177,33 +183,11 @@ impl App {
             })?;
 
         let stopped = CancellationToken::new();
-        let control = match self.admin {
-            Some(socket) => {
-                let shared = self.shared.clone();
-                let stopped = stopped.clone();
-                Some(
-                    std::thread::Builder::new()
-                        .name("seawall-control".into())
-                        .spawn(move || {
-                            let rt = tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                                .expect("a current-thread runtime starts");
-                            rt.block_on(async move {
-                                match tokio::net::TcpListener::from_std(socket) {
-                                    Ok(l) => admin::serve(l, shared, stopped).await,
-                                    Err(e) => warn!(error = %e, "cannot register the admin socket"),
-                                }
-                            });
-                        })?,
-                )
-            }
-            None => None,
-        };
+        let control = control::spawn(self.shared.clone(), self.admin, stopped.clone())?;
         Ok(Running {
             shared: self.shared,
             data: Some(data),
-            control,
+            control: Some(control),
             stopped,
             listener_addrs,
             admin_addr,

@@ -125,7 +125,7 @@ fn wait_for_signal() {
 fn check(file: &Path) -> ExitCode {
     let result = Source::read(file).and_then(|source| {
         let cfg = config::load(&source)?;
-        compile(&source, &cfg)?;
+        compile(&source, &cfg, &seawall::targets::Registry::default())?;
         Ok(cfg)
     });
     match result {

@@ -1,6 +1,7 @@
 //! One request: check its framing, route it, then answer it directly (fixed response, redirect) or
 //! forward it to a target and stream the answer back.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,15 +14,17 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, warn};
 
+use crate::config::validate::ProtocolVersion;
 use crate::error::RequestError;
 use crate::routing::{Action, RedirectRequest, RequestView};
 use crate::server::activity::{Activity, RequestGuard};
 use crate::server::ListenerContext;
 use crate::targets::{OutstandingGuard, TargetGroup};
 use crate::tunnel;
-use crate::upstream::{self, ForwardedFor};
+use crate::upstream::{self, ForwardedFor, UpstreamBody};
 
 /// What a request needs to know of its connection.
 pub struct ConnContext {
@@ -226,8 +229,6 @@ async fn forward(
     ctx: &ConnContext,
     tg: &Arc<TargetGroup>,
 ) -> Result<Response<ResponseBody>, RequestError> {
-    let target = tg.pick().ok_or(RequestError::NoTargets)?.clone();
-    let outstanding = target.begin();
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -259,28 +260,63 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(tg.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?;
-    parts.version = Version::HTTP_11;
+    parts.version = match tg.protocol_version {
+        ProtocolVersion::Http1 => Version::HTTP_11,
+        ProtocolVersion::Http2 | ProtocolVersion::Grpc => Version::HTTP_2,
+    };
+    let body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Stream(body)
+    };
+    // Only a request that can be sent again unchanged is retried, and only when the connection
+    // failed, so the target cannot have seen it.
+    let retryable = !upgrade
+        && matches!(body, UpstreamBody::Empty)
+        && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
 
+    let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
+    let mut body = Some(body);
+    let mut retried = false;
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        tg.response_timeout,
-        tg.client.request(Request::from_parts(parts, body)),
-    )
-    .await;
-    let mut resp = match sent {
-        Err(_) => return Err(RequestError::ResponseTimeout),
-        Ok(Err(e)) => {
-            let err = RequestError::from_client(&e);
-            debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
-            return Err(err);
+    let (mut resp, outstanding) = loop {
+        let outstanding = target.begin();
+        let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
+        *request.method_mut() = parts.method.clone();
+        *request.version_mut() = parts.version;
+        *request.uri_mut() = Uri::builder()
+            .scheme(tg.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?;
+        *request.headers_mut() = if retryable && !retried {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        match tokio::time::timeout(tg.response_timeout, tg.client.request(request)).await {
+            Err(_) => return Err(RequestError::ResponseTimeout),
+            Ok(Ok(resp)) => break (resp, outstanding),
+            Ok(Err(e)) => {
+                let err = RequestError::from_client(&e);
+                debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
+                if let RequestError::ConnectFailed(detail) = &err {
+                    // A dead target costs one failed request, not a health-check interval.
+                    if target.mark_failed(format!("connection failed: {detail}")) {
+                        warn!(target_group = %tg.name, target = %target.addr, reason = %detail, "target unhealthy (passive)");
+                    }
+                    if retryable && !retried {
+                        if let Some(next) = tg.pick_healthy() {
+                            retried = true;
+                            target = next;
+                            continue;
+                        }
+                    }
+                }
+                return Err(err);
+            }
         }
-        Ok(Ok(r)) => r,
     };
     ctx.listener
         .shared
@@ -298,11 +334,12 @@ async fn forward(
         ctx.activity.mark_upgraded();
         let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
         tokio::spawn(async move {
-            let _outstanding = outstanding;
+            let closed = outstanding.target().closed().clone();
             match tokio::try_join!(client_side, target_side) {
-                Ok((c, t)) => tunnel::run(TokioIo::new(c), TokioIo::new(t), idle).await,
+                Ok((c, t)) => tunnel::run(TokioIo::new(c), TokioIo::new(t), idle, closed).await,
                 Err(e) => debug!(error = %e, "upgrade failed"),
             }
+            drop(outstanding);
         });
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(
@@ -316,7 +353,10 @@ async fn forward(
         ResponseBody {
             inner: Inner::Upstream(body),
             request: None,
-            _outstanding: Some(outstanding),
+            target: Some(TargetWatch {
+                _outstanding: outstanding,
+                closed: None,
+            }),
             generated: false,
         },
     ))
@@ -350,9 +390,18 @@ fn error_response(e: &RequestError) -> Response<ResponseBody> {
 pub struct ResponseBody {
     inner: Inner,
     request: Option<RequestGuard>,
-    _outstanding: Option<OutstandingGuard>,
+    target: Option<TargetWatch>,
     /// An error answer made by seawall (for `elb_responses_total`).
     generated: bool,
+}
+
+/// The target a streamed body comes from: counted as outstanding while the body lives, and cut
+/// when the target's draining time ends.
+struct TargetWatch {
+    _outstanding: OutstandingGuard,
+    /// Created the first time the body waits for the target, so a body that never waits costs
+    /// no allocation.
+    closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 enum Inner {
@@ -365,7 +414,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             request: None,
-            _outstanding: None,
+            target: None,
             generated: false,
         }
     }
@@ -375,17 +424,42 @@ impl ResponseBody {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("the target's deregistration delay ended while its response was streaming")]
+struct TargetClosed;
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().inner {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+                Poll::Pending => {
+                    if let Some(watch) = &mut this.target {
+                        let closed = watch.closed.get_or_insert_with(|| {
+                            Box::pin(
+                                watch
+                                    ._outstanding
+                                    .target()
+                                    .closed()
+                                    .clone()
+                                    .cancelled_owned(),
+                            )
+                        });
+                        if closed.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(TargetClosed.into())));
+                        }
+                    }
+                    Poll::Pending
+                }
+            },
         }
     }
 

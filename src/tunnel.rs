@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use tokio::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 const BUF: usize = 16 * 1024;
 
-pub async fn run<A, B>(a: A, b: B, idle: Duration)
+/// `closed` ends the tunnel early: the target's deregistration delay is over.
+pub async fn run<A, B>(a: A, b: B, idle: Duration, closed: CancellationToken)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -28,6 +30,7 @@ where
                 _ => { b_open = false; let _ = a_write.shutdown().await; }
             },
             _ = tokio::time::sleep(idle) => return,
+            _ = closed.cancelled() => return,
         }
     }
 }

@@ -2,10 +2,14 @@
 //! a proxy owes both sides (hop-by-hop removal, `X-Forwarded-*`, the ALB trace id).
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,8 +20,48 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-/// The client that carries proxied requests; request bodies stream through as hyper received them.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+use crate::config::validate::ProtocolVersion;
+
+/// The client that carries proxied requests.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// A forwarded request's body: the client's, streamed through as hyper received it, or none. A
+/// request without a body can be sent again (a retry on another target), so it never carries the
+/// client's `Incoming`.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Stream(Incoming),
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
 /// of target servers, so that seawall closes first and never sends a request on a socket the
@@ -27,7 +71,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Builds a target group's client. HTTPS target groups re-encrypt; like ALB, seawall does not verify
 /// target certificates (targets are addressed by IP and usually carry self-signed certificates), but
 /// it does check the handshake signature, so the target holds the key of the certificate it shows.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
+///
+/// HTTP/2 and gRPC groups speak HTTP/2 only: ALPN h2 over TLS, prior knowledge (h2c) in plain text.
+pub fn client(connect_timeout: Duration, version: ProtocolVersion) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -39,15 +85,22 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate(provider)))
         .with_no_client_auth();
-    let connector = HttpsConnectorBuilder::new()
+    let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+        .https_or_http();
+    let h2 = version != ProtocolVersion::Http1;
+    let connector = if h2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector)
+        .http2_only(h2)
+        .timer(TokioTimer::new());
+    client.build(connector)
 }
 
 #[derive(Debug)]

@@ -350,7 +350,8 @@ async fn example_config_routes_as_documented() {
 fn embedded_default_config_loads_and_compiles() {
     let source = Source::embedded_default();
     let cfg = config::load(&source).unwrap_or_else(|e| panic!("{e}"));
-    compile(&source, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    compile(&source, &cfg, &seawall::targets::Registry::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     let binds: Vec<String> = cfg.listeners.iter().map(|l| l.bind.to_string()).collect();
     assert_eq!(binds, ["127.0.0.1:8443", "127.0.0.1:8080"]);
     assert_eq!(cfg.admin.unwrap().bind.to_string(), "127.0.0.1:9901");
@@ -443,7 +444,7 @@ default_action = { fixed_response = { status = 200 } }
 #[test]
 fn a_key_not_built_yet_is_rejected_as_unknown() {
     let err = check_fails(
-        "health-check.toml",
+        "stickiness.toml",
         r#"[[listeners]]
 name = "web"
 bind = "127.0.0.1:0"
@@ -453,13 +454,12 @@ default_action = { forward = "app" }
 [[target_groups]]
 name = "app"
 targets = ["127.0.0.1:9201"]
-  [target_groups.health_check]
-  path = "/"
+stickiness = { type = "lb_cookie", duration = "1d" }
 "#,
         10,
-        "target_groups[0].health_check",
+        "target_groups[0].stickiness",
     );
-    assert!(err.contains("unknown field `health_check`"), "{err}");
+    assert!(err.contains("unknown field `stickiness`"), "{err}");
 }
 
 #[test]

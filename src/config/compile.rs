@@ -13,7 +13,7 @@ use super::validate::{
 };
 use super::{ConfigErrors, Source};
 use crate::routing::{Action, FixedResponse, Router, Rule};
-use crate::targets::TargetGroup;
+use crate::targets::{Origin, Registry, TargetGroup};
 use crate::tls::{self, CertError, LoadedCert};
 
 /// Everything the data plane reads, swapped whole on reload.
@@ -21,7 +21,7 @@ use crate::tls::{self, CertError, LoadedCert};
 pub struct Snapshot {
     pub runtime: RuntimeConfig,
     pub listeners: Vec<CompiledListener>,
-    pub target_groups: Vec<Arc<TargetGroup>>,
+    pub target_groups: Vec<ConfiguredGroup>,
 }
 
 impl Snapshot {
@@ -29,6 +29,29 @@ impl Snapshot {
     pub fn listener(&self, name: &str) -> Option<&CompiledListener> {
         self.listeners.iter().find(|l| &*l.name == name)
     }
+
+    /// Brings the groups' run-time membership in line with this configuration, once it is the one
+    /// in force: configured targets are registered or drained (targets from the admin API or
+    /// discovery stay), and groups no listener forwards to are marked unused.
+    pub fn apply_membership(&self) {
+        for tg in &self.target_groups {
+            tg.group.state.reconcile(
+                Origin::Config,
+                &tg.configured_targets,
+                tg.group.deregistration_delay,
+            );
+            tg.group.state.set_in_use(tg.in_use);
+        }
+    }
+}
+
+/// A target group in a snapshot, with what the configuration says of its membership.
+#[derive(Debug)]
+pub struct ConfiguredGroup {
+    pub group: Arc<TargetGroup>,
+    pub configured_targets: Vec<SocketAddr>,
+    /// Some listener forwards to it.
+    pub in_use: bool,
 }
 
 #[derive(Debug)]
@@ -42,7 +65,7 @@ pub struct CompiledListener {
 }
 
 /// Builds the snapshot; every certificate problem is reported, naming its file and key path.
-pub fn compile(src: &Source, cfg: &Config) -> Result<Snapshot, ConfigErrors> {
+pub fn compile(src: &Source, cfg: &Config, registry: &Registry) -> Result<Snapshot, ConfigErrors> {
     let mut errs = Vec::new();
 
     let certs: Vec<Option<LoadedCert>> = cfg
@@ -76,7 +99,7 @@ pub fn compile(src: &Source, cfg: &Config) -> Result<Snapshot, ConfigErrors> {
     let target_groups: Vec<Arc<TargetGroup>> = cfg
         .target_groups
         .iter()
-        .map(|tg| Arc::new(TargetGroup::new(tg)))
+        .map(|tg| Arc::new(TargetGroup::new(tg, registry)))
         .collect();
 
     let mut listeners = Vec::new();
@@ -107,10 +130,25 @@ pub fn compile(src: &Source, cfg: &Config) -> Result<Snapshot, ConfigErrors> {
     }
 
     if errs.is_empty() {
+        let in_use = |i: usize| {
+            let forwards = |a: &ActionConfig| matches!(a, ActionConfig::Forward(t) if *t == i);
+            cfg.listeners
+                .iter()
+                .any(|l| forwards(&l.default_action) || l.rules.iter().any(|r| forwards(&r.action)))
+        };
         Ok(Snapshot {
             runtime: cfg.runtime.clone(),
             listeners,
-            target_groups,
+            target_groups: target_groups
+                .into_iter()
+                .zip(&cfg.target_groups)
+                .enumerate()
+                .map(|(i, (group, c))| ConfiguredGroup {
+                    group,
+                    configured_targets: c.targets.clone(),
+                    in_use: in_use(i),
+                })
+                .collect(),
         })
     } else {
         Err(ConfigErrors(errs))

@@ -338,11 +338,29 @@ pub struct RawRedirect {
 pub struct RawTargetGroup {
     pub name: String,
     pub protocol: Option<String>,
+    pub protocol_version: Option<String>,
     pub algorithm: Option<String>,
     #[serde(default)]
     pub targets: Vec<String>,
+    pub deregistration_delay: Option<DurationStr>,
+    pub slow_start: Option<DurationStr>,
     pub connect_timeout: Option<DurationStr>,
     pub response_timeout: Option<DurationStr>,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    /// `"traffic-port"` or a port number (as a number or a string).
+    pub port: Option<toml::Value>,
+    pub protocol: Option<String>,
+    pub interval: Option<DurationStr>,
+    pub timeout: Option<DurationStr>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub matcher: Option<String>,
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, RawAction, RawConfig, RawListener, RawRedirect, RawTargetGroup,
-    Source,
+    ConfigError, ConfigErrors, RawAction, RawConfig, RawHealthCheck, RawListener, RawRedirect,
+    RawTargetGroup, Source,
 };
+use crate::health::Matcher;
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
 
 /// A configuration whose values have all been checked. Certificates are not read yet: that is the
@@ -136,16 +137,49 @@ pub enum ActionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     RoundRobin,
+    LeastOutstandingRequests,
+    WeightedRandom,
+}
+
+/// How seawall speaks to a group's targets, as ALB's target group protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolVersion {
+    Http1,
+    /// HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) in plain text.
+    Http2,
+    /// HTTP/2 carrying gRPC; health checks read `grpc-status`.
+    Grpc,
 }
 
 #[derive(Debug, Clone)]
 pub struct TargetGroupConfig {
     pub name: String,
     pub protocol: Protocol,
+    pub protocol_version: ProtocolVersion,
     pub algorithm: Algorithm,
     pub targets: Vec<SocketAddr>,
+    /// How long a removed target drains before it is dropped and its connections closed.
+    pub deregistration_delay: Duration,
+    /// Ramp-up of a newly healthy target's share; zero = off.
+    pub slow_start: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    pub health_check: HealthCheckConfig,
+}
+
+/// `[target_groups.health_check]`, with ALB's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    /// `None` = the target's own (traffic) port.
+    pub port: Option<u16>,
+    pub protocol: Protocol,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// HTTP status codes, or gRPC status codes for gRPC groups.
+    pub matcher: Matcher,
 }
 
 /// Checks a parsed file and gives the typed configuration, or every error found.
@@ -305,14 +339,62 @@ fn target_group(
     };
     let algorithm = match tg.algorithm.as_deref().unwrap_or("round_robin") {
         "round_robin" => Algorithm::RoundRobin,
+        "least_outstanding_requests" => Algorithm::LeastOutstandingRequests,
+        "weighted_random" => Algorithm::WeightedRandom,
         other => {
             errs.push(src.error(
                 format!("{path}.algorithm"),
-                format!("unknown algorithm {other:?}; expected \"round_robin\""),
+                format!("unknown algorithm {other:?}; expected \"round_robin\", \"least_outstanding_requests\" or \"weighted_random\""),
             ));
             Algorithm::RoundRobin
         }
     };
+    let protocol_version = match tg.protocol_version.as_deref().unwrap_or("http1") {
+        "http1" => ProtocolVersion::Http1,
+        "http2" => ProtocolVersion::Http2,
+        "grpc" => ProtocolVersion::Grpc,
+        other => {
+            errs.push(src.error(
+                format!("{path}.protocol_version"),
+                format!(
+                    "unknown protocol version {other:?}; expected \"http1\", \"http2\" or \"grpc\""
+                ),
+            ));
+            ProtocolVersion::Http1
+        }
+    };
+    let deregistration_delay = tg
+        .deregistration_delay
+        .map_or(Duration::from_secs(300), |d| d.0);
+    if deregistration_delay > Duration::from_secs(3600) {
+        errs.push(src.error(
+            format!("{path}.deregistration_delay"),
+            "at most 3600s, as ALB allows",
+        ));
+    }
+    let slow_start = tg.slow_start.map_or(Duration::ZERO, |d| d.0);
+    if !slow_start.is_zero()
+        && !(Duration::from_secs(30)..=Duration::from_secs(900)).contains(&slow_start)
+    {
+        errs.push(src.error(
+            format!("{path}.slow_start"),
+            "0s (off) or from 30s to 900s, as ALB allows",
+        ));
+    }
+    if !slow_start.is_zero() && algorithm == Algorithm::LeastOutstandingRequests {
+        errs.push(src.error(
+            format!("{path}.slow_start"),
+            "slow start does not combine with least_outstanding_requests (as in ALB)",
+        ));
+    }
+    let health_check = health_check(
+        src,
+        &format!("{path}.health_check"),
+        tg.health_check.as_ref(),
+        protocol,
+        protocol_version,
+        errs,
+    );
     let mut seen = HashSet::new();
     let mut targets = Vec::new();
     for (j, t) in tg.targets.iter().enumerate() {
@@ -340,10 +422,102 @@ fn target_group(
     TargetGroupConfig {
         name: tg.name.clone(),
         protocol,
+        protocol_version,
         algorithm,
         targets,
+        deregistration_delay,
+        slow_start,
         connect_timeout,
         response_timeout,
+        health_check,
+    }
+}
+
+fn health_check(
+    src: &Source,
+    path: &str,
+    raw: Option<&RawHealthCheck>,
+    group_protocol: Protocol,
+    version: ProtocolVersion,
+    errs: &mut Vec<ConfigError>,
+) -> HealthCheckConfig {
+    let default = RawHealthCheck::default();
+    let raw = raw.unwrap_or(&default);
+    let grpc = version == ProtocolVersion::Grpc;
+    let hc_path = raw
+        .path
+        .clone()
+        .unwrap_or_else(|| if grpc { "/AWS.ALB/healthcheck" } else { "/" }.to_string());
+    if !hc_path.starts_with('/') || hc_path.parse::<http::uri::PathAndQuery>().is_err() {
+        errs.push(src.error(
+            format!("{path}.path"),
+            format!("{hc_path:?} is not a path starting with \"/\""),
+        ));
+    }
+    let port = match &raw.port {
+        None => None,
+        Some(toml::Value::String(s)) if s == "traffic-port" => None,
+        Some(toml::Value::Integer(n)) if (1..=65535).contains(n) => Some(*n as u16),
+        Some(toml::Value::String(s)) if s.parse::<u16>().is_ok_and(|p| p > 0) => s.parse().ok(),
+        Some(other) => {
+            errs.push(src.error(
+                format!("{path}.port"),
+                format!("{other} is neither \"traffic-port\" nor a port from 1 to 65535"),
+            ));
+            None
+        }
+    };
+    let protocol = match raw.protocol.as_deref() {
+        None => group_protocol,
+        Some("http") => Protocol::Http,
+        Some("https") => Protocol::Https,
+        Some(other) => {
+            errs.push(src.error(
+                format!("{path}.protocol"),
+                format!("unknown protocol {other:?}; expected \"http\" or \"https\""),
+            ));
+            group_protocol
+        }
+    };
+    let interval = raw.interval.map_or(Duration::from_secs(30), |d| d.0);
+    let timeout = raw.timeout.map_or(Duration::from_secs(5), |d| d.0);
+    // Faster than ALB's 5s minimum is allowed, for quick failover and quick tests.
+    if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&interval) {
+        errs.push(src.error(format!("{path}.interval"), "must be from 100ms to 300s"));
+    }
+    if !(Duration::from_millis(50)..=Duration::from_secs(120)).contains(&timeout) {
+        errs.push(src.error(format!("{path}.timeout"), "must be from 50ms to 120s"));
+    } else if timeout >= interval {
+        errs.push(src.error(format!("{path}.timeout"), "must be less than the interval"));
+    }
+    let threshold = |key: &str, value: Option<u32>, default: u32, errs: &mut Vec<ConfigError>| {
+        let v = value.unwrap_or(default);
+        if !(2..=10).contains(&v) {
+            errs.push(src.error(format!("{path}.{key}"), "must be from 2 to 10"));
+        }
+        v
+    };
+    let healthy_threshold = threshold("healthy_threshold", raw.healthy_threshold, 5, errs);
+    let unhealthy_threshold = threshold("unhealthy_threshold", raw.unhealthy_threshold, 2, errs);
+    let (text, low, high) = match (&raw.matcher, grpc) {
+        (Some(m), true) => (m.as_str(), 0, 99),
+        (Some(m), false) => (m.as_str(), 200, 499),
+        (None, true) => ("12", 0, 99),
+        (None, false) => ("200", 200, 499),
+    };
+    let matcher = Matcher::parse(text, low, high).unwrap_or_else(|e| {
+        errs.push(src.error(format!("{path}.matcher"), e.to_string()));
+        Matcher::parse("200", 200, 499).expect("the default matcher parses")
+    });
+    HealthCheckConfig {
+        path: hc_path,
+        port,
+        protocol,
+        interval,
+        timeout,
+        healthy_threshold,
+        unhealthy_threshold,
+        matcher,
     }
 }
 

@@ -1,101 +1,347 @@
-//! Target groups at run time: the targets a group forwards to, the balancer that picks among them, and
-//! the upstream client that carries requests to them.
+//! Target groups at run time.
+//!
+//! A group has two halves. [`GroupState`] holds its members and their health, in-flight counts and
+//! draining; it lives in the [`Registry`], keyed by the group's name, outside the configuration
+//! snapshot, so that reloads, the admin API and discovery change membership without resetting
+//! health or losing in-flight counts (DESIGN.md, invariant 3). [`TargetGroup`] is the half compiled
+//! from the configuration into each snapshot: settings, balancer and upstream client, with a handle
+//! on its state.
 
+mod target;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use arc_swap::ArcSwap;
+use http::uri::Scheme;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::balancer::{Balancer, RoundRobin};
-use crate::config::validate::{Algorithm, Protocol, TargetGroupConfig};
+pub use target::{Eligible, Origin, OutstandingGuard, Reason, State, Target};
+
+use crate::balancer::{self, Balancer, PickContext};
+use crate::config::validate::{HealthCheckConfig, Protocol, ProtocolVersion, TargetGroupConfig};
 use crate::upstream::{self, UpstreamClient};
 
-/// One registered target.
-#[derive(Debug)]
-pub struct Target {
-    pub addr: SocketAddr,
-    /// `ip:port`, built once because every forwarded request's URI needs it.
-    pub authority: Authority,
-    /// Requests sent to this target whose response has not finished yet.
-    outstanding: AtomicUsize,
+/// Every group's state, by name. Owned by the control side; the data plane reaches a group's state
+/// through its snapshot.
+#[derive(Debug, Default)]
+pub struct Registry {
+    groups: Mutex<HashMap<Arc<str>, Arc<GroupState>>>,
 }
 
-impl Target {
-    pub fn new(addr: SocketAddr) -> Self {
-        Target {
-            addr,
-            authority: addr
-                .to_string()
-                .parse()
-                .expect("a socket address is a valid authority"),
-            outstanding: AtomicUsize::new(0),
+impl Registry {
+    /// The state of the group `name`, created empty on first use.
+    pub fn group(&self, name: &str) -> Arc<GroupState> {
+        let mut groups = self.groups.lock().expect("not poisoned");
+        if let Some(g) = groups.get(name) {
+            return g.clone();
+        }
+        let g = Arc::new(GroupState::new(name.into()));
+        groups.insert(g.name.clone(), g.clone());
+        g
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<GroupState>> {
+        self.groups.lock().expect("not poisoned").get(name).cloned()
+    }
+
+    /// Every group, sorted by name.
+    pub fn groups(&self) -> Vec<Arc<GroupState>> {
+        let mut all: Vec<_> = self
+            .groups
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Drops groups no longer configured (their targets are closed).
+    pub fn retain(&self, names: &[&str]) {
+        self.groups.lock().expect("not poisoned").retain(|name, g| {
+            let keep = names.contains(&&**name);
+            if !keep {
+                for t in g.members().iter() {
+                    t.close();
+                }
+            }
+            keep
+        });
+    }
+}
+
+/// A group's members and what changes them. Mutations come from the control side and are
+/// serialised by `write`; the data plane only loads `members`.
+#[derive(Debug)]
+pub struct GroupState {
+    pub name: Arc<str>,
+    members: ArcSwap<Vec<Arc<Target>>>,
+    /// Draining targets and when each is to be dropped.
+    draining: Mutex<Vec<(Arc<Target>, Instant)>>,
+    write: Mutex<()>,
+    /// Bumped on every membership change (the health checker watches it).
+    changed: watch::Sender<u64>,
+}
+
+impl GroupState {
+    fn new(name: Arc<str>) -> Self {
+        GroupState {
+            name,
+            members: ArcSwap::from_pointee(Vec::new()),
+            draining: Mutex::new(Vec::new()),
+            write: Mutex::new(()),
+            changed: watch::Sender::new(0),
         }
     }
 
-    pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
+    /// The current members, draining ones included.
+    pub fn members(&self) -> arc_swap::Guard<Arc<Vec<Arc<Target>>>> {
+        self.members.load()
     }
 
-    /// Counts a request as outstanding until the guard is dropped, whichever way the request ends.
-    pub fn begin(self: &Arc<Self>) -> OutstandingGuard {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        OutstandingGuard(self.clone())
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn publish(&self, members: Vec<Arc<Target>>) {
+        self.members.store(Arc::new(members));
+        self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Registers targets (ALB's RegisterTargets). An address already registered and not draining
+    /// is left as it is; a draining one is registered anew beside it. Returns the new targets.
+    pub fn register(&self, addrs: &[SocketAddr], origin: Origin) -> Vec<Arc<Target>> {
+        let _w = self.write.lock().expect("not poisoned");
+        let mut members = self.members.load().to_vec();
+        let mut added = Vec::new();
+        for &addr in addrs {
+            let present = members
+                .iter()
+                .any(|t| t.addr == addr && t.state() != State::Draining);
+            if !present {
+                let t = Arc::new(Target::new(addr, origin));
+                members.push(t.clone());
+                added.push(t);
+            }
+        }
+        if !added.is_empty() {
+            self.publish(members);
+        }
+        added
+    }
+
+    /// Deregisters targets (ALB's DeregisterTargets): they drain for `delay`, taking no new
+    /// requests, then are dropped and whatever is still open to them is closed. Returns the
+    /// targets that started draining.
+    pub fn deregister(&self, addrs: &[SocketAddr], delay: Duration) -> Vec<Arc<Target>> {
+        let _w = self.write.lock().expect("not poisoned");
+        let members = self.members.load();
+        let until = Instant::now() + delay;
+        let mut started = Vec::new();
+        for t in members.iter().filter(|t| addrs.contains(&t.addr)) {
+            if t.start_draining() {
+                started.push(t.clone());
+            }
+        }
+        if !started.is_empty() {
+            let mut draining = self.draining.lock().expect("not poisoned");
+            draining.extend(started.iter().map(|t| (t.clone(), until)));
+            drop(draining);
+            self.publish(members.to_vec());
+        }
+        if delay.is_zero() {
+            drop(_w);
+            self.sweep(Instant::now());
+        }
+        started
+    }
+
+    /// Makes the `origin` targets exactly `addrs`: missing ones are registered, others drain.
+    /// Targets of other origins are left alone (a reload does not undo the admin API).
+    pub fn reconcile(&self, origin: Origin, addrs: &[SocketAddr], delay: Duration) {
+        let gone: Vec<SocketAddr> = self
+            .members
+            .load()
+            .iter()
+            .filter(|t| t.origin == origin && !addrs.contains(&t.addr))
+            .map(|t| t.addr)
+            .collect();
+        self.deregister(&gone, delay);
+        self.register(addrs, origin);
+    }
+
+    /// Drops targets whose draining time is over, and closes what is still open to them. Returns
+    /// when the next one is due, if any.
+    pub fn sweep(&self, now: Instant) -> Option<Instant> {
+        let _w = self.write.lock().expect("not poisoned");
+        let mut draining = self.draining.lock().expect("not poisoned");
+        let (done, waiting): (Vec<_>, Vec<_>) = draining.drain(..).partition(|(_, at)| *at <= now);
+        *draining = waiting;
+        let next = draining.iter().map(|(_, at)| *at).min();
+        drop(draining);
+        if !done.is_empty() {
+            let members = self
+                .members
+                .load()
+                .iter()
+                .filter(|t| !done.iter().any(|(d, _)| Arc::ptr_eq(d, t)))
+                .cloned()
+                .collect();
+            self.publish(members);
+            for (t, _) in done {
+                t.close();
+            }
+        }
+        next
+    }
+
+    /// Marks every non-draining member `Unused` (no listener forwards to the group) or back to
+    /// `Initial` when the group is in use again.
+    pub fn set_in_use(&self, in_use: bool) {
+        for t in self.members.load().iter() {
+            match (in_use, t.state()) {
+                (false, State::Draining | State::Unused) => {}
+                (false, _) => {
+                    t.set_state(
+                        State::Unused,
+                        Some(Reason {
+                            code: "Target.NotInUse",
+                            description: "Target group is not configured to receive traffic from the load balancer".into(),
+                        }),
+                    );
+                }
+                (true, State::Unused) => {
+                    t.set_state(State::Initial, Some(initial_reason()));
+                }
+                (true, _) => {}
+            }
+        }
     }
 }
 
-/// Decrements a target's outstanding count on drop.
-#[derive(Debug)]
-pub struct OutstandingGuard(Arc<Target>);
-
-impl Drop for OutstandingGuard {
-    fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+pub(crate) fn initial_reason() -> Reason {
+    Reason {
+        code: "Elb.InitialHealthChecking",
+        description: "Initial health checks in progress".into(),
     }
 }
 
-/// A target group as the data plane sees it.
+/// A group as one snapshot sees it: the configuration's settings, and its run-time state.
 #[derive(Debug)]
 pub struct TargetGroup {
     pub name: Arc<str>,
     pub scheme: Scheme,
+    pub protocol_version: ProtocolVersion,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    targets: Box<[Arc<Target>]>,
+    pub deregistration_delay: Duration,
+    pub slow_start: Duration,
+    pub health_check: HealthCheckConfig,
+    pub state: Arc<GroupState>,
     balancer: Box<dyn Balancer>,
     pub client: UpstreamClient,
 }
 
 impl TargetGroup {
-    pub fn new(cfg: &TargetGroupConfig) -> Self {
-        let balancer: Box<dyn Balancer> = match cfg.algorithm {
-            Algorithm::RoundRobin => Box::<RoundRobin>::default(),
-        };
+    /// Compiles a group's settings around its state in `registry`. Membership is not touched
+    /// here: [`GroupState::reconcile`] applies the configured targets when the snapshot goes live.
+    pub fn new(cfg: &TargetGroupConfig, registry: &Registry) -> Self {
         TargetGroup {
             name: cfg.name.as_str().into(),
             scheme: match cfg.protocol {
                 Protocol::Http => Scheme::HTTP,
                 Protocol::Https => Scheme::HTTPS,
             },
+            protocol_version: cfg.protocol_version,
             connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
-            targets: cfg
-                .targets
-                .iter()
-                .map(|&a| Arc::new(Target::new(a)))
-                .collect(),
-            balancer,
-            client: upstream::client(cfg.connect_timeout),
+            deregistration_delay: cfg.deregistration_delay,
+            slow_start: cfg.slow_start,
+            health_check: cfg.health_check.clone(),
+            state: registry.group(&cfg.name),
+            balancer: balancer::for_algorithm(cfg.algorithm),
+            client: upstream::client(cfg.connect_timeout, cfg.protocol_version),
         }
     }
 
-    pub fn targets(&self) -> &[Arc<Target>] {
-        &self.targets
+    /// The target for the next request: a healthy one, else (ALB's fail-open) any that is not
+    /// draining; `None` when the group has no such target.
+    pub fn pick(&self) -> Option<Arc<Target>> {
+        let members = self.state.members.load();
+        let ctx = self.pick_context();
+        self.balancer
+            .pick(&members, Eligible::Healthy, &ctx)
+            .or_else(|| self.balancer.pick(&members, Eligible::NotDraining, &ctx))
+            .cloned()
     }
 
-    /// The target for the next request, or `None` when the group has no targets.
-    pub fn pick(&self) -> Option<&Arc<Target>> {
-        self.balancer.pick(&self.targets)
+    /// A healthy target for a retry (the failed one was marked unhealthy, so it is not chosen).
+    pub fn pick_healthy(&self) -> Option<Arc<Target>> {
+        let members = self.state.members.load();
+        self.balancer
+            .pick(&members, Eligible::Healthy, &self.pick_context())
+            .cloned()
+    }
+
+    fn pick_context(&self) -> PickContext {
+        PickContext {
+            slow_start: self.slow_start,
+            now: Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        ([127, 0, 0, 1], p).into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deregistered_targets_drain_then_go() {
+        let reg = Registry::default();
+        let g = reg.group("web");
+        g.register(&[addr(1), addr(2)], Origin::Config);
+        let t1 = g.members()[0].clone();
+        let started = g.deregister(&[addr(1)], Duration::from_secs(10));
+        assert_eq!(started.len(), 1);
+        assert_eq!(t1.state(), State::Draining);
+        assert_eq!(
+            g.members().len(),
+            2,
+            "listed while draining, as ALB shows it"
+        );
+        assert!(g.sweep(Instant::now()).is_some());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(g.sweep(Instant::now()).is_none());
+        assert_eq!(g.members().len(), 1);
+        assert!(t1.closed().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn reconcile_keeps_other_origins_and_state() {
+        let reg = Registry::default();
+        let g = reg.group("web");
+        g.register(&[addr(1)], Origin::Config);
+        g.register(&[addr(9)], Origin::Api);
+        g.members()[0].set_state(State::Unhealthy, None);
+        g.reconcile(Origin::Config, &[addr(1), addr(2)], Duration::ZERO);
+        let m = g.members();
+        let find = |p| m.iter().find(|t| t.addr == addr(p)).unwrap().clone();
+        assert_eq!(find(1).state(), State::Unhealthy, "kept, not reset");
+        assert_eq!(find(2).state(), State::Initial);
+        assert_eq!(find(9).origin, Origin::Api);
+        drop(m);
+        g.reconcile(Origin::Config, &[], Duration::ZERO);
+        let ports: Vec<u16> = g.members().iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, [9]);
+        assert!(Arc::ptr_eq(&reg.group("web"), &g));
     }
 }

@@ -1,0 +1,64 @@
+//! The control thread: its own OS thread and current-thread runtime, so that health checks, the
+//! admin API and (later) reloads and discovery never take a data-plane worker, and the admin API
+//! answers even when the data plane is saturated.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin;
+use crate::app::Shared;
+
+/// How often draining targets are checked for the end of their deregistration delay.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the control thread; it runs until `stop` is cancelled.
+pub fn spawn(
+    shared: Arc<Shared>,
+    admin_socket: Option<std::net::TcpListener>,
+    stop: CancellationToken,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("seawall-control".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime starts");
+            rt.block_on(async move {
+                if let Some(socket) = admin_socket {
+                    match tokio::net::TcpListener::from_std(socket) {
+                        Ok(l) => {
+                            tokio::spawn(admin::serve(l, shared.clone(), stop.clone()));
+                        }
+                        Err(e) => warn!(error = %e, "cannot register the admin socket"),
+                    }
+                }
+                tokio::spawn(sweep_draining(shared.clone(), stop.clone()));
+                stop.cancelled().await;
+            });
+        })
+}
+
+/// Drops targets whose deregistration delay is over.
+async fn sweep_draining(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let now = Instant::now();
+        for group in shared.registry.groups() {
+            let before = group.members().len();
+            group.sweep(now);
+            let dropped = before.saturating_sub(group.members().len());
+            if dropped > 0 {
+                info!(target_group = %group.name, dropped, "deregistration delay over; targets dropped");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

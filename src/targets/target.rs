@@ -1,0 +1,311 @@
+//! One target and its run-time state: health (as ALB names it), in-flight requests, slow-start
+//! clock and draining. Every field the data plane reads is atomic.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::Authority;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// ALB's target states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum State {
+    /// Registered, first health check not passed yet.
+    Initial = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+    /// Deregistered: no new requests; in-flight ones may finish until the delay passes.
+    Draining = 3,
+    /// In a group that no listener forwards to: not health-checked, not used.
+    Unused = 4,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Initial,
+            1 => State::Healthy,
+            2 => State::Unhealthy,
+            3 => State::Draining,
+            _ => State::Unused,
+        }
+    }
+
+    /// The name ALB's DescribeTargetHealth uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initial => "initial",
+            State::Healthy => "healthy",
+            State::Unhealthy => "unhealthy",
+            State::Draining => "draining",
+            State::Unused => "unused",
+        }
+    }
+}
+
+/// Where a target came from. A reload reconciles only `Config` targets; the others are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    Api,
+    Discovery,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Api => "api",
+            Origin::Discovery => "discovery",
+        }
+    }
+}
+
+/// ALB's reason code for a state, with a human description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// e.g. `Target.Timeout`, `Target.ResponseCodeMismatch`, `Elb.InitialHealthChecking`.
+    pub code: &'static str,
+    pub description: String,
+}
+
+/// Which targets a pick may choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eligible {
+    Healthy,
+    /// ALB's fail-open: when no target is healthy, every target that is not draining.
+    NotDraining,
+}
+
+/// A process-wide clock origin, so instants fit in an atomic as milliseconds.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_millis() as u64
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `ip:port`, built once because every forwarded request's URI needs it.
+    pub authority: Authority,
+    pub origin: Origin,
+    state: AtomicU8,
+    /// Requests sent to this target whose response has not finished yet.
+    outstanding: AtomicUsize,
+    /// When the target last became healthy (ms after `epoch()`), for slow start.
+    healthy_since_ms: AtomicU64,
+    /// Bumped by the data plane when a connection to the target fails; the health checker
+    /// restarts its count of consecutive successes when it sees it change.
+    passive_failures: AtomicU32,
+    reason: Mutex<Option<Reason>>,
+    /// Cancelled when draining ends: requests and tunnels still open to the target are cut.
+    closed: CancellationToken,
+}
+
+impl Target {
+    pub fn new(addr: SocketAddr, origin: Origin) -> Self {
+        Target {
+            addr,
+            authority: addr
+                .to_string()
+                .parse()
+                .expect("a socket address is a valid authority"),
+            origin,
+            state: AtomicU8::new(State::Initial as u8),
+            outstanding: AtomicUsize::new(0),
+            healthy_since_ms: AtomicU64::new(0),
+            passive_failures: AtomicU32::new(0),
+            reason: Mutex::new(Some(Reason {
+                code: "Elb.RegistrationInProgress",
+                description: "Target registration is in progress".into(),
+            })),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason.lock().expect("not poisoned").clone()
+    }
+
+    /// Moves the target to `state` unless it is draining (draining is final). Returns whether the
+    /// state changed.
+    pub fn set_state(&self, state: State, reason: Option<Reason>) -> bool {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            if current == State::Draining as u8 && state != State::Draining {
+                return false;
+            }
+            match self.state.compare_exchange(
+                current,
+                state as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        *self.reason.lock().expect("not poisoned") = reason;
+        if current == state as u8 {
+            return false;
+        }
+        if state == State::Healthy {
+            self.healthy_since_ms
+                .store(millis(Instant::now()), Ordering::Release);
+        }
+        true
+    }
+
+    pub fn is_eligible(&self, e: Eligible) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        match e {
+            Eligible::Healthy => s == State::Healthy as u8,
+            Eligible::NotDraining => s != State::Draining as u8 && s != State::Unused as u8,
+        }
+    }
+
+    /// Share of traffic during slow start: rises linearly from 10% to 100% over `slow_start`
+    /// after the target became healthy.
+    pub fn slow_start_weight(&self, slow_start: Duration, now: Instant) -> f64 {
+        if slow_start.is_zero() || self.state() != State::Healthy {
+            return 1.0;
+        }
+        let since = self.healthy_since_ms.load(Ordering::Acquire);
+        let elapsed = millis(now).saturating_sub(since) as f64;
+        let ramp = elapsed / slow_start.as_millis() as f64;
+        (0.1 + 0.9 * ramp).min(1.0)
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as outstanding until the guard drops, whichever way the request ends.
+    pub fn begin(self: &Arc<Self>) -> OutstandingGuard {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        OutstandingGuard(self.clone())
+    }
+
+    /// The data plane saw a connection to the target fail: take it out of rotation at once, until
+    /// the active checker sees it pass again. Returns whether the state changed.
+    pub fn mark_failed(&self, description: String) -> bool {
+        self.passive_failures.fetch_add(1, Ordering::AcqRel);
+        self.set_state(
+            State::Unhealthy,
+            Some(Reason {
+                code: "Target.FailedHealthChecks",
+                description,
+            }),
+        )
+    }
+
+    pub fn passive_failures(&self) -> u32 {
+        self.passive_failures.load(Ordering::Acquire)
+    }
+
+    /// Starts draining; returns false when it already was.
+    pub fn start_draining(&self) -> bool {
+        self.set_state(
+            State::Draining,
+            Some(Reason {
+                code: "Target.DeregistrationInProgress",
+                description: "Target deregistration is in progress".into(),
+            }),
+        )
+    }
+
+    /// Ends draining: whatever is still open to the target is closed.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+}
+
+/// Decrements a target's outstanding count on drop.
+#[derive(Debug)]
+pub struct OutstandingGuard(Arc<Target>);
+
+impl OutstandingGuard {
+    pub fn target(&self) -> &Arc<Target> {
+        &self.0
+    }
+}
+
+impl Drop for OutstandingGuard {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target::new(([127, 0, 0, 1], 1).into(), Origin::Config)
+    }
+
+    #[test]
+    fn draining_is_final() {
+        let t = target();
+        assert_eq!(t.state(), State::Initial);
+        assert!(t.set_state(State::Healthy, None));
+        assert!(t.is_eligible(Eligible::Healthy));
+        assert!(t.start_draining());
+        assert!(!t.set_state(State::Healthy, None));
+        assert_eq!(t.state(), State::Draining);
+        assert!(!t.is_eligible(Eligible::NotDraining));
+    }
+
+    #[test]
+    fn passive_failure_takes_the_target_out_at_once() {
+        let t = target();
+        t.set_state(State::Healthy, None);
+        t.mark_failed("connection refused".into());
+        assert_eq!(t.state(), State::Unhealthy);
+        assert_eq!(t.passive_failures(), 1);
+        assert!(!t.is_eligible(Eligible::Healthy));
+        assert!(t.is_eligible(Eligible::NotDraining));
+    }
+
+    #[test]
+    fn outstanding_returns_to_zero_on_drop() {
+        let t = Arc::new(target());
+        let a = t.begin();
+        let b = t.begin();
+        assert_eq!(t.outstanding(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_linearly() {
+        let t = target();
+        let ramp = Duration::from_secs(100);
+        t.set_state(State::Healthy, None);
+        let start = Instant::now();
+        let w0 = t.slow_start_weight(ramp, start);
+        let w50 = t.slow_start_weight(ramp, start + Duration::from_secs(50));
+        let w200 = t.slow_start_weight(ramp, start + Duration::from_secs(200));
+        assert!((0.09..0.12).contains(&w0), "{w0}");
+        assert!((0.5..0.6).contains(&w50), "{w50}");
+        assert_eq!(w200, 1.0);
+        assert_eq!(t.slow_start_weight(Duration::ZERO, start), 1.0);
+    }
+}
