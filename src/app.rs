@@ -9,18 +9,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::compile::{compile, Snapshot};
-use crate::config::validate::Protocol;
 use crate::config::{self, ConfigErrors, Source};
 use crate::metrics::Metrics;
-use crate::server::ListenerContext;
 use crate::targets::Registry;
-use crate::{control, listener};
+use crate::listener::{self, Bound, ListenerSet};
+use crate::control;
 
 /// State shared by the data plane and the control thread.
 pub struct Shared {
@@ -39,9 +37,10 @@ pub struct Shared {
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    #[error("cannot bind {what} to {addr}: {source}")]
-    Bind {
-        what: String,
+    #[error(transparent)]
+    Bind(#[from] listener::BindError),
+    #[error("cannot bind the admin server to {addr}: {source}")]
+    AdminBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -52,11 +51,13 @@ pub enum StartError {
 /// A loaded configuration with its sockets bound, not yet serving.
 pub struct App {
     shared: Arc<Shared>,
-    listeners: Vec<(Arc<str>, Protocol, std::net::TcpListener)>,
+    /// The data plane's runtime; its workers start idle and pick up the accept loops on start.
+    runtime: tokio::runtime::Runtime,
+    listeners: Arc<ListenerSet>,
+    bound: Bound,
     admin: Option<std::net::TcpListener>,
-    workers: usize,
+    tracker: TaskTracker,
     drain_timeout: Duration,
-    max_connections: usize,
 }
 
 impl App {
@@ -73,45 +74,17 @@ impl App {
             target_groups = snapshot.target_groups.len(),
             "config loaded"
         );
-        let mut listeners = Vec::new();
-        for l in &snapshot.listeners {
-            let socket = listener::bind(l.bind).map_err(|source| StartError::Bind {
-                what: format!("listener {:?}", &*l.name),
-                addr: l.bind,
-                source,
-            })?;
-            listeners.push((l.name.clone(), l.protocol, socket));
-        }
-        let admin = match &cfg.admin {
-            Some(a) => Some(listener::bind(a.bind).map_err(|source| StartError::Bind {
-                what: "the admin server".into(),
-                addr: a.bind,
-                source,
-            })?),
-            None => None,
-        };
+        let rt = cfg.runtime.clone();
         let metrics = Metrics::new();
         metrics.config_generation.set(1);
-        let rt = &cfg.runtime;
-        Ok(App {
-            shared: Arc::new(Shared {
-                snapshot: ArcSwap::from_pointee(snapshot),
-                registry,
-                metrics,
-                shutdown: CancellationToken::new(),
-                ready: AtomicBool::new(false),
-            }),
-            listeners,
-            admin,
-            workers: rt.workers,
-            drain_timeout: rt.drain_timeout,
-            max_connections: rt.max_connections,
-        })
-    }
-
-    /// Starts serving on two threads of its own and returns at once.
-    pub fn start(self) -> Result<Running, StartError> {
-        let workers = match self.workers {
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            metrics,
+            shutdown: CancellationToken::new(),
+            ready: AtomicBool::new(false),
+        });
+        let workers = match rt.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -120,53 +93,55 @@ impl App {
             .thread_name("seawall-worker")
             .enable_all()
             .build()?;
-        let mut listener_addrs = Vec::new();
-        let mut contexts = Vec::new();
-        for (name, protocol, socket) in self.listeners {
-            let addr = socket.local_addr()?;
-            info!(listener = %name, %addr, protocol = protocol.as_str(), "listening");
-            listener_addrs.push((name.clone(), addr));
-            contexts.push((
-                Arc::new(ListenerContext {
-                    name,
-                    protocol,
-                    port: addr.port(),
-                    port_header: HeaderValue::from(addr.port()),
-                    shared: self.shared.clone(),
-                }),
-                socket,
-            ));
-        }
-        let admin_addr = self.admin.as_ref().map(|a| a.local_addr()).transpose()?;
+        let tracker = TaskTracker::new();
+        let listeners = Arc::new(ListenerSet::new(
+            shared.clone(),
+            runtime.handle().clone(),
+            tracker.clone(),
+        ));
+        let bound = listeners.bind_new(&shared.snapshot.load())?;
+        let admin = match &cfg.admin {
+            Some(a) => Some(
+                listener::bind(a.bind)
+                    .map_err(|source| StartError::AdminBind { addr: a.bind, source })?,
+            ),
+            None => None,
+        };
+        Ok(App {
+            shared,
+            runtime,
+            listeners,
+            bound,
+            admin,
+            tracker,
+            drain_timeout: rt.drain_timeout,
+        })
+    }
+
+    /// Starts serving on threads of its own and returns at once.
+    pub fn start(self) -> Result<Running, StartError> {
+        let App {
+            shared,
+            runtime,
+            listeners,
+            bound,
+            admin,
+            tracker,
+            drain_timeout,
+        } = self;
+        listeners.commit(bound, &shared.snapshot.load());
+        let admin_addr = admin.as_ref().map(|a| a.local_addr()).transpose()?;
         if let Some(addr) = admin_addr {
             info!(%addr, "admin listening");
         }
+        shared.ready.store(true, Ordering::Release);
 
-        let shared = self.shared.clone();
-        let (drain_timeout, max_connections) = (self.drain_timeout, self.max_connections);
+        let drain = shared.clone();
         let data = std::thread::Builder::new()
             .name("seawall-data".into())
             .spawn(move || {
-                let tracker = TaskTracker::new();
                 runtime.block_on(async {
-                    // from_std must run inside the runtime that will poll the socket.
-                    for (ctx, socket) in contexts {
-                        match tokio::net::TcpListener::from_std(socket) {
-                            Ok(l) => {
-                                tokio::spawn(listener::accept_loop(
-                                    l,
-                                    ctx,
-                                    tracker.clone(),
-                                    max_connections,
-                                ));
-                            }
-                            Err(e) => {
-                                warn!(listener = %ctx.name, error = %e, "cannot register listener")
-                            }
-                        }
-                    }
-                    shared.ready.store(true, Ordering::Release);
-                    shared.shutdown.cancelled().await;
+                    drain.shutdown.cancelled().await;
                     tracker.close();
                     info!(connections = tracker.len(), "draining");
                     if tokio::time::timeout(drain_timeout, tracker.wait())
@@ -183,13 +158,13 @@ impl App {
             })?;
 
         let stopped = CancellationToken::new();
-        let control = control::spawn(self.shared.clone(), self.admin, stopped.clone())?;
+        let control = control::spawn(shared.clone(), admin, stopped.clone())?;
         Ok(Running {
-            shared: self.shared,
+            shared,
             data: Some(data),
             control: Some(control),
             stopped,
-            listener_addrs,
+            listeners,
             admin_addr,
         })
     }
@@ -201,17 +176,18 @@ pub struct Running {
     data: Option<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     stopped: CancellationToken,
-    listener_addrs: Vec<(Arc<str>, SocketAddr)>,
+    listeners: Arc<ListenerSet>,
     admin_addr: Option<SocketAddr>,
 }
 
 impl Running {
     /// The address a listener is bound to (useful when its config said port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listener_addrs
-            .iter()
+        self.listeners
+            .addrs()
+            .into_iter()
             .find(|(n, _)| &**n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

@@ -1,16 +1,21 @@
-//! Accepting connections on a listener that the control side bound as a std socket and registered
-//! with the data-plane runtime.
+//! Listening sockets: bound as std sockets by the control side (so that a bind failure can fail a
+//! start or a reload as a whole before anything changes), then registered with the data-plane
+//! runtime, whose workers accept on them.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::app::Shared;
+use crate::config::compile::Snapshot;
+use crate::config::validate::Protocol;
 use crate::server::{self, ListenerContext};
 
 /// The kernel's accept queue length for every listener.
@@ -39,7 +44,7 @@ pub async fn accept_loop(
     tracker: TaskTracker,
     max_connections: usize,
 ) {
-    let shutdown = ctx.shared.shutdown.clone();
+    let shutdown = ctx.stop.clone();
     let limit = Arc::new(Semaphore::new(max_connections));
     loop {
         let permit = tokio::select! {
@@ -80,4 +85,139 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind listener {name:?} to {addr}: {source}")]
+pub struct BindError {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+/// What makes a listener the same one across reloads. Anything else about it (certificates, TLS
+/// policy, rules) is read from the snapshot per connection or per request, so it changes without
+/// touching the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    name: Arc<str>,
+    bind: SocketAddr,
+    protocol: Protocol,
+}
+
+impl Identity {
+    fn all(snapshot: &Snapshot) -> impl Iterator<Item = Identity> + '_ {
+        snapshot.listeners.iter().map(|l| Identity {
+            name: l.name.clone(),
+            bind: l.bind,
+            protocol: l.protocol,
+        })
+    }
+}
+
+struct Serving {
+    id: Identity,
+    local: SocketAddr,
+    /// Cancelling it stops the accept loop and drains the listener's connections.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// Sockets bound for a configuration but not serving yet.
+pub struct Bound(Vec<(Identity, std::net::TcpListener)>);
+
+/// The listeners being served, changed as a whole by each configuration.
+pub struct ListenerSet {
+    shared: Arc<Shared>,
+    /// The data-plane runtime: sockets are registered with it and accepted on by its workers.
+    data: tokio::runtime::Handle,
+    /// Every connection task, so that shutdown can wait for them.
+    tracker: TaskTracker,
+    serving: Mutex<Vec<Serving>>,
+}
+
+impl ListenerSet {
+    pub fn new(shared: Arc<Shared>, data: tokio::runtime::Handle, tracker: TaskTracker) -> Self {
+        ListenerSet {
+            shared,
+            data,
+            tracker,
+            serving: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Binds every listener of `snapshot` that is not served already. On any failure the sockets
+    /// bound so far are closed and nothing changes.
+    pub fn bind_new(&self, snapshot: &Snapshot) -> Result<Bound, BindError> {
+        let serving = self.serving.lock().expect("not poisoned");
+        let mut bound = Vec::new();
+        for id in Identity::all(snapshot) {
+            if serving.iter().any(|s| s.id == id) {
+                continue;
+            }
+            let socket = bind(id.bind).map_err(|source| BindError {
+                name: id.name.clone(),
+                addr: id.bind,
+                source,
+            })?;
+            bound.push((id, socket));
+        }
+        Ok(Bound(bound))
+    }
+
+    /// Starts serving the new sockets and stops the listeners `snapshot` no longer has; their
+    /// connections drain (requests in flight finish, then the connections close).
+    pub fn commit(&self, bound: Bound, snapshot: &Snapshot) {
+        let mut serving = self.serving.lock().expect("not poisoned");
+        let wanted: Vec<Identity> = Identity::all(snapshot).collect();
+        serving.retain(|s| {
+            let keep = wanted.contains(&s.id);
+            if !keep {
+                info!(listener = %s.id.name, addr = %s.local, "listener removed; draining its connections");
+                s.stop.cancel();
+            }
+            keep
+        });
+        for (id, socket) in bound.0 {
+            let local = match socket.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(listener = %id.name, error = %e, "listener socket unusable");
+                    continue;
+                }
+            };
+            info!(listener = %id.name, addr = %local, protocol = id.protocol.as_str(), "listening");
+            let ctx = Arc::new(ListenerContext {
+                name: id.name.clone(),
+                protocol: id.protocol,
+                port: local.port(),
+                port_header: HeaderValue::from(local.port()),
+                shared: self.shared.clone(),
+                stop: self.shared.shutdown.child_token(),
+            });
+            serving.push(Serving {
+                id,
+                local,
+                stop: ctx.stop.clone(),
+            });
+            let tracker = self.tracker.clone();
+            let max_connections = snapshot.runtime.max_connections;
+            self.data.spawn(async move {
+                // from_std must run inside the runtime that will poll the socket.
+                match TcpListener::from_std(socket) {
+                    Ok(l) => accept_loop(l, ctx, tracker, max_connections).await,
+                    Err(e) => warn!(listener = %ctx.name, error = %e, "cannot register listener"),
+                }
+            });
+        }
+    }
+
+    /// The address each served listener is bound to (useful when its config said port 0).
+    pub fn addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        self.serving
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|s| (s.id.name.clone(), s.local))
+            .collect()
+    }
 }

@@ -32,6 +32,9 @@ pub struct ListenerContext {
     pub port: u16,
     pub port_header: HeaderValue,
     pub shared: Arc<Shared>,
+    /// Cancelled when the listener is removed by a reload or the process drains: its connections
+    /// finish their requests and close.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
@@ -141,7 +144,7 @@ async fn serve_http<S>(
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) }
     });
-    let shutdown = &listener.shared.shutdown;
+    let shutdown = &listener.stop;
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
