@@ -1,23 +1,45 @@
 //! The admin server: plain HTTP on its own socket, served by the control thread so that it answers
 //! even when the data plane is saturated.
+//!
+//! - `GET /healthz`, `GET /ready`, `GET /metrics`;
+//! - `GET /targets`: every group's targets in the shape of `aws elbv2 describe-target-health`,
+//!   with seawall's own `Source` and `InFlight` beside ALB's fields;
+//! - `POST /targets/register` and `POST /targets/deregister` (ALB's RegisterTargets and
+//!   DeregisterTargets) with `{"target_group": "<name>", "targets": ["<ip>:<port>", ...]}`,
+//!   answering with the group's new state. When `[admin] token` is set they need
+//!   `Authorization: Bearer <token>`; reads stay open.
 
 use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::app::Shared;
+use crate::config::compile::ConfiguredGroup;
+use crate::targets::{Origin, Target};
+
+/// A request body larger than this is refused (413): a register call with a thousand targets
+/// is about 25 KiB.
+const MAX_BODY: usize = 64 * 1024;
+/// A client that has not sent its whole body by then is answered 408, so a slow sender cannot
+/// hold a connection on the control thread.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+type Resp = Response<Full<Bytes>>;
 
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
@@ -38,7 +60,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&req, &shared)) }
+                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -53,21 +75,65 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
     }
 }
 
-fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    let draining = shared.shutdown.is_cancelled();
-    let text = |status: StatusCode, body: &str| {
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .expect("static parts are valid")
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return r;
+/// The bearer token that the admin API's mutating endpoints require. Its `Debug` output hides the
+/// value, so that logging a configuration does not leak it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8]>);
+
+impl AdminToken {
+    pub fn new(token: impl AsRef<[u8]>) -> Self {
+        AdminToken(token.as_ref().into())
     }
+
+    /// Whether `headers` carry `Authorization: Bearer <this token>`.
+    pub fn authorizes(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let value = value.as_bytes();
+        let Some(space) = value.iter().position(|&b| b == b' ') else {
+            return false;
+        };
+        let (scheme, rest) = value.split_at(space);
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return false;
+        }
+        let presented = rest.trim_ascii_start();
+        // An empty token (which the configuration refuses) must not let an empty one through.
+        !self.0.is_empty() && constant_time_eq(&self.0, presented)
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Compares without an early exit, so the time taken tells nothing about how much of `presented`
+/// matched; it depends only on the length of `expected`, which is fixed by the configuration.
+fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
+    let mut diff = u8::from(expected.len() != presented.len());
+    for (i, &e) in expected.iter().enumerate() {
+        diff |= e ^ presented.get(i).copied().unwrap_or(!e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn handle(req: Request<Incoming>, shared: &Shared) -> Resp {
+    match req.uri().path() {
+        "/targets/register" => return change_targets(req, shared, Change::Register).await,
+        "/targets/deregister" => return change_targets(req, shared, Change::Deregister).await,
+        "/reload" => return reload(req, shared).await,
+        "/upgrade" => return upgrade(req, shared).await,
+        _ => {}
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let json_api = matches!(req.uri().path(), "/targets" | "/config");
+        return method_not_allowed(json_api, "GET, HEAD");
+    }
+    let draining = shared.shutdown.is_cancelled();
     match req.uri().path() {
         "/healthz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -78,9 +144,425 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(shared.metrics.render())))
             .expect("static parts are valid"),
+        "/config" => json(StatusCode::OK, &shared.config.load().to_json()),
+        "/targets" => {
+            let snapshot = shared.snapshot.load();
+            let all = AllTargets {
+                target_groups: snapshot.target_groups.iter().map(describe).collect(),
+            };
+            json(StatusCode::OK, &all)
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /ready or /metrics\n",
+            "not found; try /healthz, /ready, /metrics, /targets or /config\n",
         ),
+    }
+}
+
+/// `POST /reload`: reloads the configuration file now and answers with the outcome. Each request
+/// reloads (requests are never merged).
+async fn reload(req: Request<Incoming>, shared: &Shared) -> Resp {
+    if req.method() != Method::POST {
+        return method_not_allowed(true, "POST");
+    }
+    if let Some(denied) = authorize(shared, req.headers()) {
+        return denied;
+    }
+    match crate::reload::request(shared, "POST /reload").await {
+        Ok(info) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "result": "success", "config": info.to_json() }),
+        ),
+        Err(e) => {
+            let status = match *e {
+                // The file is wrong: the request was understood, its content cannot be applied.
+                crate::reload::ReloadError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                // A port is taken: the configuration conflicts with the machine's state.
+                crate::reload::ReloadError::Bind(_) => StatusCode::CONFLICT,
+            };
+            json(status, &e.to_json())
+        }
+    }
+}
+
+/// `POST /upgrade`: starts the configured binary, hands it the sockets and, once it is ready,
+/// drains this process (as SIGUSR2 does).
+async fn upgrade(req: Request<Incoming>, shared: &Shared) -> Resp {
+    if req.method() != Method::POST {
+        return method_not_allowed(true, "POST");
+    }
+    if let Some(denied) = authorize(shared, req.headers()) {
+        return denied;
+    }
+    match crate::upgrade::request(shared).await {
+        Ok(pid) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "result": "success", "pid": pid }),
+        ),
+        Err(e) => {
+            let status = match *e {
+                crate::upgrade::UpgradeError::Busy => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("static parts are valid")
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
+    let mut body = serde_json::to_vec(value).expect("admin answers serialise");
+    body.push(b'\n');
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static parts are valid")
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> Resp {
+    json(
+        status,
+        &ErrorBody {
+            error: reason.into(),
+        },
+    )
+}
+
+fn method_not_allowed(json_api: bool, allow: &'static str) -> Resp {
+    let mut r = if json_api {
+        error(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"))
+    } else {
+        text(StatusCode::METHOD_NOT_ALLOWED, &format!("use {allow}\n"))
+    };
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Every mutating endpoint calls this first: with `[admin] token` set, it gives the 401 to answer
+/// unless the request carries the token.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Option<Resp> {
+    match &shared.snapshot.load().admin_token {
+        Some(token) if !token.authorizes(headers) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs the admin token: Authorization: Bearer <token>",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"seawall admin\""),
+            );
+            Some(r)
+        }
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /targets: ALB's DescribeTargetHealth
+
+#[derive(Serialize)]
+struct AllTargets {
+    target_groups: Vec<GroupTargets>,
+}
+
+#[derive(Serialize)]
+struct GroupTargets {
+    name: String,
+    #[serde(rename = "TargetHealthDescriptions")]
+    descriptions: Vec<TargetHealthDescription>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetHealthDescription {
+    target: TargetId,
+    /// A string, as ALB gives it.
+    health_check_port: String,
+    target_health: TargetHealth,
+    /// seawall's own: where the target came from (`config`, `api`, `discovery`).
+    source: &'static str,
+    /// seawall's own: requests sent to the target whose response has not finished.
+    in_flight: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetId {
+    id: String,
+    port: u16,
+}
+
+/// As ALB, a target without a reason (a healthy one) has neither `Reason` nor `Description`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetHealth {
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+fn describe(cg: &ConfiguredGroup) -> GroupTargets {
+    let tg = &cg.group;
+    GroupTargets {
+        name: tg.name.to_string(),
+        descriptions: tg
+            .state
+            .members()
+            .iter()
+            .map(|t| describe_target(t, tg.health_check.port))
+            .collect(),
+    }
+}
+
+fn describe_target(t: &Target, health_check_port: Option<u16>) -> TargetHealthDescription {
+    let reason = t.reason();
+    TargetHealthDescription {
+        target: TargetId {
+            id: t.addr.ip().to_string(),
+            port: t.addr.port(),
+        },
+        health_check_port: health_check_port.unwrap_or(t.addr.port()).to_string(),
+        target_health: TargetHealth {
+            state: t.state().as_str(),
+            reason: reason.as_ref().map(|r| r.code),
+            description: reason.map(|r| r.description),
+        },
+        source: t.origin.as_str(),
+        in_flight: t.outstanding(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /targets/register and /targets/deregister
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Register,
+    Deregister,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetChange {
+    target_group: String,
+    targets: Vec<String>,
+}
+
+const CHANGE_SHAPE: &str =
+    r#"expected {"target_group": "<name>", "targets": ["<ip>:<port>", ...]}"#;
+
+async fn change_targets(req: Request<Incoming>, shared: &Shared, change: Change) -> Resp {
+    if req.method() != Method::POST {
+        return method_not_allowed(true, "POST");
+    }
+    if let Some(denied) = authorize(shared, req.headers()) {
+        return denied;
+    }
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let request: TargetChange = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}; {CHANGE_SHAPE}"),
+            )
+        }
+    };
+    // Loaded after the body is in, so that a reload during a slow upload is seen.
+    let snapshot = shared.snapshot.load();
+    let Some(cg) = snapshot
+        .target_groups
+        .iter()
+        .find(|g| *g.group.name == *request.target_group)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no target group is named {:?}", request.target_group),
+        );
+    };
+    let addrs = match parse_targets(&request.targets) {
+        Ok(a) => a,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let tg = &cg.group;
+    let listed: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    match change {
+        Change::Register => {
+            let added = tg.state.register(&addrs, Origin::Api);
+            if !cg.in_use {
+                // No listener forwards to the group: its new targets are unused, like its others.
+                tg.state.set_in_use(false);
+            }
+            info!(target_group = %tg.name, targets = ?listed, added = added.len(), "targets registered via the admin API");
+        }
+        Change::Deregister => {
+            let members = tg.state.members();
+            let unknown: Vec<&str> = addrs
+                .iter()
+                .zip(&listed)
+                .filter(|(a, _)| !members.iter().any(|t| t.addr == **a))
+                .map(|(_, s)| s.as_str())
+                .collect();
+            drop(members);
+            // As ALB's InvalidTarget: nothing changes when any of them is not registered.
+            if !unknown.is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "not registered in target group {:?}: {}",
+                        &*tg.name,
+                        unknown.join(", ")
+                    ),
+                );
+            }
+            let started = tg.state.deregister(&addrs, tg.deregistration_delay);
+            info!(target_group = %tg.name, targets = ?listed, draining = started.len(), delay = ?tg.deregistration_delay, "targets deregistered via the admin API");
+        }
+    }
+    json(StatusCode::OK, &describe(cg))
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    TooLarge,
+    Late,
+    Read(String),
+}
+
+impl BodyError {
+    fn response(self) -> Resp {
+        match self {
+            BodyError::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {MAX_BODY} bytes"),
+            ),
+            BodyError::Late => error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {BODY_DEADLINE:?}"),
+            ),
+            BodyError::Read(e) => error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            ),
+        }
+    }
+}
+
+/// The whole body, within [`MAX_BODY`] and [`BODY_DEADLINE`].
+async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+    // A declared length over the limit is refused before a byte of it is read.
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(BODY_DEADLINE, Limited::new(body, MAX_BODY).collect()).await {
+        Err(_) => Err(BodyError::Late),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// `ip:port` addresses; every bad one is named.
+fn parse_targets(targets: &[String]) -> Result<Vec<SocketAddr>, String> {
+    if targets.is_empty() {
+        return Err(format!("\"targets\" is empty; {CHANGE_SHAPE}"));
+    }
+    let mut addrs = Vec::with_capacity(targets.len());
+    let mut bad = Vec::new();
+    for t in targets {
+        match t.trim().parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            _ => bad.push(format!("{t:?}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(addrs)
+    } else {
+        Err(format!(
+            "not an <ip>:<port> target address (port 1 to 65535): {}",
+            bad.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn token_needs_the_bearer_scheme_and_the_exact_value() {
+        let t = AdminToken::new("s3cret");
+        assert!(t.authorizes(&headers("Bearer s3cret")));
+        assert!(t.authorizes(&headers("bearer s3cret")));
+        assert!(!t.authorizes(&HeaderMap::new()));
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Bearer S3cret",
+            "Bearer ",
+            "Basic s3cret",
+            "s3cret",
+            "Bearers3cret",
+        ] {
+            assert!(!t.authorizes(&headers(wrong)), "{wrong}");
+        }
+        assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
+        assert!(!AdminToken::new("").authorizes(&headers("Bearer ")));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"a\xff", b"a"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn target_lists_are_checked_whole() {
+        let ok = parse_targets(&["127.0.0.1:80".into(), "[::1]:8080".into()]).unwrap();
+        assert_eq!(ok.len(), 2);
+        let dup = parse_targets(&["127.0.0.1:80".into(), "127.0.0.1:80".into()]).unwrap();
+        assert_eq!(dup.len(), 1);
+        let err =
+            parse_targets(&["10.0.0.1".into(), "10.0.0.2:0".into(), "x:1".into()]).unwrap_err();
+        assert!(
+            err.contains("\"10.0.0.1\"")
+                && err.contains("\"10.0.0.2:0\"")
+                && err.contains("\"x:1\""),
+            "{err}"
+        );
+        assert!(parse_targets(&[]).is_err());
     }
 }

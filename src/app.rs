@@ -9,16 +9,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::compile::{compile, Snapshot};
 use crate::config::{self, ConfigErrors, Source};
-use crate::metrics::Metrics;
-use crate::targets::Registry;
-use crate::listener::{self, Bound, ListenerSet};
 use crate::control;
+use crate::listener::{self, Bound, ListenerSet};
+use crate::metrics::Metrics;
+use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
+use crate::targets::Registry;
+use crate::upgrade::{self, Inherited, UpgradeRequest, Upgrader};
 
 /// State shared by the data plane and the control thread.
 pub struct Shared {
@@ -27,6 +30,12 @@ pub struct Shared {
     /// Target groups' run-time state (membership, health), kept across snapshots.
     pub registry: Registry,
     pub metrics: Metrics,
+    /// What `GET /config` shows of the configuration in force.
+    pub config: ArcSwap<ConfigInfo>,
+    /// Reload requests for the control thread (see [`crate::reload::request`]).
+    pub reload: mpsc::UnboundedSender<ReloadRequest>,
+    /// Binary-upgrade requests for the control thread (see [`crate::upgrade::request`]).
+    pub upgrade: mpsc::UnboundedSender<UpgradeRequest>,
     /// Cancelled when the process starts draining: stop accepting, finish in-flight requests.
     pub shutdown: CancellationToken,
     /// True once every listener accepts.
@@ -46,6 +55,8 @@ pub enum StartError {
     },
     #[error("cannot start a thread or runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("cannot take over the previous process's sockets: {0}")]
+    Upgrade(#[from] upgrade::UpgradeError),
 }
 
 /// A loaded configuration with its sockets bound, not yet serving.
@@ -58,6 +69,12 @@ pub struct App {
     admin: Option<std::net::TcpListener>,
     tracker: TaskTracker,
     drain_timeout: Duration,
+    reloader: Reloader,
+    reloads: mpsc::UnboundedReceiver<ReloadRequest>,
+    upgrades: mpsc::UnboundedReceiver<UpgradeRequest>,
+    /// The line back to the process this one replaces, in a binary upgrade.
+    predecessor: Option<Inherited>,
+    config_path: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -76,11 +93,20 @@ impl App {
         );
         let rt = cfg.runtime.clone();
         let metrics = Metrics::new();
+        let info = ConfigInfo::new(1, source);
         metrics.config_generation.set(1);
+        metrics
+            .config_last_reload_success_timestamp_seconds
+            .set(reload::unix_seconds(info.loaded_at));
+        let (reload_tx, reloads) = mpsc::unbounded_channel();
+        let (upgrade_tx, upgrades) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             metrics,
+            config: ArcSwap::from_pointee(info),
+            reload: reload_tx,
+            upgrade: upgrade_tx,
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
         });
@@ -99,14 +125,25 @@ impl App {
             runtime.handle().clone(),
             tracker.clone(),
         ));
+        let mut predecessor = upgrade::inherit()?;
+        let inherited_admin = predecessor.as_mut().and_then(|p| {
+            listeners.adopt(std::mem::take(&mut p.listeners));
+            p.admin.take()
+        });
         let bound = listeners.bind_new(&shared.snapshot.load())?;
-        let admin = match &cfg.admin {
-            Some(a) => Some(
-                listener::bind(a.bind)
-                    .map_err(|source| StartError::AdminBind { addr: a.bind, source })?,
-            ),
-            None => None,
+        let admin = match (&cfg.admin, inherited_admin) {
+            (Some(_), Some(socket)) => Some(socket),
+            (Some(a), None) => {
+                Some(
+                    listener::bind(a.bind).map_err(|source| StartError::AdminBind {
+                        addr: a.bind,
+                        source,
+                    })?,
+                )
+            }
+            (None, _) => None,
         };
+        let reloader = Reloader::new(shared.clone(), listeners.clone(), source, &cfg);
         Ok(App {
             shared,
             runtime,
@@ -115,6 +152,11 @@ impl App {
             admin,
             tracker,
             drain_timeout: rt.drain_timeout,
+            reloader,
+            reloads,
+            upgrades,
+            predecessor,
+            config_path: (!source.embedded).then(|| source.file.clone()),
         })
     }
 
@@ -128,6 +170,11 @@ impl App {
             admin,
             tracker,
             drain_timeout,
+            reloader,
+            reloads,
+            upgrades,
+            predecessor,
+            config_path,
         } = self;
         listeners.commit(bound, &shared.snapshot.load());
         let admin_addr = admin.as_ref().map(|a| a.local_addr()).transpose()?;
@@ -137,11 +184,13 @@ impl App {
         shared.ready.store(true, Ordering::Release);
 
         let drain = shared.clone();
+        let served = listeners.clone();
         let data = std::thread::Builder::new()
             .name("seawall-data".into())
             .spawn(move || {
                 runtime.block_on(async {
                     drain.shutdown.cancelled().await;
+                    served.close_all();
                     tracker.close();
                     info!(connections = tracker.len(), "draining");
                     if tokio::time::timeout(drain_timeout, tracker.wait())
@@ -158,7 +207,26 @@ impl App {
             })?;
 
         let stopped = CancellationToken::new();
-        let control = control::spawn(shared.clone(), admin, stopped.clone())?;
+        let upgrader = Upgrader {
+            shared: shared.clone(),
+            listeners: listeners.clone(),
+            admin: admin.as_ref().map(|a| a.try_clone()).transpose()?,
+            config: config_path,
+        };
+        let control = control::spawn(
+            shared.clone(),
+            admin,
+            reloader,
+            reloads,
+            (upgrader, upgrades),
+            stopped.clone(),
+        )?;
+        if let Some(p) = predecessor {
+            // Every socket is accepted on now: the previous process may stop.
+            if let Err(e) = p.ready() {
+                warn!(error = %e, "could not tell the previous process that this one is ready");
+            }
+        }
         Ok(Running {
             shared,
             data: Some(data),
@@ -196,6 +264,11 @@ impl Running {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Reloads the configuration file, as SIGHUP or `POST /reload` would, and waits for the outcome.
+    pub async fn reload(&self) -> ReloadResult {
+        reload::request(&self.shared, "API").await
     }
 
     /// Starts draining: listeners stop accepting, connections close once their requests finish.

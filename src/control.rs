@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin;
 use crate::app::Shared;
+use crate::reload::{self, ReloadRequest, Reloader};
+use crate::upgrade::{self, UpgradeRequest, Upgrader};
 
 /// How often draining targets are checked for the end of their deregistration delay.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -20,6 +23,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 pub fn spawn(
     shared: Arc<Shared>,
     admin_socket: Option<std::net::TcpListener>,
+    reloader: Reloader,
+    reloads: mpsc::UnboundedReceiver<ReloadRequest>,
+    (upgrader, upgrades): (Upgrader, mpsc::UnboundedReceiver<UpgradeRequest>),
     stop: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -39,6 +45,9 @@ pub fn spawn(
                     }
                 }
                 tokio::spawn(sweep_draining(shared.clone(), stop.clone()));
+                tokio::spawn(crate::health::run(shared.clone(), stop.clone()));
+                tokio::spawn(reload::run(reloader, reloads, stop.clone()));
+                tokio::spawn(upgrade::run(upgrader, upgrades, stop.clone()));
                 stop.cancelled().await;
             });
         })

@@ -24,6 +24,9 @@ pub enum RequestError {
     ResponseTimeout,
     #[error("the target closed or reset the connection: {0}")]
     TargetReset(String),
+    /// ALB's 464: the request cannot be carried in the target group's protocol version.
+    #[error("incompatible protocol: {0}")]
+    IncompatibleProtocol(&'static str),
 }
 
 impl RequestError {
@@ -39,12 +42,39 @@ impl RequestError {
             RequestError::ConnectTimeout | RequestError::ResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            RequestError::IncompatibleProtocol(_) => {
+                StatusCode::from_u16(464).expect("464 is in the valid range")
+            }
+        }
+    }
+
+    /// The status line's reason: the standard one, or ALB's name for its own 464.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::IncompatibleProtocol(_) => "Incompatible Protocol",
+            _ => self.status().canonical_reason().unwrap_or(""),
+        }
+    }
+
+    /// The gRPC status a gRPC client is answered with instead of an HTTP error: gRPC clients
+    /// read `grpc-status`, and map a bare 502/504 to UNAVAILABLE without saying why. A response
+    /// timeout is DEADLINE_EXCEEDED rather than UNAVAILABLE because the target may have acted on
+    /// the call, so it must not look safe to retry.
+    pub fn grpc_status(&self) -> u16 {
+        match self {
+            RequestError::BadRequest(_) => 13, // INTERNAL, as gRPC maps HTTP 400
+            RequestError::IncompatibleProtocol(_) => 12, // UNIMPLEMENTED
+            RequestError::ResponseTimeout => 4, // DEADLINE_EXCEEDED
+            RequestError::NoTargets
+            | RequestError::ConnectFailed(_)
+            | RequestError::ConnectTimeout
+            | RequestError::TargetReset(_) => 14, // UNAVAILABLE
         }
     }
 
     pub fn side(&self) -> Side {
         match self {
-            RequestError::BadRequest(_) => Side::Downstream,
+            RequestError::BadRequest(_) | RequestError::IncompatibleProtocol(_) => Side::Downstream,
             _ => Side::Upstream,
         }
     }
@@ -106,10 +136,16 @@ mod tests {
             ),
             (RequestError::ConnectTimeout, 504, Side::Upstream),
             (RequestError::ResponseTimeout, 504, Side::Upstream),
+            (
+                RequestError::IncompatibleProtocol("x"),
+                464,
+                Side::Downstream,
+            ),
         ];
         for (err, code, side) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");
             assert_eq!(err.side(), side, "{err}");
+            assert!(!err.reason().is_empty(), "{err}");
         }
     }
 }

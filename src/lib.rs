@@ -18,14 +18,18 @@
 //! [`config::compile::Snapshot`], built from the file by [`config`] (parse, validate, compile).
 //!
 //! The **control side** ([`app`]) loads and binds everything before serving, and runs the
-//! [`admin`] server on its own thread and runtime. [`metrics`] names every metric; [`error`] maps
-//! request-path failures to the status codes ALB answers with.
+//! [`admin`] server on its own thread and runtime ([`control`]), beside the [`health`] checkers
+//! that write each target's state for the data plane to read. [`metrics`] names every metric;
+//! [`error`] maps request-path failures to the status codes ALB answers with.
+//!
+//! [`bench`] is the `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod balancer;
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -33,11 +37,13 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod targets;
 pub mod tls;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 
 pub use app::{App, Running, StartError};

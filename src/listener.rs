@@ -118,6 +118,8 @@ impl Identity {
 struct Serving {
     id: Identity,
     local: SocketAddr,
+    /// A duplicate of the socket, to hand over in a binary upgrade.
+    socket: std::net::TcpListener,
     /// Cancelling it stops the accept loop and drains the listener's connections.
     stop: tokio_util::sync::CancellationToken,
 }
@@ -133,6 +135,9 @@ pub struct ListenerSet {
     /// Every connection task, so that shutdown can wait for them.
     tracker: TaskTracker,
     serving: Mutex<Vec<Serving>>,
+    /// Sockets taken over from the previous process in a binary upgrade, used in place of new
+    /// binds for the same listeners.
+    inherited: Mutex<Vec<(Identity, std::net::TcpListener)>>,
 }
 
 impl ListenerSet {
@@ -142,16 +147,60 @@ impl ListenerSet {
             data,
             tracker,
             serving: Mutex::new(Vec::new()),
+            inherited: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The data-plane runtime the sockets are registered with.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.data
+    }
+
+    /// Keeps sockets received from the previous process, for the listeners that still exist.
+    pub fn adopt(&self, inherited: Vec<crate::upgrade::InheritedListener>) {
+        let mut spare = self.inherited.lock().expect("not poisoned");
+        for l in inherited {
+            let id = Identity {
+                name: l.name.into(),
+                bind: l.bind,
+                protocol: l.protocol,
+            };
+            spare.push((id, l.socket));
+        }
+    }
+
+    /// Forgets every listener. The accept loops stop by themselves on shutdown; this closes the
+    /// duplicates kept for upgrades, without which the kernel would go on queueing connections
+    /// that nobody accepts instead of refusing them.
+    pub fn close_all(&self) {
+        self.serving.lock().expect("not poisoned").clear();
+    }
+
+    /// Duplicates of every served socket, with what identifies it, for a binary upgrade.
+    pub fn handover(&self) -> Vec<(Arc<str>, SocketAddr, Protocol, std::net::TcpListener)> {
+        self.serving
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter_map(|s| {
+                let dup = s.socket.try_clone().ok()?;
+                Some((s.id.name.clone(), s.id.bind, s.id.protocol, dup))
+            })
+            .collect()
     }
 
     /// Binds every listener of `snapshot` that is not served already. On any failure the sockets
     /// bound so far are closed and nothing changes.
     pub fn bind_new(&self, snapshot: &Snapshot) -> Result<Bound, BindError> {
         let serving = self.serving.lock().expect("not poisoned");
+        let mut inherited = self.inherited.lock().expect("not poisoned");
         let mut bound = Vec::new();
         for id in Identity::all(snapshot) {
             if serving.iter().any(|s| s.id == id) {
+                continue;
+            }
+            if let Some(i) = inherited.iter().position(|(i, _)| *i == id) {
+                bound.push(inherited.swap_remove(i));
                 continue;
             }
             let socket = bind(id.bind).map_err(|source| BindError {
@@ -167,6 +216,8 @@ impl ListenerSet {
     /// Starts serving the new sockets and stops the listeners `snapshot` no longer has; their
     /// connections drain (requests in flight finish, then the connections close).
     pub fn commit(&self, bound: Bound, snapshot: &Snapshot) {
+        // Inherited sockets this configuration has no listener for are closed now.
+        self.inherited.lock().expect("not poisoned").clear();
         let mut serving = self.serving.lock().expect("not poisoned");
         let wanted: Vec<Identity> = Identity::all(snapshot).collect();
         serving.retain(|s| {
@@ -185,6 +236,13 @@ impl ListenerSet {
                     continue;
                 }
             };
+            let dup = match socket.try_clone() {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(listener = %id.name, error = %e, "cannot duplicate the listener socket");
+                    continue;
+                }
+            };
             info!(listener = %id.name, addr = %local, protocol = id.protocol.as_str(), "listening");
             let ctx = Arc::new(ListenerContext {
                 name: id.name.clone(),
@@ -197,6 +255,7 @@ impl ListenerSet {
             serving.push(Serving {
                 id,
                 local,
+                socket: dup,
                 stop: ctx.stop.clone(),
             });
             let tracker = self.tracker.clone();

@@ -45,6 +45,9 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Load an HTTP or HTTPS endpoint (seawall or any other) and report requests/s, handshakes/s,
+    /// latency percentiles and errors by kind.
+    Bench(Box<seawall::bench::BenchArgs>),
 }
 
 /// The configuration is wrong (DESIGN.md: exit 64 before any bind).
@@ -71,6 +74,25 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config.as_deref()),
         Command::Check { file } => check(&file),
         Command::Certs { out, stem, names } => certs(&out, stem, &names),
+        Command::Bench(args) => bench(&args),
+    }
+}
+
+/// Failures are counted in the report, so only a run that could not start exits non-zero.
+fn bench(args: &seawall::bench::BenchArgs) -> ExitCode {
+    match seawall::bench::run(args) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("seawall bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -99,14 +121,15 @@ fn run(config: Option<&Path>) -> ExitCode {
     if config.is_none() {
         info!("running the embedded default configuration; try: curl -k https://localhost:8443/");
     }
-    wait_for_signal();
-    info!("signal received; draining");
+    wait_for_signal_or_handover(running.shared());
     running.stop();
     info!("stopped");
     ExitCode::SUCCESS
 }
 
-fn wait_for_signal() {
+/// Returns on SIGTERM or SIGINT, or when a binary upgrade has handed the sockets to a new process
+/// (which starts this one's drain).
+fn wait_for_signal_or_handover(shared: &seawall::app::Shared) {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,8 +139,9 @@ fn wait_for_signal() {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => info!("SIGTERM received; draining"),
+            _ = int.recv() => info!("SIGINT received; draining"),
+            _ = shared.shutdown.cancelled() => info!("handed over to the new process; draining"),
         }
     });
 }

@@ -2,8 +2,8 @@
 //! names are given beside each for users coming from ALB.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// One instance per running seawall (tests run several in one process, so nothing is global).
@@ -28,6 +28,16 @@ pub struct Metrics {
     pub tls_handshake_errors_total: IntCounterVec,
     /// Generation of the configuration in force (1 for the first load).
     pub config_generation: IntGauge,
+    /// Reloads by result (`success` or `failure`).
+    pub config_reloads_total: IntCounterVec,
+    /// When the configuration in force was loaded (Unix seconds).
+    pub config_last_reload_success_timestamp_seconds: IntGauge,
+    /// [HealthyHostCount] targets in state healthy, by target group.
+    pub healthy_targets: IntGaugeVec,
+    /// [UnHealthyHostCount] targets in state unhealthy, by target group.
+    pub unhealthy_targets: IntGaugeVec,
+    /// Active health-check probes by target group and result (`success` or `failure`).
+    pub health_checks_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +92,28 @@ impl Metrics {
         for reason in ["alert", "io", "timeout"] {
             tls_handshake_errors_total.with_label_values(&[reason]);
         }
+        let config_reloads_total = counter_vec(
+            "config_reloads_total",
+            "Configuration reloads, by result (success or failure).",
+            &["result"],
+        );
+        for result in ["success", "failure"] {
+            config_reloads_total.with_label_values(&[result]);
+        }
+        let health_checks_total = counter_vec(
+            "health_checks_total",
+            "Active health-check probes, by target group and result (success or failure).",
+            &["target_group", "result"],
+        );
+        let gauge_vec = |name: &str, help: &str| {
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), &["target_group"]).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique");
+            g
+        };
+        let healthy_targets = gauge_vec("healthy_targets", "Healthy targets, by target group.");
+        let unhealthy_targets =
+            gauge_vec("unhealthy_targets", "Unhealthy targets, by target group.");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique");
@@ -103,12 +135,20 @@ impl Metrics {
                 "config_generation",
                 "Generation of the configuration in force.",
             ),
+            config_last_reload_success_timestamp_seconds: gauge(
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was loaded, in Unix seconds.",
+            ),
+            config_reloads_total,
             registry,
             requests_total,
             elb_responses_total,
             target_response_seconds,
             tls_handshakes_total,
             tls_handshake_errors_total,
+            healthy_targets,
+            unhealthy_targets,
+            health_checks_total,
         }
     }
 

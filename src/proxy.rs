@@ -37,18 +37,23 @@ pub struct ConnContext {
 pub async fn handle(req: Request<Incoming>, ctx: &ConnContext) -> Response<ResponseBody> {
     let request_guard = ctx.activity.begin_request();
     let listener = &ctx.listener;
-    let (mut response, target_group) = match respond(req, ctx).await {
-        Ok(r) => r,
+    let grpc = grpc_content_type(req.headers()).cloned();
+    let (mut response, target_group, code) = match respond(req, ctx).await {
+        Ok((r, tg)) => {
+            let code = r.status();
+            (r, tg, code)
+        }
         Err((e, tg)) => {
             if e.side() == crate::error::Side::Upstream {
                 warn!(listener = %listener.name, target_group = tg.as_deref().unwrap_or(""), error = %e, "answering with {}", e.status());
             } else {
                 debug!(listener = %listener.name, peer = %ctx.peer, error = %e, "bad request");
             }
-            (error_response(&e), tg)
+            // Counted under the HTTP status even when a gRPC client is answered with 200 and a
+            // grpc-status, so that dashboards see the failure.
+            (error_response(&e, grpc), tg, e.status())
         }
     };
-    let code = response.status();
     let metrics = &listener.shared.metrics;
     metrics
         .requests_total
@@ -212,6 +217,41 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The request's content type when it is gRPC (`application/grpc`, `application/grpc+proto`,
+/// gRPC-Web's `application/grpc-web...`).
+fn grpc_content_type(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// ALB's compatibility of request protocol and target group protocol version, which it enforces
+/// with 464. One difference: a plain HTTP/1.1 request to an http2 group is sent as HTTP/2 (ALB
+/// refuses it), since nothing is lost in that translation. What cannot be translated is refused:
+/// an upgrade (WebSocket) has no HTTP/2 form here, gRPC needs HTTP/2 both ways, and a grpc
+/// group takes gRPC's POSTs only.
+fn incompatible(
+    req: &Request<Incoming>,
+    version: ProtocolVersion,
+    upgrade: bool,
+) -> Option<&'static str> {
+    let grpc = grpc_content_type(req.headers())
+        .is_some_and(|v| !v.as_bytes().starts_with(b"application/grpc-web"));
+    match version {
+        ProtocolVersion::Http1 if grpc => Some("gRPC needs a grpc or http2 target group"),
+        ProtocolVersion::Http2 | ProtocolVersion::Grpc if upgrade => {
+            Some("upgrades (WebSocket) need an http1 target group")
+        }
+        ProtocolVersion::Grpc if req.version() != Version::HTTP_2 => {
+            Some("a grpc target group takes HTTP/2 requests only")
+        }
+        ProtocolVersion::Grpc if req.method() != Method::POST => {
+            Some("a grpc target group takes POST requests only")
+        }
+        _ => None,
+    }
+}
+
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
@@ -230,18 +270,38 @@ async fn forward(
     tg: &Arc<TargetGroup>,
 ) -> Result<Response<ResponseBody>, RequestError> {
     let upgrade = is_upgrade(&req);
+    if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
+        return Err(RequestError::IncompatibleProtocol(why));
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-        // hyper-util's client would otherwise write the target's ip:port as Host.
+        // The target sees the client's host in Host, as behind ALB. hyper-util's client would
+        // otherwise write the target's ip:port as Host to an HTTP/1 target; to an HTTP/2 target
+        // it sends the request URI's authority, the target's ip:port, as :authority (the pool
+        // keys its connections by it), so Host is where an HTTP/2 target finds the client's host.
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                 parts.headers.insert(header::HOST, v);
             }
         }
     }
+    // `TE: trailers` is the one TE that HTTP/2 carries, and gRPC servers may require it.
+    let te_trailers = tg.protocol_version != ProtocolVersion::Http1
+        && parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     upstream::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if upgrade {
         parts
             .headers
@@ -295,7 +355,15 @@ async fn forward(
         } else {
             std::mem::take(&mut parts.headers)
         };
-        match tokio::time::timeout(tg.response_timeout, tg.client.request(request)).await {
+        let sent = tokio::time::timeout(tg.response_timeout, tg.client.request(request));
+        let answer = tokio::select! {
+            answer = sent => answer,
+            // The target's deregistration delay ended while it still owed the response head.
+            _ = target.closed().cancelled() => {
+                return Err(RequestError::TargetReset("the target was deregistered".into()))
+            }
+        };
+        match answer {
             Err(_) => return Err(RequestError::ResponseTimeout),
             Ok(Ok(resp)) => break (resp, outstanding),
             Ok(Err(e)) => {
@@ -362,19 +430,37 @@ async fn forward(
     ))
 }
 
-fn error_response(e: &RequestError) -> Response<ResponseBody> {
+/// seawall's own answer to a failed request. A gRPC client gets gRPC's "trailers-only" form
+/// (HTTP 200, the status in `grpc-status` and `grpc-message`), which gRPC clients read as the
+/// call's status; an HTTP error status would reach the application as a generic error.
+fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<ResponseBody> {
     let status = e.status();
-    let body = format!(
-        "{} {}\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut line = format!("{} {}", status.as_str(), e.reason());
+    if let RequestError::IncompatibleProtocol(why) = e {
+        line = format!("{line}: {why}");
+    }
+    let mut resp = match grpc {
+        Some(content_type) => {
+            let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+            let headers = resp.headers_mut();
+            headers.insert(header::CONTENT_TYPE, content_type);
+            headers.insert("grpc-status", HeaderValue::from(e.grpc_status()));
+            // The line is printable ASCII without '%', which grpc-message carries unencoded.
+            if let Ok(v) = HeaderValue::from_str(&line) {
+                headers.insert("grpc-message", v);
+            }
+            resp
+        }
+        None => {
+            let mut resp = Response::new(ResponseBody::full(Bytes::from(format!("{line}\n"))));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp
+        }
+    };
     resp.body_mut().generated = true;
     if matches!(e, RequestError::BadRequest(_)) {
         // The connection's framing can no longer be trusted.

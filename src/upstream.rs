@@ -78,13 +78,7 @@ pub fn client(connect_timeout: Duration, version: ProtocolVersion) -> UpstreamCl
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let provider = Arc::new(crate::tls::provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("the default provider supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate(provider)))
-        .with_no_client_auth();
+    let tls = target_tls_config();
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -101,6 +95,19 @@ pub fn client(connect_timeout: Duration, version: ProtocolVersion) -> UpstreamCl
         .http2_only(h2)
         .timer(TokioTimer::new());
     client.build(connector)
+}
+
+/// The TLS client side towards targets, shared by forwarded requests and health checks: target
+/// certificates are not verified (see [`client`]), handshake signatures are. No ALPN is set; each
+/// user sets its own.
+pub fn target_tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(crate::tls::provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate(provider)))
+        .with_no_client_auth()
 }
 
 #[derive(Debug)]

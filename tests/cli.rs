@@ -4,33 +4,18 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{cmd, Proc};
 use common::*;
 use seawall::config::{self, compile::compile, Source};
-
-const BIN: &str = env!("CARGO_BIN_EXE_seawall");
 
 /// The repository's own folder (config/, certs/, Dockerfile).
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The binary with a predictable environment. NO_COLOR is removed on purpose: a log written to a
-/// pipe must carry no colour codes by itself (tests parse it, and so do log collectors).
-fn cmd() -> Command {
-    let mut c = Command::new(BIN);
-    c.env_remove("NO_COLOR")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    c
 }
 
 /// Runs the binary to completion (it must finish within 60 s).
@@ -60,148 +45,8 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The value of a `key=value` field of a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim_matches('"'))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The binary as a server
-
-/// `seawall run` as a child process, with the addresses it logged.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    listeners: HashMap<String, SocketAddr>,
-    admin: Option<SocketAddr>,
-}
-
-impl Proc {
-    /// Starts `seawall run --config FILE` and waits until it has logged the address of every
-    /// listener in `listeners` (and of the admin server when `admin`).
-    async fn start(config: &Path, listeners: &[&str], admin: bool) -> Proc {
-        let mut child = cmd()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let stream = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                log2.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let mut p = Proc {
-            child,
-            log,
-            listeners: HashMap::new(),
-            admin: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while p.listeners.len() < listeners.len() || (admin && p.admin.is_none()) {
-            match rx.try_recv() {
-                Ok(line) => {
-                    let addr = field(&line, "addr").and_then(|a| a.parse().ok());
-                    if line.contains("admin listening") {
-                        p.admin = addr;
-                    } else if line.contains(" listening ") {
-                        if let (Some(name), Some(addr)) = (field(&line, "listener"), addr) {
-                            p.listeners.insert(name.to_string(), addr);
-                        }
-                    }
-                }
-                Err(mpsc::TryRecvError::Empty) => {
-                    if let Some(status) = p.child.try_wait().unwrap() {
-                        panic!("seawall exited early ({status}):\n{}", p.log());
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "seawall did not log its addresses within 30 s:\n{}",
-                        p.log()
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-        for name in listeners {
-            assert!(p.listeners.contains_key(*name), "no listener {name}");
-        }
-        p
-    }
-
-    fn addr(&self, listener: &str) -> SocketAddr {
-        self.listeners[listener]
-    }
-
-    fn admin(&self) -> SocketAddr {
-        self.admin.expect("admin configured")
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Sends a signal with the shell's `kill` builtin (no libc, no extra package).
-    fn signal(&self, name: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -{name} {}", self.child.id()))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "seawall did not exit within {limit:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Polls the admin server until /ready says 200.
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if get(self.admin(), false, "127.0.0.1", "/ready").await.status == 200 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never ready:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Only a test that failed half-way leaves the child running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// True when a TCP connection to `addr` is refused.
 async fn refused(addr: SocketAddr) -> bool {
@@ -291,7 +136,10 @@ async fn every_example_config_starts() {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let source = Source::new(&file, repo().join("config"), text);
+        // A copy of its own, since seawall watches (and would reload) the file it runs.
+        let dir = tempfile::tempdir().unwrap();
+        let copy = write(dir.path(), "seawall.toml", &text);
+        let source = Source::new(&copy, repo().join("config"), text);
         let running = seawall::App::build(&source)
             .unwrap_or_else(|e| panic!("{}:\n{e}", file.display()))
             .start()
@@ -314,7 +162,11 @@ async fn example_config_routes_as_documented() {
         .replace("bind = \"127.0.0.1:8443\"", "bind = \"127.0.0.1:0\"")
         .replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"")
         .replace("bind = \"127.0.0.1:9901\"", "bind = \"127.0.0.1:0\"");
-    let source = Source::new(&file, repo().join("config"), text);
+    // The edited copy lives in a file of its own (seawall watches the file it runs); its
+    // certificate paths still resolve against config/.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = write(dir.path(), "example.toml", &text);
+    let source = Source::new(&copy, repo().join("config"), text);
     let running = seawall::App::build(&source).unwrap().start().unwrap();
     let https = running.listener_addr("https").unwrap();
     let http = running.listener_addr("http").unwrap();

@@ -268,6 +268,7 @@ default_action = {{ forward = "app" }}
 {}"#,
         group("app", &[a.addr, b.addr]),
     ));
+    sw.wait_healthy("app").await;
     let mut seen = Vec::new();
     for _ in 0..10 {
         seen.push(who(sw.addr("web"), "x.test", "/").await);

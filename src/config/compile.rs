@@ -12,6 +12,7 @@ use super::validate::{
     ActionConfig, CertificateSource, Config, ListenerConfig, Protocol, RuntimeConfig,
 };
 use super::{ConfigErrors, Source};
+use crate::admin::AdminToken;
 use crate::routing::{Action, FixedResponse, Router, Rule};
 use crate::targets::{Origin, Registry, TargetGroup};
 use crate::tls::{self, CertError, LoadedCert};
@@ -20,6 +21,8 @@ use crate::tls::{self, CertError, LoadedCert};
 #[derive(Debug)]
 pub struct Snapshot {
     pub runtime: RuntimeConfig,
+    /// The admin API's bearer token; kept here so that a reload changes it with the rest.
+    pub admin_token: Option<AdminToken>,
     pub listeners: Vec<CompiledListener>,
     pub target_groups: Vec<ConfiguredGroup>,
 }
@@ -74,7 +77,7 @@ pub fn compile(src: &Source, cfg: &Config, registry: &Registry) -> Result<Snapsh
         .map(|c| {
             let loaded = match &c.source {
                 CertificateSource::Files { cert, key } => tls::load_pem_files(cert, key),
-                CertificateSource::SelfSigned(names) => tls::self_signed(names).map(|s| s.loaded),
+                CertificateSource::SelfSigned(names) => tls::self_signed_cached(names),
             };
             loaded
                 .map_err(|e| {
@@ -138,6 +141,7 @@ pub fn compile(src: &Source, cfg: &Config, registry: &Registry) -> Result<Snapsh
         };
         Ok(Snapshot {
             runtime: cfg.runtime.clone(),
+            admin_token: cfg.admin.as_ref().and_then(|a| a.token.clone()),
             listeners,
             target_groups: target_groups
                 .into_iter()

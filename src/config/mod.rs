@@ -68,6 +68,8 @@ pub struct Source {
     /// Relative certificate paths are resolved against this folder.
     pub base_dir: PathBuf,
     pub text: String,
+    /// The embedded default rather than a file on disk (there is nothing to watch or re-read).
+    pub embedded: bool,
     /// A span-keeping parse of the same text, used only to turn key paths into line numbers.
     doc: Option<toml_edit::Document<String>>,
 }
@@ -79,6 +81,7 @@ impl Source {
             file: file.into(),
             base_dir: base_dir.into(),
             text,
+            embedded: false,
             doc,
         }
     }
@@ -102,7 +105,10 @@ impl Source {
 
     /// The embedded default configuration.
     pub fn embedded_default() -> Self {
-        Source::new("<embedded default>", ".", EMBEDDED_DEFAULT.to_string())
+        Source {
+            embedded: true,
+            ..Source::new("<embedded default>", ".", EMBEDDED_DEFAULT.to_string())
+        }
     }
 
     /// Resolves a path written in the file against the file's folder.
@@ -250,6 +256,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: String,
+    /// `"env:NAME"` or the token itself.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -262,6 +270,7 @@ pub struct RawRuntime {
     pub drain_timeout: Option<DurationStr>,
     pub max_header_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub binary: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ use super::{
     ConfigError, ConfigErrors, RawAction, RawConfig, RawHealthCheck, RawListener, RawRedirect,
     RawTargetGroup, Source,
 };
+use crate::admin::AdminToken;
 use crate::health::Matcher;
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
 
@@ -30,6 +31,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
+    /// When set, the admin API's mutating endpoints need it as a bearer token.
+    pub token: Option<AdminToken>,
 }
 
 /// `[runtime]`, with the defaults of CONFIG.md.
@@ -48,6 +51,8 @@ pub struct RuntimeConfig {
     pub max_header_bytes: usize,
     /// Open client connections per listener; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// The binary a zero-downtime upgrade starts.
+    pub binary: PathBuf,
 }
 
 impl Default for RuntimeConfig {
@@ -60,6 +65,7 @@ impl Default for RuntimeConfig {
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 65536,
             max_connections: 100_000,
+            binary: startup_exe(),
         }
     }
 }
@@ -187,7 +193,11 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut errs = Vec::new();
 
     let admin = raw.admin.as_ref().and_then(|a| {
-        parse_addr(src, "admin.bind", &a.bind, &mut errs).map(|bind| AdminConfig { bind })
+        let token = a
+            .token
+            .as_deref()
+            .and_then(|t| admin_token(src, t, &mut errs));
+        parse_addr(src, "admin.bind", &a.bind, &mut errs).map(|bind| AdminConfig { bind, token })
     });
 
     let runtime = runtime(src, &raw, &mut errs);
@@ -280,6 +290,53 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// `admin.token`: `env:NAME` is read from the environment now, at load, so that the secret need
+/// not be written in the file; any other string is the token itself.
+fn admin_token(src: &Source, raw: &str, errs: &mut Vec<ConfigError>) -> Option<AdminToken> {
+    let value = match raw.strip_prefix("env:") {
+        Some("") => {
+            errs.push(src.error("admin.token", "\"env:\" needs a variable name"));
+            return None;
+        }
+        Some(var) => match std::env::var(var) {
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => {
+                errs.push(src.error(
+                    "admin.token",
+                    format!("the environment variable {var} is not set"),
+                ));
+                return None;
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                errs.push(src.error(
+                    "admin.token",
+                    format!("the environment variable {var} is not valid UTF-8"),
+                ));
+                return None;
+            }
+        },
+        None => raw.to_string(),
+    };
+    // An empty token would let an empty `Bearer` header through; a space or control character
+    // could never be sent in one.
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        errs.push(src.error(
+            "admin.token",
+            "the token must be non-empty printable ASCII without spaces",
+        ));
+        return None;
+    }
+    Some(AdminToken::new(value))
+}
+
+/// The path this process was started from, read once: after a binary is replaced on disk,
+/// `current_exe()` names the deleted file, while the path itself now holds the new binary.
+fn startup_exe() -> PathBuf {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().unwrap_or_else(|_| PathBuf::from("seawall")))
+        .clone()
+}
+
 fn runtime(src: &Source, raw: &RawConfig, errs: &mut Vec<ConfigError>) -> RuntimeConfig {
     let r = &raw.runtime;
     let d = RuntimeConfig::default();
@@ -291,6 +348,7 @@ fn runtime(src: &Source, raw: &RawConfig, errs: &mut Vec<ConfigError>) -> Runtim
         drain_timeout: r.drain_timeout.map_or(d.drain_timeout, |x| x.0),
         max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
         max_connections: r.max_connections.unwrap_or(d.max_connections),
+        binary: r.binary.as_deref().map_or(d.binary, |b| src.resolve(b)),
     };
     for (key, value) in [
         ("idle_timeout", rt.idle_timeout),

@@ -54,7 +54,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
         Some(tls) => {
             let acceptor = TlsAcceptor::from(tls.clone());
             let metrics = &shared.metrics;
-            let stream = match timeout(rt.handshake_timeout, acceptor.accept(tcp)).await {
+            // A connection still in its handshake has no request to finish: a drain (listener
+            // removed, process stopping) ends it at once rather than after the timeout.
+            let handshake = tokio::select! {
+                r = timeout(rt.handshake_timeout, acceptor.accept(tcp)) => r,
+                _ = listener.stop.cancelled() => return,
+            };
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let reason = if e.kind() == std::io::ErrorKind::InvalidData {
@@ -91,9 +97,13 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
             serve_http(stream, h2, peer, &listener, rt).await;
         }
         None => {
-            let h2 = match timeout(rt.header_timeout, is_h2c_preface(&tcp)).await {
-                Ok(Ok(h2)) => h2,
-                _ => return,
+            // Nothing received yet, so nothing to finish when draining.
+            let h2 = tokio::select! {
+                r = timeout(rt.header_timeout, is_h2c_preface(&tcp)) => match r {
+                    Ok(Ok(h2)) => h2,
+                    _ => return,
+                },
+                _ = listener.stop.cancelled() => return,
             };
             serve_http(tcp, h2, peer, &listener, rt).await;
         }

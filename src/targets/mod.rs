@@ -61,17 +61,18 @@ impl Registry {
         all
     }
 
-    /// Drops groups no longer configured (their targets are closed).
-    pub fn retain(&self, names: &[&str]) {
+    /// Forgets groups no longer configured and returns them. Their targets are left as they
+    /// are: requests in flight to them finish, and the caller drains them.
+    pub fn retain(&self, names: &[&str]) -> Vec<Arc<GroupState>> {
+        let mut removed = Vec::new();
         self.groups.lock().expect("not poisoned").retain(|name, g| {
             let keep = names.contains(&&**name);
             if !keep {
-                for t in g.members().iter() {
-                    t.close();
-                }
+                removed.push(g.clone());
             }
             keep
         });
+        removed
     }
 }
 
@@ -86,7 +87,14 @@ pub struct GroupState {
     write: Mutex<()>,
     /// Bumped on every membership change (the health checker watches it).
     changed: watch::Sender<u64>,
+    /// The upstream client last compiled for the group, with the settings it was built from.
+    /// A compile with the same settings reuses it, so that a reload keeps the pooled connections
+    /// to the targets rather than opening them all again.
+    client: Mutex<Option<(ClientSettings, UpstreamClient)>>,
 }
+
+/// What an upstream client is built from.
+type ClientSettings = (Duration, ProtocolVersion);
 
 impl GroupState {
     fn new(name: Arc<str>) -> Self {
@@ -96,6 +104,20 @@ impl GroupState {
             draining: Mutex::new(Vec::new()),
             write: Mutex::new(()),
             changed: watch::Sender::new(0),
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The group's upstream client for `settings`: the last one when they are unchanged.
+    fn client(&self, settings: ClientSettings) -> UpstreamClient {
+        let mut cached = self.client.lock().expect("not poisoned");
+        match &*cached {
+            Some((s, client)) if *s == settings => client.clone(),
+            _ => {
+                let client = upstream::client(settings.0, settings.1);
+                *cached = Some((settings, client.clone()));
+                client
+            }
         }
     }
 
@@ -116,15 +138,32 @@ impl GroupState {
     /// Registers targets (ALB's RegisterTargets). An address already registered and not draining
     /// is left as it is; a draining one is registered anew beside it. Returns the new targets.
     pub fn register(&self, addrs: &[SocketAddr], origin: Origin) -> Vec<Arc<Target>> {
+        self.register_replacing(addrs, origin, &[])
+    }
+
+    /// [`GroupState::register`], with the targets at `leaving` about to drain: they do not count
+    /// as healthy members that a new target would have to slow-start beside.
+    fn register_replacing(
+        &self,
+        addrs: &[SocketAddr],
+        origin: Origin,
+        leaving: &[SocketAddr],
+    ) -> Vec<Arc<Target>> {
         let _w = self.write.lock().expect("not poisoned");
         let mut members = self.members.load().to_vec();
         let mut added = Vec::new();
+        let none_healthy = !members
+            .iter()
+            .any(|t| t.state() == State::Healthy && !leaving.contains(&t.addr));
         for &addr in addrs {
             let present = members
                 .iter()
                 .any(|t| t.addr == addr && t.state() != State::Draining);
             if !present {
                 let t = Arc::new(Target::new(addr, origin));
+                if none_healthy {
+                    t.skip_first_slow_start();
+                }
                 members.push(t.clone());
                 added.push(t);
             }
@@ -171,8 +210,10 @@ impl GroupState {
             .filter(|t| t.origin == origin && !addrs.contains(&t.addr))
             .map(|t| t.addr)
             .collect();
+        // Registered first: a moment with every configured target draining and none new would
+        // answer 503 to the requests that pick in it.
+        self.register_replacing(addrs, origin, &gone);
         self.deregister(&gone, delay);
-        self.register(addrs, origin);
     }
 
     /// Drops targets whose draining time is over, and closes what is still open to them. Returns
@@ -251,6 +292,7 @@ impl TargetGroup {
     /// Compiles a group's settings around its state in `registry`. Membership is not touched
     /// here: [`GroupState::reconcile`] applies the configured targets when the snapshot goes live.
     pub fn new(cfg: &TargetGroupConfig, registry: &Registry) -> Self {
+        let state = registry.group(&cfg.name);
         TargetGroup {
             name: cfg.name.as_str().into(),
             scheme: match cfg.protocol {
@@ -263,21 +305,34 @@ impl TargetGroup {
             deregistration_delay: cfg.deregistration_delay,
             slow_start: cfg.slow_start,
             health_check: cfg.health_check.clone(),
-            state: registry.group(&cfg.name),
+            client: state.client((cfg.connect_timeout, cfg.protocol_version)),
+            state,
             balancer: balancer::for_algorithm(cfg.algorithm),
-            client: upstream::client(cfg.connect_timeout, cfg.protocol_version),
         }
     }
 
     /// The target for the next request: a healthy one, else (ALB's fail-open) any that is not
     /// draining; `None` when the group has no such target.
     pub fn pick(&self) -> Option<Arc<Target>> {
-        let members = self.state.members.load();
         let ctx = self.pick_context();
-        self.balancer
-            .pick(&members, Eligible::Healthy, &ctx)
-            .or_else(|| self.balancer.pick(&members, Eligible::NotDraining, &ctx))
-            .cloned()
+        let mut members = self.state.members.load();
+        loop {
+            let picked = self
+                .balancer
+                .pick(&members, Eligible::Healthy, &ctx)
+                .or_else(|| self.balancer.pick(&members, Eligible::NotDraining, &ctx));
+            if let Some(t) = picked {
+                return Some(t.clone());
+            }
+            // States are read live but the list was loaded before: a reload may have drained
+            // every target of it since, having published their replacements first. Only an
+            // unchanged list means there is nothing to pick.
+            let latest = self.state.members.load();
+            if Arc::ptr_eq(&latest, &members) {
+                return None;
+            }
+            members = latest;
+        }
     }
 
     /// A healthy target for a retry (the failed one was marked unhealthy, so it is not chosen).
@@ -343,5 +398,24 @@ mod tests {
         let ports: Vec<u16> = g.members().iter().map(|t| t.addr.port()).collect();
         assert_eq!(ports, [9]);
         assert!(Arc::ptr_eq(&reg.group("web"), &g));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_targets_joining_healthy_ones_slow_start() {
+        let ramp = Duration::from_secs(100);
+        let reg = Registry::default();
+        let g = reg.group("web");
+        let first = g.register(&[addr(1), addr(2)], Origin::Config);
+        for t in &first {
+            t.set_state(State::Healthy, None);
+            assert_eq!(t.slow_start_weight(ramp, Instant::now()), 1.0);
+        }
+        let late = g.register(&[addr(3)], Origin::Api).remove(0);
+        late.set_state(State::Healthy, None);
+        assert!(late.slow_start_weight(ramp, Instant::now()) < 0.2);
+        // A spared target that comes back from unhealthy ramps like any other.
+        first[0].set_state(State::Unhealthy, None);
+        first[0].set_state(State::Healthy, None);
+        assert!(first[0].slow_start_weight(ramp, Instant::now()) < 0.2);
     }
 }

@@ -2,7 +2,7 @@
 //! clock and draining. Every field the data plane reads is atomic.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +87,9 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// `healthy_since_ms` of a target that became healthy without a slow-start ramp.
+const NO_RAMP: u64 = u64::MAX;
+
 fn millis(at: Instant) -> u64 {
     at.saturating_duration_since(epoch()).as_millis() as u64
 }
@@ -100,8 +103,11 @@ pub struct Target {
     state: AtomicU8,
     /// Requests sent to this target whose response has not finished yet.
     outstanding: AtomicUsize,
-    /// When the target last became healthy (ms after `epoch()`), for slow start.
+    /// When the target last became healthy (ms after `epoch()`), for slow start; `NO_RAMP` when
+    /// that turn to healthy was spared slow start.
     healthy_since_ms: AtomicU64,
+    /// The next turn to healthy starts at full weight (see [`Target::skip_first_slow_start`]).
+    skip_ramp: AtomicBool,
     /// Bumped by the data plane when a connection to the target fails; the health checker
     /// restarts its count of consecutive successes when it sees it change.
     passive_failures: AtomicU32,
@@ -122,6 +128,7 @@ impl Target {
             state: AtomicU8::new(State::Initial as u8),
             outstanding: AtomicUsize::new(0),
             healthy_since_ms: AtomicU64::new(0),
+            skip_ramp: AtomicBool::new(false),
             passive_failures: AtomicU32::new(0),
             reason: Mutex::new(Some(Reason {
                 code: "Elb.RegistrationInProgress",
@@ -162,8 +169,42 @@ impl Target {
             return false;
         }
         if state == State::Healthy {
-            self.healthy_since_ms
-                .store(millis(Instant::now()), Ordering::Release);
+            self.start_healthy_clock();
+        }
+        true
+    }
+
+    /// Starts the slow-start clock of a target that just became healthy.
+    fn start_healthy_clock(&self) {
+        let since = if self.skip_ramp.swap(false, Ordering::AcqRel) {
+            NO_RAMP
+        } else {
+            millis(Instant::now())
+        };
+        self.healthy_since_ms.store(since, Ordering::Release);
+    }
+
+    /// Moves the target from `from` to `to` (or, with `from == to`, only updates the reason) if it
+    /// is still in `from`. The health checker decides on a state it read before probing; a
+    /// passive failure or a deregistration that happened meanwhile must win over that decision.
+    /// Returns whether it was applied.
+    pub fn transition(&self, from: State, to: State, reason: Option<Reason>) -> bool {
+        if from == State::Draining && to != State::Draining {
+            return false;
+        }
+        // Held across the exchange so that state and reason change together against other
+        // transitions and `set_state`, whose reason write waits for it.
+        let mut current_reason = self.reason.lock().expect("not poisoned");
+        if self
+            .state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        *current_reason = reason;
+        if to == State::Healthy && from != State::Healthy {
+            self.start_healthy_clock();
         }
         true
     }
@@ -183,9 +224,20 @@ impl Target {
             return 1.0;
         }
         let since = self.healthy_since_ms.load(Ordering::Acquire);
+        if since == NO_RAMP {
+            return 1.0;
+        }
         let elapsed = millis(now).saturating_sub(since) as f64;
         let ramp = elapsed / slow_start.as_millis() as f64;
         (0.1 + 0.9 * ramp).min(1.0)
+    }
+
+    /// Spares the target's first turn to healthy from slow start. ALB does this for targets
+    /// registered into a group with no healthy target: there is nobody to carry the rest of their
+    /// share, and a ramp shared by every target changes no one's share anyway. A later return to
+    /// healthy ramps again, as in ALB.
+    pub fn skip_first_slow_start(&self) {
+        self.skip_ramp.store(true, Ordering::Release);
     }
 
     pub fn outstanding(&self) -> usize {
@@ -270,6 +322,26 @@ mod tests {
         assert!(!t.set_state(State::Healthy, None));
         assert_eq!(t.state(), State::Draining);
         assert!(!t.is_eligible(Eligible::NotDraining));
+    }
+
+    #[test]
+    fn transition_applies_only_from_the_state_it_was_decided_on() {
+        let t = target();
+        assert!(t.transition(State::Initial, State::Healthy, None));
+        // The data plane marked it failed after the checker read `Healthy`: the checker's
+        // decision based on `Healthy` no longer applies.
+        t.mark_failed("refused".into());
+        assert!(!t.transition(State::Healthy, State::Healthy, None));
+        assert_eq!(t.reason().unwrap().description, "refused");
+        let why = Reason {
+            code: "Target.Timeout",
+            description: "Request timed out".into(),
+        };
+        assert!(t.transition(State::Unhealthy, State::Unhealthy, Some(why.clone())));
+        assert_eq!(t.reason(), Some(why));
+        t.start_draining();
+        assert!(!t.transition(State::Draining, State::Healthy, None));
+        assert_eq!(t.state(), State::Draining);
     }
 
     #[test]

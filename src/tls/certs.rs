@@ -121,6 +121,20 @@ pub struct SelfSigned {
     pub key_pem: String,
 }
 
+/// The self-signed certificate for `names`, generated once per process: a reload keeps serving
+/// the same certificate, so clients that pinned it on first use keep working.
+pub fn self_signed_cached(names: &[String]) -> Result<LoadedCert, CertError> {
+    static CACHE: std::sync::Mutex<Vec<(Vec<String>, LoadedCert)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().expect("not poisoned");
+    if let Some((_, c)) = cache.iter().find(|(n, _)| n == names) {
+        return Ok(c.clone());
+    }
+    let loaded = self_signed(names)?.loaded;
+    cache.push((names.to_vec(), loaded.clone()));
+    Ok(loaded)
+}
+
 /// Generates an ECDSA P-256 self-signed certificate for `names` (DNS names or IP addresses).
 pub fn self_signed(names: &[String]) -> Result<SelfSigned, CertError> {
     let generated = rcgen::generate_simple_self_signed(names.to_vec())

@@ -10,7 +10,9 @@ use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
 
-pub use certs::{load_pem_files, self_signed, CertError, LoadedCert, SelfSigned};
+pub use certs::{
+    load_pem_files, self_signed, self_signed_cached, CertError, LoadedCert, SelfSigned,
+};
 pub use resolver::SniResolver;
 
 use crate::config::validate::TlsPolicy;

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0), rcgen certificates written to a temp folder, and real TLS/HTTP clients.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -117,6 +119,30 @@ impl Seawall {
         self.running.admin_addr().expect("admin configured")
     }
 
+    /// Waits until every target of `group` has passed its first health check. Until then the
+    /// group fails open or favours the targets already checked, which tests of balancing must not
+    /// see.
+    pub async fn wait_healthy(&self, group: &str) {
+        let start = std::time::Instant::now();
+        let g = self
+            .running
+            .shared()
+            .registry
+            .get(group)
+            .expect("group exists");
+        while !g
+            .members()
+            .iter()
+            .all(|t| t.state() == seawall::targets::State::Healthy)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{group}: targets not healthy in time"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The value of one metric sample line (`name{labels}`), or 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
         let text = self.running.shared().metrics.render();
@@ -135,32 +161,54 @@ impl Seawall {
 /// - `/upload`: answers `<sha256 hex> <length>` of the request body.
 /// - `/slow`: never answers.
 /// - `/ws`: WebSocket echo.
+/// - `/status?code=N`: an empty answer with status N (a health path that fails or redirects).
 /// - anything else: JSON `{"id", "method", "path", "headers": {name: [values]}}`.
 pub struct Backend {
     pub addr: SocketAddr,
     pub id: String,
-    /// Requests whose head reached the backend.
+    /// Requests whose head reached the backend, health checks not counted.
     pub hits: Arc<AtomicUsize>,
+    /// Health checks (requests with ALB's health-checker User-Agent) that reached the backend.
+    pub probes: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Backend {
     pub async fn start(id: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), id).await
+    }
+
+    /// A backend on `addr`: a killed backend's port, to bring the "same" target back.
+    pub async fn start_on(addr: SocketAddr, id: &str) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
-        let (id2, hits2) = (id.to_string(), hits.clone());
+        let probes = Arc::new(AtomicUsize::new(0));
+        let (id2, hits2, probes2) = (id.to_string(), hits.clone(), probes.clone());
         let task = tokio::spawn(async move {
+            // Owned by the accept task, so `kill` closes open connections too, as a crash would.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (id, hits) = (id2.clone(), hits2.clone());
-                tokio::spawn(async move {
+                while conns.try_join_next().is_some() {}
+                let (id, hits, probes) = (id2.clone(), hits2.clone(), probes2.clone());
+                conns.spawn(async move {
                     let svc = service_fn(move |req| {
-                        let (id, hits) = (id.clone(), hits.clone());
+                        let (id, hits, probes) = (id.clone(), hits.clone(), probes.clone());
                         async move {
-                            hits.fetch_add(1, Ordering::SeqCst);
+                            // Health checks are seawall's own traffic, not the requests a test
+                            // counts.
+                            let probe = req
+                                .headers()
+                                .get("user-agent")
+                                .is_some_and(|v| v.as_bytes().starts_with(b"ELB-HealthChecker"));
+                            if probe {
+                                probes.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                            }
                             Ok::<_, Infallible>(backend_handle(req, &id).await)
                         }
                     });
@@ -175,6 +223,7 @@ impl Backend {
             addr,
             id: id.to_string(),
             hits,
+            probes,
             task,
         }
     }
@@ -183,7 +232,11 @@ impl Backend {
         self.hits.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting and closes the listening socket.
+    pub fn probes(&self) -> usize {
+        self.probes.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, closes the listening socket and every open connection.
     pub fn kill(&self) {
         self.task.abort();
     }
@@ -247,6 +300,14 @@ async fn backend_handle(mut req: Request<Incoming>, id: &str) -> Response<Body> 
                 }
             });
             Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+        }
+        "/status" => {
+            let code: u16 = query_param(&req, "code").unwrap_or(200);
+            Response::builder()
+                .status(code)
+                .header("location", "/")
+                .body(empty())
+                .unwrap()
         }
         "/ws" => {
             let key = req

@@ -1,0 +1,454 @@
+//! Reloading the configuration while traffic flows.
+//!
+//! A reload reads, validates and compiles the whole file and binds any new listener before it
+//! changes anything; only then is the new snapshot stored, in one atomic swap. Requests in flight
+//! finish on the snapshot they started with. A failure changes nothing and is reported with file,
+//! line and reason. Reloads run one at a time on the control thread, whatever triggered them:
+//! SIGHUP, `POST /reload`, or a change of the config file or of a certificate or key it names.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::Shared;
+use crate::config::compile::compile;
+use crate::config::validate::{CertificateSource, Config};
+use crate::config::{self, ConfigErrors, Source};
+use crate::listener::{BindError, ListenerSet};
+use crate::targets::GroupState;
+
+/// File events closer together than this are one change (an editor's temp file and rename, a
+/// Kubernetes symlink swap).
+const COALESCE: Duration = Duration::from_millis(50);
+
+/// What `GET /config` shows of the configuration in force.
+#[derive(Debug, Clone)]
+pub struct ConfigInfo {
+    /// 1 for the configuration loaded at start, one more for each successful reload.
+    pub generation: u64,
+    /// SHA-256 of the config file's text.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    pub path: String,
+}
+
+impl ConfigInfo {
+    pub fn new(generation: u64, source: &Source) -> Self {
+        ConfigInfo {
+            generation,
+            sha256: hex(&Sha256::digest(source.text.as_bytes())),
+            loaded_at: SystemTime::now(),
+            path: source.file.display().to_string(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "generation": self.generation,
+            "sha256": self.sha256,
+            "loaded_at": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
+            "path": self.path,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+impl ReloadError {
+    /// The body `POST /reload` answers a failure with.
+    pub fn to_json(&self) -> serde_json::Value {
+        let errors: Vec<serde_json::Value> = match self {
+            ReloadError::Config(errs) => errs
+                .0
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "file": e.file.display().to_string(),
+                        "line": e.line,
+                        "path": e.path,
+                        "reason": e.reason,
+                        "message": e.to_string(),
+                    })
+                })
+                .collect(),
+            ReloadError::Bind(e) => vec![serde_json::json!({
+                "listener": &*e.name,
+                "reason": e.to_string(),
+                "message": e.to_string(),
+            })],
+        };
+        serde_json::json!({ "result": "failure", "errors": errors })
+    }
+}
+
+pub type ReloadResult = Result<Arc<ConfigInfo>, Arc<ReloadError>>;
+
+/// A request for one reload; `reply` gets its outcome. Requests are never merged: each one
+/// reloads.
+pub struct ReloadRequest {
+    pub cause: &'static str,
+    pub reply: Option<oneshot::Sender<ReloadResult>>,
+}
+
+/// Asks the control thread for a reload and waits for its outcome.
+pub async fn request(shared: &Shared, cause: &'static str) -> ReloadResult {
+    let (tx, rx) = oneshot::channel();
+    let gone = || {
+        Arc::new(ReloadError::Config(ConfigErrors(vec![
+            config::ConfigError {
+                file: PathBuf::new(),
+                line: None,
+                path: String::new(),
+                reason: "seawall is shutting down".into(),
+            },
+        ])))
+    };
+    shared
+        .reload
+        .send(ReloadRequest {
+            cause,
+            reply: Some(tx),
+        })
+        .map_err(|_| gone())?;
+    rx.await.unwrap_or_else(|_| Err(gone()))
+}
+
+/// Performs reloads; lives on the control thread.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    listeners: Arc<ListenerSet>,
+    /// `None` runs the embedded default, which has no file to re-read.
+    path: Option<PathBuf>,
+    /// The config file and every certificate and key file the last file that parsed names; a
+    /// file that failed to load is retried when a file it names changes (a certificate that was
+    /// missing appears).
+    watched: Vec<PathBuf>,
+    /// The watched files' [`fingerprint`] as the last load attempt read them. A file event is a
+    /// change only when the files no longer match it.
+    seen: Vec<u8>,
+    /// Registered at construction, before any listener accepts: until a handler is installed,
+    /// SIGHUP's default action ends the process.
+    hangup: Option<Signal>,
+    /// Target groups a reload removed, kept while their targets drain.
+    retired: Vec<Arc<GroupState>>,
+}
+
+impl Reloader {
+    /// Also installs the SIGHUP handler, in the data-plane runtime `listeners` registers sockets
+    /// with (a signal stream works from any runtime once installed; the control thread's runtime
+    /// does not exist yet).
+    pub fn new(
+        shared: Arc<Shared>,
+        listeners: Arc<ListenerSet>,
+        source: &Source,
+        cfg: &Config,
+    ) -> Self {
+        let hangup = {
+            let _runtime = listeners.runtime().enter();
+            signal(SignalKind::hangup())
+                .map_err(|e| warn!(error = %e, "cannot listen for SIGHUP"))
+                .ok()
+        };
+        let watched = watched_files(source, cfg);
+        Reloader {
+            seen: fingerprint(&watched, Some(&source.text)),
+            shared,
+            listeners,
+            path: (!source.embedded).then(|| source.file.clone()),
+            watched,
+            hangup,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Reads, validates, compiles and binds; then swaps the new configuration in whole.
+    pub fn reload(&mut self) -> Result<Arc<ConfigInfo>, ReloadError> {
+        // Taken before the files are read: a change made while this reload reads them still
+        // differs from it, so its event reloads again rather than being lost.
+        self.seen = fingerprint(&self.watched, None);
+        let source = match &self.path {
+            Some(p) => Source::read(p)?,
+            None => Source::embedded_default(),
+        };
+        let cfg = config::load(&source)?;
+        self.watched = watched_files(&source, &cfg);
+        // The config as read; the certificates before `compile` reads them, for the same reason.
+        self.seen = fingerprint(&self.watched, Some(&source.text));
+        let snapshot = Arc::new(compile(&source, &cfg, &self.shared.registry)?);
+        let bound = self.listeners.bind_new(&snapshot)?;
+        // Nothing can fail from here on.
+        let previous = self.shared.snapshot.swap(snapshot.clone());
+        snapshot.apply_membership();
+        let groups: Vec<&str> = snapshot
+            .target_groups
+            .iter()
+            .map(|g| &*g.group.name)
+            .collect();
+        for group in self.shared.registry.retain(&groups) {
+            // Drained as if each target were deregistered: requests in flight to them finish;
+            // what is still open after the group's delay is closed.
+            let delay = previous
+                .target_groups
+                .iter()
+                .find(|g| g.group.name == group.name)
+                .map_or(Duration::ZERO, |g| g.group.deregistration_delay);
+            let addrs: Vec<SocketAddr> = group.members().iter().map(|t| t.addr).collect();
+            group.deregister(&addrs, delay);
+            info!(target_group = %group.name, "target group removed; its targets drain");
+            self.retired.push(group);
+        }
+        self.listeners.commit(bound, &snapshot);
+        if previous.runtime.workers != snapshot.runtime.workers {
+            warn!("runtime.workers changed; it takes effect at the next start");
+        }
+        let generation = self.shared.config.load().generation + 1;
+        let info = Arc::new(ConfigInfo::new(generation, &source));
+        self.shared.config.store(info.clone());
+        Ok(info)
+    }
+
+    /// Drops the targets of removed groups whose delay is over, and the groups once empty.
+    /// Returns when to look again, if there is anything left to drain.
+    fn sweep_retired(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        self.retired.retain(|g| match g.sweep(now) {
+            Some(due) => {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                true
+            }
+            None => false,
+        });
+        next
+    }
+
+    /// Whether the watched files differ from what the last load read.
+    fn changed(&self) -> bool {
+        fingerprint(&self.watched, None) != self.seen
+    }
+}
+
+/// The files whose change should reload the configuration.
+fn watched_files(source: &Source, cfg: &Config) -> Vec<PathBuf> {
+    if source.embedded {
+        return Vec::new();
+    }
+    let mut files = vec![source.file.clone()];
+    for c in &cfg.certificates {
+        if let CertificateSource::Files { cert, key } = &c.source {
+            files.push(cert.clone());
+            files.push(key.clone());
+        }
+    }
+    files
+}
+
+/// A digest of the watched files' contents, to tell a real change from an event that changed
+/// nothing (a touch, a second event of the same save, a file beside them). `config_text` stands
+/// for the first file, the config, when its text is at hand as loaded.
+fn fingerprint(files: &[PathBuf], config_text: Option<&str>) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for (i, f) in files.iter().enumerate() {
+        h.update(f.as_os_str().as_encoded_bytes());
+        match (i, config_text) {
+            (0, Some(text)) => h.update(Sha256::digest(text.as_bytes())),
+            _ => match std::fs::read(f) {
+                Ok(bytes) => h.update(Sha256::digest(&bytes)),
+                Err(e) => h.update(format!("unreadable: {e}")),
+            },
+        }
+    }
+    h.finalize().to_vec()
+}
+
+/// The folders to watch for `files`: a rename or a symlink swap replaces a file, so the file
+/// itself cannot be watched. Each file's own folder, and the folder its symlinks lead to now (a
+/// Kubernetes volume's `..data` target), so that an edit made there is seen too.
+fn watch_dirs(files: &[PathBuf]) -> Vec<PathBuf> {
+    let parent = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for f in files {
+        dirs.push(parent(f));
+        if let Ok(real) = std::fs::canonicalize(f) {
+            dirs.push(parent(&real));
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// The file watcher and the folders it watches.
+struct Watch {
+    watcher: Option<RecommendedWatcher>,
+    /// The folders watched successfully; one that failed (missing) is tried again at the next
+    /// update.
+    dirs: Vec<PathBuf>,
+}
+
+impl Watch {
+    fn new(events: mpsc::UnboundedSender<()>) -> Self {
+        let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+            // Opening or reading a file is no change; without this filter every read of the
+            // files (the fingerprint's own) would wake the loop again, forever.
+            let relevant = e.is_ok_and(|e| match e.kind {
+                EventKind::Access(kind) => kind == AccessKind::Close(AccessMode::Write),
+                _ => true,
+            });
+            if relevant {
+                let _ = events.send(());
+            }
+        });
+        let watcher = watcher
+            .map_err(|e| {
+                warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP or POST /reload");
+            })
+            .ok();
+        Watch {
+            watcher,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Watches the folders `files` need now. New folders are added before old ones are dropped,
+    /// so a folder in both is never unwatched. Returns whether a folder was added: a change made
+    /// there before its watch began has no event.
+    fn update(&mut self, files: &[PathBuf]) -> bool {
+        let Some(watcher) = &mut self.watcher else {
+            return false;
+        };
+        let wanted = watch_dirs(files);
+        let mut added = false;
+        let mut dirs = Vec::new();
+        for d in &wanted {
+            if self.dirs.contains(d) {
+                dirs.push(d.clone());
+                continue;
+            }
+            match watcher.watch(d, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    dirs.push(d.clone());
+                    added = true;
+                }
+                Err(e) => warn!(dir = %d.display(), error = %e, "cannot watch folder"),
+            }
+        }
+        for d in self.dirs.iter().filter(|d| !wanted.contains(d)) {
+            // Fails when the folder is gone (an old Kubernetes version folder), which is fine.
+            let _ = watcher.unwatch(d);
+        }
+        self.dirs = dirs;
+        added
+    }
+}
+
+/// The control thread's reload loop: takes requests, SIGHUP and file changes, one reload at a time.
+pub async fn run(
+    mut reloader: Reloader,
+    mut requests: mpsc::UnboundedReceiver<ReloadRequest>,
+    stop: CancellationToken,
+) {
+    let mut hangup = reloader.hangup.take();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut watch = Watch::new(events_tx);
+    watch.update(&reloader.watched);
+    // A change made between the load at start and the watch beginning has no event of its own.
+    let mut pending = reloader.changed();
+    // When the file events seen so far are looked at: COALESCE after the first of them. A timer
+    // rather than a sleep, so that SIGHUP and requests are not held up meanwhile.
+    let mut settle: Option<Instant> = None;
+    // When the next target of a removed group is due to go.
+    let mut retired_due: Option<Instant> = None;
+    loop {
+        let (cause, reply) = if std::mem::take(&mut pending) {
+            ("file change", None)
+        } else {
+            tokio::select! {
+                r = requests.recv() => match r {
+                    Some(r) => (r.cause, r.reply),
+                    None => return,
+                },
+                Some(()) = async { hangup.as_mut()?.recv().await } => ("SIGHUP", None),
+                Some(()) = events.recv() => {
+                    settle.get_or_insert_with(|| Instant::now() + COALESCE);
+                    continue;
+                }
+                _ = async { sleep_until(settle?).await; Some(()) }, if settle.is_some() => {
+                    settle = None;
+                    // A reload meanwhile (SIGHUP, a request) may have read the change already.
+                    if !reloader.changed() {
+                        continue;
+                    }
+                    ("file change", None)
+                }
+                _ = async { sleep_until(retired_due?).await; Some(()) }, if retired_due.is_some() => {
+                    retired_due = reloader.sweep_retired();
+                    continue;
+                }
+                _ = stop.cancelled() => return,
+            }
+        };
+        let result = reloader.reload();
+        let metrics = &reloader.shared.metrics;
+        match &result {
+            Ok(info) => {
+                info!(cause, generation = info.generation, file = %info.path, "config reloaded");
+                metrics
+                    .config_reloads_total
+                    .with_label_values(&["success"])
+                    .inc();
+                metrics.config_generation.set(info.generation as i64);
+                metrics
+                    .config_last_reload_success_timestamp_seconds
+                    .set(unix_seconds(info.loaded_at));
+            }
+            Err(e) => {
+                warn!(
+                    cause,
+                    "config reload failed; the running configuration stays in force:\n{e}"
+                );
+                metrics
+                    .config_reloads_total
+                    .with_label_values(&["failure"])
+                    .inc();
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result.map_err(Arc::new));
+        }
+        retired_due = reloader.sweep_retired();
+        // The file may name other certificates now, or its symlinks lead to another folder.
+        if watch.update(&reloader.watched) {
+            pending = reloader.changed();
+        }
+    }
+}
+
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,340 @@
+//! Zero-downtime binary upgrade: the running process starts the new binary and hands it every
+//! listening socket (the admin one included) over a Unix socket with SCM_RIGHTS. Both processes
+//! then hold the same sockets, so connections waiting in the kernel's accept queues are accepted by
+//! whichever process takes them first and none is refused; once the new process reports ready,
+//! the old one stops accepting, drains its connections and exits. A new binary that fails to start
+//! or to report ready in time is stopped, and the old process goes on serving.
+//!
+//! SO_REUSEPORT is deliberately not used: closing the old process's socket would reset the
+//! connections still queued on it.
+
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::Shared;
+use crate::config::validate::Protocol;
+use crate::listener::ListenerSet;
+
+/// Names the Unix socket a process started for an upgrade fetches its sockets from.
+pub const ENV_SOCKET: &str = "SEAWALL_UPGRADE_SOCKET";
+
+/// How long the new process gets to start, take the sockets and report ready.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The most sockets one hand-over carries (the kernel's SCM_MAX_FD is 253).
+const MAX_FDS: usize = 250;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("cannot start {}: {source}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("handing the sockets over failed: {0}")]
+    Handover(#[from] std::io::Error),
+    #[error("the new process exited before it was ready ({0})")]
+    Exited(std::process::ExitStatus),
+    #[error("the new process did not report ready within {}s", READY_DEADLINE.as_secs())]
+    Timeout,
+    #[error("an upgrade is already under way")]
+    Busy,
+    #[error("the hand-over message is malformed: {0}")]
+    Manifest(String),
+    #[error("too many sockets to hand over ({0}; at most {MAX_FDS})")]
+    TooMany(usize),
+}
+
+/// What travels with the file descriptors, in the same order.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    listeners: Vec<Entry>,
+    admin: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    name: String,
+    bind: SocketAddr,
+    https: bool,
+}
+
+/// A listening socket taken over from the previous process.
+pub struct InheritedListener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    pub socket: std::net::TcpListener,
+}
+
+/// The sockets a process started for an upgrade received, and the line back to the old process.
+pub struct Inherited {
+    pub listeners: Vec<InheritedListener>,
+    pub admin: Option<std::net::TcpListener>,
+    channel: UnixStream,
+}
+
+impl Inherited {
+    /// Tells the old process that this one accepts on every socket: it may stop.
+    pub fn ready(mut self) -> std::io::Result<()> {
+        self.channel.write_all(b"ready\n")
+    }
+}
+
+/// When this process was started for an upgrade, connects to the old one and takes its sockets.
+pub fn inherit() -> Result<Option<Inherited>, UpgradeError> {
+    let Some(path) = std::env::var_os(ENV_SOCKET) else {
+        return Ok(None);
+    };
+    let channel = UnixStream::connect(&path)?;
+    channel.set_read_timeout(Some(READY_DEADLINE))?;
+    let mut data = vec![0u8; 64 * 1024];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = recvmsg(
+        &channel,
+        &mut [IoSliceMut::new(&mut data)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = msg {
+            fds.extend(rights);
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(&data[..received.bytes])
+        .map_err(|e| UpgradeError::Manifest(e.to_string()))?;
+    let expected = manifest.listeners.len() + usize::from(manifest.admin);
+    if fds.len() != expected {
+        return Err(UpgradeError::Manifest(format!(
+            "{} sockets announced, {} received",
+            expected,
+            fds.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let mut listeners = Vec::new();
+    for e in manifest.listeners {
+        let socket = std::net::TcpListener::from(fds.next().expect("counted above"));
+        socket.set_nonblocking(true)?;
+        listeners.push(InheritedListener {
+            name: e.name,
+            bind: e.bind,
+            protocol: if e.https {
+                Protocol::Https
+            } else {
+                Protocol::Http
+            },
+            socket,
+        });
+    }
+    let admin = fds.next().map(std::net::TcpListener::from);
+    if let Some(a) = &admin {
+        a.set_nonblocking(true)?;
+    }
+    info!(
+        listeners = listeners.len(),
+        admin = admin.is_some(),
+        "took over the listening sockets of the previous process"
+    );
+    Ok(Some(Inherited {
+        listeners,
+        admin,
+        channel,
+    }))
+}
+
+/// An upgrade asked for through the admin API; the reply carries the new process's id.
+pub struct UpgradeRequest {
+    pub reply: oneshot::Sender<Result<u32, Arc<UpgradeError>>>,
+}
+
+/// Asks the control thread for an upgrade and waits for its outcome.
+pub async fn request(shared: &Shared) -> Result<u32, Arc<UpgradeError>> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || Arc::new(UpgradeError::Busy);
+    shared
+        .upgrade
+        .send(UpgradeRequest { reply: tx })
+        .map_err(|_| gone())?;
+    rx.await.unwrap_or_else(|_| Err(gone()))
+}
+
+/// What an upgrade needs to know of this process.
+pub struct Upgrader {
+    pub shared: Arc<Shared>,
+    pub listeners: Arc<ListenerSet>,
+    /// A duplicate of the admin socket, to hand over.
+    pub admin: Option<std::net::TcpListener>,
+    /// The config file to start the new binary with (`None`: the embedded default).
+    pub config: Option<PathBuf>,
+}
+
+impl Upgrader {
+    /// Starts `binary`, hands it the sockets, and waits until it is ready. Returns its pid.
+    async fn upgrade(&self, binary: &Path) -> Result<u32, UpgradeError> {
+        let socket_path = std::env::temp_dir().join(format!(
+            "seawall-upgrade-{}-{:016x}.sock",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let server = tokio::net::UnixListener::bind(&socket_path)?;
+        let result = self.hand_over(binary, &socket_path, server).await;
+        let _ = std::fs::remove_file(&socket_path);
+        result
+    }
+
+    async fn hand_over(
+        &self,
+        binary: &Path,
+        socket_path: &Path,
+        server: tokio::net::UnixListener,
+    ) -> Result<u32, UpgradeError> {
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.arg("run");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env(ENV_SOCKET, socket_path);
+        let mut child = cmd.spawn().map_err(|source| UpgradeError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        info!(pid, binary = %binary.display(), "upgrade: new process started");
+        let exchange = async {
+            let (stream, _) = server.accept().await?;
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(false)?;
+            self.send_sockets(&stream)?;
+            // The answer comes once the new process serves; read it off the runtime's thread.
+            tokio::task::spawn_blocking(move || {
+                let mut stream = stream;
+                stream.set_read_timeout(Some(READY_DEADLINE))?;
+                let mut buf = [0u8; 6];
+                stream.read_exact(&mut buf)?;
+                if &buf == b"ready\n" {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("unexpected answer"))
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok::<(), UpgradeError>(())
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(READY_DEADLINE, exchange) => r.unwrap_or(Err(UpgradeError::Timeout)),
+            status = child.wait() => Err(match status {
+                Ok(s) => UpgradeError::Exited(s),
+                Err(e) => UpgradeError::Handover(e),
+            }),
+        };
+        if let Err(e) = outcome {
+            // The old process goes on serving; the half-started one must not linger.
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
+        // The new process outlives this one; nothing waits for it here.
+        drop(child);
+        Ok(pid)
+    }
+
+    fn send_sockets(&self, stream: &UnixStream) -> Result<(), UpgradeError> {
+        let listeners = self.listeners.handover();
+        let manifest = Manifest {
+            listeners: listeners
+                .iter()
+                .map(|(name, bind, protocol, _)| Entry {
+                    name: name.to_string(),
+                    bind: *bind,
+                    https: *protocol == Protocol::Https,
+                })
+                .collect(),
+            admin: self.admin.is_some(),
+        };
+        let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, _, _, s)| s.as_fd()).collect();
+        if let Some(a) = &self.admin {
+            fds.push(a.as_fd());
+        }
+        if fds.len() > MAX_FDS {
+            return Err(UpgradeError::TooMany(fds.len()));
+        }
+        let body = serde_json::to_vec(&manifest).expect("the manifest serialises");
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(UpgradeError::TooMany(fds.len()));
+        }
+        sendmsg(
+            stream,
+            &[IoSlice::new(&body)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(())
+    }
+}
+
+/// The control thread's upgrade loop: SIGUSR2 or `POST /upgrade` starts one; on success this
+/// process drains and exits.
+pub async fn run(
+    upgrader: Upgrader,
+    mut requests: mpsc::UnboundedReceiver<UpgradeRequest>,
+    stop: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr2 = match signal(SignalKind::user_defined2()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGUSR2");
+            None
+        }
+    };
+    loop {
+        let reply = tokio::select! {
+            r = requests.recv() => match r {
+                Some(r) => Some(r.reply),
+                None => return,
+            },
+            Some(()) = async { usr2.as_mut()?.recv().await } => None,
+            _ = stop.cancelled() => return,
+        };
+        let binary = upgrader.shared.snapshot.load().runtime.binary.clone();
+        let result = upgrader.upgrade(&binary).await;
+        match &result {
+            Ok(pid) => info!(
+                pid,
+                "upgrade: the new process is ready; this one stops accepting and drains"
+            ),
+            Err(e) => warn!(error = %e, "upgrade failed; this process goes on serving"),
+        }
+        let done = result.is_ok();
+        if let Some(reply) = reply {
+            let _ = reply.send(result.map_err(Arc::new));
+        }
+        if done {
+            upgrader.shared.shutdown.cancel();
+            return;
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! Active health checks against real targets on loopback: state changes and their reasons, the
+//! thresholds, fail-open, HTTPS and gRPC probes, membership changes, a reload's new settings, and
+//! the health metrics.
+mod common;
+use common::*;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use seawall::targets::{Origin, Reason, State};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// Generous bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Fast checks: 200ms interval, thresholds 2.
+const FAST: &str = r#"interval = "200ms"
+timeout = "150ms"
+healthy_threshold = 2
+unhealthy_threshold = 2"#;
+
+/// One target group, and an http listener of the same name forwarding to it (a group no listener
+/// forwards to is unused, and unused targets are not checked).
+struct Group<'a> {
+    name: &'a str,
+    targets: &'a [SocketAddr],
+    /// Lines for `[target_groups]` (protocol, protocol_version, ...).
+    extra: &'a str,
+    /// Lines for `[target_groups.health_check]`.
+    health: &'a str,
+}
+
+fn config(runtime: &str, groups: &[Group<'_>]) -> String {
+    let mut out = format!("[runtime]\ndrain_timeout = \"1s\"\n{runtime}\n");
+    for g in groups {
+        out += &format!(
+            "\n[[listeners]]\nname = \"{0}\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             default_action = {{ forward = \"{0}\" }}\n",
+            g.name
+        );
+    }
+    for g in groups {
+        let targets: Vec<String> = g.targets.iter().map(|a| format!("\"{a}\"")).collect();
+        out += &format!(
+            "\n[[target_groups]]\nname = \"{}\"\ntargets = [{}]\n{}\n  [target_groups.health_check]\n{}\n",
+            g.name,
+            targets.join(", "),
+            g.extra,
+            g.health
+        );
+    }
+    out
+}
+
+fn group<'a>(name: &'a str, targets: &'a [SocketAddr], health: &'a str) -> Group<'a> {
+    Group {
+        name,
+        targets,
+        extra: "",
+        health,
+    }
+}
+
+/// The state and reason of the non-draining target at `addr` in `group`.
+fn state(sw: &Seawall, group: &str, addr: SocketAddr) -> (State, Option<Reason>) {
+    let g = sw
+        .running
+        .shared()
+        .registry
+        .get(group)
+        .expect("group exists");
+    let members = g.members();
+    let t = members
+        .iter()
+        .find(|t| t.addr == addr)
+        .unwrap_or_else(|| panic!("{addr} is a member of {group}"));
+    (t.state(), t.reason())
+}
+
+/// Waits until the target reaches `want`; gives how long that took.
+async fn wait_state(sw: &Seawall, group: &str, addr: SocketAddr, want: State) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (now, reason) = state(sw, group, addr);
+        if now == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{group}/{addr}: still {now:?} ({reason:?}), expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A sample of the Prometheus text: the line named `name` carrying every one of `labels`.
+fn metric(sw: &Seawall, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = sw.running.shared().metrics.render();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+fn checks(sw: &Seawall, group: &str, result: &str) -> f64 {
+    metric(
+        sw,
+        "seawall_health_checks_total",
+        &[("target_group", group), ("result", result)],
+    )
+}
+
+fn gauges(sw: &Seawall, group: &str) -> (f64, f64) {
+    (
+        metric(sw, "seawall_healthy_targets", &[("target_group", group)]),
+        metric(sw, "seawall_unhealthy_targets", &[("target_group", group)]),
+    )
+}
+
+/// Waits until the group's (healthy, unhealthy) gauges read `want`: the checker updates them just
+/// after the state change a test waits for, on another thread.
+async fn wait_gauges(sw: &Seawall, group: &str, want: (f64, f64)) {
+    let start = Instant::now();
+    while gauges(sw, group) != want {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{group}: gauges {:?}, expected {want:?}",
+            gauges(sw, group)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A port on loopback with nothing listening.
+fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A GET through `listener`; gives the status and the id of the backend that answered, if any.
+async fn through(sw: &Seawall, listener: &str) -> (u16, Option<String>) {
+    let got = tokio::time::timeout(PATIENCE, get(sw.addr(listener), false, "example.test", "/"))
+        .await
+        .expect("an answer in time");
+    let id = (got.status == 200)
+        .then(|| got.json()["id"].as_str().map(str::to_string))
+        .flatten();
+    (got.status.as_u16(), id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// State machine against live targets
+
+#[tokio::test]
+async fn a_new_target_is_probed_at_once_and_one_pass_makes_it_healthy() {
+    let b = Backend::start("b1").await;
+    let dead = dead_port();
+    // A long interval and a high healthy threshold: only an immediate first probe, and ALB's
+    // one-pass rule for new targets, can make it healthy before the first interval ends.
+    let health = r#"interval = "5s"
+timeout = "1s"
+healthy_threshold = 5
+unhealthy_threshold = 3
+path = "/health""#;
+    let sw = Seawall::start(&config("", &[group("app", &[b.addr, dead], health)]));
+    let took = wait_state(&sw, "app", b.addr, State::Healthy).await;
+    assert!(took < Duration::from_secs(4), "healthy after {took:?}");
+    assert_eq!(b.probes(), 1, "exactly one probe made it healthy");
+    assert_eq!(
+        state(&sw, "app", b.addr).1,
+        None,
+        "a healthy target has no reason"
+    );
+
+    // The dead target failed its first check but stays initial below the unhealthy threshold.
+    let start = Instant::now();
+    while checks(&sw, "app", "failure") < 1.0 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the dead target was never probed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (s, reason) = state(&sw, "app", dead);
+    assert_eq!(s, State::Initial);
+    assert_eq!(reason.unwrap().code, "Elb.InitialHealthChecking");
+    assert_eq!(checks(&sw, "app", "success"), 1.0);
+    wait_gauges(&sw, "app", (1.0, 0.0)).await;
+}
+
+#[tokio::test]
+async fn a_dead_target_without_traffic_is_found_by_the_checks() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let sw = Seawall::start(&config("", &[group("app", &[b1.addr, b2.addr], FAST)]));
+    wait_state(&sw, "app", b1.addr, State::Healthy).await;
+    wait_state(&sw, "app", b2.addr, State::Healthy).await;
+    wait_gauges(&sw, "app", (2.0, 0.0)).await;
+
+    b2.kill();
+    // No request goes through seawall: only the active checks can notice.
+    let took = wait_state(&sw, "app", b2.addr, State::Unhealthy).await;
+    // interval x unhealthy_threshold, plus jitter and a loaded machine's margin.
+    assert!(
+        took < Duration::from_millis(400 + 3000),
+        "unhealthy after {took:?}"
+    );
+    let reason = state(&sw, "app", b2.addr).1.unwrap();
+    assert_eq!(reason.code, "Target.FailedHealthChecks");
+    assert!(
+        reason
+            .description
+            .starts_with("Health checks failed: connection failed"),
+        "{reason:?}"
+    );
+    assert_eq!(state(&sw, "app", b1.addr).0, State::Healthy);
+    assert!(checks(&sw, "app", "failure") >= 2.0);
+    assert!(checks(&sw, "app", "success") >= 2.0);
+    wait_gauges(&sw, "app", (1.0, 1.0)).await;
+}
+
+#[tokio::test]
+async fn a_killed_target_costs_few_requests_and_comes_back_after_the_threshold() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let b2_addr = b2.addr;
+    let sw = Arc::new(Seawall::start(&config(
+        "workers = 2",
+        &[group("app", &[b1.addr, b2.addr], FAST)],
+    )));
+    wait_state(&sw, "app", b1.addr, State::Healthy).await;
+    wait_state(&sw, "app", b2.addr, State::Healthy).await;
+
+    // A client sending one request after another until `run` is cleared.
+    let results = Arc::new(Mutex::new(Vec::<(u16, Option<String>)>::new()));
+    let run = Arc::new(AtomicBool::new(true));
+    let client = {
+        let (sw, results, run) = (sw.clone(), results.clone(), run.clone());
+        tokio::spawn(async move {
+            while run.load(Ordering::SeqCst) {
+                let r = through(&sw, "app").await;
+                results.lock().unwrap().push(r);
+            }
+        })
+    };
+    let count = || results.lock().unwrap().len();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b2.kill();
+    drop(b2);
+    wait_state(&sw, "app", b2_addr, State::Unhealthy).await;
+    // The one request in flight when the state changed may have gone either way; all the later
+    // ones land on b1.
+    let out = count() + 1;
+    let start = Instant::now();
+    while count() < out + 20 {
+        assert!(start.elapsed() < PATIENCE, "the request loop stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    {
+        let r = results.lock().unwrap();
+        assert!(
+            r[out..]
+                .iter()
+                .all(|(s, id)| *s == 200 && id.as_deref() == Some("b1")),
+            "{:?}",
+            &r[out..]
+        );
+    }
+
+    // Back on the same address: healthy after healthy_threshold passes, then traffic again.
+    let b2 = Backend::start_on(b2_addr, "b2").await;
+    wait_state(&sw, "app", b2_addr, State::Healthy).await;
+    assert!(
+        b2.probes() >= 2,
+        "healthy after {} passing checks; healthy_threshold is 2",
+        b2.probes()
+    );
+    let start = Instant::now();
+    while b2.hits() == 0 {
+        assert!(start.elapsed() < PATIENCE, "b2 never got traffic again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    run.store(false, Ordering::SeqCst);
+    client.await.unwrap();
+    let r = results.lock().unwrap();
+    assert!(r.iter().any(|(_, id)| id.as_deref() == Some("b2")));
+    let failures = r.iter().filter(|(status, _)| *status != 200).count();
+    assert!(
+        failures <= 2,
+        "at most one failure per data-plane worker: {failures} in {:?}",
+        *r
+    );
+}
+
+#[tokio::test]
+async fn a_500_on_the_health_path_is_a_response_code_mismatch() {
+    let b = Backend::start("b1").await;
+    let health = format!("{FAST}\npath = \"/status?code=500\"");
+    let sw = Seawall::start(&config("", &[group("app", &[b.addr], &health)]));
+    wait_state(&sw, "app", b.addr, State::Unhealthy).await;
+    let reason = state(&sw, "app", b.addr).1.unwrap();
+    assert_eq!(reason.code, "Target.ResponseCodeMismatch");
+    assert_eq!(
+        reason.description,
+        "Health checks failed with these codes: [500]"
+    );
+    assert!(checks(&sw, "app", "failure") >= 2.0);
+    assert_eq!(checks(&sw, "app", "success"), 0.0);
+    wait_gauges(&sw, "app", (0.0, 1.0)).await;
+}
+
+#[tokio::test]
+async fn matcher_ranges_decide_on_a_redirecting_health_path() {
+    let b = Backend::start("b1").await;
+    let ranged = format!("{FAST}\npath = \"/status?code=302\"\nmatcher = \"200-399\"");
+    let exact = format!("{FAST}\npath = \"/status?code=302\"\nmatcher = \"200\"");
+    let listed = format!("{FAST}\npath = \"/status?code=302\"\nmatcher = \"200,301,303-399\"");
+    let sw = Seawall::start(&config(
+        "",
+        &[
+            group("ranged", &[b.addr], &ranged),
+            group("exact", &[b.addr], &exact),
+            group("listed", &[b.addr], &listed),
+        ],
+    ));
+    wait_state(&sw, "ranged", b.addr, State::Healthy).await;
+    wait_state(&sw, "exact", b.addr, State::Unhealthy).await;
+    wait_state(&sw, "listed", b.addr, State::Unhealthy).await;
+    let reason = state(&sw, "exact", b.addr).1.unwrap();
+    assert_eq!(reason.code, "Target.ResponseCodeMismatch");
+    assert_eq!(
+        reason.description,
+        "Health checks failed with these codes: [302]"
+    );
+    // Still healthy after several more checks.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(state(&sw, "ranged", b.addr).0, State::Healthy);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fail-open
+
+#[tokio::test]
+async fn all_targets_unhealthy_still_serve_and_an_empty_group_answers_503() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let health = format!("{FAST}\npath = \"/status?code=500\"");
+    let sw = Seawall::start(&config(
+        "",
+        &[
+            group("app", &[b1.addr, b2.addr], &health),
+            group("empty", &[], FAST),
+        ],
+    ));
+    wait_state(&sw, "app", b1.addr, State::Unhealthy).await;
+    wait_state(&sw, "app", b2.addr, State::Unhealthy).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let (status, id) = through(&sw, "app").await;
+        assert_eq!(
+            status, 200,
+            "ALB's fail-open: unhealthy targets still serve"
+        );
+        ids.push(id.unwrap());
+    }
+    assert!(
+        ids.iter().any(|i| i == "b1") && ids.iter().any(|i| i == "b2"),
+        "{ids:?}"
+    );
+    wait_gauges(&sw, "app", (0.0, 2.0)).await;
+
+    assert_eq!(through(&sw, "empty").await.0, 503);
+    wait_gauges(&sw, "empty", (0.0, 0.0)).await;
+    assert_eq!(
+        checks(&sw, "empty", "success") + checks(&sw, "empty", "failure"),
+        0.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Membership and reload
+
+#[tokio::test]
+async fn registered_targets_are_probed_at_once_and_draining_ones_no_more() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let b3 = Backend::start("b3").await;
+    let slow = r#"interval = "5s"
+timeout = "1s"
+healthy_threshold = 2"#;
+    let sw = Seawall::start(&config(
+        "",
+        &[
+            group("slow", &[b1.addr], slow),
+            group("fast", &[b2.addr, b3.addr], FAST),
+        ],
+    ));
+    let registry = &sw.running.shared().registry;
+    wait_state(&sw, "slow", b1.addr, State::Healthy).await;
+
+    // Registered mid-interval: probed at once, not at the group's next tick.
+    let new = Backend::start("new").await;
+    let added = registry
+        .get("slow")
+        .unwrap()
+        .register(&[new.addr], Origin::Api);
+    assert_eq!(added.len(), 1);
+    let took = wait_state(&sw, "slow", new.addr, State::Healthy).await;
+    assert!(took < Duration::from_secs(4), "healthy after {took:?}");
+    wait_gauges(&sw, "slow", (2.0, 0.0)).await;
+
+    // Deregistered: draining, and its probes stop.
+    wait_state(&sw, "fast", b2.addr, State::Healthy).await;
+    wait_state(&sw, "fast", b3.addr, State::Healthy).await;
+    registry
+        .get("fast")
+        .unwrap()
+        .deregister(&[b3.addr], Duration::from_secs(60));
+    // A probe already under way may still land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let probes = b3.probes();
+    let b2_probes = b2.probes();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(b3.probes(), probes, "a draining target is not probed");
+    assert!(b2.probes() > b2_probes, "the rest of the group still is");
+    assert_eq!(state(&sw, "fast", b3.addr).0, State::Draining);
+    wait_gauges(&sw, "fast", (1.0, 0.0)).await;
+}
+
+#[tokio::test]
+async fn a_reload_restarts_the_checks_with_new_settings_and_keeps_target_state() {
+    let b = Backend::start("b1").await;
+    let redirect =
+        |matcher: &str| format!("{FAST}\npath = \"/status?code=302\"\nmatcher = \"{matcher}\"");
+    let before = redirect("200");
+    let sw = Seawall::start(&config("", &[group("app", &[b.addr], &before)]));
+    wait_state(&sw, "app", b.addr, State::Unhealthy).await;
+    assert_eq!(checks(&sw, "app", "success"), 0.0);
+
+    // What a reload does once the new file has compiled: swap the snapshot, then apply membership.
+    let after = redirect("200-399");
+    let text = config("", &[group("app", &[b.addr], &after)]);
+    let source =
+        seawall::config::Source::new(sw.dir.path().join("seawall.toml"), sw.dir.path(), text);
+    let cfg = seawall::config::load(&source).unwrap();
+    let shared = sw.running.shared();
+    let snapshot = seawall::config::compile::compile(&source, &cfg, &shared.registry).unwrap();
+    shared.snapshot.store(Arc::new(snapshot));
+    shared.snapshot.load().apply_membership();
+
+    // The target kept its state: unhealthy, it needs healthy_threshold passes, not one.
+    wait_state(&sw, "app", b.addr, State::Healthy).await;
+    assert!(
+        checks(&sw, "app", "success") >= 2.0,
+        "healthy after {} passes",
+        checks(&sw, "app", "success")
+    );
+    wait_gauges(&sw, "app", (1.0, 0.0)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS and gRPC
+
+/// What a probe-recording target saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    version: http::Version,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+async fn record(req: Request<Incoming>, log: &Log) -> Request<()> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    log.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body,
+    });
+    Request::from_parts(parts, ())
+}
+
+/// An HTTPS (HTTP/1.1) target with a self-signed certificate; counts completed handshakes.
+async fn tls_target() -> (
+    SocketAddr,
+    Log,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let cert = seawall::tls::self_signed(&["127.0.0.1".to_string()]).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(seawall::tls::provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            cert.loaded.key,
+        )));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (log, handshakes) = (Log::default(), Arc::new(AtomicUsize::new(0)));
+    let (log2, handshakes2) = (log.clone(), handshakes.clone());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            while conns.try_join_next().is_some() {}
+            let (acceptor, log, handshakes) = (acceptor.clone(), log2.clone(), handshakes2.clone());
+            conns.spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                handshakes.fetch_add(1, Ordering::SeqCst);
+                let svc = service_fn(move |req| {
+                    let log = log.clone();
+                    async move {
+                        record(req, &log).await;
+                        Ok::<_, Infallible>(Response::new(empty()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, log, handshakes, task)
+}
+
+#[tokio::test]
+async fn https_groups_check_over_tls() {
+    let (tls_addr, log, handshakes, _task) = tls_target().await;
+    let plain = Backend::start("plain").await;
+    let health = r#"interval = "500ms"
+timeout = "400ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+path = "/health""#;
+    let sw = Seawall::start(&config(
+        "",
+        &[Group {
+            name: "secure",
+            targets: &[tls_addr, plain.addr],
+            extra: "protocol = \"https\"",
+            health,
+        }],
+    ));
+    wait_state(&sw, "secure", tls_addr, State::Healthy).await;
+    assert!(handshakes.load(Ordering::SeqCst) >= 1);
+    let seen = log.lock().unwrap()[0].clone();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.path, "/health");
+    assert_eq!(seen.headers["host"], tls_addr.to_string().as_str());
+    assert_eq!(seen.headers["user-agent"], "ELB-HealthChecker/2.0");
+
+    // A plain-HTTP target cannot pass a check that speaks TLS.
+    wait_state(&sw, "secure", plain.addr, State::Unhealthy).await;
+    let reason = state(&sw, "secure", plain.addr).1.unwrap();
+    assert_eq!(reason.code, "Target.FailedHealthChecks");
+    assert!(reason.description.contains("TLS"), "{reason:?}");
+}
+
+/// How an h2c gRPC target answers its health path.
+#[derive(Clone, Copy)]
+enum GrpcAnswer {
+    /// `grpc-status` in the trailers, after an empty message.
+    Trailers(u16),
+    /// A trailers-only answer: `grpc-status` in the headers.
+    HeadersOnly(u16),
+}
+
+/// A plain-text HTTP/2 (prior knowledge) target: the gRPC health path answers as `answer`
+/// says; anything else answers 200.
+async fn h2c_target(answer: GrpcAnswer) -> (SocketAddr, Log, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Log::default();
+    let log2 = log.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            while conns.try_join_next().is_some() {}
+            let log = log2.clone();
+            conns.spawn(async move {
+                let svc = service_fn(move |req| {
+                    let log = log.clone();
+                    async move {
+                        let req = record(req, &log).await;
+                        let resp = if req.uri().path() != "/AWS.ALB/healthcheck" {
+                            Response::new(empty())
+                        } else {
+                            match answer {
+                                GrpcAnswer::Trailers(code) => {
+                                    let mut trailers = HeaderMap::new();
+                                    trailers.insert("grpc-status", code.into());
+                                    let frames = [
+                                        Frame::data(Bytes::from_static(&[0; 5])),
+                                        Frame::trailers(trailers),
+                                    ];
+                                    Response::builder()
+                                        .header("content-type", "application/grpc")
+                                        .body(BodyExt::boxed(StreamBody::new(
+                                            futures_util::stream::iter(
+                                                frames.map(Ok::<_, Infallible>),
+                                            ),
+                                        )))
+                                        .unwrap()
+                                }
+                                GrpcAnswer::HeadersOnly(code) => Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", code)
+                                    .body(empty())
+                                    .unwrap(),
+                            }
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, log, task)
+}
+
+#[tokio::test]
+async fn grpc_groups_match_grpc_status_and_http2_groups_probe_over_h2c() {
+    let (unimplemented, log, _t1) = h2c_target(GrpcAnswer::Trailers(12)).await;
+    let (unavailable, _, _t2) = h2c_target(GrpcAnswer::HeadersOnly(14)).await;
+    let http1 = Backend::start("http1").await;
+    let health = r#"interval = "500ms"
+timeout = "400ms"
+healthy_threshold = 2
+unhealthy_threshold = 2"#;
+    let sw = Seawall::start(&config(
+        "",
+        &[
+            Group {
+                name: "grpc",
+                targets: &[unimplemented, unavailable],
+                extra: "protocol_version = \"grpc\"",
+                health,
+            },
+            Group {
+                name: "h2",
+                targets: &[unimplemented, http1.addr],
+                extra: "protocol_version = \"http2\"",
+                health,
+            },
+        ],
+    ));
+    // ALB's default gRPC matcher is 12 (UNIMPLEMENTED: the server is up, the method unknown).
+    wait_state(&sw, "grpc", unimplemented, State::Healthy).await;
+    wait_state(&sw, "grpc", unavailable, State::Unhealthy).await;
+    let reason = state(&sw, "grpc", unavailable).1.unwrap();
+    assert_eq!(reason.code, "Target.ResponseCodeMismatch");
+    assert_eq!(
+        reason.description,
+        "Health checks failed with these codes: [14]"
+    );
+
+    let grpc_probe = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path == "/AWS.ALB/healthcheck")
+        .cloned()
+        .expect("a gRPC probe");
+    assert_eq!(grpc_probe.method, "POST");
+    assert_eq!(grpc_probe.version, http::Version::HTTP_2);
+    assert_eq!(grpc_probe.headers["content-type"], "application/grpc");
+    assert_eq!(grpc_probe.headers["te"], "trailers");
+    assert_eq!(grpc_probe.headers["user-agent"], "ELB-HealthChecker/2.0");
+    assert_eq!(&grpc_probe.body[..], &[0u8; 5], "one empty gRPC message");
+
+    // HTTP/2 groups: GET over prior-knowledge h2c; an HTTP/1-only target fails it.
+    wait_state(&sw, "h2", unimplemented, State::Healthy).await;
+    wait_state(&sw, "h2", http1.addr, State::Unhealthy).await;
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.method == "GET" && s.path == "/" && s.version == http::Version::HTTP_2));
+    assert_eq!(
+        state(&sw, "h2", http1.addr).1.unwrap().code,
+        "Target.FailedHealthChecks"
+    );
+}

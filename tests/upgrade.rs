@@ -1,0 +1,196 @@
+//! Zero-downtime binary upgrade with the real binary: SIGUSR2 starts the new process, which takes
+//! over every listening socket; the old one drains and exits.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::process::{self, Proc};
+use common::*;
+use http::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+fn config(dir: &std::path::Path, extra_runtime: &str) -> std::path::PathBuf {
+    let path = dir.join("seawall.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "5s"
+{extra_runtime}
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ fixed_response = {{ status = 200, body = "served" }} }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The pid a log line `... pid=N ...` names.
+fn logged_pid(log: &str, marker: &str) -> Option<u32> {
+    log.lines()
+        .filter(|l| l.contains(marker))
+        .find_map(|l| process::field(l, "pid")?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_under_load_refuses_nothing_and_the_old_process_drains_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "");
+    let mut old = Proc::start(&path, &["web"], true).await;
+    old.wait_ready().await;
+    let addr = old.addr("web");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut loads = Vec::new();
+    // A new connection for every request: a refused or reset connection would show here.
+    for _ in 0..2 {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        loads.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Err(e) => failures.lock().unwrap().push(format!("connect: {e}")),
+                    Ok(tcp) => {
+                        let mut c = h1(tcp).await;
+                        let req = Request::get("/").header("host", "t").body(empty()).unwrap();
+                        match c.send_request(req).await {
+                            Ok(r) if r.status() == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {}", r.status())),
+                            Err(e) => failures.lock().unwrap().push(format!("request: {e}")),
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Keep-alive requests through a pooled client, which (like any HTTP client) sends again a
+    // request that a server closing an idle connection never read.
+    {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        loads.push(tokio::spawn(async move {
+            let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+            let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(uri.clone()).await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("keep-alive: {e:?}")),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = ok.load(Ordering::Relaxed);
+    assert!(before > 0, "the load runs");
+
+    old.signal("USR2");
+    let status = old.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "the old process exits 0 after draining: {status}\n{}",
+        old.log()
+    );
+    let new_pid = logged_pid(&old.log(), "new process started").expect("the new pid is logged");
+    assert_ne!(new_pid, old.child.id());
+
+    // The new process serves on the same address, the admin one included.
+    let after_exit = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loads {
+        l.await.unwrap();
+    }
+    let served = ok.load(Ordering::Relaxed);
+    assert!(
+        served > after_exit,
+        "requests are served after the old process left"
+    );
+    assert_eq!(get(old.admin(), false, "a", "/healthz").await.status, 200);
+    let failures = failures.lock().unwrap().clone();
+    let kill = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {new_pid}"))
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let log = old.log();
+    assert!(log.contains("took over the listening sockets"), "{log}");
+}
+
+#[tokio::test]
+async fn a_new_binary_that_fails_leaves_the_old_one_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "binary = \"/bin/false\"");
+    let mut p = Proc::start(&path, &["web"], true).await;
+    p.wait_ready().await;
+    p.signal("USR2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !p.log().contains("upgrade failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", p.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(p.child.try_wait().unwrap().is_none(), "still running");
+    let got = get(p.addr("web"), false, "a", "/").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "served");
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test]
+async fn post_upgrade_hands_over_and_answers_with_the_new_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "");
+    let mut old = Proc::start(&path, &["web"], true).await;
+    old.wait_ready().await;
+    let admin = old.admin();
+    let mut c = h1(tokio::net::TcpStream::connect(admin).await.unwrap()).await;
+    let req = Request::post("/upgrade")
+        .header("host", "admin")
+        .body(empty())
+        .unwrap();
+    let got = read(c.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let pid = got.json()["pid"].as_u64().unwrap() as u32;
+    assert_ne!(pid, old.child.id());
+    assert!(old.wait_exit(Duration::from_secs(20)).await.success());
+    // The same addresses now belong to the new process.
+    assert_eq!(get(old.addr("web"), false, "a", "/").await.text(), "served");
+    assert_eq!(get(admin, false, "a", "/healthz").await.status, 200);
+    let killed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {pid}"))
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
