@@ -110,8 +110,10 @@ pub fn target_tls_config() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// Accepts any certificate but still checks handshake signatures: used for targets (as ALB does)
+/// and by `seawall bench --insecure`.
 #[derive(Debug)]
-struct AnyTargetCertificate(Arc<CryptoProvider>);
+pub struct AnyTargetCertificate(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyTargetCertificate {
     fn verify_server_cert(
