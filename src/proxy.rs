@@ -38,6 +38,7 @@ pub async fn handle(req: Request<Incoming>, ctx: &ConnContext) -> Response<Respo
     let request_guard = ctx.activity.begin_request();
     let listener = &ctx.listener;
     let grpc = grpc_content_type(req.headers()).cloned();
+    let http1 = req.version() < Version::HTTP_2;
     let (mut response, target_group, code) = match respond(req, ctx).await {
         Ok((r, tg)) => {
             let code = r.status();
@@ -68,6 +69,13 @@ pub async fn handle(req: Request<Incoming>, ctx: &ConnContext) -> Response<Respo
             .elb_responses_total
             .with_label_values(&[code.as_str()])
             .inc();
+    }
+    // A draining HTTP/1 connection tells its client not to send another request on it, so that
+    // closing it afterwards cannot race with one (see `server::DRAIN_IDLE_GRACE`).
+    if http1 && ctx.activity.closing() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response.body_mut().request = Some(request_guard);
     response

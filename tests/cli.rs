@@ -815,3 +815,81 @@ targets = ["{}"]
     assert!(p.log().contains("stopped"), "{}", p.log());
     assert!(!p.log().contains('\u{1b}'), "colour codes in a piped log");
 }
+
+/// Draining and HTTP/1 keep-alive: closing an idle connection would race with a request the client
+/// is sending on it, so a draining connection answers its next request with `Connection: close`
+/// and then closes; one that stays idle is closed shortly after, without holding the exit up
+/// until drain_timeout.
+#[tokio::test]
+async fn draining_keep_alive_connections_get_connection_close_then_idle_ones_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let drain_timeout = Duration::from_secs(20);
+    let file = write(
+        dir.path(),
+        "seawall.toml",
+        &format!(
+            r#"[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "{}s"
+idle_timeout = "60s"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ fixed_response = {{ status = 200, body = "up" }} }}
+"#,
+            drain_timeout.as_secs()
+        ),
+    );
+    let mut p = Proc::start(&file, &["web"], true).await;
+    let web = p.addr("web");
+    p.wait_ready().await;
+
+    let request = || {
+        http::Request::get("/")
+            .header("host", "a")
+            .body(empty())
+            .unwrap()
+    };
+    let mut busy = h1(tokio::net::TcpStream::connect(web).await.unwrap()).await;
+    let mut idle = h1(tokio::net::TcpStream::connect(web).await.unwrap()).await;
+    for c in [&mut busy, &mut idle] {
+        let got = read(c.send_request(request()).await.unwrap()).await;
+        assert_eq!(got.status, 200);
+        assert!(got.headers.get("connection").is_none(), "{:?}", got.headers);
+    }
+
+    let sent = Instant::now();
+    p.signal("TERM");
+    assert!(
+        eventually(Duration::from_secs(5), || refused(web)).await,
+        "the listener still accepts after SIGTERM"
+    );
+    // The kept-alive connection still takes one request, and says it is the last.
+    let got = read(busy.send_request(request()).await.unwrap()).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.text(), "up");
+    assert_eq!(
+        got.headers.get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async { busy.is_closed() }).await,
+        "the connection stays open after its last response"
+    );
+    // The idle one is closed by the server, and the process exits long before drain_timeout.
+    assert!(
+        eventually(Duration::from_secs(10), || async { idle.is_closed() }).await,
+        "the idle connection is never closed"
+    );
+    let status = p.wait_exit(drain_timeout).await;
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+    assert!(
+        sent.elapsed() < drain_timeout / 2,
+        "exit took {:?}",
+        sent.elapsed()
+    );
+}

@@ -38,6 +38,8 @@ pub struct Activity {
     /// The connection was handed over to a protocol upgrade (WebSocket): its bytes are no longer
     /// HTTP, so no head limits apply.
     upgraded: AtomicBool,
+    /// The connection is draining: the next HTTP/1 response says `Connection: close`.
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -49,6 +51,7 @@ impl Activity {
             epoch: Instant::now(),
             framing_conflict: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -60,14 +63,22 @@ impl Activity {
         RequestGuard(self.clone())
     }
 
-    /// When the connection will have been idle for `idle_timeout`; `None` while a request is in
-    /// flight.
-    pub fn idle_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
+    /// When the connection last became idle; `None` while a request is in flight.
+    pub fn idle_since(&self) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-        Some(self.epoch + since + idle_timeout)
+        Some(self.epoch + since)
+    }
+
+    /// Asks that the connection close after its next (or current) HTTP/1 response.
+    pub fn ask_to_close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Whether the current request's raw head had both Content-Length and Transfer-Encoding

@@ -40,6 +40,14 @@ pub struct ListenerContext {
 /// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// While draining, how long an idle HTTP/1 connection is kept open for one last request.
+///
+/// Closing an idle keep-alive connection races with a client that is sending a request on it at
+/// that moment: the request is lost and the client sees a reset, which it may not retry. So a
+/// draining HTTP/1 connection answers its next request with `Connection: close` (as HAProxy did
+/// before 2.4) and is only closed outright once it has sat idle this long since the drain began.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves one accepted connection to its end.
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
     let shared = &listener.shared;
@@ -164,6 +172,7 @@ async fn serve_http<S>(
         drive(
             conn,
             |c| c.graceful_shutdown(),
+            Drain::GoAway,
             &activity,
             rt.idle_timeout,
             shutdown,
@@ -179,6 +188,7 @@ async fn serve_http<S>(
         drive(
             conn,
             |c| c.graceful_shutdown(),
+            Drain::LastRequest,
             &activity,
             rt.idle_timeout,
             shutdown,
@@ -187,11 +197,22 @@ async fn serve_http<S>(
     }
 }
 
+/// How a connection is told that the process (or its listener) is draining.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// HTTP/2: a GOAWAY tells the client which streams were taken, so it can retry the others
+    /// elsewhere; no race with requests in flight.
+    GoAway,
+    /// HTTP/1: see [`DRAIN_IDLE_GRACE`].
+    LastRequest,
+}
+
 /// Runs a hyper connection until it ends, closing it gracefully when it has been idle for
-/// `idle_timeout` or when the process starts draining.
+/// `idle_timeout` or, once the process starts draining, as `drain` says.
 async fn drive<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
+    drain: Drain,
     activity: &Activity,
     idle_timeout: Duration,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -200,12 +221,19 @@ async fn drive<C, E>(
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
-    let mut draining = false;
+    let mut drain_started: Option<Instant> = None;
+    // When an idle connection is to be closed; `None` while a request is in flight.
+    let close_at = |drain_started: Option<Instant>| {
+        let since = activity.idle_since()?;
+        let idle = since + idle_timeout;
+        Some(match drain_started {
+            Some(start) => idle.min(since.max(start) + DRAIN_IDLE_GRACE),
+            None => idle,
+        })
+    };
     loop {
         // While busy, look again after a full idle period: the deadline can only be later.
-        let wake = activity
-            .idle_deadline(idle_timeout)
-            .unwrap_or_else(|| Instant::now() + idle_timeout);
+        let wake = close_at(drain_started).unwrap_or_else(|| Instant::now() + idle_timeout);
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -214,14 +242,17 @@ async fn drive<C, E>(
                 return;
             }
             _ = sleep_until(wake) => {
-                if activity.idle_deadline(idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                if close_at(drain_started).is_some_and(|d| d <= Instant::now()) {
                     graceful(conn.as_mut());
                     break;
                 }
             }
-            _ = shutdown.cancelled(), if !draining => {
-                draining = true;
-                graceful(conn.as_mut());
+            _ = shutdown.cancelled(), if drain_started.is_none() => {
+                drain_started = Some(Instant::now());
+                match drain {
+                    Drain::GoAway => graceful(conn.as_mut()),
+                    Drain::LastRequest => activity.ask_to_close(),
+                }
             }
         }
     }
