@@ -145,8 +145,20 @@ fn random_eligible(
 }
 
 /// A random target, each with a weight of 1 (less during slow start).
+///
+/// Picks by rejection sampling, O(1) expected per pick whatever the group's size: a uniformly
+/// random target is taken if eligible, with a probability of its weight (every weight is at most
+/// 1), and otherwise another is drawn. After [`REJECTION_TRIES`] draws without one (few targets
+/// eligible, or most of them ramping up) it falls back to the exact weighted scan. The choice
+/// follows the weights exactly either way: each draw accepts target `i` with probability
+/// `w_i / n`, so whichever draw accepts, and the scan, choose `i` with probability `w_i / Σw`.
 #[derive(Debug, Default)]
 pub struct WeightedRandom;
+
+/// Draws before [`WeightedRandom`] falls back to the exact scan. With every target eligible and
+/// weights of at least 0.1 (the floor of a slow-start ramp) the fallback runs once in about
+/// 0.9^64 ≈ 1/850 picks.
+const REJECTION_TRIES: usize = 64;
 
 impl Balancer for WeightedRandom {
     fn pick<'a>(
@@ -155,27 +167,51 @@ impl Balancer for WeightedRandom {
         eligible: Eligible,
         ctx: &PickContext,
     ) -> Option<&'a Arc<Target>> {
-        let weight = |t: &Target| t.slow_start_weight(ctx.slow_start, ctx.now);
-        let total: f64 = targets
-            .iter()
-            .filter(|t| t.is_eligible(eligible))
-            .map(|t| weight(t))
-            .sum();
-        if total <= 0.0 {
+        let n = targets.len();
+        if n == 0 {
             return None;
         }
-        let mut point = fastrand::f64() * total;
-        let mut last = None;
-        for t in targets.iter().filter(|t| t.is_eligible(eligible)) {
-            point -= weight(t);
-            if point < 0.0 {
+        for _ in 0..REJECTION_TRIES {
+            let t = &targets[fastrand::usize(..n)];
+            if !t.is_eligible(eligible) {
+                continue;
+            }
+            let w = t.slow_start_weight(ctx.slow_start, ctx.now);
+            if w >= 1.0 || fastrand::f64() < w {
                 return Some(t);
             }
-            last = Some(t);
         }
-        // Rounding can leave the point a hair above zero after the last target.
-        last
+        weighted_scan(targets, eligible, ctx)
     }
+}
+
+/// The exact weighted choice: two passes over the targets, one to sum the eligible weights and one
+/// to find where a random point of that sum falls.
+fn weighted_scan<'a>(
+    targets: &'a [Arc<Target>],
+    eligible: Eligible,
+    ctx: &PickContext,
+) -> Option<&'a Arc<Target>> {
+    let weight = |t: &Target| t.slow_start_weight(ctx.slow_start, ctx.now);
+    let total: f64 = targets
+        .iter()
+        .filter(|t| t.is_eligible(eligible))
+        .map(|t| weight(t))
+        .sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut point = fastrand::f64() * total;
+    let mut last = None;
+    for t in targets.iter().filter(|t| t.is_eligible(eligible)) {
+        point -= weight(t);
+        if point < 0.0 {
+            return Some(t);
+        }
+        last = Some(t);
+    }
+    // Rounding can leave the point a hair above zero after the last target.
+    last
 }
 
 #[cfg(test)]
@@ -289,5 +325,79 @@ mod tests {
             .filter(|_| port(rr.pick(&ts, Eligible::Healthy, &slow)) == 2)
             .count();
         assert!(new < 800, "{new}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn weighted_random_shares_follow_the_weights() {
+        let ramp = Duration::from_secs(100);
+        let ts = targets(5);
+        // Past the ramp: every target at full weight.
+        tokio::time::advance(Duration::from_secs(200)).await;
+        // Target 2 turned healthy again half-way through the ramp ago: 0.1 + 0.9 * 0.5 = 0.55.
+        ts[1].set_state(State::Unhealthy, None);
+        ts[1].set_state(State::Healthy, None);
+        tokio::time::advance(Duration::from_secs(50)).await;
+        // Target 3 just turned healthy again: 0.1. Target 4 is unhealthy, target 5 draining.
+        ts[2].set_state(State::Unhealthy, None);
+        ts[2].set_state(State::Healthy, None);
+        ts[3].set_state(State::Unhealthy, None);
+        ts[4].start_draining();
+        let slow = PickContext {
+            slow_start: ramp,
+            now: Instant::now(),
+        };
+        let weights = [1.0, 0.55, 0.1, 0.0, 0.0];
+        for (t, w) in ts.iter().zip(weights).take(3) {
+            assert!((t.slow_start_weight(ramp, slow.now) - w).abs() < 1e-9);
+        }
+        let total: f64 = weights.iter().sum();
+        let wr = WeightedRandom;
+        let picks = 40_000;
+        let mut counts = [0usize; 5];
+        for _ in 0..picks {
+            counts[port(wr.pick(&ts, Eligible::Healthy, &slow)) as usize - 1] += 1;
+        }
+        for (i, w) in weights.iter().enumerate() {
+            let share = counts[i] as f64 / picks as f64;
+            // Standard deviations are at most 0.0025; 0.015 is six of them.
+            assert!(
+                (share - w / total).abs() < 0.015,
+                "target {}: share {share}, expected {}: {counts:?}",
+                i + 1,
+                w / total
+            );
+        }
+        assert_eq!(counts[3] + counts[4], 0, "{counts:?}");
+
+        // Fail-open: the unhealthy target joins at full weight (slow start is for healthy targets
+        // only), the draining one stays out.
+        ts[0].set_state(State::Unhealthy, None);
+        ts[1].set_state(State::Unhealthy, None);
+        ts[2].set_state(State::Unhealthy, None);
+        assert!(wr.pick(&ts, Eligible::Healthy, &slow).is_none());
+        let mut counts = [0usize; 5];
+        for _ in 0..8000 {
+            counts[port(wr.pick(&ts, Eligible::NotDraining, &slow)) as usize - 1] += 1;
+        }
+        assert_eq!(counts[4], 0, "{counts:?}");
+        assert!(counts[..4].iter().all(|&c| c > 1600), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn weighted_random_finds_the_one_eligible_target_of_a_large_group() {
+        let ts = targets(1000);
+        for t in &ts[1..] {
+            t.set_state(State::Unhealthy, None);
+        }
+        ts[999].start_draining();
+        let wr = WeightedRandom;
+        // Random draws almost never land on it; the exact scan after them always does.
+        for _ in 0..100 {
+            assert_eq!(port(wr.pick(&ts, Eligible::Healthy, &ctx())), 1);
+            let p = port(wr.pick(&ts, Eligible::NotDraining, &ctx()));
+            assert_ne!(p, 1000, "a draining target is never picked");
+        }
+        ts[0].start_draining();
+        assert!(wr.pick(&ts, Eligible::Healthy, &ctx()).is_none());
     }
 }
