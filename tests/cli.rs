@@ -454,6 +454,31 @@ default_action = { fixed_response = { status = 404 } }
     );
 }
 
+#[test]
+fn slow_start_with_least_outstanding_requests() {
+    let err = check_fails(
+        "slow-lor.toml",
+        r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { forward = "app" }
+
+[[target_groups]]
+name = "app"
+targets = ["127.0.0.1:9201"]
+algorithm = "least_outstanding_requests"
+slow_start = "30s"
+"#,
+        11,
+        "target_groups[0].slow_start",
+    );
+    assert!(
+        err.contains("slow start does not combine with least_outstanding_requests"),
+        "{err}"
+    );
+}
+
 /// Every error of a file is reported in one run, not only the first.
 #[test]
 fn all_errors_are_reported_at_once() {
