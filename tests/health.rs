@@ -719,3 +719,284 @@ unhealthy_threshold = 2"#;
         "Target.FailedHealthChecks"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Passive failure and the one retry
+
+/// `[admin]` on port 0. `config` puts its first argument at the end of `[runtime]`; a table
+/// header there starts a table of its own.
+const ADMIN: &str = "[admin]\nbind = \"127.0.0.1:0\"";
+
+/// A check interval far longer than the tests that use it: after the first probes, only the data
+/// plane can notice a target die.
+const SLOW: &str = r#"interval = "60s"
+timeout = "1s"
+healthy_threshold = 2
+unhealthy_threshold = 2"#;
+
+/// The member of `group` at `addr`.
+fn member(sw: &Seawall, group: &str, addr: SocketAddr) -> Arc<seawall::targets::Target> {
+    let g = sw.running.shared().registry.get(group).unwrap();
+    let found = g.members().iter().find(|t| t.addr == addr).cloned();
+    found.unwrap_or_else(|| panic!("{addr} is a member of {group}"))
+}
+
+/// Kills a backend and waits until its port refuses connections.
+async fn kill(b: Backend) -> SocketAddr {
+    let addr = b.addr;
+    b.kill();
+    drop(b);
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(start.elapsed() < PATIENCE, "{addr} still accepts");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    addr
+}
+
+/// A POST of `data` to `/upload` through `listener`.
+async fn post(sw: &Seawall, listener: &str, data: &'static str) -> Got {
+    let tcp = tokio::net::TcpStream::connect(sw.addr(listener))
+        .await
+        .unwrap();
+    let mut c = h1(tcp).await;
+    let req = Request::post("/upload")
+        .header("host", "example.test")
+        .body(body(data))
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, c.send_request(req))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    read(resp).await
+}
+
+#[tokio::test]
+async fn a_refused_connection_marks_the_target_unhealthy_at_once_and_only_a_get_is_retried() {
+    let dying = Backend::start("dying").await;
+    let live = Backend::start("live").await;
+    let targets = [dying.addr, live.addr];
+    // The same two targets in two groups, each with its own target states and round-robin turn:
+    // "reads" takes GETs, "writes" a POST.
+    let sw = Seawall::start(&config(
+        ADMIN,
+        &[
+            group("reads", &targets, SLOW),
+            group("writes", &targets, SLOW),
+        ],
+    ));
+    sw.wait_healthy("reads").await;
+    sw.wait_healthy("writes").await;
+    let dead = kill(dying).await;
+    let (reads_dead, writes_dead) = (member(&sw, "reads", dead), member(&sw, "writes", dead));
+    assert_eq!(
+        reads_dead.state(),
+        State::Healthy,
+        "the checks have not seen it"
+    );
+
+    // GETs until one has been sent to the dead target first: each is answered by the live one,
+    // the one that met the refused connection after its single retry.
+    let mut gets = 0;
+    while reads_dead.passive_failures() == 0 {
+        assert!(gets < 20, "the dead target was never picked");
+        let (status, id) = through(&sw, "reads").await;
+        gets += 1;
+        assert_eq!(
+            (status, id.as_deref()),
+            (200, Some("live")),
+            "GET {gets}: a GET whose connection was refused is retried on the other target"
+        );
+    }
+    assert_eq!(live.hits(), gets, "each GET reached the live target once");
+    assert_eq!(reads_dead.passive_failures(), 1);
+    // At once, not after a check interval: read without waiting.
+    assert_eq!(reads_dead.state(), State::Unhealthy);
+    let reason = reads_dead.reason().unwrap();
+    assert_eq!(reason.code, "Target.FailedHealthChecks");
+    assert!(
+        reason.description.starts_with("connection failed"),
+        "{reason:?}"
+    );
+    let all = get(sw.admin(), false, "admin", "/targets").await.json();
+    let described = all["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "reads")
+        .and_then(|g| {
+            g["TargetHealthDescriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["Target"]["Port"] == dead.port())
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{dead} in /targets: {all}"));
+    assert_eq!(
+        described["TargetHealth"]["State"], "unhealthy",
+        "{described}"
+    );
+    let text = described["TargetHealth"]["Description"].as_str().unwrap();
+    assert!(text.contains("connection failed"), "{described}");
+    // The other group's target is another target: its state is its own.
+    assert_eq!(writes_dead.state(), State::Healthy);
+    // Later GETs go to the live target alone.
+    for _ in 0..4 {
+        assert_eq!(through(&sw, "reads").await, (200, Some("live".into())));
+    }
+    assert_eq!(reads_dead.passive_failures(), 1, "not picked again");
+
+    // POSTs with a body until one has been sent to the dead target: that one is not retried.
+    let mut posts = 0;
+    let hits = live.hits();
+    let last = loop {
+        assert!(posts < 20, "the dead target was never picked");
+        let got = post(&sw, "writes", "hello").await;
+        posts += 1;
+        if writes_dead.passive_failures() > 0 {
+            break got;
+        }
+        assert_eq!(got.status, 200, "POST {posts}: {}", got.text());
+        assert!(got.text().ends_with(" 5"), "{}", got.text());
+    };
+    assert_eq!(last.status, 502, "POST {posts}: {}", last.text());
+    assert_eq!(
+        live.hits(),
+        hits + posts - 1,
+        "the failed POST never reached the live target"
+    );
+    assert_eq!(writes_dead.state(), State::Unhealthy);
+}
+
+// ---------------------------------------------------------------------------------------------
+// State changes in the log
+
+#[tokio::test]
+async fn a_target_going_unhealthy_is_logged_once_with_its_reason() {
+    use common::process::{field, Proc};
+    let b = Backend::start("b1").await;
+    let health = format!("{FAST}\npath = \"/status?code=500\"");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seawall.toml");
+    std::fs::write(&path, config("", &[group("app", &[b.addr], &health)])).unwrap();
+    let p = Proc::start(&path, &["app"], false).await;
+    let target = b.addr.to_string();
+    let changes = || -> Vec<String> {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("target state changed") && field(l, "target") == Some(&target))
+            .map(str::to_string)
+            .collect()
+    };
+    let start = Instant::now();
+    while changes().is_empty() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no state change logged:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Several more failing checks: the target stays unhealthy, and that is no news.
+    let probes = b.probes();
+    let start = Instant::now();
+    while b.probes() < probes + 3 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the checks stopped:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lines = changes();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = &lines[0];
+    assert_eq!(field(line, "target_group"), Some("app"), "{line}");
+    assert_eq!(field(line, "from"), Some("initial"), "{line}");
+    assert_eq!(field(line, "to"), Some("unhealthy"), "{line}");
+    assert_eq!(
+        field(line, "reason"),
+        Some("Target.ResponseCodeMismatch"),
+        "{line}"
+    );
+    assert!(
+        line.contains("Health checks failed with these codes: [500]"),
+        "{line}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One probe at a time
+
+/// A target that accepts connections and never answers, holding each until the client closes it.
+/// Gives the number of connections it accepted and the most it saw open at once.
+///
+/// Counted when a connection is accepted, against the ones before it that have not reached their
+/// end of stream: on loopback a client's close has reached this side by the time its `close`
+/// returns, so a client that closes one connection before opening the next is never counted
+/// twice, however late this task runs.
+async fn holding_target() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (accepted2, most2) = (accepted.clone(), most.clone());
+    tokio::spawn(async move {
+        let mut open: Vec<std::net::TcpStream> = Vec::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            // Non-blocking, as tokio left it: a read says "still open" with `WouldBlock`.
+            let tcp = tcp.into_std().unwrap();
+            open.retain_mut(|c| {
+                let mut buf = [0u8; 1024];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => return false,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                        Err(_) => return false,
+                    }
+                }
+            });
+            open.push(tcp);
+            accepted2.fetch_add(1, Ordering::SeqCst);
+            most2.fetch_max(open.len(), Ordering::SeqCst);
+        }
+    });
+    (addr, accepted, most)
+}
+
+#[tokio::test]
+async fn a_target_never_has_two_probes_at_once() {
+    let (a, a_probes, a_most) = holding_target().await;
+    let (b, b_probes, b_most) = holding_target().await;
+    // Every probe is held until it times out, most of each interval: a probe left open, or a
+    // second checker for the same target, shows as two connections at once.
+    let health = r#"interval = "300ms"
+timeout = "250ms"
+healthy_threshold = 2
+unhealthy_threshold = 2"#;
+    let sw = Seawall::start(&config("", &[group("app", &[a, b], health)]));
+    let g = sw.running.shared().registry.get("app").unwrap();
+    let start = Instant::now();
+    let mut churned = 0;
+    while a_probes.load(Ordering::SeqCst) < 6 || b_probes.load(Ordering::SeqCst) < 6 {
+        assert!(start.elapsed() < PATIENCE, "too few probes");
+        // Membership changes meanwhile: the group checker looks at its targets again each time,
+        // and must not start a second task for one it checks already.
+        if churned < 4 && start.elapsed() > Duration::from_millis(250 * (churned + 1)) {
+            let extra = dead_port();
+            g.register(&[extra], Origin::Api);
+            g.deregister(&[extra], Duration::ZERO);
+            churned += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_state(&sw, "app", a, State::Unhealthy).await;
+    assert_eq!(state(&sw, "app", a).1.unwrap().code, "Target.Timeout");
+    assert_eq!(a_most.load(Ordering::SeqCst), 1, "probes of {a} at once");
+    assert_eq!(b_most.load(Ordering::SeqCst), 1, "probes of {b} at once");
+}
