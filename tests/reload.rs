@@ -580,6 +580,68 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) == 1.0 }).await);
 }
 
+const LAST_SUCCESS: &str = "seawall_config_last_reload_success_timestamp_seconds";
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64
+}
+
+/// Waits until the wall clock's whole seconds are past `t`, so that a gauge set now would move.
+async fn past(t: f64) {
+    assert!(
+        eventually(PATIENCE, || async { unix_now() > t }).await,
+        "the clock never passed {t}"
+    );
+}
+
+#[tokio::test]
+async fn last_success_timestamp_moves_on_a_successful_reload_only() {
+    let before_start = unix_now();
+    let sw = Seawall::start(&fixed_config("one"));
+    let path = sw.dir.path().join("seawall.toml");
+    let started = sw.metric(LAST_SUCCESS);
+    assert!(
+        (before_start..=unix_now()).contains(&started),
+        "set at start: {started}, started at {before_start}"
+    );
+
+    past(started).await;
+    replace(
+        &path,
+        &format!(
+            "{}
+[[listeners]
+",
+            fixed_config("broken")
+        ),
+    );
+    sw.running.reload().await.expect_err("a broken file");
+    assert_eq!(sw.metric(LAST_SUCCESS), started, "a failed reload");
+    // The watcher may try the same file too, a little later; it fails as well.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sw.metric(LAST_SUCCESS), started, "a failed reload");
+    assert!(sw.metric(RELOADS_FAILED) >= 1.0);
+
+    replace(&path, &fixed_config("two"));
+    let before = unix_now();
+    sw.running.reload().await.unwrap();
+    let first = sw.metric(LAST_SUCCESS);
+    assert!(first > started, "{first} after {started}");
+    assert!((before..=unix_now()).contains(&first), "{first}");
+    assert_eq!(text(sw.addr("web"), "/").await, "two");
+
+    // Every successful reload sets it, not only the first, and one of an unchanged file too.
+    past(first).await;
+    let before = unix_now();
+    sw.running.reload().await.unwrap();
+    let second = sw.metric(LAST_SUCCESS);
+    assert!(second > first, "{second} after {first}");
+    assert!((before..=unix_now()).contains(&second), "{second}");
+}
+
 #[tokio::test]
 async fn port_in_use_fails_the_whole_reload() {
     let sw = Seawall::start(&fixed_config("one"));
