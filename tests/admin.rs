@@ -912,3 +912,142 @@ async fn post_reload_applies_the_file_and_reports_failures_with_their_line() {
         "a failed reload changes nothing"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reloads and the admin API
+
+/// Replaces the config file whole (a temp file renamed over it), so that the file watcher, which
+/// may reload it too, never reads it half-written.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn api_targets_survive_a_reload_that_drains_a_config_target() {
+    let (a, b, api) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("api").await,
+    );
+    // Long enough that "b" is still draining when the test ends.
+    let delay = "deregistration_delay = \"30s\"";
+    let sw = Seawall::start(&config("", &group("app", &[a.addr, b.addr], delay)));
+    let path = sw.dir.path().join("seawall.toml");
+    assert_eq!(
+        change(&sw, "register", "app", &[api.addr]).await.status,
+        200
+    );
+    let all_healthy = |all: &Value| {
+        let g = group_of(all, "app");
+        [a.addr, b.addr, api.addr]
+            .iter()
+            .all(|&t| target_of(g, t).is_some_and(|d| d["TargetHealth"]["State"] == "healthy"))
+    };
+    let all = wait_targets(&sw, PATIENCE, all_healthy).await;
+    assert!(all_healthy(&all), "{all}");
+
+    // The file now lists "a" alone, applied by POST /reload.
+    replace(&path, &config("", &group("app", &[a.addr], delay)));
+    let reloaded = admin(&sw, Method::POST, "/reload", &[], Bytes::new()).await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.text());
+
+    let all = targets(&sw).await;
+    let g = group_of(&all, "app");
+    let described = |addr| target_of(g, addr).unwrap_or_else(|| panic!("{addr} in {g}"));
+    assert_eq!(
+        described(b.addr)["TargetHealth"]["State"],
+        "draining",
+        "{g}"
+    );
+    assert_eq!(described(b.addr)["Source"], "config", "{g}");
+    assert_eq!(described(api.addr)["Source"], "api", "{g}");
+    assert_eq!(
+        described(api.addr)["TargetHealth"]["State"],
+        "healthy",
+        "kept as it was, not reset: {g}"
+    );
+    assert_eq!(described(a.addr)["TargetHealth"]["State"], "healthy", "{g}");
+
+    // And it still takes traffic; the draining target takes none.
+    let b_hits = b.hits();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(backend_id(&sw).await);
+    }
+    assert!(ids.iter().any(|id| id == "api"), "{ids:?}");
+    assert!(ids.iter().all(|id| id == "api" || id == "a"), "{ids:?}");
+    assert_eq!(b.hits(), b_hits);
+
+    // A second reload, of the same file, keeps it too.
+    let reloaded = admin(&sw, Method::POST, "/reload", &[], Bytes::new()).await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.text());
+    let all = targets(&sw).await;
+    let api_now = target_of(group_of(&all, "app"), api.addr).cloned();
+    assert_eq!(
+        api_now.map(|d| (d["Source"].clone(), d["TargetHealth"]["State"].clone())),
+        Some((json!("api"), json!("healthy"))),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_post_reloads_each_reload_and_a_taken_port_is_a_409() {
+    let sw = Seawall::start(&config("", &group("app", &[], "")));
+    let path = sw.dir.path().join("seawall.toml");
+    let generation = || sw.running.shared().config.load().generation;
+    let ok = "seawall_config_reloads_total{result=\"success\"}";
+    let failed = "seawall_config_reloads_total{result=\"failure\"}";
+    let (gen0, ok0) = (generation(), sw.metric(ok));
+
+    // Five at once, of a file that has not changed: none is merged into another.
+    let answers = futures_util::future::join_all(
+        (0..5).map(|_| admin(&sw, Method::POST, "/reload", &[], Bytes::new())),
+    )
+    .await;
+    let mut generations: Vec<u64> = answers
+        .iter()
+        .map(|got| {
+            assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+            got.json()["config"]["generation"].as_u64().unwrap()
+        })
+        .collect();
+    generations.sort();
+    assert_eq!(generations, (gen0 + 1..=gen0 + 5).collect::<Vec<_>>());
+    assert_eq!(generation(), gen0 + 5);
+    assert_eq!(sw.metric(ok), ok0 + 5.0);
+    assert_eq!(sw.metric("seawall_config_generation"), (gen0 + 5) as f64);
+
+    // A new listener on a port that is taken: 409 with the listener and the reason.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&path).unwrap();
+    replace(
+        &path,
+        &format!(
+            "{text}\n[[listeners]]\nname = \"taken\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\"\ndefault_action = {{ fixed_response = {{ status = 200 }} }}\n"
+        ),
+    );
+    let failed_before = sw.metric(failed);
+    let got = admin(&sw, Method::POST, "/reload", &[], Bytes::new()).await;
+    assert_eq!(got.status, StatusCode::CONFLICT, "{}", got.text());
+    assert_eq!(got.headers["content-type"], "application/json");
+    let body = got.json();
+    assert_eq!(body["result"], "failure", "{body}");
+    let err = &body["errors"][0];
+    assert_eq!(err["listener"], "taken", "{body}");
+    assert!(
+        err["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("127.0.0.1:{port}"))),
+        "{body}"
+    );
+    assert_eq!(generation(), gen0 + 5, "nothing changed");
+    assert_eq!(sw.running.listener_addr("taken"), None);
+    assert!(sw.metric(failed) > failed_before);
+    assert_eq!(
+        proxied(&sw, "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
