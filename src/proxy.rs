@@ -30,6 +30,8 @@ use crate::upstream::{self, ForwardedFor, UpstreamBody};
 pub struct ConnContext {
     pub listener: Arc<ListenerContext>,
     pub peer: SocketAddr,
+    /// The peer's IP as `X-Forwarded-For` writes it, rendered once per connection.
+    pub peer_ip: HeaderValue,
     pub activity: Arc<Activity>,
 }
 
@@ -318,7 +320,7 @@ async fn forward(
     upstream::add_forwarded(
         &mut parts.headers,
         &ForwardedFor {
-            client_ip: ctx.peer.ip(),
+            client_ip: &ctx.peer_ip,
             proto: ctx.listener.protocol.as_str(),
             port: &ctx.listener.port_header,
         },

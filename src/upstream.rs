@@ -1,7 +1,6 @@
 //! The way to the targets: a pooled keep-alive hyper client per target group, and the header rewriting
 //! a proxy owes both sides (hop-by-hop removal, `X-Forwarded-*`, the ALB trace id).
 
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -176,6 +175,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers. `Upgrade` is removed too unless the exchange is an upgrade, in which
 /// case the caller puts `Connection: upgrade` back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names (cheap comparisons of standard names)
+    // spares a hash lookup per hop-by-hop name on every request and response.
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && name == header::UPGRADE));
+    if !any {
+        return;
+    }
     // Names listed in Connection are hop-by-hop for this message only.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -199,7 +206,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// What the forwarded headers say about the client side of the connection.
 pub struct ForwardedFor<'a> {
-    pub client_ip: IpAddr,
+    /// The client's address, pre-rendered once per connection.
+    pub client_ip: &'a HeaderValue,
     /// `http` or `https`: the listener's protocol.
     pub proto: &'static str,
     /// The port the client connected to, pre-rendered once per connection.
@@ -214,7 +222,7 @@ pub const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id
 /// Adds `X-Forwarded-For` (appending the client to any list the client sent, as ALB does),
 /// `X-Forwarded-Proto`, `X-Forwarded-Port`, and an `X-Amzn-Trace-Id` when the request has none.
 pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
-    let ip = f.client_ip.to_string();
+    let ip = f.client_ip.as_bytes();
     // Every XFF line the client sent, in order, then the client: `get` would keep the first only.
     let mut list = Vec::new();
     for prev in headers.get_all(X_FORWARDED_FOR) {
@@ -224,10 +232,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
             list.extend_from_slice(b", ");
         }
     }
-    list.extend_from_slice(ip.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&list) {
-        // Several XFF lines are folded into one list, as a proxy must when it appends.
-        headers.insert(X_FORWARDED_FOR, v);
+    if list.is_empty() {
+        headers.insert(X_FORWARDED_FOR, f.client_ip.clone());
+    } else {
+        list.extend_from_slice(ip);
+        if let Ok(v) = HeaderValue::from_bytes(&list) {
+            // Several XFF lines are folded into one list, as a proxy must when it appends.
+            headers.insert(X_FORWARDED_FOR, v);
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     headers.insert(X_FORWARDED_PORT, f.port.clone());
@@ -241,9 +253,21 @@ pub fn trace_id() -> HeaderValue {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (a, b) = (fastrand::u64(..), fastrand::u32(..));
-    let id = format!("Root=1-{:08x}-{a:016x}{b:08x}", secs as u32);
-    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+    // Written by hand: `format!` costs several times as much on every request.
+    let mut id = *b"Root=1-00000000-000000000000000000000000";
+    put_hex(&mut id[7..15], u64::from(secs as u32));
+    put_hex(&mut id[16..32], fastrand::u64(..));
+    put_hex(&mut id[32..40], u64::from(fastrand::u32(..)));
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// Writes the low `out.len()` hex digits of `v` into `out`, most significant first.
+fn put_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 #[cfg(test)]
@@ -267,8 +291,9 @@ mod tests {
     #[test]
     fn forwarded_headers_append_and_trace_id_is_kept() {
         let port = HeaderValue::from_static("8443");
+        let ip = HeaderValue::from_static("10.1.2.3");
         let f = ForwardedFor {
-            client_ip: "10.1.2.3".parse().unwrap(),
+            client_ip: &ip,
             proto: "https",
             port: &port,
         };
@@ -280,6 +305,22 @@ mod tests {
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_PORT], "8443");
         assert_eq!(h[X_AMZN_TRACE_ID], "Root=1-00000000-abc");
+
+        // Without a list from the client, the client alone; a new trace id is added.
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, &f);
+        assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
+        assert!(h.contains_key(X_AMZN_TRACE_ID));
+    }
+
+    #[test]
+    fn hex_digits_are_written_most_significant_first() {
+        let mut out = [0u8; 8];
+        put_hex(&mut out, 0x1234_abcd);
+        assert_eq!(&out, b"1234abcd");
+        let mut out = [0u8; 16];
+        put_hex(&mut out, 0xf);
+        assert_eq!(&out, b"000000000000000f");
     }
 
     #[test]
@@ -292,5 +333,11 @@ mod tests {
         assert!(parts
             .iter()
             .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let stamped = u64::from_str_radix(parts[0], 16).unwrap();
+        assert!(stamped.abs_diff(secs & 0xffff_ffff) < 5, "{s}");
     }
 }

@@ -156,11 +156,16 @@ async fn serve_http<S>(
     let ctx = Arc::new(ConnContext {
         listener: listener.clone(),
         peer,
+        peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an IP address is a valid header value"),
         activity: activity.clone(),
     });
+    // The request's future is boxed: hyper keeps a slot the size of the service's future for
+    // the whole life of the connection, and a forwarded request's state is kilobytes that an idle
+    // keep-alive connection should not hold.
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) }
+        Box::pin(async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) })
     });
     let shutdown = &listener.stop;
     if h2 {
@@ -169,14 +174,16 @@ async fn serve_http<S>(
             .timer(TokioTimer::new())
             .max_header_list_size(rt.max_header_bytes as u32);
         let conn = builder.serve_connection(io, service);
-        drive(
+        // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline it
+        // would size every connection's task, idle HTTP/1 keep-alives included.
+        Box::pin(drive(
             conn,
             |c| c.graceful_shutdown(),
             Drain::GoAway,
             &activity,
             rt.idle_timeout,
             shutdown,
-        )
+        ))
         .await;
     } else {
         let mut builder = http1::Builder::new();
