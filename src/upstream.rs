@@ -175,31 +175,45 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers. `Upgrade` is removed too unless the exchange is an upgrade, in which
 /// case the caller puts `Connection: upgrade` back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names (cheap comparisons of standard names)
-    // spares a hash lookup per hop-by-hop name on every request and response.
-    let any = headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && name == header::UPGRADE));
-    if !any {
+    // One pass over the names (cheap comparisons of standard names) finds which are present, so
+    // that only those cost a hash lookup to remove: most messages carry none, or a lone
+    // `Connection: keep-alive`.
+    const UPGRADE_BIT: u16 = 1 << 8; // after the bits of HOP_BY_HOP
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if !keep_upgrade && name == header::UPGRADE {
+            present |= UPGRADE_BIT;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Names listed in Connection are hop-by-hop for this message only.
+    // Names listed in Connection are hop-by-hop for this message only. Those already handled
+    // here (keep-alive, upgrade) and the `close` option are not looked up again.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !["keep-alive", "close", "upgrade"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
+        headers.remove(name);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if !keep_upgrade {
+    if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
 }
@@ -286,6 +300,24 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+
+        // An upgrade keeps Upgrade (even when Connection lists it) and loses the rest.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade, X-Secret".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        let mut names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["upgrade", "x-kept"]);
+
+        // Nothing hop-by-hop: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", "1".parse().unwrap());
+        h.insert(header::HOST, "a".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
