@@ -207,12 +207,12 @@ impl App {
             })?;
 
         let stopped = CancellationToken::new();
-        let upgrader = Upgrader {
-            shared: shared.clone(),
-            listeners: listeners.clone(),
-            admin: admin.as_ref().map(|a| a.try_clone()).transpose()?,
-            config: config_path,
-        };
+        let upgrader = Upgrader::new(
+            shared.clone(),
+            listeners.clone(),
+            admin.as_ref().map(|a| a.try_clone()).transpose()?,
+            config_path,
+        );
         let control = control::spawn(
             shared.clone(),
             admin,

@@ -185,9 +185,36 @@ pub struct Upgrader {
     pub admin: Option<std::net::TcpListener>,
     /// The config file to start the new binary with (`None`: the embedded default).
     pub config: Option<PathBuf>,
+    /// SIGUSR2, listened for from the start: until a handler is installed the signal's default
+    /// action is to kill the process, which must never be what an upgrade request does.
+    usr2: Option<tokio::signal::unix::Signal>,
 }
 
 impl Upgrader {
+    /// Also installs the SIGUSR2 handler, in the data-plane runtime (a signal stream works from
+    /// any runtime once installed; the control thread's runtime does not exist yet).
+    pub fn new(
+        shared: Arc<Shared>,
+        listeners: Arc<ListenerSet>,
+        admin: Option<std::net::TcpListener>,
+        config: Option<PathBuf>,
+    ) -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let usr2 = {
+            let _runtime = listeners.runtime().enter();
+            signal(SignalKind::user_defined2())
+                .map_err(|e| warn!(error = %e, "cannot listen for SIGUSR2"))
+                .ok()
+        };
+        Upgrader {
+            shared,
+            listeners,
+            admin,
+            config,
+            usr2,
+        }
+    }
+
     /// Starts `binary`, hands it the sockets, and waits until it is ready. Returns its pid.
     async fn upgrade(&self, binary: &Path) -> Result<u32, UpgradeError> {
         let socket_path = std::env::temp_dir().join(format!(
@@ -298,18 +325,11 @@ impl Upgrader {
 /// The control thread's upgrade loop: SIGUSR2 or `POST /upgrade` starts one; on success this
 /// process drains and exits.
 pub async fn run(
-    upgrader: Upgrader,
+    mut upgrader: Upgrader,
     mut requests: mpsc::UnboundedReceiver<UpgradeRequest>,
     stop: CancellationToken,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr2 = match signal(SignalKind::user_defined2()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGUSR2");
-            None
-        }
-    };
+    let mut usr2 = upgrader.usr2.take();
     loop {
         let reply = tokio::select! {
             r = requests.recv() => match r {
