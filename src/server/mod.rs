@@ -62,11 +62,11 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
         Some(tls) => {
             let acceptor = TlsAcceptor::from(tls.clone());
             let metrics = &shared.metrics;
-            // A connection still in its handshake has no request to finish: a drain (listener
-            // removed, process stopping) ends it at once rather than after the timeout.
+            // A drain (listener removed, process stopping) does not cut a handshake short: the
+            // client connected before it and is owed an answer. It only bounds the wait.
             let handshake = tokio::select! {
                 r = timeout(rt.handshake_timeout, acceptor.accept(tcp)) => r,
-                _ = listener.stop.cancelled() => return,
+                _ = drained(&listener.stop) => return,
             };
             let stream = match handshake {
                 Ok(Ok(s)) => s,
@@ -105,17 +105,25 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
             serve_http(stream, h2, peer, &listener, rt).await;
         }
         None => {
-            // Nothing received yet, so nothing to finish when draining.
+            // As for a handshake: a client that connected before a drain may still be sending
+            // its first request, which is then answered (with `Connection: close`).
             let h2 = tokio::select! {
                 r = timeout(rt.header_timeout, is_h2c_preface(&tcp)) => match r {
                     Ok(Ok(h2)) => h2,
                     _ => return,
                 },
-                _ = listener.stop.cancelled() => return,
+                _ = drained(&listener.stop) => return,
             };
             serve_http(tcp, h2, peer, &listener, rt).await;
         }
     }
+}
+
+/// Resolves [`DRAIN_IDLE_GRACE`] after a drain begins: how long a connection accepted before it
+/// may take to start its first request.
+async fn drained(stop: &tokio_util::sync::CancellationToken) {
+    stop.cancelled().await;
+    tokio::time::sleep(DRAIN_IDLE_GRACE).await;
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
