@@ -16,6 +16,20 @@ use crate::app::Shared;
 use crate::reload::{self, ReloadRequest, Reloader};
 use crate::upgrade::{self, UpgradeRequest, Upgrader};
 
+/// Installs a handler for a control signal (SIGHUP, SIGUSR2) in `runtime`, at start-up: until a
+/// handler is installed the signal's default action kills the process. A signal stream works from
+/// any runtime once installed, and the control thread's runtime does not exist yet.
+pub fn listen_for(
+    runtime: &tokio::runtime::Handle,
+    kind: tokio::signal::unix::SignalKind,
+    name: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    let _runtime = runtime.enter();
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| warn!(error = %e, "cannot listen for {name}"))
+        .ok()
+}
+
 /// How often draining targets are checked for the end of their deregistration delay.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 

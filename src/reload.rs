@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -154,21 +154,15 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Also installs the SIGHUP handler, in the data-plane runtime `listeners` registers sockets
-    /// with (a signal stream works from any runtime once installed; the control thread's runtime
-    /// does not exist yet).
+    /// Also installs the SIGHUP handler (see [`crate::control::listen_for`]).
     pub fn new(
         shared: Arc<Shared>,
         listeners: Arc<ListenerSet>,
         source: &Source,
         cfg: &Config,
     ) -> Self {
-        let hangup = {
-            let _runtime = listeners.runtime().enter();
-            signal(SignalKind::hangup())
-                .map_err(|e| warn!(error = %e, "cannot listen for SIGHUP"))
-                .ok()
-        };
+        let hangup =
+            crate::control::listen_for(listeners.runtime(), SignalKind::hangup(), "SIGHUP");
         let watched = watched_files(source, cfg);
         Reloader {
             seen: fingerprint(&watched, Some(&source.text)),

@@ -191,21 +191,18 @@ pub struct Upgrader {
 }
 
 impl Upgrader {
-    /// Also installs the SIGUSR2 handler, in the data-plane runtime (a signal stream works from
-    /// any runtime once installed; the control thread's runtime does not exist yet).
+    /// Also installs the SIGUSR2 handler (see [`crate::control::listen_for`]).
     pub fn new(
         shared: Arc<Shared>,
         listeners: Arc<ListenerSet>,
         admin: Option<std::net::TcpListener>,
         config: Option<PathBuf>,
     ) -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        let usr2 = {
-            let _runtime = listeners.runtime().enter();
-            signal(SignalKind::user_defined2())
-                .map_err(|e| warn!(error = %e, "cannot listen for SIGUSR2"))
-                .ok()
-        };
+        let usr2 = crate::control::listen_for(
+            listeners.runtime(),
+            tokio::signal::unix::SignalKind::user_defined2(),
+            "SIGUSR2",
+        );
         Upgrader {
             shared,
             listeners,

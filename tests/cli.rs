@@ -767,6 +767,27 @@ default_action = { fixed_response = { status = 200, body = "plain" } }
     assert_eq!(status.code(), Some(0), "{}", p.log());
 }
 
+/// A plain-HTTP listener `web` with the given default action, an admin server, and the given
+/// drain_timeout (plus other `[runtime]` lines).
+fn drain_config(drain_timeout: Duration, runtime: &str, default_action: &str) -> String {
+    format!(
+        r#"[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "{}s"
+{runtime}
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {default_action}
+"#,
+        drain_timeout.as_secs()
+    )
+}
+
 /// SIGTERM with a request in flight: the listener stops accepting at once, the request finishes
 /// with 200, and the process exits 0 well within drain_timeout.
 #[tokio::test]
@@ -778,23 +799,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         dir.path(),
         "seawall.toml",
         &format!(
-            r#"[admin]
-bind = "127.0.0.1:0"
-
-[runtime]
-drain_timeout = "{}s"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[[target_groups]]
-name = "app"
-targets = ["{}"]
-"#,
-            drain_timeout.as_secs(),
+            "{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{}\"]\n",
+            drain_config(drain_timeout, "", r#"{ forward = "app" }"#),
             backend.addr
         ),
     );
@@ -852,21 +858,10 @@ async fn draining_keep_alive_connections_get_connection_close_then_idle_ones_are
     let file = write(
         dir.path(),
         "seawall.toml",
-        &format!(
-            r#"[admin]
-bind = "127.0.0.1:0"
-
-[runtime]
-drain_timeout = "{}s"
-idle_timeout = "60s"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ fixed_response = {{ status = 200, body = "up" }} }}
-"#,
-            drain_timeout.as_secs()
+        &drain_config(
+            drain_timeout,
+            "idle_timeout = \"60s\"",
+            r#"{ fixed_response = { status = 200, body = "up" } }"#,
         ),
     );
     let mut p = Proc::start(&file, &["web"], true).await;
