@@ -847,6 +847,61 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(!p.log().contains('\u{1b}'), "colour codes in a piped log");
 }
 
+/// A response whose head went out (with keep-alive) before the drain began: the connection is
+/// closed soon after the response ends, not kept until idle_timeout or drain_timeout.
+#[tokio::test]
+async fn a_response_started_before_the_drain_closes_its_connection_when_done() {
+    let backend = Backend::start("gated").await;
+    let dir = tempfile::tempdir().unwrap();
+    let drain_timeout = Duration::from_secs(20);
+    let file = write(
+        dir.path(),
+        "seawall.toml",
+        &format!(
+            "{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{}\"]\n",
+            drain_config(
+                drain_timeout,
+                "idle_timeout = \"60s\"",
+                r#"{ forward = "app" }"#
+            ),
+            backend.addr
+        ),
+    );
+    let mut p = Proc::start(&file, &["web"], true).await;
+    let web = p.addr("web");
+    p.wait_ready().await;
+
+    let mut c = h1(tokio::net::TcpStream::connect(web).await.unwrap()).await;
+    let req = http::Request::get("/gated?bytes=1000&gate=drain-started")
+        .header("host", "a")
+        .body(empty())
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("connection").is_none());
+
+    let sent = Instant::now();
+    p.signal("TERM");
+    assert!(
+        eventually(Duration::from_secs(5), || refused(web)).await,
+        "the listener still accepts after SIGTERM"
+    );
+    open_gate("drain-started");
+    let got = read(resp).await;
+    assert_eq!(got.body.len(), 2000, "the response finishes whole");
+    assert!(
+        eventually(Duration::from_secs(10), || async { c.is_closed() }).await,
+        "the connection stays open after its response"
+    );
+    let status = p.wait_exit(drain_timeout).await;
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+    assert!(
+        sent.elapsed() < drain_timeout / 2,
+        "exit took {:?}",
+        sent.elapsed()
+    );
+}
+
 /// Draining and HTTP/1 keep-alive: closing an idle connection would race with a request the client
 /// is sending on it, so a draining connection answers its next request with `Connection: close`
 /// and then closes; one that stays idle is closed shortly after, without holding the exit up

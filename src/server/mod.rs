@@ -247,8 +247,14 @@ async fn drive<C, E>(
         })
     };
     loop {
-        // While busy, look again after a full idle period: the deadline can only be later.
-        let wake = close_at(drain_started).unwrap_or_else(|| Instant::now() + idle_timeout);
+        // While busy, look again after a full idle period (the deadline can only be later), or
+        // sooner when draining, so that a connection whose last response went out with
+        // keep-alive (it started before the drain) is closed soon after it ends.
+        let busy_recheck = match drain_started {
+            Some(_) => DRAIN_IDLE_GRACE,
+            None => idle_timeout,
+        };
+        let wake = close_at(drain_started).unwrap_or_else(|| Instant::now() + busy_recheck);
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
