@@ -379,10 +379,19 @@ async fn forward(
             Ok(Err(e)) => {
                 let err = RequestError::from_client(&e);
                 debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
-                if let RequestError::ConnectFailed(detail) = &err {
+                // The target never saw the request: it refused the connection, or did not answer
+                // it at all (a stopped container's address usually times out).
+                let unreachable = match &err {
+                    RequestError::ConnectFailed(detail) => {
+                        Some(format!("connection failed: {detail}"))
+                    }
+                    RequestError::ConnectTimeout => Some("connection timed out".to_string()),
+                    _ => None,
+                };
+                if let Some(reason) = unreachable {
                     // A dead target costs one failed request, not a health-check interval.
-                    if target.mark_failed(format!("connection failed: {detail}")) {
-                        warn!(target_group = %tg.name, target = %target.addr, reason = %detail, "target unhealthy (passive)");
+                    if target.mark_failed(reason.clone()) {
+                        warn!(target_group = %tg.name, target = %target.addr, %reason, "target unhealthy (passive)");
                     }
                     if retryable && !retried {
                         if let Some(next) = tg.pick_healthy() {

@@ -1000,3 +1000,56 @@ unhealthy_threshold = 2"#;
     assert_eq!(a_most.load(Ordering::SeqCst), 1, "probes of {a} at once");
     assert_eq!(b_most.load(Ordering::SeqCst), 1, "probes of {b} at once");
 }
+
+/// A target whose connections time out (a host that no longer answers, as the address of a
+/// stopped container usually does) is taken out by the data plane at once too, not after the
+/// health check's own timeout.
+#[tokio::test]
+async fn a_connect_timeout_marks_the_target_unhealthy_at_once() {
+    // A listener that never accepts, its one-slot queue filled: the kernel drops further SYNs, so
+    // connecting to it hangs until the connect timeout.
+    let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    hole.bind(&any.into()).unwrap();
+    hole.listen(0).unwrap();
+    let addr = hole.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(Ok(s)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        queued.push(s);
+        assert!(queued.len() < 16, "the accept queue never fills");
+    }
+
+    // The health check's timeout is far longer than the connect timeout: only the data plane
+    // can mark the target before the answer.
+    let health = r#"interval = "60s"
+timeout = "30s"
+healthy_threshold = 2
+unhealthy_threshold = 2"#;
+    let sw = Seawall::start(&config(
+        ADMIN,
+        &[Group {
+            name: "app",
+            targets: &[addr],
+            extra: "connect_timeout = \"200ms\"",
+            health,
+        }],
+    ));
+    // Fail-open sends the request to the initial target; nothing else can take it.
+    let (status, _) = through(&sw, "app").await;
+    assert_eq!(status, 504, "a connect timeout is answered 504");
+    let t = member(&sw, "app", addr);
+    assert_eq!(t.passive_failures(), 1);
+    assert_eq!(t.state(), State::Unhealthy);
+    let reason = t.reason().unwrap();
+    assert_eq!(reason.code, "Target.FailedHealthChecks");
+    assert!(
+        reason.description.starts_with("connection timed out"),
+        "{reason:?}"
+    );
+    drop(queued);
+}
