@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by valgrind's callgrind: repeatable on a
+# shared, noisy machine (instructions, not seconds), so it tells whether a change to the hot path
+# made it cheaper before compare.sh can. Kernel time (about half of all CPU here) is not counted.
+#
+#   benches/callgrind.sh [keepalive|h2|handshake] [requests, default 20000]
+#
+# seawall (the dist build, with line tables for the annotation) runs under callgrind in front of
+# an nginx backend; `seawall bench` warms the connections up, then instrumentation is switched on
+# for exactly the measured requests. Prints the instructions per request and the top functions
+# by inclusive cost; the profile stays in target/callgrind.out for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-keepalive}
+n=${2:-20000}
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need nginx nginx-light
+need valgrind valgrind
+need openssl openssl
+
+CARGO_PROFILE_DIST_DEBUG=line-tables-only cargo build --profile dist --quiet
+bin=$PWD/target/dist/seawall
+out=$PWD/target/callgrind.out
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend_port=$(free_port) port=$(free_port) admin_port=$(free_port)
+
+openssl req -x509 -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat > "$work/backend.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server { listen 127.0.0.1:$backend_port; location = / { return 200 "hello from the backend\n"; } }
+}
+EOF
+nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
+
+cat > "$work/seawall.toml" <<EOF
+[admin]
+bind = "127.0.0.1:$admin_port"
+
+[runtime]
+workers = 1
+
+[[certificates]]
+name = "ecdsa"
+cert = "$work/cert.pem"
+key = "$work/key.pem"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:$port"
+protocol = "https"
+certificates = ["ecdsa"]
+alpn = ["h2", "http/1.1"]
+default_action = { forward = "backend" }
+  [[listeners.rules]]
+  priority = 1
+  match = { path = ["/fixed"] }
+  action = { fixed_response = { status = 200, content_type = "text/plain", body = "ok\n" } }
+
+[[target_groups]]
+name = "backend"
+targets = ["127.0.0.1:$backend_port"]
+EOF
+rm -f "$out"*
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" --instr-atstart=no \
+    "$bin" run --config "$work/seawall.toml" 2>"$work/valgrind.log" & vg=$!; pids+=($vg)
+for _ in $(seq 300); do curl -fsk "https://localhost:$port/fixed" >/dev/null 2>&1 && break; sleep 0.2; done
+
+url="https://localhost:$port/"
+case $mode in
+    keepalive) args=(-c 16) ;;
+    h2) args=(-c 4 --h2 --streams 10) ;;
+    handshake) args=(-c 4 --new-connection --tls 1.3); url="https://localhost:$port/fixed" ;;
+    *) echo "unknown mode $mode (keepalive, h2, handshake)" >&2; exit 2 ;;
+esac
+"$bin" bench -k --json "${args[@]}" -n 2000 "$url" >/dev/null
+callgrind_control -i on "$vg" >/dev/null
+"$bin" bench -k --json "${args[@]}" -n "$n" "$url" >"$work/bench.json"
+callgrind_control -i off "$vg" >/dev/null
+callgrind_control -d "$vg" >/dev/null
+errors=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors_total"])' "$work/bench.json")
+
+# The dump callgrind_control asked for is the file with instructions in it.
+profile=$(grep -al '^totals: [1-9]' "$out"* | head -1)
+total=$(awk '/^totals:/ {print $2}' "$profile")
+# A dump on request leaves its summary line at 0, which callgrind_annotate then prints as empty.
+sed -i "s/^summary: 0\$/summary: $total/" "$profile"
+echo "$mode: $n requests ($errors errors), $total instructions, $((total / n)) per request"
+echo "profile: $profile (callgrind_annotate --inclusive=yes $profile)"
+callgrind_annotate --inclusive=yes "$profile" 2>/dev/null \
+    | sed 's|/root/.cargo/registry/src/[^/]*/||' | grep -E '^ *[0-9,]+ ' | sed -n '2,30p'
