@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-keepalive}
 n=${2:-20000}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+. benches/common.sh
 need nginx nginx-light
 need valgrind valgrind
 need openssl openssl
@@ -32,7 +32,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend_port=$(free_port) port=$(free_port) admin_port=$(free_port)
 
 openssl req -x509 -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 \
@@ -63,18 +62,7 @@ workers = 1
 name = "ecdsa"
 cert = "$work/cert.pem"
 key = "$work/key.pem"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:$port"
-protocol = "https"
-certificates = ["ecdsa"]
-alpn = ["h2", "http/1.1"]
-default_action = { forward = "backend" }
-  [[listeners.rules]]
-  priority = 1
-  match = { path = ["/fixed"] }
-  action = { fixed_response = { status = 200, content_type = "text/plain", body = "ok\n" } }
+$(seawall_listener web "$port" ecdsa)
 
 [[target_groups]]
 name = "backend"
@@ -93,10 +81,10 @@ case $mode in
     *) echo "unknown mode $mode (keepalive, h2, handshake)" >&2; exit 2 ;;
 esac
 "$bin" bench -k --json "${args[@]}" -n 2000 "$url" >/dev/null
-callgrind_control -i on "$vg" >/dev/null
+callgrind_control -i on "$vg" >/dev/null 2>&1
 "$bin" bench -k --json "${args[@]}" -n "$n" "$url" >"$work/bench.json"
-callgrind_control -i off "$vg" >/dev/null
-callgrind_control -d "$vg" >/dev/null
+callgrind_control -i off "$vg" >/dev/null 2>&1
+callgrind_control -d "$vg" >/dev/null 2>&1
 errors=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors_total"])' "$work/bench.json")
 
 # The dump callgrind_control asked for is the file with instructions in it.

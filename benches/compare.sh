@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-5}
 profile=${PROFILE:-dist}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+. benches/common.sh
 need nginx nginx-light
 need haproxy haproxy
 need openssl openssl
@@ -46,7 +46,6 @@ trap cleanup EXIT
 # 5 000 held connections and their backend sides fit in the usual hard limit (20 000 here).
 ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---- certificates: the same files for every proxy ----------------------------------------------
 openssl req -x509 -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 \
@@ -101,30 +100,8 @@ key = "$work/ecdsa-key.pem"
 name = "rsa"
 cert = "$work/rsa.pem"
 key = "$work/rsa-key.pem"
-
-[[listeners]]
-name = "ecdsa"
-bind = "127.0.0.1:${port_ecdsa[seawall]}"
-protocol = "https"
-certificates = ["ecdsa"]
-alpn = ["h2", "http/1.1"]
-default_action = { forward = "backend" }
-  [[listeners.rules]]
-  priority = 1
-  match = { path = ["/fixed"] }
-  action = { fixed_response = { status = 200, content_type = "text/plain", body = "ok\n" } }
-
-[[listeners]]
-name = "rsa"
-bind = "127.0.0.1:${port_rsa[seawall]}"
-protocol = "https"
-certificates = ["rsa"]
-alpn = ["h2", "http/1.1"]
-default_action = { forward = "backend" }
-  [[listeners.rules]]
-  priority = 1
-  match = { path = ["/fixed"] }
-  action = { fixed_response = { status = 200, content_type = "text/plain", body = "ok\n" } }
+$(seawall_listener ecdsa "${port_ecdsa[seawall]}" ecdsa)
+$(seawall_listener rsa "${port_rsa[seawall]}" rsa)
 
 [[target_groups]]
 name = "backend"

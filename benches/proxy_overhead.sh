@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+. benches/common.sh
 need wrk wrk
 need nginx nginx-light
 
@@ -18,7 +18,6 @@ work=$(mktemp -d)
 cleanup() { kill "$sw_pid" "$ng_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend_port=$(free_port); https_port=$(free_port); admin_port=$(free_port)
 
 cat > "$work/nginx.conf" <<NGINX

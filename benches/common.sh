@@ -1,0 +1,26 @@
+# Shell helpers shared by the benchmark scripts in this folder (sourced, not run).
+
+# need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing.
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# seawall_listener NAME PORT CERTIFICATE: an HTTPS listener (h2 and http/1.1) that forwards to
+# the target group "backend" and answers /fixed itself, as the peers are set up to.
+seawall_listener() {
+    cat <<EOC
+
+[[listeners]]
+name = "$1"
+bind = "127.0.0.1:$2"
+protocol = "https"
+certificates = ["$3"]
+alpn = ["h2", "http/1.1"]
+default_action = { forward = "backend" }
+  [[listeners.rules]]
+  priority = 1
+  match = { path = ["/fixed"] }
+  action = { fixed_response = { status = 200, content_type = "text/plain", body = "ok\n" } }
+EOC
+}
