@@ -23,15 +23,7 @@ CARGO_PROFILE_DIST_DEBUG=line-tables-only cargo build --profile dist --quiet
 bin=$PWD/target/dist/seawall
 out=$PWD/target/callgrind.out
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_workdir
 backend_port=$(free_port) port=$(free_port) admin_port=$(free_port)
 
 openssl req -x509 -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 \

@@ -24,3 +24,17 @@ default_action = { forward = "backend" }
   action = { fixed_response = { status = 200, content_type = "text/plain", body = "ok\n" } }
 EOC
 }
+
+# make_workdir: a temporary folder in $work, readable by nginx's unprivileged workers; on exit
+# every process whose pid the script added to $pids is stopped and the folder removed.
+make_workdir() {
+    work=$(mktemp -d)
+    chmod 755 "$work"
+    pids=()
+    trap cleanup_workdir EXIT
+}
+cleanup_workdir() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}

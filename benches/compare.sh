@@ -33,16 +33,7 @@ need python3 python3
 
 if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --profile "$profile" --quiet; fi
 bin=$PWD/target/$profile/seawall
-work=$(mktemp -d)
-# nginx's workers run as an unprivileged user, and must read the backend's files.
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+make_workdir
 # 5 000 held connections and their backend sides fit in the usual hard limit (20 000 here).
 ulimit -n "$(ulimit -Hn)"
 
