@@ -188,7 +188,8 @@ run_bench() {
     after=$(cpu_ticks "${pid_of[$proxy]}")
     local cpu_s
     cpu_s=$(awk -v a="$after" -v b="$before" -v c="$clk" 'BEGIN { printf "%.3f", (a - b) / c }')
-    read -r work per_s negotiated errors < <(python3 -c '
+    local amount per_s negotiated errors
+    read -r amount per_s negotiated errors < <(python3 -c '
 import json, sys
 r = json.loads(sys.argv[1]); f = sys.argv[2]
 v = r
@@ -200,7 +201,7 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
     # Bytes are shown as MB (10^6).
     local scale=1
     [ "$field" = bytes.body ] && scale=1000000
-    result[$label,$proxy]=$(awk -v w="$work" -v c="$cpu_s" -v k="$scale" 'BEGIN { printf "%.0f", (c > 0 ? w / c / k : 0) }')
+    result[$label,$proxy]=$(awk -v w="$amount" -v c="$cpu_s" -v k="$scale" 'BEGIN { printf "%.0f", (c > 0 ? w / c / k : 0) }')
     rate[$label,$proxy]=$(awk -v r="$per_s" -v k="$scale" 'BEGIN { printf "%.0f", r / k }')
     suite[$label]=$negotiated
     local note=""
@@ -211,7 +212,7 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
         note=" (seawall counted full $((full1 - full0)), resumed $((res1 - res0)))"
     fi
     printf '  %-9s %-8s %10s in %6ss of proxy CPU, %8s/s, %s errors or non-2xx%s\n' \
-        "$label" "$proxy" "$work" "$cpu_s" "${rate[$label,$proxy]}" "$errors" "$note" >&2
+        "$label" "$proxy" "$amount" "$cpu_s" "${rate[$label,$proxy]}" "$errors" "$note" >&2
 }
 
 # idle_mem PROXY: RSS growth per connection for 5 000 idle TLS keep-alive connections, each of
