@@ -179,12 +179,12 @@ pub async fn request(shared: &Shared) -> Result<u32, Arc<UpgradeError>> {
 
 /// What an upgrade needs to know of this process.
 pub struct Upgrader {
-    pub shared: Arc<Shared>,
-    pub listeners: Arc<ListenerSet>,
+    shared: Arc<Shared>,
+    listeners: Arc<ListenerSet>,
     /// A duplicate of the admin socket, to hand over.
-    pub admin: Option<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
     /// The config file to start the new binary with (`None`: the embedded default).
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// SIGUSR2, listened for from the start: until a handler is installed the signal's default
     /// action is to kill the process, which must never be what an upgrade request does.
     usr2: Option<tokio::signal::unix::Signal>,

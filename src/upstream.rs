@@ -161,7 +161,8 @@ impl ServerCertVerifier for AnyTargetCertificate {
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides those the
 /// `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP_COUNT: usize = 8;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -178,7 +179,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names (cheap comparisons of standard names) finds which are present, so
     // that only those cost a hash lookup to remove: most messages carry none, or a lone
     // `Connection: keep-alive`.
-    const UPGRADE_BIT: u16 = 1 << 8; // after the bits of HOP_BY_HOP
+    const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP_COUNT;
     let mut present = 0u16;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {

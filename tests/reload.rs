@@ -4,14 +4,13 @@
 //! save (editor rename, Kubernetes symlink swap), and SIGHUP on the real binary.
 
 mod common;
+use common::process::{field, Proc};
 use common::*;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -35,24 +34,6 @@ fn replace(path: &Path, text: &str) {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Polls `check` every 10 ms until it is true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A port that was free a moment ago: a target with nothing listening.
@@ -1014,103 +995,12 @@ async fn kubernetes_symlink_swap_reloads_exactly_once() {
 // ---------------------------------------------------------------------------------------------
 // SIGHUP, on the real binary
 
-/// `seawall run` as a child process, its log collected line by line.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn start(config: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_seawall"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env_remove("NO_COLOR")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                log2.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        Proc { child, lines, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits (bounded) for a log line `pick` accepts, and returns what it made of it.
-    async fn wait_line<T>(&mut self, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.lines.try_recv() {
-                Ok(line) => {
-                    if let Some(t) = pick(&line) {
-                        return t;
-                    }
-                }
-                Err(_) => {
-                    if let Some(status) = self.child.try_wait().unwrap() {
-                        panic!(
-                            "seawall exited ({status}) waiting for {what}:\n{}",
-                            self.log()
-                        );
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "no {what} within {PATIENCE:?}:\n{}",
-                        self.log()
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -{name} {}", self.child.id()))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The value of a `key=value` field of a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim_matches('"'))
-}
-
-/// The generation of a `config reloaded` line caused by SIGHUP.
-fn sighup_reload(line: &str) -> Option<u64> {
-    (line.contains("config reloaded") && field(line, "cause") == Some("SIGHUP"))
-        .then(|| field(line, "generation")?.parse().ok())
-        .flatten()
+/// The generations of the `config reloaded` lines caused by SIGHUP, in order.
+fn sighup_reloads(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("config reloaded") && field(l, "cause") == Some("SIGHUP"))
+        .filter_map(|l| field(l, "generation")?.parse().ok())
+        .collect()
 }
 
 #[tokio::test]
@@ -1118,37 +1008,32 @@ async fn sighup_reloads_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seawall.toml");
     std::fs::write(&path, fixed_config("one")).unwrap();
-    let mut p = Proc::start(&path);
-    let web: SocketAddr = p
-        .wait_line("the listening line", |l| {
-            (l.contains(" listening ") && field(l, "listener") == Some("web"))
-                .then(|| field(l, "addr")?.parse().ok())
-                .flatten()
-        })
-        .await;
+    let mut p = Proc::start(&path, &["web"], false).await;
+    let web = p.addr("web");
 
     // At once, with nothing changed: SIGHUP is a request, never coalesced away, and it must not
     // find the process without its handler (SIGHUP's default action ends a process).
     p.signal("HUP");
-    let generation = p.wait_line("a SIGHUP reload", sighup_reload).await;
-    assert_eq!(generation, 2);
+    assert!(
+        eventually(PATIENCE, || async { !sighup_reloads(&p.log()).is_empty() }).await,
+        "no SIGHUP reload:\n{}",
+        p.log()
+    );
+    assert_eq!(sighup_reloads(&p.log()), [2]);
     assert_eq!(text(web, "/").await, "one");
 
     replace(&path, &fixed_config("two"));
     p.signal("HUP");
-    p.wait_line("a second SIGHUP reload", sighup_reload).await;
+    assert!(
+        eventually(PATIENCE, || async { sighup_reloads(&p.log()).len() == 2 }).await,
+        "no second SIGHUP reload:\n{}",
+        p.log()
+    );
     // The file watcher may have loaded the same file first; either way "two" is in force.
     assert_eq!(text(web, "/").await, "two", "{}", p.log());
 
     p.signal("TERM");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit:\n{}", p.log());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = p.wait_exit(PATIENCE).await;
     assert!(status.success(), "{status}:\n{}", p.log());
     let log = p.log();
     assert!(!log.contains("reload failed"), "{log}");

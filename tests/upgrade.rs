@@ -131,12 +131,7 @@ async fn upgrade_under_load_refuses_nothing_and_the_old_process_drains_and_exits
     );
     assert_eq!(get(old.admin(), false, "a", "/healthz").await.status, 200);
     let failures = failures.lock().unwrap().clone();
-    let kill = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -TERM {new_pid}"))
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    process::signal(new_pid, "TERM");
     assert!(
         failures.is_empty(),
         "{} failures, e.g. {:?}",
@@ -187,10 +182,5 @@ async fn post_upgrade_hands_over_and_answers_with_the_new_pid() {
     // The same addresses now belong to the new process.
     assert_eq!(get(old.addr("web"), false, "a", "/").await.text(), "served");
     assert_eq!(get(admin, false, "a", "/healthz").await.status, 200);
-    let killed = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -TERM {pid}"))
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    process::signal(pid, "TERM");
 }

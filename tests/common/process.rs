@@ -23,6 +23,18 @@ pub fn cmd() -> Command {
     c
 }
 
+/// Sends signal `name` (`TERM`, `HUP`, ...) to `pid` with the shell's `kill` builtin (no libc, no
+/// extra package).
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{name} {pid}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
 /// The value of a `key=value` field of a log line.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
@@ -113,15 +125,8 @@ impl Proc {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Sends a signal with the shell's `kill` builtin (no libc, no extra package).
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -{name} {}", self.child.id()))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
+        signal(self.child.id(), name);
     }
 
     /// Waits for the process to exit, at most `limit`.
