@@ -18,6 +18,8 @@ pub struct Metrics {
     pub target_response_seconds: HistogramVec,
     /// [ActiveConnectionCount]
     pub active_connections: IntGauge,
+    /// Idle HTTP/1 keep-alive client connections parked: open, but holding no HTTP buffers.
+    pub parked_connections: IntGauge,
     /// [NewConnectionCount]
     pub new_connections_total: IntCounter,
     /// [RejectedConnectionCount] connections refused at the limit or by accept errors.
@@ -126,6 +128,10 @@ impl Metrics {
         };
         Metrics {
             active_connections: gauge("active_connections", "Open client connections."),
+            parked_connections: gauge(
+                "parked_connections",
+                "Idle HTTP/1 keep-alive client connections parked (open, holding no HTTP buffers).",
+            ),
             new_connections_total: counter("new_connections_total", "Accepted client connections."),
             rejected_connections_total: counter(
                 "rejected_connections_total",

@@ -503,6 +503,112 @@ async fn http2_idle_timeout_closes_the_connection() {
     assert_eq!(b.hits(), 2);
 }
 
+/// Waits until `seawall_parked_connections` reads `n`.
+async fn parked(sw: &Seawall, n: f64) {
+    let ok = eventually(PATIENCE, || async {
+        sw.metric("seawall_parked_connections") == n
+    })
+    .await;
+    assert!(
+        ok,
+        "parked connections: want {n}, have {}",
+        sw.metric("seawall_parked_connections")
+    );
+}
+
+/// An idle HTTP/1.1 keep-alive connection is parked (its HTTP buffers released) and its next
+/// request is served in full whatever shape it arrives in: a head split across the wake-up, a
+/// body, two pipelined requests, or a head that stalls (408 after header_timeout, as unparked).
+async fn http1_parked_behaviour<S: AsyncRead + AsyncWrite + Unpin>(sw: &Seawall, mut s: S) {
+    let req = b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    parked(sw, 1.0).await;
+
+    // A head that arrives in two parts, the first of which wakes the connection.
+    s.write_all(&req[..20]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&req[20..]).await.unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    assert!(body.contains("\"path\":\"/x\""), "{body}");
+    parked(sw, 1.0).await;
+
+    // A request with a body.
+    let payload = "p".repeat(10_000);
+    let post = format!(
+        "POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    s.write_all(post.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert_eq!(status_of(&head), "200", "{head}");
+    assert_eq!(
+        body,
+        format!("{} {}", sha256_hex(payload.as_bytes()), payload.len())
+    );
+    parked(sw, 1.0).await;
+
+    // Two pipelined requests in one write: two whole answers (JSON bodies) come back.
+    let two = [&req[..], &req[..]].concat();
+    s.write_all(&two).await.unwrap();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answers).into_owned();
+        if text.matches("HTTP/1.1 200").count() == 2 && text.ends_with('}') {
+            break;
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("both answers in time")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        answers.extend_from_slice(&buf[..n]);
+    }
+    parked(sw, 1.0).await;
+
+    // A head that starts after the park and stalls is held to header_timeout.
+    s.write_all(b"GET /x HTTP/1.1\r\nHo").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    assert!(read_until_closed(&mut s, &mut rest, PATIENCE).await);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    parked(sw, 0.0).await;
+}
+
+#[tokio::test]
+async fn idle_http1_connections_are_parked_and_resume_over_plain_tcp() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], IDLE_RUNTIME_LONG, ""));
+    http1_parked_behaviour(&sw, TcpStream::connect(sw.addr("web")).await.unwrap()).await;
+    assert_eq!(b.hits(), 5);
+    assert_eq!(sw.metric("seawall_new_connections_total"), 1.0);
+}
+
+#[tokio::test]
+async fn idle_http1_connections_are_parked_and_resume_over_tls() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], IDLE_RUNTIME_LONG, ""));
+    let tls = tls_connect(sw.addr("secure"), &Tls::new("localhost"))
+        .await
+        .unwrap();
+    http1_parked_behaviour(&sw, tls).await;
+    assert_eq!(b.hits(), 5);
+    assert_eq!(sw.metric("seawall_new_connections_total"), 1.0);
+}
+
+/// A short head deadline, and an idle timeout long enough for a test to watch parked connections.
+const IDLE_RUNTIME_LONG: &str = "header_timeout = \"500ms\"\nidle_timeout = \"30s\"";
+
 /// The idle timeout counts only time without a request in flight.
 #[tokio::test]
 async fn requests_longer_than_idle_timeout_complete() {

@@ -14,12 +14,18 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
+
+// Where a connection is in being parked (see `HeadGuard`).
+const PARK_NONE: u8 = 0;
+const PARK_ASKED: u8 = 1;
+const PARKED: u8 = 2;
 
 /// Shared between a connection's IO wrapper, its service and its driver.
 #[derive(Debug)]
@@ -40,6 +46,9 @@ pub struct Activity {
     upgraded: AtomicBool,
     /// The connection is draining: the next HTTP/1 response says `Connection: close`.
     closing: AtomicBool,
+    /// PARK_NONE, PARK_ASKED (the driver wants hyper's connection ended at the next idle read)
+    /// or PARKED (the IO wrapper ended it).
+    park: AtomicU8,
 }
 
 impl Activity {
@@ -52,6 +61,7 @@ impl Activity {
             framing_conflict: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            park: AtomicU8::new(PARK_NONE),
         })
     }
 
@@ -94,6 +104,32 @@ impl Activity {
 
     fn phase(&self) -> u8 {
         self.phase.load(Ordering::Acquire)
+    }
+
+    /// Asks the IO wrapper to end hyper's HTTP/1 connection, without closing the socket, the next
+    /// time hyper waits for a request on it with nothing unsent (see [`HeadGuard`]).
+    pub fn ask_to_park(&self) {
+        let _ =
+            self.park
+                .compare_exchange(PARK_NONE, PARK_ASKED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether hyper's connection ended because the IO wrapper parked it.
+    pub fn parked(&self) -> bool {
+        self.park.load(Ordering::Acquire) == PARKED
+    }
+
+    /// Called by the IO wrapper when hyper would wait for the next request: parks the connection
+    /// if that was asked for.
+    fn park_now(&self) -> bool {
+        self.park
+            .compare_exchange(PARK_ASKED, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Clears the park state once the parked connection's IO is back with the driver.
+    pub fn unpark(&self) {
+        self.park.store(PARK_NONE, Ordering::Release);
     }
 }
 
@@ -139,6 +175,16 @@ pub struct HeadLimits {
 /// Heads that hyper already holds in its buffer when the previous request ends (pipelining) are
 /// not scanned. Such a request is still forwarded unambiguously: hyper decodes it as chunked only
 /// and closes the connection after it.
+///
+/// It also parks idle keep-alive connections. hyper's HTTP/1 connection holds two 8 KiB buffers
+/// for as long as it lives, idle or not, which would make an idle client connection cost about
+/// three times what nginx or HAProxy spend on one. Asked to park ([`Activity::ask_to_park`]), the
+/// wrapper answers hyper's next read with end-of-file, but only when no request is under way,
+/// nothing written is waiting to be flushed and the socket has nothing to read. hyper takes that
+/// for the client closing between requests and ends the connection; its shutdown is not passed
+/// on, so the socket stays open. The driver then waits on the bare socket and starts a new hyper
+/// connection when the client's next bytes arrive, which are handed to hyper first
+/// ([`HeadGuard::unread`]).
 pub struct HeadGuard<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -148,6 +194,11 @@ pub struct HeadGuard<S> {
     scan: HeadScan,
     /// The canned answer being written after a limit was exceeded, and how much of it is out.
     rejecting: Option<(&'static [u8], usize)>,
+    /// Bytes already taken from the socket that hyper has not read yet: what the last hyper
+    /// connection had buffered, and the first bytes read while the connection was parked.
+    unread: Bytes,
+    /// Something was written and not flushed since: hyper may still hold bytes of its own.
+    unflushed: bool,
 }
 
 impl<S> HeadGuard<S> {
@@ -159,7 +210,31 @@ impl<S> HeadGuard<S> {
             deadline: None,
             scan: HeadScan::default(),
             rejecting: None,
+            unread: Bytes::new(),
+            unflushed: false,
         }
+    }
+
+    /// Puts bytes back in front of the socket's: the next reads return them first.
+    pub fn unread(&mut self, bytes: Bytes) {
+        debug_assert!(self.unread.is_empty());
+        self.unread = bytes;
+    }
+}
+
+/// How many bytes a parked connection reads to learn that its client is sending again; hyper
+/// reads the rest of the request itself.
+const WAKE_READ: usize = 64;
+
+impl<S: AsyncRead + Unpin> HeadGuard<S> {
+    /// While parked: waits for the client's next bytes and keeps them for hyper. `Ok(false)` when
+    /// the client closed the connection instead.
+    pub async fn wait_for_request(&mut self) -> io::Result<bool> {
+        debug_assert!(self.unread.is_empty());
+        let mut buf = [0u8; WAKE_READ];
+        let n = tokio::io::AsyncReadExt::read(&mut self.inner, &mut buf).await?;
+        self.unread = Bytes::copy_from_slice(&buf[..n]);
+        Ok(n > 0)
     }
 }
 
@@ -200,12 +275,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
         }
         let upgraded = this.activity.upgraded.load(Ordering::Acquire);
         let Some(limits) = this.limits.filter(|_| !upgraded) else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return this.poll_read_inner(cx, buf);
         };
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match this.poll_read_inner(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    // The client is sending: a park asked for before this no longer applies.
+                    let _ = this.activity.park.compare_exchange(
+                        PARK_ASKED,
+                        PARK_NONE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
                 match this.activity.phase() {
                     IDLE if !new.is_empty() => {
                         // First bytes of a new request head: start its clock and its scan.
@@ -233,7 +317,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if this.activity.phase() != HEAD {
+                let phase = this.activity.phase();
+                if phase == IDLE && !this.unflushed && this.activity.park_now() {
+                    // End of file for hyper; the socket stays open (see the type's comment).
+                    return Poll::Ready(Ok(()));
+                }
+                if phase != HEAD {
                     this.deadline = None;
                 }
                 if let Some(d) = &mut this.deadline {
@@ -245,6 +334,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
             }
             other => other,
         }
+    }
+}
+
+impl<S: AsyncRead + Unpin> HeadGuard<S> {
+    /// Reads what was put back first, then the socket. Once parked, hyper gets end-of-file.
+    fn poll_read_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.activity.parked() {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -345,13 +453,17 @@ impl HeadScan {
     }
 }
 
+// hyper writes its buffered bytes and only then flushes the socket, so a flush that completes
+// after the last write means hyper holds nothing unsent: only then may the connection be parked.
 impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.unflushed = true;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -359,7 +471,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.unflushed = true;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -367,11 +481,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            this.unflushed = false;
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.activity.parked() {
+            // hyper ending a parked connection: the socket is not its to close.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

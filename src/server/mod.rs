@@ -49,9 +49,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection to its end.
+///
+/// Every connection's task is as large as this future's largest state, for as long as the
+/// connection lives, so its states are kept small: the handshake's and hyper's states live in
+/// their own futures or boxes, and no value that has moved on to the next stage (the TCP stream
+/// into the handshake, the TLS stream into `serve_http`) is borrowed here, which would make the
+/// compiler keep its room.
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
-    let shared = &listener.shared;
-    let snapshot = shared.snapshot.load_full();
+    let snapshot = listener.shared.snapshot.load_full();
     // The listener may have gone in a reload between accept and now.
     let Some(compiled) = snapshot.listener(&listener.name) else {
         return;
@@ -60,48 +65,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
     let _ = tcp.set_nodelay(true);
     match &compiled.tls {
         Some(tls) => {
-            let acceptor = TlsAcceptor::from(tls.clone());
-            let metrics = &shared.metrics;
-            // A drain (listener removed, process stopping) does not cut a handshake short: the
-            // client connected before it and is owed an answer. It only bounds the wait.
-            let handshake = tokio::select! {
-                r = timeout(rt.handshake_timeout, acceptor.accept(tcp)) => r,
-                _ = drained(&listener.stop) => return,
+            let Some((stream, h2)) = handshake(tcp, tls, peer, &listener, rt).await else {
+                return;
             };
-            let stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    let reason = if e.kind() == std::io::ErrorKind::InvalidData {
-                        "alert"
-                    } else {
-                        "io"
-                    };
-                    metrics
-                        .tls_handshake_errors_total
-                        .with_label_values(&[reason])
-                        .inc();
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    metrics
-                        .tls_handshake_errors_total
-                        .with_label_values(&["timeout"])
-                        .inc();
-                    debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = stream.get_ref().1;
-            let kind = match conn.handshake_kind() {
-                Some(rustls::HandshakeKind::Resumed) => "resumed",
-                _ => "full",
-            };
-            metrics
-                .tls_handshakes_total
-                .with_label_values(&[kind])
-                .inc();
-            let h2 = conn.alpn_protocol() == Some(b"h2");
             serve_http(stream, h2, peer, &listener, rt).await;
         }
         None => {
@@ -117,6 +83,60 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
             serve_http(tcp, h2, peer, &listener, rt).await;
         }
     }
+}
+
+/// The TLS handshake, within `handshake_timeout`, counted in the metrics: the stream and whether
+/// ALPN chose HTTP/2, or `None` when it failed (or a drain cut the wait short).
+async fn handshake(
+    tcp: TcpStream,
+    tls: &Arc<rustls::ServerConfig>,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    rt: &RuntimeConfig,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
+    let metrics = &listener.shared.metrics;
+    let acceptor = TlsAcceptor::from(tls.clone());
+    // A drain (listener removed, process stopping) does not cut a handshake short: the client
+    // connected before it and is owed an answer. It only bounds the wait.
+    let handshake = tokio::select! {
+        r = timeout(rt.handshake_timeout, acceptor.accept(tcp)) => r,
+        _ = drained(&listener.stop) => return None,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = if e.kind() == std::io::ErrorKind::InvalidData {
+                "alert"
+            } else {
+                "io"
+            };
+            metrics
+                .tls_handshake_errors_total
+                .with_label_values(&[reason])
+                .inc();
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            metrics
+                .tls_handshake_errors_total
+                .with_label_values(&["timeout"])
+                .inc();
+            debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let conn = stream.get_ref().1;
+    let kind = match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => "resumed",
+        _ => "full",
+    };
+    metrics
+        .tls_handshakes_total
+        .with_label_values(&[kind])
+        .inc();
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    Some((stream, h2))
 }
 
 /// Resolves [`DRAIN_IDLE_GRACE`] after a drain begins: how long a connection accepted before it
@@ -146,13 +166,19 @@ async fn is_h2c_preface(tcp: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-async fn serve_http<S>(
+/// Serves HTTP on an established connection (after TLS, if any) until it closes.
+///
+/// Not an `async fn`: an `async fn` moves its arguments into locals of its body, which keeps two
+/// copies of the stream in the future (about 1.3 KiB each with TLS). The `async move` block here
+/// uses what it captures in place, and the stream is only there once, inside the `HeadGuard`.
+fn serve_http<'a, S>(
     io: S,
     h2: bool,
     peer: SocketAddr,
-    listener: &Arc<ListenerContext>,
-    rt: &RuntimeConfig,
-) where
+    listener: &'a Arc<ListenerContext>,
+    rt: &'a RuntimeConfig,
+) -> impl Future<Output = ()> + 'a
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
@@ -160,7 +186,7 @@ async fn serve_http<S>(
         timeout: rt.header_timeout,
         max_bytes: rt.max_header_bytes,
     });
-    let io = TokioIo::new(HeadGuard::new(io, activity.clone(), limits));
+    let mut io = HeadGuard::new(io, activity.clone(), limits);
     let ctx = Arc::new(ConnContext {
         listener: listener.clone(),
         peer,
@@ -168,49 +194,88 @@ async fn serve_http<S>(
             .expect("an IP address is a valid header value"),
         activity: activity.clone(),
     });
-    // The request's future is boxed: hyper keeps a slot the size of the service's future for
-    // the whole life of the connection, and a forwarded request's state is kilobytes that an idle
-    // keep-alive connection should not hold.
-    let service = service_fn(move |req| {
-        let ctx = ctx.clone();
-        Box::pin(async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) })
-    });
-    let shutdown = &listener.stop;
-    if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(rt.max_header_bytes as u32);
-        let conn = builder.serve_connection(io, service);
-        // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline it
-        // would size every connection's task, idle HTTP/1 keep-alives included.
-        Box::pin(drive(
-            conn,
-            |c| c.graceful_shutdown(),
-            Drain::GoAway,
-            &activity,
-            rt.idle_timeout,
-            shutdown,
-        ))
-        .await;
-    } else {
+    async move {
+        // The request's future is boxed: hyper keeps a slot the size of the service's future for
+        // the whole life of the connection, and a forwarded request's state is kilobytes that an idle
+        // keep-alive connection should not hold.
+        let service = service_fn(move |req| {
+            let ctx = ctx.clone();
+            Box::pin(
+                async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) },
+            )
+        });
+        let mut life = Lifecycle {
+            activity: &activity,
+            idle_timeout: rt.idle_timeout,
+            shutdown: &listener.stop,
+            drain_started: None,
+        };
+        if h2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(rt.max_header_bytes as u32);
+            // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline it
+            // would size every connection's task, idle HTTP/1 keep-alives included. (Boxed in the
+            // same expression: a named unboxed value would keep its room in the task regardless.)
+            let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+            life.drive(
+                conn.as_mut(),
+                |c| c.graceful_shutdown(),
+                Drain::GoAway,
+                None,
+            )
+            .await;
+            return;
+        }
         let mut builder = http1::Builder::new();
         builder
             .keep_alive(true)
             .header_read_timeout(None)
             .max_buf_size(rt.max_header_bytes);
-        let conn = builder.serve_connection(io, service).with_upgrades();
-        drive(
-            conn,
-            |c| c.graceful_shutdown(),
-            Drain::LastRequest,
-            &activity,
-            rt.idle_timeout,
-            shutdown,
-        )
-        .await;
+        loop {
+            // Boxed, so that a parked connection's task does not keep room for it.
+            let mut conn = Box::pin(
+                builder
+                    .serve_connection(TokioIo::new(io), service.clone())
+                    .with_upgrades(),
+            );
+            let ended = life
+                .drive(
+                    conn.as_mut(),
+                    |c| c.graceful_shutdown(),
+                    Drain::LastRequest,
+                    Some(PARK_AFTER),
+                )
+                .await;
+            if ended != Ended::Parked {
+                return;
+            }
+            {
+                // In a block of its own, so that `parts` (moved out of piecemeal) is gone before the
+                // wait below and takes no room in the parked connection's task.
+                let Some(parts) = Pin::into_inner(conn).into_parts() else {
+                    return;
+                };
+                io = parts.io.into_inner();
+                io.unread(parts.read_buf);
+            }
+            activity.unpark();
+            let parked = &listener.shared.metrics.parked_connections;
+            parked.inc();
+            let resumed = life.park(&mut io).await;
+            parked.dec();
+            if !resumed {
+                return;
+            }
+        }
     }
 }
+
+/// How long an HTTP/1 keep-alive connection waits idle before it is parked: its hyper connection
+/// (and the buffers it holds) is dropped until the client sends again (see [`HeadGuard`]). Long
+/// enough that a client sending request after request never pays for a new one.
+const PARK_AFTER: Duration = Duration::from_millis(500);
 
 /// How a connection is told that the process (or its listener) is draining.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -222,61 +287,142 @@ enum Drain {
     LastRequest,
 }
 
-/// Runs a hyper connection until it ends, closing it gracefully when it has been idle for
-/// `idle_timeout` or, once the process starts draining, as `drain` says.
-async fn drive<C, E>(
-    conn: C,
-    graceful: impl Fn(Pin<&mut C>),
-    drain: Drain,
-    activity: &Activity,
+/// Why [`Lifecycle::drive`] returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The connection is over.
+    Closed,
+    /// hyper's connection was parked; the socket is open and idle.
+    Parked,
+}
+
+/// The idle and drain policy of one client connection, kept across the hyper connections that a
+/// parked HTTP/1 connection goes through.
+struct Lifecycle<'a> {
+    activity: &'a Activity,
     idle_timeout: Duration,
-    shutdown: &tokio_util::sync::CancellationToken,
-) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    tokio::pin!(conn);
-    let mut drain_started: Option<Instant> = None;
-    // When an idle connection is to be closed; `None` while a request is in flight.
-    let close_at = |drain_started: Option<Instant>| {
-        let since = activity.idle_since()?;
-        let idle = since + idle_timeout;
-        Some(match drain_started {
+    shutdown: &'a tokio_util::sync::CancellationToken,
+    drain_started: Option<Instant>,
+}
+
+impl Lifecycle<'_> {
+    /// When an idle connection is to be closed; `None` while a request is in flight.
+    fn close_at(&self) -> Option<Instant> {
+        let since = self.activity.idle_since()?;
+        let idle = since + self.idle_timeout;
+        Some(match self.drain_started {
             Some(start) => idle.min(since.max(start) + DRAIN_IDLE_GRACE),
             None => idle,
         })
-    };
-    loop {
-        // While busy, look again after a full idle period (the deadline can only be later), or
-        // sooner when draining, so that a connection whose last response went out with
-        // keep-alive (it started before the drain) is closed soon after it ends.
-        let busy_recheck = match drain_started {
-            Some(_) => DRAIN_IDLE_GRACE,
-            None => idle_timeout,
-        };
-        let wake = close_at(drain_started).unwrap_or_else(|| Instant::now() + busy_recheck);
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    debug!(error = %e, "connection ended with an error");
-                }
-                return;
+    }
+
+    /// Notes the start of a drain, once.
+    fn start_drain(&mut self) {
+        if self.drain_started.is_none() {
+            self.drain_started = Some(Instant::now());
+        }
+    }
+
+    /// Runs a hyper connection until it ends, closing it gracefully when it has been idle for
+    /// `idle_timeout` or, once the process starts draining, as `drain` says. With `park_after`,
+    /// a connection idle that long is parked instead of kept whole.
+    async fn drive<C, E>(
+        &mut self,
+        mut conn: Pin<&mut C>,
+        graceful: impl Fn(Pin<&mut C>),
+        drain: Drain,
+        park_after: Option<Duration>,
+    ) -> Ended
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        // When a park was last asked for: once per idle period, so that a park that did not
+        // happen (the client was sending at that moment) is not asked for again and again.
+        let mut park_asked: Option<Instant> = None;
+        loop {
+            // While busy, look again after a full idle period (the deadline can only be later),
+            // or sooner when draining, so that a connection whose last response went out with
+            // keep-alive (it started before the drain) is closed soon after it ends. With
+            // parking, look every `park_after`: requests come and go without waking this loop,
+            // and the next park is due `park_after` after the latest one ends.
+            let mut recheck = match self.drain_started {
+                Some(_) => DRAIN_IDLE_GRACE,
+                None => self.idle_timeout,
+            };
+            let mut wake = self.close_at();
+            if let Some(after) = park_after {
+                recheck = recheck.min(after);
+                let park_at = self
+                    .activity
+                    .idle_since()
+                    .filter(|since| park_asked.is_none_or(|asked| asked < *since))
+                    .map(|since| since + after);
+                wake = wake.into_iter().chain(park_at).min();
             }
-            _ = sleep_until(wake) => {
-                if close_at(drain_started).is_some_and(|d| d <= Instant::now()) {
-                    graceful(conn.as_mut());
-                    break;
+            let wake = match wake {
+                Some(at) => at.min(Instant::now() + recheck),
+                None => Instant::now() + recheck,
+            };
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(error = %e, "connection ended with an error");
+                    }
+                    return if self.activity.parked() { Ended::Parked } else { Ended::Closed };
                 }
-            }
-            _ = shutdown.cancelled(), if drain_started.is_none() => {
-                drain_started = Some(Instant::now());
-                match drain {
-                    Drain::GoAway => graceful(conn.as_mut()),
-                    Drain::LastRequest => activity.ask_to_close(),
+                _ = sleep_until(wake) => {
+                    let now = Instant::now();
+                    if self.close_at().is_some_and(|d| d <= now) {
+                        graceful(conn.as_mut());
+                        break;
+                    }
+                    if let (Some(after), Some(since)) = (park_after, self.activity.idle_since()) {
+                        if since + after <= now && park_asked.is_none_or(|asked| asked < since) {
+                            // Takes effect when hyper next reads, which the next poll makes it do.
+                            self.activity.ask_to_park();
+                            park_asked = Some(now);
+                        }
+                    }
+                }
+                _ = self.shutdown.cancelled(), if self.drain_started.is_none() => {
+                    self.start_drain();
+                    match drain {
+                        Drain::GoAway => graceful(conn.as_mut()),
+                        Drain::LastRequest => self.activity.ask_to_close(),
+                    }
                 }
             }
         }
+        // An HTTP/2 peer gets its GOAWAY; do not wait on it for long.
+        let _ = timeout(CLOSE_GRACE, conn).await;
+        Ended::Closed
     }
-    // An HTTP/2 peer gets its GOAWAY; do not wait on it for long.
-    let _ = timeout(CLOSE_GRACE, conn).await;
+
+    /// Waits on a parked connection: `true` when its client sends again (the bytes are kept in
+    /// `io` for the next hyper connection), `false` once it has been closed (by the client, the
+    /// idle timeout or a drain).
+    async fn park<S>(&mut self, io: &mut HeadGuard<S>) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let close_at = self
+                .close_at()
+                .expect("a parked connection has no request in flight");
+            tokio::select! {
+                sent = io.wait_for_request() => return matches!(sent, Ok(true)),
+                _ = sleep_until(close_at) => break,
+                _ = self.shutdown.cancelled(), if self.drain_started.is_none() => {
+                    // Like an idle HTTP/1 connection that is not parked: closed after
+                    // DRAIN_IDLE_GRACE, or its next request is answered with `Connection: close`.
+                    self.start_drain();
+                    self.activity.ask_to_close();
+                }
+            }
+        }
+        // What hyper does when it closes an idle connection: close_notify, then FIN.
+        let _ = timeout(CLOSE_GRACE, tokio::io::AsyncWriteExt::shutdown(io)).await;
+        false
+    }
 }
