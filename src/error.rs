@@ -97,7 +97,7 @@ impl RequestError {
                 }
                 e => RequestError::ConnectFailed(e.to_string()),
             },
-            pool::Error::Handshake(e) | pool::Error::Exchange(e) => {
+            pool::Error::Handshake(e) | pool::Error::Exchange(e) | pool::Error::Stale(e) => {
                 RequestError::TargetReset(error_chain(&**e))
             }
         }

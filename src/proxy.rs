@@ -24,7 +24,7 @@ use crate::server::activity::{Activity, RequestGuard};
 use crate::server::ListenerContext;
 use crate::targets::{OutstandingGuard, TargetGroup};
 use crate::tunnel;
-use crate::upstream::pool::Lease;
+use crate::upstream::pool::{Lease, Reuse};
 use crate::upstream::{self, ForwardedFor, UpstreamBody};
 
 /// What a request needs to know of its connection.
@@ -339,8 +339,9 @@ async fn forward(
     } else {
         UpstreamBody::Stream(body)
     };
-    // Only a request that can be sent again unchanged is retried, and only when the connection
-    // failed, so the target cannot have seen it.
+    // Only a request that can be sent again unchanged is retried: on another target when the
+    // connection failed, so the target cannot have seen it; on a new connection to the same
+    // target when a reused one was closed under it (idempotent, so sending it twice is allowed).
     let retryable = !upgrade
         && matches!(body, UpstreamBody::Empty)
         && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -349,6 +350,7 @@ async fn forward(
     let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
     let mut body = Some(body);
     let mut retried = false;
+    let mut reuse = Reuse::Pooled;
     let started = Instant::now();
     let (mut resp, outstanding, mut lease) = loop {
         let outstanding = target.begin();
@@ -382,7 +384,7 @@ async fn forward(
         };
         let sent = tokio::time::timeout(
             tg.response_timeout,
-            target.pool().send(request, &tg.upstream),
+            target.pool().send(request, &tg.upstream, reuse),
         );
         let answer = tokio::select! {
             answer = sent => answer,
@@ -395,8 +397,13 @@ async fn forward(
             Err(_) => return Err(RequestError::ResponseTimeout),
             Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
             Ok(Err(e)) => {
-                let err = RequestError::from_upstream(&e);
                 debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
+                if e.is_stale() && retryable && reuse == Reuse::Pooled {
+                    // The target is up; it closed an idle connection as the request went out.
+                    reuse = Reuse::NewConnection;
+                    continue;
+                }
+                let err = RequestError::from_upstream(&e);
                 // The target never saw the request: it refused the connection, or did not answer
                 // it at all (a stopped container's address usually times out).
                 let unreachable = match &err {

@@ -1,5 +1,6 @@
-//! seawall's connections to its targets: kept alive and reused, sent again when a target closed
-//! one under a request, closed with their target, and one shared HTTP/2 connection per target.
+//! seawall's connections to its targets: kept alive and reused, a request sent again when a
+//! target closed its connection under it, closed with their target, and one shared HTTP/2
+//! connection per target.
 mod common;
 use common::*;
 
@@ -140,6 +141,71 @@ async fn a_target_closing_each_idle_connection_loses_no_request() {
         accepted.load(Ordering::SeqCst) - before >= n,
         "each request had a connection of its own"
     );
+}
+
+/// A target that answers the first request on each connection and closes the connection as the
+/// next one arrives, unanswered: the keep-alive race lost after the request went out. Gives how
+/// many requests it dropped so.
+async fn one_answer_per_connection_target() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let count = dropped.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                for answered in [true, false] {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if answered {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    } else {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_lost_on_a_reused_connection_is_sent_again() {
+    let (addr, dropped) = one_answer_per_connection_target().await;
+    let sw = Seawall::start(&config(&[addr], ""));
+    sw.wait_healthy("app").await;
+    let mut c = h1(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
+    for i in 0..10 {
+        let got = get_on(&mut c, &format!("/r{i}")).await;
+        assert_eq!(
+            (got.status, got.text().as_str()),
+            (StatusCode::OK, "ok"),
+            "GET {i}: sent again on a new connection"
+        );
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst) >= 9,
+        "the target closed a reused connection under each GET after the first"
+    );
+    // A request with a body is not sent twice: the target may have acted on it.
+    let post = Request::post("/p")
+        .header("host", "app.test")
+        .body(body("once"))
+        .unwrap();
+    let got = read(c.send_request(post).await.unwrap()).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
 }
 
 #[tokio::test]

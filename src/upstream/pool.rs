@@ -73,6 +73,29 @@ pub enum Error {
     /// The exchange on an open connection failed (reset, closed early, not HTTP, ...).
     #[error("{0}")]
     Exchange(Arc<hyper::Error>),
+    /// An idle HTTP/1 connection taken from the pool was closed or reset by the target before
+    /// any answer: the keep-alive race, lost after the request was written. The target most
+    /// likely closed the connection without reading it, though it cannot be known.
+    #[error("reused connection: {0}")]
+    Stale(Arc<hyper::Error>),
+}
+
+impl Error {
+    /// Whether the failure was [`Error::Stale`]: an idempotent request may go again on a new
+    /// connection ([`Reuse::NewConnection`]), as HTTP allows (RFC 9110, 9.2.2).
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Error::Stale(_))
+    }
+}
+
+/// Which HTTP/1 connection a request may take. HTTP/2 requests share their target's connection
+/// either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// An idle one from the pool, else a new one.
+    Pooled,
+    /// A new one: for sending again a request that failed on a pooled connection.
+    NewConnection,
 }
 
 impl From<ConnectError> for Error {
@@ -170,17 +193,18 @@ impl Pool {
     /// its protocol writes: origin-form with a Host header for HTTP/1, absolute for HTTP/2.
     ///
     /// A request that a pooled connection could not send, because the target had closed it (the
-    /// keep-alive race), is sent again on another connection: the target never saw it. The lease
+    /// keep-alive race), is sent again on a new connection: the target never saw it. The lease
     /// is `Some` for HTTP/1, whose connection is the exchange's until the response body ends.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         settings: &Settings,
+        reuse: Reuse,
     ) -> Result<(Response<Incoming>, Option<Lease>), Error> {
         if settings.shape.http2 {
             Ok((self.send_h2(req, settings).await?, None))
         } else {
-            let (resp, lease) = self.send_h1(req, settings).await?;
+            let (resp, lease) = self.send_h1(req, settings, reuse).await?;
             Ok((resp, Some(lease)))
         }
     }
@@ -215,9 +239,21 @@ impl Pool {
         &self,
         mut req: Request<UpstreamBody>,
         settings: &Settings,
+        mut reuse: Reuse,
     ) -> Result<(Response<Incoming>, Lease), Error> {
         loop {
-            let (mut send, reused) = match self.checkout_h1(settings.shape) {
+            let pooled = match reuse {
+                Reuse::Pooled => self.checkout_h1(settings.shape),
+                Reuse::NewConnection => {
+                    self.shared
+                        .state
+                        .lock()
+                        .expect("not poisoned")
+                        .adopt(settings.shape);
+                    None
+                }
+            };
+            let (mut send, reused) = match pooled {
                 Some(send) => (send, true),
                 None => (self.connect_h1(settings).await?, false),
             };
@@ -230,11 +266,14 @@ impl Pool {
                     return Ok((resp, lease));
                 }
                 Err(mut e) => match e.take_message() {
-                    // Each turn takes a pooled connection out, and a new connection's failure is
-                    // final: the loop ends.
+                    // Once, on a new connection, whose failure is final.
                     Some(unsent) if reused => {
-                        debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on another");
+                        debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on a new one");
                         req = unsent;
+                        reuse = Reuse::NewConnection;
+                    }
+                    None if reused && closed_under(e.error()) => {
+                        return Err(Error::Stale(Arc::new(e.into_error())))
                     }
                     _ => return Err(Error::Exchange(Arc::new(e.into_error()))),
                 },
@@ -292,15 +331,16 @@ impl Pool {
         mut req: Request<UpstreamBody>,
         settings: &Settings,
     ) -> Result<Response<Incoming>, Error> {
+        let mut retried = false;
         loop {
             let (mut send, cell, reused) = self.checkout_h2(settings).await?;
             match send.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
                 Err(mut e) => match e.take_message() {
-                    // The shared connection went away (GOAWAY, closed) under the request: a new
-                    // one is made. A connection this request waited for is not retried, so the
-                    // loop ends.
-                    Some(unsent) if reused => {
+                    // The shared connection went away (GOAWAY, closed) under the request: sent
+                    // once more, on the connection made (or being made) next.
+                    Some(unsent) if reused && !retried => {
+                        retried = true;
                         debug!(target = %self.shared.addr, error = %e.error(), "HTTP/2 connection closed before the request went out; reconnecting");
                         self.forget_h2(&cell);
                         req = unsent;
@@ -399,6 +439,26 @@ impl Pool {
             tokio::spawn(reap(self.shared.clone()));
         }
     }
+}
+
+/// Whether an exchange failed because the connection was closed or reset under it, rather than
+/// because of what the target answered.
+fn closed_under(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Closes connections idle for [`POOL_IDLE_TIMEOUT`], even with no traffic to notice them, and
@@ -510,7 +570,7 @@ mod tests {
     /// One exchange, its body read to the end; gives the server's connection number and the
     /// lease.
     async fn exchange(pool: &Pool) -> (String, Lease) {
-        let (resp, lease) = pool.send(get(), &H1).await.unwrap();
+        let (resp, lease) = pool.send(get(), &H1, Reuse::Pooled).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (String::from_utf8(body.to_vec()).unwrap(), lease.unwrap())
     }
@@ -572,7 +632,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // An exchange begun before the change does not bring its connection back either.
-        let (resp, lease) = pool.send(get(), &H1).await.unwrap();
+        let (resp, lease) = pool.send(get(), &H1, Reuse::Pooled).await.unwrap();
         let _ = resp.into_body().collect().await;
         pool.checkout_h1(tls);
         pool.give_back(lease.unwrap());
