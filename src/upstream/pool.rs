@@ -67,8 +67,8 @@ pub enum Error {
     /// No connection was made: the target never saw the request.
     #[error("connect: {0}")]
     Connect(Arc<ConnectError>),
-    /// Connected, but the HTTP/2 connection preface failed.
-    #[error("HTTP/2 handshake: {0}")]
+    /// Connected, but the HTTP handshake failed (for HTTP/2, the connection preface).
+    #[error("HTTP handshake: {0}")]
     Handshake(Arc<hyper::Error>),
     /// The exchange on an open connection failed (reset, closed early, not HTTP, ...).
     #[error("{0}")]
@@ -657,6 +657,44 @@ mod tests {
             !pool.shared.state.lock().unwrap().reaper,
             "the reaper ends with the pool empty"
         );
+    }
+
+    #[tokio::test]
+    async fn a_closed_target_closes_its_http2_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|_req| async {
+                Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from("h2"))))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+            let _ = ended_tx.send(());
+        });
+        let closed = CancellationToken::new();
+        let pool = Pool::new(addr, closed.clone());
+        let h2 = Settings {
+            shape: Shape {
+                http2: true,
+                tls: false,
+            },
+            ..H1
+        };
+        let uri = format!("http://{addr}/");
+        for _ in 0..3 {
+            let req = Request::get(&uri).body(UpstreamBody::Empty).unwrap();
+            let (resp, lease) = pool.send(req, &h2, Reuse::Pooled).await.unwrap();
+            assert!(lease.is_none(), "an HTTP/2 connection is shared, not lent");
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "h2");
+        }
+        closed.cancel();
+        tokio::time::timeout(Duration::from_secs(5), ended_rx)
+            .await
+            .expect("the shared connection closes with its target")
+            .unwrap();
     }
 
     #[tokio::test]
