@@ -2,6 +2,9 @@
 
 use http::StatusCode;
 
+use crate::upstream::connect::ConnectError;
+use crate::upstream::pool;
+
 /// Which side of the proxy an error came from: it decides whose fault a log line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -79,25 +82,24 @@ impl RequestError {
         }
     }
 
-    /// Classifies a failure of the upstream client.
-    pub fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
-        let timed_out = {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-            let mut found = false;
-            while let Some(e) = source {
-                if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                    found |= io.kind() == std::io::ErrorKind::TimedOut;
+    /// Classifies a failure to exchange a request with a target: whether the target could have
+    /// seen the request decides between a failed connection (the proxy marks the target failed
+    /// and may retry elsewhere) and a reset.
+    pub fn from_upstream(err: &pool::Error) -> Self {
+        match err {
+            pool::Error::Connect(e) => match &**e {
+                ConnectError::Timeout => RequestError::ConnectTimeout,
+                // The kernel gave up on the SYN before seawall's own timeout did.
+                ConnectError::Tcp(io) | ConnectError::Tls(io)
+                    if io.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    RequestError::ConnectTimeout
                 }
-                found |= e.to_string().contains("timed out");
-                source = e.source();
+                e => RequestError::ConnectFailed(e.to_string()),
+            },
+            pool::Error::Handshake(e) | pool::Error::Exchange(e) | pool::Error::Stale(e) => {
+                RequestError::TargetReset(error_chain(&**e))
             }
-            found
-        };
-        let detail = error_chain(err);
-        match (err.is_connect(), timed_out) {
-            (true, true) => RequestError::ConnectTimeout,
-            (true, false) => RequestError::ConnectFailed(detail),
-            (false, _) => RequestError::TargetReset(detail),
         }
     }
 }

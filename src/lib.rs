@@ -11,8 +11,8 @@
 //! 3. [`proxy`] handles each request: framing checks, [`routing`] to an action, then a fixed
 //!    response, a redirect, or a forward;
 //! 4. a forward asks the target group ([`targets`]) for a target via its [`balancer`], and sends
-//!    the request through the [`upstream`] client, streaming both bodies; upgraded connections
-//!    (WebSocket) become a [`tunnel`].
+//!    the request on one of that target's pooled connections ([`upstream::pool`]), streaming both
+//!    bodies; upgraded connections (WebSocket) become a [`tunnel`].
 //!
 //! The data plane reads configuration only through one `ArcSwap` load of an immutable
 //! [`config::compile::Snapshot`], built from the file by [`config`] (parse, validate, compile).

@@ -24,6 +24,7 @@ use crate::server::activity::{Activity, RequestGuard};
 use crate::server::ListenerContext;
 use crate::targets::{OutstandingGuard, TargetGroup};
 use crate::tunnel;
+use crate::upstream::pool::{Lease, Reuse};
 use crate::upstream::{self, ForwardedFor, UpstreamBody};
 
 /// What a request needs to know of its connection.
@@ -287,10 +288,9 @@ async fn forward(
 
     let (mut parts, body) = req.into_parts();
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-        // The target sees the client's host in Host, as behind ALB. hyper-util's client would
-        // otherwise write the target's ip:port as Host to an HTTP/1 target; to an HTTP/2 target
-        // it sends the request URI's authority, the target's ip:port, as :authority (the pool
-        // keys its connections by it), so Host is where an HTTP/2 target finds the client's host.
+        // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
+        // otherwise get the target's ip:port as Host (see below); an HTTP/2 target gets the
+        // target's ip:port as :authority, so Host is where it finds the client's host.
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                 parts.headers.insert(header::HOST, v);
@@ -339,33 +339,53 @@ async fn forward(
     } else {
         UpstreamBody::Stream(body)
     };
-    // Only a request that can be sent again unchanged is retried, and only when the connection
-    // failed, so the target cannot have seen it.
+    // Only a request that can be sent again unchanged is retried: on another target when the
+    // connection failed, so the target cannot have seen it; on a new connection to the same
+    // target when a reused one was closed under it (idempotent, so sending it twice is allowed).
     let retryable = !upgrade
         && matches!(body, UpstreamBody::Empty)
         && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
 
+    let http1_target = tg.protocol_version == ProtocolVersion::Http1;
     let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
     let mut body = Some(body);
     let mut retried = false;
+    let mut reuse = Reuse::Pooled;
     let started = Instant::now();
-    let (mut resp, outstanding) = loop {
+    let (mut resp, outstanding, mut lease) = loop {
         let outstanding = target.begin();
         let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
         *request.method_mut() = parts.method.clone();
         *request.version_mut() = parts.version;
-        *request.uri_mut() = Uri::builder()
-            .scheme(tg.scheme.clone())
-            .authority(target.authority.clone())
-            .path_and_query(path.clone())
-            .build()
-            .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?;
         *request.headers_mut() = if retryable && !retried {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
         };
-        let sent = tokio::time::timeout(tg.response_timeout, tg.client.request(request));
+        // The forms hyper-util's client used to write, which targets keep seeing: an HTTP/1
+        // request line in origin-form, with the client's Host (the target's address when the
+        // client sent none, as from HTTP/1.0); an HTTP/2 request with the target's address as
+        // :authority.
+        *request.uri_mut() = if http1_target {
+            if !request.headers().contains_key(header::HOST) {
+                request.headers_mut().insert(
+                    header::HOST,
+                    upstream::host_header(&target.authority, &tg.scheme),
+                );
+            }
+            Uri::from(path.clone())
+        } else {
+            Uri::builder()
+                .scheme(tg.scheme.clone())
+                .authority(target.authority.clone())
+                .path_and_query(path.clone())
+                .build()
+                .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?
+        };
+        let sent = tokio::time::timeout(
+            tg.response_timeout,
+            target.pool().send(request, &tg.upstream, reuse),
+        );
         let answer = tokio::select! {
             answer = sent => answer,
             // The target's deregistration delay ended while it still owed the response head.
@@ -375,10 +395,15 @@ async fn forward(
         };
         match answer {
             Err(_) => return Err(RequestError::ResponseTimeout),
-            Ok(Ok(resp)) => break (resp, outstanding),
+            Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
             Ok(Err(e)) => {
-                let err = RequestError::from_client(&e);
                 debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
+                if e.is_stale() && retryable && reuse == Reuse::Pooled {
+                    // The target is up; it closed an idle connection as the request went out.
+                    reuse = Reuse::NewConnection;
+                    continue;
+                }
+                let err = RequestError::from_upstream(&e);
                 // The target never saw the request: it refused the connection, or did not answer
                 // it at all (a stopped container's address usually times out).
                 let unreachable = match &err {
@@ -422,7 +447,10 @@ async fn forward(
         let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
         tokio::spawn(async move {
             let closed = outstanding.target().closed().clone();
-            match tokio::try_join!(client_side, target_side) {
+            let joined = tokio::try_join!(client_side, target_side);
+            // The connection now belongs to the tunnel; never to the pool again.
+            drop(lease);
+            match joined {
                 Ok((c, t)) => tunnel::run(TokioIo::new(c), TokioIo::new(t), idle, closed).await,
                 Err(e) => debug!(error = %e, "upgrade failed"),
             }
@@ -435,14 +463,21 @@ async fn forward(
         ));
     }
     let (parts, body) = resp.into_parts();
+    if body.is_end_stream() {
+        // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
+        if let Some(lease) = lease.take() {
+            outstanding.target().pool().give_back(lease);
+        }
+    }
     Ok(Response::from_parts(
         parts,
         ResponseBody {
             inner: Inner::Upstream(body),
             request: None,
             target: Some(TargetWatch {
-                _outstanding: outstanding,
+                outstanding,
                 closed: None,
+                lease,
             }),
             generated: false,
         },
@@ -503,7 +538,9 @@ pub struct ResponseBody {
 /// The target a streamed body comes from: counted as outstanding while the body lives, and cut
 /// when the target's draining time ends.
 struct TargetWatch {
-    _outstanding: OutstandingGuard,
+    outstanding: OutstandingGuard,
+    /// The HTTP/1 connection the body comes on, back to the target's pool when the body ends.
+    lease: Option<Lease>,
     /// Created the first time the body waits for the target, so a body that never waits costs
     /// no allocation.
     closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -544,14 +581,30 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    // The end as hyper's server sees it (it stops polling once the length is
+                    // read), or as the stream ends. An error leaves the connection unreturned.
+                    let ended = match &frame {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if ended {
+                        if let Some(watch) = &mut this.target {
+                            if let Some(lease) = watch.lease.take() {
+                                watch.outstanding.target().pool().give_back(lease);
+                            }
+                        }
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
                 Poll::Pending => {
                     if let Some(watch) = &mut this.target {
                         let closed = watch.closed.get_or_insert_with(|| {
                             Box::pin(
                                 watch
-                                    ._outstanding
+                                    .outstanding
                                     .target()
                                     .closed()
                                     .clone()

@@ -6,7 +6,6 @@
 //! from a process that no longer accepts new ones, and would hide a dead target.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,9 +15,6 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -26,6 +22,7 @@ use super::Matcher;
 use crate::config::validate::{HealthCheckConfig, Protocol, ProtocolVersion};
 use crate::error::error_chain;
 use crate::targets::Reason;
+use crate::upstream::connect::{self, Alpn, ConnectError};
 
 /// ALB's health checker's User-Agent; target apps often filter their access logs on it.
 const USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static("ELB-HealthChecker/2.0");
@@ -123,12 +120,10 @@ impl Prober {
             ProtocolVersion::Grpc => Mode::Grpc,
         };
         let tls = (hc.protocol == Protocol::Https).then(|| {
-            let mut cfg = crate::upstream::target_tls_config();
-            cfg.alpn_protocols = match mode {
-                Mode::Http1 => vec![b"http/1.1".to_vec()],
-                Mode::Http2 | Mode::Grpc => vec![b"h2".to_vec()],
-            };
-            TlsConnector::from(Arc::new(cfg))
+            connect::tls_connector(match mode {
+                Mode::Http1 => Alpn::Http1,
+                Mode::Http2 | Mode::Grpc => Alpn::Http2,
+            })
         });
         Prober {
             mode,
@@ -157,26 +152,14 @@ impl Prober {
 
     /// Connects and asks; gives the code to match.
     async fn exchange(&self, addr: SocketAddr) -> Result<u16, ProbeError> {
-        let tcp = TcpStream::connect(addr)
+        // The probe's own timeout bounds the connect too, from outside.
+        let io = connect::open(addr, self.tls.as_ref(), self.timeout)
             .await
-            .map_err(ProbeError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => self.ask(tcp, addr).await,
-            Some(tls) => {
-                let stream = tls
-                    .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                    .await
-                    .map_err(ProbeError::Tls)?;
-                self.ask(stream, addr).await
-            }
-        }
-    }
-
-    async fn ask<S>(&self, io: S, addr: SocketAddr) -> Result<u16, ProbeError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+            .map_err(|e| match e {
+                ConnectError::Timeout => ProbeError::Timeout,
+                ConnectError::Tcp(e) => ProbeError::Connect(e),
+                ConnectError::Tls(e) => ProbeError::Tls(e),
+            })?;
         let io = TokioIo::new(io);
         let authority = addr.to_string();
         let host =

@@ -4,8 +4,8 @@
 //! draining; it lives in the [`Registry`], keyed by the group's name, outside the configuration
 //! snapshot, so that reloads, the admin API and discovery change membership without resetting
 //! health or losing in-flight counts (DESIGN.md, invariant 3). [`TargetGroup`] is the half compiled
-//! from the configuration into each snapshot: settings, balancer and upstream client, with a handle
-//! on its state.
+//! from the configuration into each snapshot: settings and balancer, with a handle on its state.
+//! Connections to a target are pooled by the [`Target`] itself.
 
 mod target;
 
@@ -23,7 +23,7 @@ pub use target::{Eligible, Origin, OutstandingGuard, Reason, State, Target};
 
 use crate::balancer::{self, Balancer, PickContext};
 use crate::config::validate::{HealthCheckConfig, Protocol, ProtocolVersion, TargetGroupConfig};
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream::pool;
 
 /// Every group's state, by name. Owned by the control side; the data plane reaches a group's state
 /// through its snapshot.
@@ -87,14 +87,7 @@ pub struct GroupState {
     write: Mutex<()>,
     /// Bumped on every membership change (the health checker watches it).
     changed: watch::Sender<u64>,
-    /// The upstream client last compiled for the group, with the settings it was built from.
-    /// A compile with the same settings reuses it, so that a reload keeps the pooled connections
-    /// to the targets rather than opening them all again.
-    client: Mutex<Option<(ClientSettings, UpstreamClient)>>,
 }
-
-/// What an upstream client is built from.
-type ClientSettings = (Duration, ProtocolVersion);
 
 impl GroupState {
     fn new(name: Arc<str>) -> Self {
@@ -104,20 +97,6 @@ impl GroupState {
             draining: Mutex::new(Vec::new()),
             write: Mutex::new(()),
             changed: watch::Sender::new(0),
-            client: Mutex::new(None),
-        }
-    }
-
-    /// The group's upstream client for `settings`: the last one when they are unchanged.
-    fn client(&self, settings: ClientSettings) -> UpstreamClient {
-        let mut cached = self.client.lock().expect("not poisoned");
-        match &*cached {
-            Some((s, client)) if *s == settings => client.clone(),
-            _ => {
-                let client = upstream::client(settings.0, settings.1);
-                *cached = Some((settings, client.clone()));
-                client
-            }
         }
     }
 
@@ -285,7 +264,9 @@ pub struct TargetGroup {
     pub health_check: HealthCheckConfig,
     pub state: Arc<GroupState>,
     balancer: Box<dyn Balancer>,
-    pub client: UpstreamClient,
+    /// How its targets' pools connect. A reload keeps the targets, and with them their pooled
+    /// connections, unless it changes what those connections are (see [`pool::Shape`]).
+    pub upstream: pool::Settings,
 }
 
 impl TargetGroup {
@@ -293,19 +274,23 @@ impl TargetGroup {
     /// here: [`GroupState::reconcile`] applies the configured targets when the snapshot goes live.
     pub fn new(cfg: &TargetGroupConfig, registry: &Registry) -> Self {
         let state = registry.group(&cfg.name);
+        let tls = cfg.protocol == Protocol::Https;
         TargetGroup {
             name: cfg.name.as_str().into(),
-            scheme: match cfg.protocol {
-                Protocol::Http => Scheme::HTTP,
-                Protocol::Https => Scheme::HTTPS,
-            },
+            scheme: if tls { Scheme::HTTPS } else { Scheme::HTTP },
             protocol_version: cfg.protocol_version,
             connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
             deregistration_delay: cfg.deregistration_delay,
             slow_start: cfg.slow_start,
             health_check: cfg.health_check.clone(),
-            client: state.client((cfg.connect_timeout, cfg.protocol_version)),
+            upstream: pool::Settings {
+                shape: pool::Shape {
+                    http2: cfg.protocol_version != ProtocolVersion::Http1,
+                    tls,
+                },
+                connect_timeout: cfg.connect_timeout,
+            },
             state,
             balancer: balancer::for_algorithm(cfg.algorithm),
         }

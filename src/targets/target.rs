@@ -10,6 +10,8 @@ use http::uri::Authority;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::upstream::pool::Pool;
+
 /// ALB's target states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -112,12 +114,16 @@ pub struct Target {
     /// restarts its count of consecutive successes when it sees it change.
     passive_failures: AtomicU32,
     reason: Mutex<Option<Reason>>,
-    /// Cancelled when draining ends: requests and tunnels still open to the target are cut.
+    /// Cancelled when draining ends: requests and tunnels still open to the target are cut, and
+    /// its pooled connections closed.
     closed: CancellationToken,
+    /// Kept-alive connections to the target.
+    pool: Pool,
 }
 
 impl Target {
     pub fn new(addr: SocketAddr, origin: Origin) -> Self {
+        let closed = CancellationToken::new();
         Target {
             addr,
             authority: addr
@@ -134,7 +140,8 @@ impl Target {
                 code: "Elb.RegistrationInProgress",
                 description: "Target registration is in progress".into(),
             })),
-            closed: CancellationToken::new(),
+            pool: Pool::new(addr, closed.clone()),
+            closed,
         }
     }
 
@@ -285,6 +292,10 @@ impl Target {
 
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 }
 

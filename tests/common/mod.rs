@@ -171,7 +171,30 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// Health checks (requests with ALB's health-checker User-Agent) that reached the backend.
     pub probes: Arc<AtomicUsize>,
+    /// Connections that carried at least one request other than a health check (health checks
+    /// open their own), and how many of those have ended.
+    pub conns: Arc<Conns>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A backend's count of the connections that carried proxied requests.
+#[derive(Debug, Default)]
+pub struct Conns {
+    pub opened: AtomicUsize,
+    pub closed: AtomicUsize,
+}
+
+impl Conns {
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+    /// Connections carrying proxied requests that are open now.
+    pub fn open(&self) -> usize {
+        self.opened() - self.closed()
+    }
 }
 
 impl Backend {
@@ -185,7 +208,9 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let probes = Arc::new(AtomicUsize::new(0));
-        let (id2, hits2, probes2) = (id.to_string(), hits.clone(), probes.clone());
+        let conns = Arc::new(Conns::default());
+        let (id2, hits2, probes2, conns2) =
+            (id.to_string(), hits.clone(), probes.clone(), conns.clone());
         let task = tokio::spawn(async move {
             // Owned by the accept task, so `kill` closes open connections too, as a crash would.
             let mut conns = tokio::task::JoinSet::new();
@@ -195,9 +220,14 @@ impl Backend {
                 };
                 while conns.try_join_next().is_some() {}
                 let (id, hits, probes) = (id2.clone(), hits2.clone(), probes2.clone());
+                let counts = conns2.clone();
+                let carried = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conns.spawn(async move {
+                    let carried2 = carried.clone();
+                    let counts2 = counts.clone();
                     let svc = service_fn(move |req| {
                         let (id, hits, probes) = (id.clone(), hits.clone(), probes.clone());
+                        let (carried, counts) = (carried2.clone(), counts2.clone());
                         async move {
                             // Health checks are seawall's own traffic, not the requests a test
                             // counts.
@@ -209,6 +239,9 @@ impl Backend {
                                 probes.fetch_add(1, Ordering::SeqCst);
                             } else {
                                 hits.fetch_add(1, Ordering::SeqCst);
+                                if !carried.swap(true, Ordering::SeqCst) {
+                                    counts.opened.fetch_add(1, Ordering::SeqCst);
+                                }
                             }
                             Ok::<_, Infallible>(backend_handle(req, &id).await)
                         }
@@ -217,6 +250,9 @@ impl Backend {
                         .serve_connection(TokioIo::new(tcp), svc)
                         .with_upgrades()
                         .await;
+                    if carried.load(Ordering::SeqCst) {
+                        counts.closed.fetch_add(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
@@ -225,6 +261,7 @@ impl Backend {
             id: id.to_string(),
             hits,
             probes,
+            conns,
             task,
         }
     }

@@ -1,28 +1,25 @@
-//! The way to the targets: a pooled keep-alive hyper client per target group, and the header rewriting
-//! a proxy owes both sides (hop-by-hop removal, `X-Forwarded-*`, the ALB trace id).
+//! The way to the targets. The hot path is [`pool`]: each target's kept-alive connections, which
+//! every forwarded request goes through; [`connect`] opens new ones (and the health checker's).
+//! Here: what a forwarded request carries (its body type, the header rewriting a proxy owes both
+//! sides: hop-by-hop removal, `X-Forwarded-*`, the ALB trace id) and the TLS setup towards targets.
+
+pub mod connect;
+pub mod pool;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-
-use crate::config::validate::ProtocolVersion;
-
-/// The client that carries proxied requests.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// A forwarded request's body: the client's, streamed through as hyper received it, or none. A
 /// request without a body can be sent again (a retry on another target), so it never carries the
@@ -62,43 +59,10 @@ impl Body for UpstreamBody {
     }
 }
 
-/// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
-/// of target servers, so that seawall closes first and never sends a request on a socket the
-/// target is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-/// Builds a target group's client. HTTPS target groups re-encrypt; like ALB, seawall does not verify
-/// target certificates (targets are addressed by IP and usually carry self-signed certificates), but
-/// it does check the handshake signature, so the target holds the key of the certificate it shows.
-///
-/// HTTP/2 and gRPC groups speak HTTP/2 only: ALPN h2 over TLS, prior knowledge (h2c) in plain text.
-pub fn client(connect_timeout: Duration, version: ProtocolVersion) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let tls = target_tls_config();
-    let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let h2 = version != ProtocolVersion::Http1;
-    let connector = if h2 {
-        builder.enable_http2().wrap_connector(http)
-    } else {
-        builder.enable_http1().wrap_connector(http)
-    };
-    let mut client = Client::builder(TokioExecutor::new());
-    client
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .http2_only(h2)
-        .timer(TokioTimer::new());
-    client.build(connector)
-}
-
-/// The TLS client side towards targets, shared by forwarded requests and health checks: target
-/// certificates are not verified (see [`client`]), handshake signatures are. No ALPN is set; each
-/// user sets its own.
+/// The TLS client side towards targets, shared by forwarded requests and health checks. Like ALB,
+/// seawall does not verify target certificates (targets are addressed by IP and usually carry
+/// self-signed certificates), but it does check the handshake signature, so the target holds the
+/// key of the certificate it shows. No ALPN is set; [`connect::tls_connector`] adds it.
 pub fn target_tls_config() -> rustls::ClientConfig {
     let provider = Arc::new(crate::tls::provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -157,6 +121,18 @@ impl ServerCertVerifier for AnyTargetCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The Host an HTTP/1 request gets when the client sent none (HTTP/1.0): the target's address,
+/// without the port when it is the scheme's default, as hyper-util's client wrote it.
+pub fn host_header(authority: &Authority, scheme: &Scheme) -> HeaderValue {
+    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let host = if authority.port_u16() == Some(default) {
+        authority.host()
+    } else {
+        authority.as_str()
+    };
+    HeaderValue::from_str(host).expect("an authority is a valid header value")
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides those the
@@ -344,6 +320,17 @@ mod tests {
         add_forwarded(&mut h, &f);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
         assert!(h.contains_key(X_AMZN_TRACE_ID));
+    }
+
+    #[test]
+    fn host_for_clients_without_one_is_the_target_without_a_default_port() {
+        let a: Authority = "10.0.0.1:80".parse().unwrap();
+        assert_eq!(host_header(&a, &Scheme::HTTP), "10.0.0.1");
+        assert_eq!(host_header(&a, &Scheme::HTTPS), "10.0.0.1:80");
+        let a: Authority = "[::1]:443".parse().unwrap();
+        assert_eq!(host_header(&a, &Scheme::HTTPS), "[::1]");
+        let a: Authority = "10.0.0.1:8080".parse().unwrap();
+        assert_eq!(host_header(&a, &Scheme::HTTP), "10.0.0.1:8080");
     }
 
     #[test]

@@ -1,0 +1,716 @@
+//! One target's connections, kept for reuse: every forwarded request goes through here.
+//!
+//! The pool belongs to its [`Target`](crate::targets::Target), so finding it costs nothing (no
+//! key to hash), and its connections end with the target: when the target's draining ends, its
+//! idle connections are closed at once rather than lingering until they time out.
+//!
+//! - HTTP/1: a stack of idle connections, the most recently used on top (the one most likely to
+//!   be open and warm; those at the bottom age out). A connection is lent to one exchange and
+//!   comes back through its [`Lease`] when the response body has ended, with no task of its own.
+//! - HTTP/2 (and gRPC): one connection per target, shared by all requests. One connect at a time:
+//!   requests that find it being made wait for it.
+//!
+//! A reaper task per target, running only while the pool holds something, closes connections
+//! idle for [`POOL_IDLE_TIMEOUT`] and empties the pool when the target closes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::connect::{self, Alpn, ConnectError};
+use super::UpstreamBody;
+
+/// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
+/// of target servers, so that seawall closes first and never sends a request on a socket the
+/// target is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// The most idle HTTP/1 connections kept per target. Enough for the steady concurrency one load
+/// balancer sends one target, so steady traffic never reconnects; past it, a burst's surplus is
+/// closed as it goes idle (oldest first) instead of holding sockets, and file descriptors, that
+/// only the next burst of the same size would use.
+pub const MAX_IDLE_PER_TARGET: usize = 256;
+
+/// What a group's connections are made as. Connections are only reused for a group with the same
+/// shape: a reload that changes the protocol version or the scheme empties the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// HTTP/2 (http2 and grpc groups) rather than HTTP/1.1.
+    pub http2: bool,
+    /// HTTPS: TLS to the target.
+    pub tls: bool,
+}
+
+/// How a target group reaches its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub shape: Shape,
+    /// Read at each connect, so a changed timeout needs no new connections: not part of
+    /// [`Shape`].
+    pub connect_timeout: Duration,
+}
+
+/// Why a request could not be exchanged with a target.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No connection was made: the target never saw the request.
+    #[error("connect: {0}")]
+    Connect(Arc<ConnectError>),
+    /// Connected, but the HTTP handshake failed (for HTTP/2, the connection preface).
+    #[error("HTTP handshake: {0}")]
+    Handshake(Arc<hyper::Error>),
+    /// The exchange on an open connection failed (reset, closed early, not HTTP, ...).
+    #[error("{0}")]
+    Exchange(Arc<hyper::Error>),
+    /// An idle HTTP/1 connection taken from the pool was closed or reset by the target before
+    /// any answer: the keep-alive race, lost after the request was written. The target most
+    /// likely closed the connection without reading it, though it cannot be known.
+    #[error("reused connection: {0}")]
+    Stale(Arc<hyper::Error>),
+}
+
+impl Error {
+    /// Whether the failure was [`Error::Stale`]: an idempotent request may go again on a new
+    /// connection ([`Reuse::NewConnection`]), as HTTP allows (RFC 9110, 9.2.2).
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Error::Stale(_))
+    }
+}
+
+/// Which HTTP/1 connection a request may take. HTTP/2 requests share their target's connection
+/// either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// An idle one from the pool, else a new one.
+    Pooled,
+    /// A new one: for sending again a request that failed on a pooled connection.
+    NewConnection,
+}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Self {
+        Error::Connect(Arc::new(e))
+    }
+}
+
+/// An HTTP/1 connection lent to one exchange. Give it back with [`Pool::give_back`] once the
+/// response body has ended; dropped instead (a body cut short, an upgrade), the connection closes,
+/// as its state is unknown.
+#[derive(Debug)]
+pub struct Lease {
+    send: http1::SendRequest<UpstreamBody>,
+    shape: Shape,
+}
+
+/// A target's connections.
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    addr: SocketAddr,
+    /// The target's: cancelled when its draining ends.
+    closed: CancellationToken,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The shape of the connections held; `None` before the first request.
+    shape: Option<Shape>,
+    /// Idle HTTP/1 connections, the most recently returned last.
+    idle: VecDeque<Idle>,
+    h2: Option<H2>,
+    /// Whether a reaper task is running for this pool. It runs while the pool holds anything.
+    reaper: bool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    send: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// The shared HTTP/2 connection, made once by whichever request needed it first; the others wait
+/// on the same cell. Should that request give up (its client left), the next waiter connects.
+type H2Cell = Arc<OnceCell<Result<http2::SendRequest<UpstreamBody>, Error>>>;
+
+#[derive(Debug)]
+struct H2 {
+    cell: H2Cell,
+    /// When a request last took it (or began making it).
+    used: Instant,
+}
+
+impl State {
+    /// Drops every connection held. An idle HTTP/1 connection closes as its sender goes; the
+    /// HTTP/2 one once the requests still streaming on it are done.
+    fn flush(&mut self) {
+        self.idle.clear();
+        self.h2 = None;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.idle.is_empty() && self.h2.is_none()
+    }
+
+    /// Empties the pool when `shape` differs from what it holds, so a reload that changed the
+    /// group's protocol never gets an old-shaped connection.
+    fn adopt(&mut self, shape: Shape) {
+        if self.shape != Some(shape) {
+            self.flush();
+            self.shape = Some(shape);
+        }
+    }
+}
+
+impl Pool {
+    /// The pool of the target at `addr`, whose connections close when `closed` is cancelled.
+    pub fn new(addr: SocketAddr, closed: CancellationToken) -> Self {
+        Pool {
+            shared: Arc::new(Shared {
+                addr,
+                closed,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Sends `req` on a pooled connection, or a new one. The request must already be in the form
+    /// its protocol writes: origin-form with a Host header for HTTP/1, absolute for HTTP/2.
+    ///
+    /// A request that a pooled connection could not send, because the target had closed it (the
+    /// keep-alive race), is sent again on a new connection: the target never saw it. The lease
+    /// is `Some` for HTTP/1, whose connection is the exchange's until the response body ends.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        settings: &Settings,
+        reuse: Reuse,
+    ) -> Result<(Response<Incoming>, Option<Lease>), Error> {
+        if settings.shape.http2 {
+            Ok((self.send_h2(req, settings).await?, None))
+        } else {
+            let (resp, lease) = self.send_h1(req, settings, reuse).await?;
+            Ok((resp, Some(lease)))
+        }
+    }
+
+    /// Returns an HTTP/1 connection whose exchange has ended, for the next request.
+    pub fn give_back(&self, lease: Lease) {
+        if lease.send.is_closed() {
+            return;
+        }
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        // A connection from before a reload that changed the group's shape, or to a target that
+        // has ended, is not kept.
+        if state.shape != Some(lease.shape) || self.shared.closed.is_cancelled() {
+            return;
+        }
+        if state.idle.len() >= MAX_IDLE_PER_TARGET {
+            state.idle.pop_front();
+        }
+        state.idle.push_back(Idle {
+            send: lease.send,
+            since: Instant::now(),
+        });
+        self.ensure_reaper(&mut state);
+    }
+
+    /// Idle HTTP/1 connections held (for tests and the curious).
+    pub fn idle(&self) -> usize {
+        self.shared.state.lock().expect("not poisoned").idle.len()
+    }
+
+    async fn send_h1(
+        &self,
+        mut req: Request<UpstreamBody>,
+        settings: &Settings,
+        mut reuse: Reuse,
+    ) -> Result<(Response<Incoming>, Lease), Error> {
+        loop {
+            let pooled = match reuse {
+                Reuse::Pooled => self.checkout_h1(settings.shape),
+                Reuse::NewConnection => {
+                    self.shared
+                        .state
+                        .lock()
+                        .expect("not poisoned")
+                        .adopt(settings.shape);
+                    None
+                }
+            };
+            let (mut send, reused) = match pooled {
+                Some(send) => (send, true),
+                None => (self.connect_h1(settings).await?, false),
+            };
+            match send.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        send,
+                        shape: settings.shape,
+                    };
+                    return Ok((resp, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Once, on a new connection, whose failure is final.
+                    Some(unsent) if reused => {
+                        debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on a new one");
+                        req = unsent;
+                        reuse = Reuse::NewConnection;
+                    }
+                    None if reused && closed_under(e.error()) => {
+                        return Err(Error::Stale(Arc::new(e.into_error())))
+                    }
+                    _ => return Err(Error::Exchange(Arc::new(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that can take a request now.
+    fn checkout_h1(&self, shape: Shape) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        state.adopt(shape);
+        if state.idle.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut i = state.idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &state.idle[i];
+            if c.send.is_closed() || now.saturating_duration_since(c.since) >= POOL_IDLE_TIMEOUT {
+                state.idle.remove(i);
+            } else if c.send.is_ready() {
+                return state.idle.remove(i).map(|c| c.send);
+            }
+            // Else it is open but not ready: its connection task has not yet taken in the end of
+            // the last exchange (it comes back as its response body ends, which can be a moment
+            // before), or the target answered before reading the whole request body, which is
+            // still being sent. Waiting could take as long as that upload, so it is left for a
+            // later request and this one takes another or a new connection.
+        }
+        None
+    }
+
+    async fn connect_h1(
+        &self,
+        settings: &Settings,
+    ) -> Result<http1::SendRequest<UpstreamBody>, Error> {
+        let tls = settings.shape.tls.then(|| tls_connector(Alpn::Http1));
+        let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
+        let (send, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| Error::Handshake(Arc::new(e)))?;
+        let addr = self.shared.addr;
+        // With upgrades, so that a 101 answer hands the socket to the proxy's tunnel.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
+            }
+        });
+        Ok(send)
+    }
+
+    async fn send_h2(
+        &self,
+        mut req: Request<UpstreamBody>,
+        settings: &Settings,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut retried = false;
+        loop {
+            let (mut send, cell, reused) = self.checkout_h2(settings).await?;
+            match send.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    // The shared connection went away (GOAWAY, closed) under the request: sent
+                    // once more, on the connection made (or being made) next.
+                    Some(unsent) if reused && !retried => {
+                        retried = true;
+                        debug!(target = %self.shared.addr, error = %e.error(), "HTTP/2 connection closed before the request went out; reconnecting");
+                        self.forget_h2(&cell);
+                        req = unsent;
+                    }
+                    _ => return Err(Error::Exchange(Arc::new(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// The shared HTTP/2 connection, made (or waited for) if needed; with whether it was already
+    /// made before this request came.
+    async fn checkout_h2(
+        &self,
+        settings: &Settings,
+    ) -> Result<(http2::SendRequest<UpstreamBody>, H2Cell, bool), Error> {
+        let cell = {
+            let mut state = self.shared.state.lock().expect("not poisoned");
+            state.adopt(settings.shape);
+            let now = Instant::now();
+            if let Some(h2) = &mut state.h2 {
+                match h2.cell.get() {
+                    Some(Ok(send)) if !send.is_closed() => {
+                        h2.used = now;
+                        return Ok((send.clone(), h2.cell.clone(), true));
+                    }
+                    // Being made: this request waits for it.
+                    None => h2.used = now,
+                    // Closed, or failed for the requests that waited on it: made anew.
+                    Some(_) => state.h2 = None,
+                }
+            }
+            match &state.h2 {
+                Some(h2) => h2.cell.clone(),
+                None => {
+                    let cell = H2Cell::default();
+                    // A target that has ended keeps nothing: this request's connection closes
+                    // when it is done.
+                    if !self.shared.closed.is_cancelled() {
+                        state.h2 = Some(H2 {
+                            cell: cell.clone(),
+                            used: now,
+                        });
+                        self.ensure_reaper(&mut state);
+                    }
+                    cell
+                }
+            }
+        };
+        match cell.get_or_init(|| self.connect_h2(settings)).await {
+            Ok(send) => Ok((send.clone(), cell, false)),
+            Err(e) => {
+                let e = e.clone();
+                self.forget_h2(&cell);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets the shared HTTP/2 connection `cell` holds, unless another has replaced it already.
+    fn forget_h2(&self, cell: &H2Cell) {
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        if state
+            .h2
+            .as_ref()
+            .is_some_and(|h2| Arc::ptr_eq(&h2.cell, cell))
+        {
+            state.h2 = None;
+        }
+    }
+
+    async fn connect_h2(
+        &self,
+        settings: &Settings,
+    ) -> Result<http2::SendRequest<UpstreamBody>, Error> {
+        let tls = settings.shape.tls.then(|| tls_connector(Alpn::Http2));
+        let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| Error::Handshake(Arc::new(e)))?;
+        let addr = self.shared.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
+            }
+        });
+        Ok(send)
+    }
+
+    /// Starts the reaper unless it runs: called with the pool about to hold something.
+    fn ensure_reaper(&self, state: &mut State) {
+        if !state.reaper {
+            state.reaper = true;
+            tokio::spawn(reap(self.shared.clone()));
+        }
+    }
+}
+
+/// Whether an exchange failed because the connection was closed or reset under it, rather than
+/// because of what the target answered.
+fn closed_under(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Closes connections idle for [`POOL_IDLE_TIMEOUT`], even with no traffic to notice them, and
+/// everything at once when the target closes. Ends when the pool is empty; the next connection
+/// kept starts another.
+async fn reap(shared: Arc<Shared>) {
+    loop {
+        let due = {
+            let mut state = shared.state.lock().expect("not poisoned");
+            if shared.closed.is_cancelled() {
+                state.flush();
+            }
+            let now = Instant::now();
+            state.idle.retain(|c| {
+                !c.send.is_closed() && now.saturating_duration_since(c.since) < POOL_IDLE_TIMEOUT
+            });
+            if state
+                .h2
+                .as_ref()
+                .is_some_and(|h2| now.saturating_duration_since(h2.used) >= POOL_IDLE_TIMEOUT)
+            {
+                state.h2 = None;
+            }
+            if state.is_empty() {
+                state.reaper = false;
+                return;
+            }
+            let oldest = state
+                .idle
+                .iter()
+                .map(|c| c.since)
+                .chain(state.h2.as_ref().map(|h2| h2.used))
+                .min()
+                .expect("not empty");
+            oldest + POOL_IDLE_TIMEOUT
+        };
+        tokio::select! {
+            biased;
+            _ = shared.closed.cancelled() => {}
+            _ = tokio::time::sleep_until(due) => {}
+        }
+    }
+}
+
+/// One TLS client per protocol, shared by every target: building a rustls configuration costs
+/// more than a handshake, and one session cache lets reconnects resume.
+fn tls_connector(alpn: Alpn) -> &'static TlsConnector {
+    static H1: OnceLock<TlsConnector> = OnceLock::new();
+    static H2: OnceLock<TlsConnector> = OnceLock::new();
+    let cell = match alpn {
+        Alpn::Http1 => &H1,
+        Alpn::Http2 => &H2,
+    };
+    cell.get_or_init(|| connect::tls_connector(alpn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    const H1: Settings = Settings {
+        shape: Shape {
+            http2: false,
+            tls: false,
+        },
+        connect_timeout: Duration::from_secs(5),
+    };
+
+    /// An HTTP/1 server answering each request with the number of its connection; gives how many
+    /// connections it has seen end.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let ended2 = ended.clone();
+        tokio::spawn(async move {
+            for n in 0usize.. {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let ended = ended2.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from(
+                            n.to_string(),
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, ended)
+    }
+
+    fn get() -> Request<UpstreamBody> {
+        Request::get("/")
+            .header(http::header::HOST, "t")
+            .body(UpstreamBody::Empty)
+            .unwrap()
+    }
+
+    /// One exchange, its body read to the end; gives the server's connection number and the
+    /// lease.
+    async fn exchange(pool: &Pool) -> (String, Lease) {
+        let (resp, lease) = pool.send(get(), &H1, Reuse::Pooled).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (String::from_utf8(body.to_vec()).unwrap(), lease.unwrap())
+    }
+
+    /// Until the connection task has taken in the end of the exchange.
+    async fn settled(pool: &Pool) {
+        while !pool
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .idle
+            .iter()
+            .all(|c| c.send.is_ready())
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_most_recently_returned_connection_is_reused_first() {
+        let (addr, _) = server().await;
+        let pool = Pool::new(addr, CancellationToken::new());
+        // Both leased at once: two connections.
+        let (a, lease_a) = exchange(&pool).await;
+        let (b, lease_b) = exchange(&pool).await;
+        assert_ne!(a, b);
+        pool.give_back(lease_a);
+        pool.give_back(lease_b);
+        assert_eq!(pool.idle(), 2);
+        settled(&pool).await;
+        let (again, lease) = exchange(&pool).await;
+        assert_eq!(again, b, "last in, first out");
+        assert_eq!(pool.idle(), 1);
+        // A lease dropped rather than given back (a body cut short) is not reused.
+        drop(lease);
+        let (next, _) = exchange(&pool).await;
+        assert_eq!(next, a);
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_changed_shape_empties_the_pool() {
+        let (addr, ended) = server().await;
+        let pool = Pool::new(addr, CancellationToken::new());
+        let (_, lease) = exchange(&pool).await;
+        pool.give_back(lease);
+        let tls = Shape {
+            http2: false,
+            tls: true,
+        };
+        assert!(pool.checkout_h1(tls).is_none());
+        assert_eq!(
+            pool.idle(),
+            0,
+            "an HTTP connection is no use to an HTTPS group"
+        );
+        while ended.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // An exchange begun before the change does not bring its connection back either.
+        let (resp, lease) = pool.send(get(), &H1, Reuse::Pooled).await.unwrap();
+        let _ = resp.into_body().collect().await;
+        pool.checkout_h1(tls);
+        pool.give_back(lease.unwrap());
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout_without_traffic() {
+        let (addr, ended) = server().await;
+        let pool = Pool::new(addr, CancellationToken::new());
+        let (_, lease) = exchange(&pool).await;
+        pool.give_back(lease);
+        tokio::time::pause();
+        tokio::time::advance(POOL_IDLE_TIMEOUT - Duration::from_secs(1)).await;
+        assert_eq!(pool.idle(), 1, "kept until the timeout");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        while ended.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle(), 0);
+        assert!(
+            !pool.shared.state.lock().unwrap().reaper,
+            "the reaper ends with the pool empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_target_closes_its_http2_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|_req| async {
+                Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from("h2"))))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+            let _ = ended_tx.send(());
+        });
+        let closed = CancellationToken::new();
+        let pool = Pool::new(addr, closed.clone());
+        let h2 = Settings {
+            shape: Shape {
+                http2: true,
+                tls: false,
+            },
+            ..H1
+        };
+        let uri = format!("http://{addr}/");
+        for _ in 0..3 {
+            let req = Request::get(&uri).body(UpstreamBody::Empty).unwrap();
+            let (resp, lease) = pool.send(req, &h2, Reuse::Pooled).await.unwrap();
+            assert!(lease.is_none(), "an HTTP/2 connection is shared, not lent");
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "h2");
+        }
+        closed.cancel();
+        tokio::time::timeout(Duration::from_secs(5), ended_rx)
+            .await
+            .expect("the shared connection closes with its target")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closed_target_keeps_no_connection() {
+        let (addr, ended) = server().await;
+        let closed = CancellationToken::new();
+        let pool = Pool::new(addr, closed.clone());
+        let (_, idle) = exchange(&pool).await;
+        let (_, busy) = exchange(&pool).await;
+        pool.give_back(idle);
+        closed.cancel();
+        while ended.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle(), 0, "the idle connection was closed at once");
+        pool.give_back(busy);
+        assert_eq!(pool.idle(), 0, "one in use is not kept when it comes back");
+    }
+}
