@@ -50,6 +50,13 @@ enum Command {
     Bench(Box<seawall::bench::BenchArgs>),
 }
 
+// jemalloc rather than glibc's malloc: an idle connection's freed buffers (see
+// `server::activity::HeadGuard`, parking) go back to the system instead of staying in the
+// process, scattered between live allocations. With glibc, 5 000 idle TLS connections cost
+// 15.0 KiB each; with jemalloc 11.7 KiB, and requests take slightly fewer instructions.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The configuration is wrong (DESIGN.md: exit 64 before any bind).
 const EXIT_CONFIG: u8 = 64;
 /// sysexits EX_UNAVAILABLE: a socket could not be bound or a thread started.
