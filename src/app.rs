@@ -114,11 +114,19 @@ impl App {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("seawall-worker")
-            .enable_all()
-            .build()?;
+        // One worker: the data thread itself runs every task (see `start`), which spares the
+        // multi-threaded scheduler's cross-thread bookkeeping on every wake-up of the hot path.
+        let runtime = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("seawall-worker")
+                .enable_all()
+                .build()?
+        };
         let tracker = TaskTracker::new();
         let listeners = Arc::new(ListenerSet::new(
             shared.clone(),

@@ -16,12 +16,15 @@ use tokio::time::Instant;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One http listener "web" and one https listener "secure", both forwarding to the target group
-/// "app" with `targets`; `runtime` and `tg_extra` are spliced into their sections.
+/// "app" with `targets`; `runtime` and `tg_extra` are spliced into their sections. One worker, so
+/// that these tests run on the single-threaded runtime seawall uses then (the other test files
+/// use the multi-threaded one, with a worker per core).
 fn config(targets: &[SocketAddr], runtime: &str, tg_extra: &str) -> String {
     let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"
 [runtime]
+workers = 1
 drain_timeout = "5s"
 {runtime}
 
