@@ -195,9 +195,9 @@ where
         activity: activity.clone(),
     });
     async move {
-        // The request's future is boxed: hyper keeps a slot the size of the service's future for
-        // the whole life of the connection, and a forwarded request's state is kilobytes that an idle
-        // keep-alive connection should not hold.
+        // The request's future is boxed: hyper keeps a slot the size of the service's future
+        // for the whole life of the connection, and a forwarded request's state is kilobytes
+        // that an idle keep-alive connection should not hold.
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
             Box::pin(
@@ -252,8 +252,8 @@ where
                 return;
             }
             {
-                // In a block of its own, so that `parts` (moved out of piecemeal) is gone before the
-                // wait below and takes no room in the parked connection's task.
+                // In a block of its own, so that `parts` (moved out of piecemeal) is gone before
+                // the wait below and takes no room in the parked connection's task.
                 let Some(parts) = Pin::into_inner(conn).into_parts() else {
                     return;
                 };
@@ -261,14 +261,31 @@ where
                 io.unread(parts.read_buf);
             }
             activity.unpark();
-            let parked = &listener.shared.metrics.parked_connections;
-            parked.inc();
-            let resumed = life.park(&mut io).await;
-            parked.dec();
+            let resumed = {
+                let _parked = Counted::new(&listener.shared.metrics.parked_connections);
+                life.park(&mut io).await
+            };
             if !resumed {
                 return;
             }
         }
+    }
+}
+
+/// Counts itself in a gauge while it lives, so that a task dropped mid-wait (the runtime shutting
+/// down) does not leave the gauge counting it.
+struct Counted<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
