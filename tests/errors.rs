@@ -521,7 +521,8 @@ async fn parked(sw: &Seawall, n: f64) {
 
 /// An idle HTTP/1.1 keep-alive connection is parked (its HTTP buffers released) and its next
 /// request is served in full whatever shape it arrives in: a head split across the wake-up, a
-/// body, two pipelined requests, or a head that stalls (408 after header_timeout, as unparked).
+/// body, two pipelined requests (also with a pause inside the second), or a head that stalls
+/// (408 after header_timeout, as unparked).
 async fn http1_parked_behaviour<S: AsyncRead + AsyncWrite + Unpin>(sw: &Seawall, mut s: S) {
     let req = b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n";
     s.write_all(req).await.unwrap();
@@ -573,6 +574,31 @@ async fn http1_parked_behaviour<S: AsyncRead + AsyncWrite + Unpin>(sw: &Seawall,
     }
     parked(sw, 1.0).await;
 
+    // A request followed by the start of a pipelined one, whose rest comes after a pause longer
+    // than the park delay: the partial head hyper held when the connection was parked is not
+    // lost.
+    let second = b"GET /y HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    s.write_all(&[&req[..], &second[..10]].concat())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.write_all(&second[10..]).await.unwrap();
+    let mut answers = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&answers).into_owned();
+        if text.matches("HTTP/1.1 200").count() == 2 && text.ends_with('}') {
+            assert!(text.contains("\"path\":\"/y\""), "{text}");
+            break;
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("both answers in time")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        answers.extend_from_slice(&buf[..n]);
+    }
+    parked(sw, 1.0).await;
+
     // A head that starts after the park and stalls is held to header_timeout.
     s.write_all(b"GET /x HTTP/1.1\r\nHo").await.unwrap();
     let started = Instant::now();
@@ -581,7 +607,7 @@ async fn http1_parked_behaviour<S: AsyncRead + AsyncWrite + Unpin>(sw: &Seawall,
     let text = String::from_utf8_lossy(&rest);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(
-        started.elapsed() >= Duration::from_millis(400),
+        started.elapsed() >= Duration::from_millis(1900),
         "{:?}",
         started.elapsed()
     );
@@ -593,7 +619,7 @@ async fn idle_http1_connections_are_parked_and_resume_over_plain_tcp() {
     let b = Backend::start("b1").await;
     let sw = Seawall::start(&config(&[b.addr], IDLE_RUNTIME_LONG, ""));
     http1_parked_behaviour(&sw, TcpStream::connect(sw.addr("web")).await.unwrap()).await;
-    assert_eq!(b.hits(), 5);
+    assert_eq!(b.hits(), 7);
     assert_eq!(sw.metric("seawall_new_connections_total"), 1.0);
 }
 
@@ -605,12 +631,13 @@ async fn idle_http1_connections_are_parked_and_resume_over_tls() {
         .await
         .unwrap();
     http1_parked_behaviour(&sw, tls).await;
-    assert_eq!(b.hits(), 5);
+    assert_eq!(b.hits(), 7);
     assert_eq!(sw.metric("seawall_new_connections_total"), 1.0);
 }
 
-/// A short head deadline, and an idle timeout long enough for a test to watch parked connections.
-const IDLE_RUNTIME_LONG: &str = "header_timeout = \"500ms\"\nidle_timeout = \"30s\"";
+/// A head deadline longer than the pauses of the parking test (themselves longer than the half
+/// second after which a connection is parked), and an idle timeout long enough to watch them.
+const IDLE_RUNTIME_LONG: &str = "header_timeout = \"2s\"\nidle_timeout = \"30s\"";
 
 /// The idle timeout counts only time without a request in flight.
 #[tokio::test]

@@ -220,6 +220,11 @@ impl<S> HeadGuard<S> {
         debug_assert!(self.unread.is_empty());
         self.unread = bytes;
     }
+
+    /// Whether bytes put back are waiting for hyper.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
 }
 
 /// How many bytes a parked connection reads to learn that its client is sending again; hyper
@@ -227,10 +232,12 @@ impl<S> HeadGuard<S> {
 const WAKE_READ: usize = 64;
 
 impl<S: AsyncRead + Unpin> HeadGuard<S> {
-    /// While parked: waits for the client's next bytes and keeps them for hyper. `Ok(false)` when
-    /// the client closed the connection instead.
+    /// While parked: waits for the client's next bytes and keeps them for hyper (at once when
+    /// some are already waiting). `Ok(false)` when the client closed the connection instead.
     pub async fn wait_for_request(&mut self) -> io::Result<bool> {
-        debug_assert!(self.unread.is_empty());
+        if self.has_unread() {
+            return Ok(true);
+        }
         let mut buf = [0u8; WAKE_READ];
         let n = tokio::io::AsyncReadExt::read(&mut self.inner, &mut buf).await?;
         self.unread = Bytes::copy_from_slice(&buf[..n]);
@@ -318,6 +325,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
             }
             Poll::Pending => {
                 let phase = this.activity.phase();
+                // hyper may hold the start of a pipelined request it has not parsed: the
+                // end-of-file makes it give up on that one without answering, and the bytes
+                // come back to the driver with the connection (`into_parts`), which hands them
+                // to the next hyper connection at once.
                 if phase == IDLE && !this.unflushed && this.activity.park_now() {
                     // End of file for hyper; the socket stays open (see the type's comment).
                     return Poll::Ready(Ok(()));
