@@ -506,6 +506,25 @@ async fn http2_idle_timeout_closes_the_connection() {
     assert_eq!(b.hits(), 2);
 }
 
+/// Reads until two whole 200 answers with the backend's JSON bodies have come (pipelined answers
+/// may arrive together, which `read_response` does not allow); gives their text.
+async fn two_answers<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answers).into_owned();
+        if text.matches("HTTP/1.1 200").count() == 2 && text.ends_with('}') {
+            return text;
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("both answers in time")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        answers.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Waits until `seawall_parked_connections` reads `n`.
 async fn parked(sw: &Seawall, n: f64) {
     let ok = eventually(PATIENCE, || async {
@@ -558,20 +577,7 @@ async fn http1_parked_behaviour<S: AsyncRead + AsyncWrite + Unpin>(sw: &Seawall,
     // Two pipelined requests in one write: two whole answers (JSON bodies) come back.
     let two = [&req[..], &req[..]].concat();
     s.write_all(&two).await.unwrap();
-    let mut answers = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&answers).into_owned();
-        if text.matches("HTTP/1.1 200").count() == 2 && text.ends_with('}') {
-            break;
-        }
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .expect("both answers in time")
-            .unwrap();
-        assert!(n > 0, "closed after {text:?}");
-        answers.extend_from_slice(&buf[..n]);
-    }
+    two_answers(&mut s).await;
     parked(sw, 1.0).await;
 
     // A request followed by the start of a pipelined one, whose rest comes after a pause longer
@@ -583,20 +589,8 @@ async fn http1_parked_behaviour<S: AsyncRead + AsyncWrite + Unpin>(sw: &Seawall,
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     s.write_all(&second[10..]).await.unwrap();
-    let mut answers = Vec::new();
-    loop {
-        let text = String::from_utf8_lossy(&answers).into_owned();
-        if text.matches("HTTP/1.1 200").count() == 2 && text.ends_with('}') {
-            assert!(text.contains("\"path\":\"/y\""), "{text}");
-            break;
-        }
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .expect("both answers in time")
-            .unwrap();
-        assert!(n > 0, "closed after {text:?}");
-        answers.extend_from_slice(&buf[..n]);
-    }
+    let text = two_answers(&mut s).await;
+    assert!(text.contains("\"path\":\"/y\""), "{text}");
     parked(sw, 1.0).await;
 
     // A head that starts after the park and stalls is held to header_timeout.
