@@ -255,7 +255,9 @@ impl Pool {
             };
             let (mut send, reused) = match pooled {
                 Some(send) => (send, true),
-                None => (self.connect_h1(settings).await?, false),
+                // Boxed: connecting (TCP, TLS, the HTTP handshake) is kilobytes of state that
+                // every request's future would otherwise carry, and copy, for a rare event.
+                None => (Box::pin(self.connect_h1(settings)).await?, false),
             };
             match send.try_send_request(req).await {
                 Ok(resp) => {
@@ -390,7 +392,11 @@ impl Pool {
                 }
             }
         };
-        match cell.get_or_init(|| self.connect_h2(settings)).await {
+        // Boxed for the same reason as in `send_h1`.
+        match cell
+            .get_or_init(|| Box::pin(self.connect_h2(settings)))
+            .await
+        {
             Ok(send) => Ok((send.clone(), cell, false)),
             Err(e) => {
                 let e = e.clone();
