@@ -37,114 +37,129 @@ pub struct ConnContext {
 }
 
 /// Handles one request. Never fails: every error becomes the status code ALB would answer with.
-pub async fn handle(req: Request<Incoming>, ctx: &ConnContext) -> Response<ResponseBody> {
-    let request_guard = ctx.activity.begin_request();
-    let listener = &ctx.listener;
-    let grpc = grpc_content_type(req.headers()).cloned();
-    let http1 = req.version() < Version::HTTP_2;
-    let (mut response, target_group, code) = match respond(req, ctx).await {
-        Ok((r, tg)) => {
-            let code = r.status();
-            (r, tg, code)
-        }
-        Err((e, tg)) => {
-            if e.side() == crate::error::Side::Upstream {
-                warn!(listener = %listener.name, target_group = tg.as_deref().unwrap_or(""), error = %e, "answering with {}", e.status());
-            } else {
-                debug!(listener = %listener.name, peer = %ctx.peer, error = %e, "bad request");
+///
+/// This and the functions it awaits return `async move` blocks rather than being `async fn`s: an
+/// `async fn` copies its arguments into locals of its body, so the request (264 bytes) would take
+/// room twice at each level of the request's future, which is allocated and copied per request.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+pub fn handle(
+    req: Request<Incoming>,
+    ctx: &ConnContext,
+) -> impl Future<Output = Response<ResponseBody>> + '_ {
+    async move {
+        let request_guard = ctx.activity.begin_request();
+        let listener = &ctx.listener;
+        let grpc = grpc_content_type(req.headers()).cloned();
+        let http1 = req.version() < Version::HTTP_2;
+        let (mut response, target_group, code) = match respond(req, ctx).await {
+            Ok((r, tg)) => {
+                let code = r.status();
+                (r, tg, code)
             }
-            // Counted under the HTTP status even when a gRPC client is answered with 200 and a
-            // grpc-status, so that dashboards see the failure.
-            (error_response(&e, grpc), tg, e.status())
-        }
-    };
-    let metrics = &listener.shared.metrics;
-    metrics
-        .requests_total
-        .with_label_values(&[
-            &*listener.name,
-            target_group.as_deref().unwrap_or(""),
-            code.as_str(),
-        ])
-        .inc();
-    if target_group.is_none() || response.body().is_generated() {
+            Err((e, tg)) => {
+                if e.side() == crate::error::Side::Upstream {
+                    warn!(listener = %listener.name, target_group = tg.as_deref().unwrap_or(""), error = %e, "answering with {}", e.status());
+                } else {
+                    debug!(listener = %listener.name, peer = %ctx.peer, error = %e, "bad request");
+                }
+                // Counted under the HTTP status even when a gRPC client is answered with 200 and a
+                // grpc-status, so that dashboards see the failure.
+                (error_response(&e, grpc), tg, e.status())
+            }
+        };
+        let metrics = &listener.shared.metrics;
         metrics
-            .elb_responses_total
-            .with_label_values(&[code.as_str()])
+            .requests_total
+            .with_label_values(&[
+                &*listener.name,
+                target_group.as_deref().unwrap_or(""),
+                code.as_str(),
+            ])
             .inc();
-    }
-    // A draining HTTP/1 connection tells its client not to send another request on it, so that
-    // closing it afterwards cannot race with one (see `server::DRAIN_IDLE_GRACE`).
-    if http1 && ctx.activity.closing() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if target_group.is_none() || response.body().is_generated() {
+            metrics
+                .elb_responses_total
+                .with_label_values(&[code.as_str()])
+                .inc();
+        }
+        // A draining HTTP/1 connection tells its client not to send another request on it, so that
+        // closing it afterwards cannot race with one (see `server::DRAIN_IDLE_GRACE`).
+        if http1 && ctx.activity.closing() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response.body_mut().request = Some(request_guard);
         response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response.body_mut().request = Some(request_guard);
-    response
 }
 
 type Failure = (RequestError, Option<Arc<str>>);
 
-async fn respond(
+#[allow(clippy::manual_async_fn)] // see `handle`
+fn respond(
     mut req: Request<Incoming>,
     ctx: &ConnContext,
-) -> Result<(Response<ResponseBody>, Option<Arc<str>>), Failure> {
-    if req.method() == Method::CONNECT {
-        return Err((RequestError::BadRequest("CONNECT is not proxied"), None));
-    }
-    if ctx.activity.take_framing_conflict() {
-        // hyper has already dropped the Content-Length of this head (see `Activity`).
-        return Err((
-            RequestError::BadRequest("both Content-Length and Transfer-Encoding"),
-            None,
-        ));
-    }
-    check_framing(req.headers_mut()).map_err(|e| (e, None))?;
-    let host = request_host(&req).map_err(|e| (e, None))?;
-    let action = {
-        let snapshot = ctx.listener.shared.snapshot.load();
-        let Some(listener) = snapshot.listener(&ctx.listener.name) else {
-            return Err((RequestError::NoTargets, None));
-        };
-        listener
-            .router
-            .find(&RequestView {
-                host: strip_port(host),
-                path: req.uri().path(),
-            })
-            .clone()
-    };
-    match action {
-        Action::FixedResponse(f) => {
-            let mut resp = Response::new(ResponseBody::full(f.body));
-            *resp.status_mut() = f.status;
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, f.content_type);
-            Ok((resp, None))
+) -> impl Future<Output = Result<(Response<ResponseBody>, Option<Arc<str>>), Failure>> + '_ {
+    async move {
+        if req.method() == Method::CONNECT {
+            return Err((RequestError::BadRequest("CONNECT is not proxied"), None));
         }
-        Action::Redirect(t) => {
-            let location = t.location(&RedirectRequest {
-                protocol: ctx.listener.protocol.as_str(),
-                host: strip_port(host),
-                port: ctx.listener.port,
-                path: req.uri().path(),
-                query: req.uri().query().unwrap_or(""),
-            });
-            let mut resp = Response::new(ResponseBody::full(Bytes::new()));
-            *resp.status_mut() = t.status;
-            match HeaderValue::from_str(&location) {
-                Ok(v) => resp.headers_mut().insert(header::LOCATION, v),
-                Err(_) => return Err((RequestError::BadRequest("unrepresentable redirect"), None)),
+        if ctx.activity.take_framing_conflict() {
+            // hyper has already dropped the Content-Length of this head (see `Activity`).
+            return Err((
+                RequestError::BadRequest("both Content-Length and Transfer-Encoding"),
+                None,
+            ));
+        }
+        check_framing(req.headers_mut()).map_err(|e| (e, None))?;
+        let host = request_host(&req).map_err(|e| (e, None))?;
+        let action = {
+            let snapshot = ctx.listener.shared.snapshot.load();
+            let Some(listener) = snapshot.listener(&ctx.listener.name) else {
+                return Err((RequestError::NoTargets, None));
             };
-            Ok((resp, None))
-        }
-        Action::Forward(tg) => {
-            let name = tg.name.clone();
-            forward(req, ctx, &tg)
-                .await
-                .map(|r| (r, Some(name.clone())))
-                .map_err(|e| (e, Some(name)))
+            listener
+                .router
+                .find(&RequestView {
+                    host: strip_port(host),
+                    path: req.uri().path(),
+                })
+                .clone()
+        };
+        match action {
+            Action::FixedResponse(f) => {
+                let mut resp = Response::new(ResponseBody::full(f.body));
+                *resp.status_mut() = f.status;
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, f.content_type);
+                Ok((resp, None))
+            }
+            Action::Redirect(t) => {
+                let location = t.location(&RedirectRequest {
+                    protocol: ctx.listener.protocol.as_str(),
+                    host: strip_port(host),
+                    port: ctx.listener.port,
+                    path: req.uri().path(),
+                    query: req.uri().query().unwrap_or(""),
+                });
+                let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+                *resp.status_mut() = t.status;
+                match HeaderValue::from_str(&location) {
+                    Ok(v) => resp.headers_mut().insert(header::LOCATION, v),
+                    Err(_) => {
+                        return Err((RequestError::BadRequest("unrepresentable redirect"), None))
+                    }
+                };
+                Ok((resp, None))
+            }
+            Action::Forward(tg) => {
+                let name = tg.name.clone();
+                forward(req, ctx, &tg)
+                    .await
+                    .map(|r| (r, Some(name.clone())))
+                    .map_err(|e| (e, Some(name)))
+            }
         }
     }
 }
@@ -275,213 +290,216 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-async fn forward(
+#[allow(clippy::manual_async_fn)] // see `handle`
+fn forward<'a>(
     mut req: Request<Incoming>,
-    ctx: &ConnContext,
-    tg: &Arc<TargetGroup>,
-) -> Result<Response<ResponseBody>, RequestError> {
-    let upgrade = is_upgrade(&req);
-    if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
-        return Err(RequestError::IncompatibleProtocol(why));
-    }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    ctx: &'a ConnContext,
+    tg: &'a Arc<TargetGroup>,
+) -> impl Future<Output = Result<Response<ResponseBody>, RequestError>> + 'a {
+    async move {
+        let upgrade = is_upgrade(&req);
+        if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
+            return Err(RequestError::IncompatibleProtocol(why));
+        }
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let (mut parts, body) = req.into_parts();
-    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-        // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
-        // otherwise get the target's ip:port as Host (see below); an HTTP/2 target gets the
-        // target's ip:port as :authority, so Host is where it finds the client's host.
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
+        let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
+            // otherwise get the target's ip:port as Host (see below); an HTTP/2 target gets the
+            // target's ip:port as :authority, so Host is where it finds the client's host.
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    parts.headers.insert(header::HOST, v);
+                }
             }
         }
-    }
-    // `TE: trailers` is the one TE that HTTP/2 carries, and gRPC servers may require it.
-    let te_trailers = tg.protocol_version != ProtocolVersion::Http1
-        && parts
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    upstream::strip_hop_by_hop(&mut parts.headers, upgrade);
-    if te_trailers {
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    upstream::add_forwarded(
-        &mut parts.headers,
-        &ForwardedFor {
-            client_ip: &ctx.peer_ip,
-            proto: ctx.listener.protocol.as_str(),
-            port: &ctx.listener.port_header,
-        },
-    );
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    parts.version = match tg.protocol_version {
-        ProtocolVersion::Http1 => Version::HTTP_11,
-        ProtocolVersion::Http2 | ProtocolVersion::Grpc => Version::HTTP_2,
-    };
-    let body = if body.is_end_stream() {
-        UpstreamBody::Empty
-    } else {
-        UpstreamBody::Stream(body)
-    };
-    // Only a request that can be sent again unchanged is retried: on another target when the
-    // connection failed, so the target cannot have seen it; on a new connection to the same
-    // target when a reused one was closed under it (idempotent, so sending it twice is allowed).
-    let retryable = !upgrade
-        && matches!(body, UpstreamBody::Empty)
-        && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-
-    let http1_target = tg.protocol_version == ProtocolVersion::Http1;
-    let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
-    let mut body = Some(body);
-    let mut retried = false;
-    let mut reuse = Reuse::Pooled;
-    let started = Instant::now();
-    let (mut resp, outstanding, mut lease) = loop {
-        let outstanding = target.begin();
-        let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
-        *request.method_mut() = parts.method.clone();
-        *request.version_mut() = parts.version;
-        *request.headers_mut() = if retryable && !retried {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        // The forms hyper-util's client used to write, which targets keep seeing: an HTTP/1
-        // request line in origin-form, with the client's Host (the target's address when the
-        // client sent none, as from HTTP/1.0); an HTTP/2 request with the target's address as
-        // :authority.
-        *request.uri_mut() = if http1_target {
-            if !request.headers().contains_key(header::HOST) {
-                request.headers_mut().insert(
-                    header::HOST,
-                    upstream::host_header(&target.authority, &tg.scheme),
-                );
-            }
-            Uri::from(path.clone())
-        } else {
-            Uri::builder()
-                .scheme(tg.scheme.clone())
-                .authority(target.authority.clone())
-                .path_and_query(path.clone())
-                .build()
-                .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?
-        };
-        let sent = tokio::time::timeout(
-            tg.response_timeout,
-            target.pool().send(request, &tg.upstream, reuse),
+        // `TE: trailers` is the one TE that HTTP/2 carries, and gRPC servers may require it.
+        let te_trailers = tg.protocol_version != ProtocolVersion::Http1
+            && parts
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        upstream::strip_hop_by_hop(&mut parts.headers, upgrade);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        upstream::add_forwarded(
+            &mut parts.headers,
+            &ForwardedFor {
+                client_ip: &ctx.peer_ip,
+                proto: ctx.listener.protocol.as_str(),
+                port: &ctx.listener.port_header,
+            },
         );
-        let answer = tokio::select! {
-            answer = sent => answer,
-            // The target's deregistration delay ended while it still owed the response head.
-            _ = target.closed().cancelled() => {
-                return Err(RequestError::TargetReset("the target was deregistered".into()))
-            }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.version = match tg.protocol_version {
+            ProtocolVersion::Http1 => Version::HTTP_11,
+            ProtocolVersion::Http2 | ProtocolVersion::Grpc => Version::HTTP_2,
         };
-        match answer {
-            Err(_) => return Err(RequestError::ResponseTimeout),
-            Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
-            Ok(Err(e)) => {
-                debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
-                if e.is_stale() && retryable && reuse == Reuse::Pooled {
-                    // The target is up; it closed an idle connection as the request went out.
-                    reuse = Reuse::NewConnection;
-                    continue;
+        let body = if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Stream(body)
+        };
+        // Only a request that can be sent again unchanged is retried: on another target when the
+        // connection failed, so the target cannot have seen it; on a new connection to the same
+        // target when a reused one was closed under it (idempotent, so sending it twice is allowed).
+        let retryable = !upgrade
+            && matches!(body, UpstreamBody::Empty)
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+
+        let http1_target = tg.protocol_version == ProtocolVersion::Http1;
+        let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
+        let mut body = Some(body);
+        let mut retried = false;
+        let mut reuse = Reuse::Pooled;
+        let started = Instant::now();
+        let (mut resp, outstanding, mut lease) = loop {
+            let outstanding = target.begin();
+            let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
+            *request.method_mut() = parts.method.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = if retryable && !retried {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            // The forms hyper-util's client used to write, which targets keep seeing: an HTTP/1
+            // request line in origin-form, with the client's Host (the target's address when the
+            // client sent none, as from HTTP/1.0); an HTTP/2 request with the target's address as
+            // :authority.
+            *request.uri_mut() = if http1_target {
+                if !request.headers().contains_key(header::HOST) {
+                    request.headers_mut().insert(
+                        header::HOST,
+                        upstream::host_header(&target.authority, &tg.scheme),
+                    );
                 }
-                let err = RequestError::from_upstream(&e);
-                // The target never saw the request: it refused the connection, or did not answer
-                // it at all (a stopped container's address usually times out).
-                let unreachable = match &err {
-                    RequestError::ConnectFailed(detail) => {
-                        Some(format!("connection failed: {detail}"))
+                Uri::from(path.clone())
+            } else {
+                Uri::builder()
+                    .scheme(tg.scheme.clone())
+                    .authority(target.authority.clone())
+                    .path_and_query(path.clone())
+                    .build()
+                    .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?
+            };
+            let sent = tokio::time::timeout(
+                tg.response_timeout,
+                target.pool().send(request, &tg.upstream, reuse),
+            );
+            let answer = tokio::select! {
+                answer = sent => answer,
+                // The target's deregistration delay ended while it still owed the response head.
+                _ = target.closed().cancelled() => {
+                    return Err(RequestError::TargetReset("the target was deregistered".into()))
+                }
+            };
+            match answer {
+                Err(_) => return Err(RequestError::ResponseTimeout),
+                Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
+                Ok(Err(e)) => {
+                    debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
+                    if e.is_stale() && retryable && reuse == Reuse::Pooled {
+                        // The target is up; it closed an idle connection as the request went out.
+                        reuse = Reuse::NewConnection;
+                        continue;
                     }
-                    RequestError::ConnectTimeout => Some("connection timed out".to_string()),
-                    _ => None,
-                };
-                if let Some(reason) = unreachable {
-                    // A dead target costs one failed request, not a health-check interval.
-                    if target.mark_failed(reason.clone()) {
-                        warn!(target_group = %tg.name, target = %target.addr, %reason, "target unhealthy (passive)");
-                    }
-                    if retryable && !retried {
-                        if let Some(next) = tg.pick_healthy() {
-                            retried = true;
-                            target = next;
-                            continue;
+                    let err = RequestError::from_upstream(&e);
+                    // The target never saw the request: it refused the connection, or did not answer
+                    // it at all (a stopped container's address usually times out).
+                    let unreachable = match &err {
+                        RequestError::ConnectFailed(detail) => {
+                            Some(format!("connection failed: {detail}"))
+                        }
+                        RequestError::ConnectTimeout => Some("connection timed out".to_string()),
+                        _ => None,
+                    };
+                    if let Some(reason) = unreachable {
+                        // A dead target costs one failed request, not a health-check interval.
+                        if target.mark_failed(reason.clone()) {
+                            warn!(target_group = %tg.name, target = %target.addr, %reason, "target unhealthy (passive)");
+                        }
+                        if retryable && !retried {
+                            if let Some(next) = tg.pick_healthy() {
+                                retried = true;
+                                target = next;
+                                continue;
+                            }
                         }
                     }
+                    return Err(err);
                 }
-                return Err(err);
             }
-        }
-    };
-    ctx.listener
-        .shared
-        .metrics
-        .target_response_seconds
-        .with_label_values(&[&*tg.name])
-        .observe(started.elapsed().as_secs_f64());
+        };
+        ctx.listener
+            .shared
+            .metrics
+            .target_response_seconds
+            .with_label_values(&[&*tg.name])
+            .observe(started.elapsed().as_secs_f64());
 
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    upstream::strip_hop_by_hop(resp.headers_mut(), upgrade && switching);
-    if let (Some(client_side), true) = (client_upgrade, switching) {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        let target_side = hyper::upgrade::on(&mut resp);
-        ctx.activity.mark_upgraded();
-        let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
-        tokio::spawn(async move {
-            let closed = outstanding.target().closed().clone();
-            let joined = tokio::try_join!(client_side, target_side);
-            // The connection now belongs to the tunnel; never to the pool again.
-            drop(lease);
-            match joined {
-                Ok((c, t)) => tunnel::run(TokioIo::new(c), TokioIo::new(t), idle, closed).await,
-                Err(e) => debug!(error = %e, "upgrade failed"),
-            }
-            drop(outstanding);
-        });
-        let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::full(Bytes::new()),
-        ));
-    }
-    let (parts, body) = resp.into_parts();
-    if body.is_end_stream() {
-        // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
-        if let Some(lease) = lease.take() {
-            outstanding.target().pool().give_back(lease);
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        upstream::strip_hop_by_hop(resp.headers_mut(), upgrade && switching);
+        if let (Some(client_side), true) = (client_upgrade, switching) {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            let target_side = hyper::upgrade::on(&mut resp);
+            ctx.activity.mark_upgraded();
+            let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
+            tokio::spawn(async move {
+                let closed = outstanding.target().closed().clone();
+                let joined = tokio::try_join!(client_side, target_side);
+                // The connection now belongs to the tunnel; never to the pool again.
+                drop(lease);
+                match joined {
+                    Ok((c, t)) => tunnel::run(TokioIo::new(c), TokioIo::new(t), idle, closed).await,
+                    Err(e) => debug!(error = %e, "upgrade failed"),
+                }
+                drop(outstanding);
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(
+                parts,
+                ResponseBody::full(Bytes::new()),
+            ));
         }
+        let (parts, body) = resp.into_parts();
+        if body.is_end_stream() {
+            // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
+            if let Some(lease) = lease.take() {
+                outstanding.target().pool().give_back(lease);
+            }
+        }
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody {
+                inner: Inner::Upstream(body),
+                request: None,
+                target: Some(TargetWatch {
+                    outstanding,
+                    closed: None,
+                    lease,
+                }),
+                generated: false,
+            },
+        ))
     }
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody {
-            inner: Inner::Upstream(body),
-            request: None,
-            target: Some(TargetWatch {
-                outstanding,
-                closed: None,
-                lease,
-            }),
-            generated: false,
-        },
-    ))
 }
 
 /// seawall's own answer to a failed request. A gRPC client gets gRPC's "trailers-only" form
