@@ -44,16 +44,8 @@ EOF
 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
 
 cat > "$work/seawall.toml" <<EOF
-[admin]
-bind = "127.0.0.1:$admin_port"
-
-[runtime]
-workers = 1
-
-[[certificates]]
-name = "ecdsa"
-cert = "$work/cert.pem"
-key = "$work/key.pem"
+$(seawall_base "$admin_port")
+$(seawall_certificate ecdsa "$work/cert.pem" "$work/key.pem")
 $(seawall_listener web "$port" ecdsa)
 
 [[target_groups]]

@@ -6,6 +6,28 @@ need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get inst
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# seawall_base ADMIN_PORT: the admin server and one pinned worker, as every bench runs seawall.
+seawall_base() {
+    cat <<EOC
+[admin]
+bind = "127.0.0.1:$1"
+
+[runtime]
+workers = 1
+EOC
+}
+
+# seawall_certificate NAME CERT KEY: a [[certificates]] entry.
+seawall_certificate() {
+    cat <<EOC
+
+[[certificates]]
+name = "$1"
+cert = "$2"
+key = "$3"
+EOC
+}
+
 # seawall_listener NAME PORT CERTIFICATE: an HTTPS listener (h2 and http/1.1) that forwards to
 # the target group "backend" and answers /fixed itself, as the peers are set up to.
 seawall_listener() {

@@ -76,21 +76,9 @@ for p in seawall nginx haproxy; do port_ecdsa[$p]=$(free_port); port_rsa[$p]=$(f
 admin_port=$(free_port)
 
 cat > "$work/seawall.toml" <<EOF
-[admin]
-bind = "127.0.0.1:$admin_port"
-
-[runtime]
-workers = 1
-
-[[certificates]]
-name = "ecdsa"
-cert = "$work/ecdsa.pem"
-key = "$work/ecdsa-key.pem"
-
-[[certificates]]
-name = "rsa"
-cert = "$work/rsa.pem"
-key = "$work/rsa-key.pem"
+$(seawall_base "$admin_port")
+$(seawall_certificate ecdsa "$work/ecdsa.pem" "$work/ecdsa-key.pem")
+$(seawall_certificate rsa "$work/rsa.pem" "$work/rsa-key.pem")
 $(seawall_listener ecdsa "${port_ecdsa[seawall]}" ecdsa)
 $(seawall_listener rsa "${port_rsa[seawall]}" rsa)
 

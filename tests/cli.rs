@@ -770,6 +770,14 @@ default_action = {default_action}
     )
 }
 
+/// [`drain_config`] forwarding to the target group "app" with `target` as its one target.
+fn drain_config_forwarding(drain_timeout: Duration, runtime: &str, target: SocketAddr) -> String {
+    format!(
+        "{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{target}\"]\n",
+        drain_config(drain_timeout, runtime, r#"{ forward = "app" }"#)
+    )
+}
+
 /// SIGTERM with a request in flight: the listener stops accepting at once, the request finishes
 /// with 200, and the process exits 0 well within drain_timeout.
 #[tokio::test]
@@ -780,11 +788,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let file = write(
         dir.path(),
         "seawall.toml",
-        &format!(
-            "{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{}\"]\n",
-            drain_config(drain_timeout, "", r#"{ forward = "app" }"#),
-            backend.addr
-        ),
+        &drain_config_forwarding(drain_timeout, "", backend.addr),
     );
     let mut p = Proc::start(&file, &["web"], true).await;
     let (web, admin) = (p.addr("web"), p.admin());
@@ -839,15 +843,7 @@ async fn a_response_started_before_the_drain_closes_its_connection_when_done() {
     let file = write(
         dir.path(),
         "seawall.toml",
-        &format!(
-            "{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{}\"]\n",
-            drain_config(
-                drain_timeout,
-                "idle_timeout = \"60s\"",
-                r#"{ forward = "app" }"#
-            ),
-            backend.addr
-        ),
+        &drain_config_forwarding(drain_timeout, "idle_timeout = \"60s\"", backend.addr),
     );
     let mut p = Proc::start(&file, &["web"], true).await;
     let web = p.addr("web");

@@ -96,7 +96,7 @@ pub struct Prober {
     timeout: Duration,
     matcher: Matcher,
     /// `Some` for HTTPS health checks.
-    tls: Option<TlsConnector>,
+    tls: Option<&'static TlsConnector>,
 }
 
 impl std::fmt::Debug for Prober {
@@ -153,7 +153,7 @@ impl Prober {
     /// Connects and asks; gives the code to match.
     async fn exchange(&self, addr: SocketAddr) -> Result<u16, ProbeError> {
         // The probe's own timeout bounds the connect too, from outside.
-        let io = connect::open(addr, self.tls.as_ref(), self.timeout)
+        let io = connect::open(addr, self.tls, self.timeout)
             .await
             .map_err(|e| match e {
                 ConnectError::Timeout => ProbeError::Timeout,

@@ -424,9 +424,11 @@ impl Lifecycle<'_> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
+            // A parked connection has no request in flight, so it always has an idle deadline;
+            // the fallback only keeps a broken invariant from becoming a panic.
             let close_at = self
                 .close_at()
-                .expect("a parked connection has no request in flight");
+                .unwrap_or_else(|| Instant::now() + self.idle_timeout);
             tokio::select! {
                 sent = io.wait_for_request() => return matches!(sent, Ok(true)),
                 _ = sleep_until(close_at) => break,

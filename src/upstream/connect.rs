@@ -4,16 +4,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 /// The one application protocol a TLS connection offers, as the group's protocol version says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +20,22 @@ pub enum Alpn {
     Http2,
 }
 
-/// A TLS client towards targets offering `alpn`: `h2` for HTTP/2 and gRPC groups (which speak
-/// HTTP/2 only), `http/1.1` for HTTP/1 groups.
-pub fn tls_connector(alpn: Alpn) -> TlsConnector {
-    let mut cfg = super::target_tls_config();
-    cfg.alpn_protocols = vec![match alpn {
-        Alpn::Http1 => b"http/1.1".to_vec(),
-        Alpn::Http2 => b"h2".to_vec(),
-    }];
-    TlsConnector::from(Arc::new(cfg))
+/// The TLS client towards targets offering `alpn`: `h2` for HTTP/2 and gRPC groups (which speak
+/// HTTP/2 only), `http/1.1` for HTTP/1 groups. One per protocol for the whole process, shared by
+/// forwarded requests and health checks: building a rustls configuration costs more than a
+/// handshake, and one session cache lets reconnects resume.
+pub fn tls_connector(alpn: Alpn) -> &'static TlsConnector {
+    static H1: OnceLock<TlsConnector> = OnceLock::new();
+    static H2: OnceLock<TlsConnector> = OnceLock::new();
+    let (cell, protocol) = match alpn {
+        Alpn::Http1 => (&H1, &b"http/1.1"[..]),
+        Alpn::Http2 => (&H2, &b"h2"[..]),
+    };
+    cell.get_or_init(|| {
+        let mut cfg = super::target_tls_config();
+        cfg.alpn_protocols = vec![protocol.to_vec()];
+        TlsConnector::from(Arc::new(cfg))
+    })
 }
 
 /// Why no connection was made. A target that fails this way never saw a request.
@@ -44,15 +49,10 @@ pub enum ConnectError {
     Tls(io::Error),
 }
 
-/// A connection to a target, plain or TLS. One type for both, so that the HTTP layer above is
-/// built once rather than once per transport.
-#[derive(Debug)]
-pub enum TargetStream {
-    Plain(TcpStream),
-    /// Boxed: a TLS session is ten times the size of a socket, and plain connections should not
-    /// carry its room.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection to a target, plain or TLS: one type for both, so that the HTTP layer above is
+/// built once rather than once per transport. The TLS side is boxed: a TLS session is ten times
+/// the size of a socket, and plain connections should not carry its room.
+pub type TargetStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// Connects to `addr` within `timeout` (the TCP connect only: a slow TLS handshake is bounded by
 /// the caller's overall deadline, as it was with hyper-util's connector), then runs the TLS
@@ -70,69 +70,11 @@ pub async fn open(
     // Requests and small answers go out at once rather than waiting for an ACK (Nagle).
     let _ = tcp.set_nodelay(true);
     match tls {
-        None => Ok(TargetStream::Plain(tcp)),
+        None => Ok(Either::Left(tcp)),
         Some(tls) => tls
             .connect(ServerName::IpAddress(addr.ip().into()), tcp)
             .await
-            .map(|s| TargetStream::Tls(Box::new(s)))
+            .map(|s| Either::Right(Box::new(s)))
             .map_err(ConnectError::Tls),
-    }
-}
-
-impl AsyncRead for TargetStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            TargetStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for TargetStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            TargetStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            TargetStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            TargetStream::Plain(s) => s.is_write_vectored(),
-            TargetStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            TargetStream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            TargetStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }

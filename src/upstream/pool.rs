@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -24,7 +24,6 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -313,7 +312,10 @@ impl Pool {
         &self,
         settings: &Settings,
     ) -> Result<http1::SendRequest<UpstreamBody>, Error> {
-        let tls = settings.shape.tls.then(|| tls_connector(Alpn::Http1));
+        let tls = settings
+            .shape
+            .tls
+            .then(|| connect::tls_connector(Alpn::Http1));
         let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
         let (send, conn) = http1::handshake(TokioIo::new(io))
             .await
@@ -422,7 +424,10 @@ impl Pool {
         &self,
         settings: &Settings,
     ) -> Result<http2::SendRequest<UpstreamBody>, Error> {
-        let tls = settings.shape.tls.then(|| tls_connector(Alpn::Http2));
+        let tls = settings
+            .shape
+            .tls
+            .then(|| connect::tls_connector(Alpn::Http2));
         let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -507,18 +512,6 @@ async fn reap(shared: Arc<Shared>) {
             _ = tokio::time::sleep_until(due) => {}
         }
     }
-}
-
-/// One TLS client per protocol, shared by every target: building a rustls configuration costs
-/// more than a handshake, and one session cache lets reconnects resume.
-fn tls_connector(alpn: Alpn) -> &'static TlsConnector {
-    static H1: OnceLock<TlsConnector> = OnceLock::new();
-    static H2: OnceLock<TlsConnector> = OnceLock::new();
-    let cell = match alpn {
-        Alpn::Http1 => &H1,
-        Alpn::Http2 => &H2,
-    };
-    cell.get_or_init(|| connect::tls_connector(alpn))
 }
 
 #[cfg(test)]
