@@ -6,7 +6,10 @@
 #   benches/compare.sh [seconds per scenario, default 5]
 #
 # Environment: PROFILE=dist|release (seawall's build, default dist: LTO, codegen-units=1);
-# SCENARIOS="hs-ecdsa 1mib ..." runs only those (default: all).
+# SCENARIOS="hs-ecdsa 1mib ..." runs only those (default: all); ROUNDS=N (default 3) runs each
+# load scenario N times per proxy, the proxies taking turns, and the table shows each proxy's
+# median: on this shared machine one proxy's figure moves by tens of percent between runs, and a
+# burst of load from a neighbour then lands on one round of one proxy, not on its result.
 #
 # Scenarios (each proxy in turn, in the same run):
 #   hs-ecdsa   full TLS 1.3 handshakes, ECDSA P-256 certificate, X25519, a fixed response each
@@ -24,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 profile=${PROFILE:-dist}
+rounds=${ROUNDS:-3}
 
 . benches/common.sh
 need nginx nginx-light
@@ -163,7 +167,9 @@ metric() { curl -fs "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 =
 # bench PROXY LABEL FIELD ARGS...: runs `seawall bench --json` on cpu1 against PROXY, prints
 # "<work per proxy CPU-second> <absolute rate> <suite>" where the work is the report's FIELD
 # (requests, handshakes.full or bytes.body).
-declare -A result rate suite
+declare -A result rate suite rounds_of rates_of
+# median V...: the middle value (the mean of the two middle ones for an even count).
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 run_bench() {
     local proxy=$1 label=$2 field=$3; shift 3
     local before after out full0 res0
@@ -189,8 +195,13 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
     # Bytes are shown as MB (10^6).
     local scale=1
     [ "$field" = bytes.body ] && scale=1000000
-    result[$label,$proxy]=$(awk -v w="$amount" -v c="$cpu_s" -v k="$scale" 'BEGIN { printf "%.0f", (c > 0 ? w / c / k : 0) }')
-    rate[$label,$proxy]=$(awk -v r="$per_s" -v k="$scale" 'BEGIN { printf "%.0f", r / k }')
+    local work_per_cpu_s rate_now
+    work_per_cpu_s=$(awk -v w="$amount" -v c="$cpu_s" -v k="$scale" 'BEGIN { printf "%.0f", (c > 0 ? w / c / k : 0) }')
+    rate_now=$(awk -v r="$per_s" -v k="$scale" 'BEGIN { printf "%.0f", r / k }')
+    rounds_of[$label,$proxy]+=" $work_per_cpu_s"
+    rates_of[$label,$proxy]+=" $rate_now"
+    result[$label,$proxy]=$(median ${rounds_of[$label,$proxy]})
+    rate[$label,$proxy]=$(median ${rates_of[$label,$proxy]})
     suite[$label]=$negotiated
     local note=""
     if [ "$proxy" = seawall ] && [ "$field" = handshakes.full ]; then
@@ -199,8 +210,8 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
         res1=$(metric 'seawall_tls_handshakes_total{kind="resumed"}')
         note=" (seawall counted full $((full1 - full0)), resumed $((res1 - res0)))"
     fi
-    printf '  %-9s %-8s %10s in %6ss of proxy CPU, %8s/s, %s errors or non-2xx%s\n' \
-        "$label" "$proxy" "$amount" "$cpu_s" "${rate[$label,$proxy]}" "$errors" "$note" >&2
+    printf '  %-9s %-8s %10s in %6ss of proxy CPU: %8s per CPU-second, %8s/s, %s errors or non-2xx%s\n' \
+        "$label" "$proxy" "$amount" "$cpu_s" "$work_per_cpu_s" "$rate_now" "$errors" "$note" >&2
 }
 
 # idle_mem PROXY: RSS growth per connection for 5 000 idle TLS keep-alive connections, each of
@@ -243,27 +254,29 @@ d="${secs}s"
 proxies=(seawall nginx haproxy)
 scenarios=" ${SCENARIOS:-idle-mem hs-ecdsa hs-rsa keepalive h2 1mib} "
 want() { [[ $scenarios == *" $1 "* ]]; }
-echo "seawall ($profile) vs nginx $(nginx -v 2>&1 | sed 's/.*\///') vs HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), ${secs}s per scenario" >&2
+echo "seawall ($profile) vs nginx $(nginx -v 2>&1 | sed 's/.*\///') vs HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), ${secs}s per scenario, $rounds rounds" >&2
 # Memory first, before any load has grown the allocators' free lists (freed memory that a process
 # keeps would hide the growth).
 want idle-mem && for p in "${proxies[@]}"; do idle_mem "$p"; done
-want hs-ecdsa && for p in "${proxies[@]}"; do
-    run_bench "$p" hs-ecdsa handshakes.full -c 32 -d "$d" --new-connection --tls 1.3 --group x25519 \
-        "https://localhost:${port_ecdsa[$p]}/fixed"
-done
-want hs-rsa && for p in "${proxies[@]}"; do
-    run_bench "$p" hs-rsa handshakes.full -c 32 -d "$d" --new-connection --tls 1.3 --group x25519 \
-        "https://localhost:${port_rsa[$p]}/fixed"
-done
-want keepalive && for p in "${proxies[@]}"; do
-    run_bench "$p" keepalive requests -c 64 -d "$d" "https://localhost:${port_ecdsa[$p]}/"
-done
-want h2 && for p in "${proxies[@]}"; do
-    run_bench "$p" h2 requests -c 16 --h2 --streams 10 -d "$d" "https://localhost:${port_ecdsa[$p]}/"
-done
-want 1mib && for p in "${proxies[@]}"; do
-    run_bench "$p" 1mib bytes.body -c 8 -d "$d" "https://localhost:${port_ecdsa[$p]}/1m"
-done
+# each LABEL FIELD ARGS... (with @PORT@ for the proxy's ECDSA port, @RSA@ for its RSA one): runs
+# the scenario $rounds times for every proxy, the proxies taking turns within a round.
+each() {
+    local label=$1 field=$2; shift 2
+    want "$label" || return 0
+    local r p args
+    for r in $(seq "$rounds"); do
+        for p in "${proxies[@]}"; do
+            args=("${@//@PORT@/${port_ecdsa[$p]}}")
+            args=("${args[@]//@RSA@/${port_rsa[$p]}}")
+            run_bench "$p" "$label" "$field" "${args[@]}"
+        done
+    done
+}
+each hs-ecdsa handshakes.full -c 32 -d "$d" --new-connection --tls 1.3 --group x25519 "https://localhost:@PORT@/fixed"
+each hs-rsa handshakes.full -c 32 -d "$d" --new-connection --tls 1.3 --group x25519 "https://localhost:@RSA@/fixed"
+each keepalive requests -c 64 -d "$d" "https://localhost:@PORT@/"
+each h2 requests -c 16 --h2 --streams 10 -d "$d" "https://localhost:@PORT@/"
+each 1mib bytes.body -c 8 -d "$d" "https://localhost:@PORT@/1m"
 
 # ---- the table -----------------------------------------------------------------------------------
 row() {
@@ -292,4 +305,5 @@ row 1mib "1 MiB downloads proxied, 8 conns" "MB"
 row idle-mem "memory per idle TLS connection, 5000 held" "KiB"
 echo
 echo "Negotiated: handshakes ${suite[hs-ecdsa]:--}; keep-alive ${suite[keepalive]:--}; h2 ${suite[h2]:--}; 1 MiB ${suite[1mib]:--}"
+echo "Each load figure is the proxy's median over $rounds rounds; memory is measured once."
 echo "Ratios are seawall over the peer (for memory: the peer over seawall), so above 1 means seawall leads."
