@@ -152,14 +152,18 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 /// Removes hop-by-hop headers. `Upgrade` is removed too unless the exchange is an upgrade, in which
 /// case the caller puts `Connection: upgrade` back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names (cheap comparisons of standard names) finds which are present, so
+    // One pass over the headers (cheap comparisons of standard names) finds which are present, so
     // that only those cost a hash lookup to remove: most messages carry none, or a lone
-    // `Connection: keep-alive`.
+    // `Connection: keep-alive`, whose value names no other header to look up.
     const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP_COUNT;
     let mut present = 0u16;
-    for name in headers.keys() {
+    let mut lists_others = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
+            if i == 0 {
+                lists_others |= connection_options(value).next().is_some();
+            }
         } else if !keep_upgrade && name == header::UPGRADE {
             present |= UPGRADE_BIT;
         }
@@ -167,23 +171,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if present == 0 {
         return;
     }
-    // Names listed in Connection are hop-by-hop for this message only. Those already handled
-    // here (keep-alive, upgrade) and the `close` option are not looked up again.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !["keep-alive", "close", "upgrade"]
-                .iter()
-                .any(|k| t.eq_ignore_ascii_case(k))
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if lists_others {
+        // Names listed in Connection are hop-by-hop for this message only.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(connection_options)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
@@ -193,6 +191,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// The options of a `Connection` value that name other headers: all but `close` and those
+/// handled as hop-by-hop anyway (`keep-alive`, `upgrade`).
+fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !["keep-alive", "close", "upgrade"]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+        })
 }
 
 /// What the forwarded headers say about the client side of the connection.
@@ -295,6 +309,21 @@ mod tests {
         h.insert(header::HOST, "a".parse().unwrap());
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 2);
+
+        // A lone `Connection: keep-alive` goes; so does a name listed on a second Connection
+        // line, behind one that lists nothing.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Keep-Alive".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "close".parse().unwrap());
+        h.append(header::CONNECTION, " , x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]
