@@ -68,7 +68,6 @@ pub struct App {
     bound: Bound,
     admin: Option<std::net::TcpListener>,
     tracker: TaskTracker,
-    drain_timeout: Duration,
     reloader: Reloader,
     reloads: mpsc::UnboundedReceiver<ReloadRequest>,
     upgrades: mpsc::UnboundedReceiver<UpgradeRequest>,
@@ -110,10 +109,7 @@ impl App {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
         });
-        let workers = match rt.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let workers = rt.worker_threads();
         // One worker: the data thread itself runs every task (see `start`), which spares the
         // multi-threaded scheduler's cross-thread bookkeeping on every wake-up of the hot path.
         let runtime = if workers == 1 {
@@ -159,7 +155,6 @@ impl App {
             bound,
             admin,
             tracker,
-            drain_timeout: rt.drain_timeout,
             reloader,
             reloads,
             upgrades,
@@ -177,7 +172,6 @@ impl App {
             bound,
             admin,
             tracker,
-            drain_timeout,
             reloader,
             reloads,
             upgrades,
@@ -198,6 +192,8 @@ impl App {
             .spawn(move || {
                 runtime.block_on(async {
                     drain.shutdown.cancelled().await;
+                    // The drain_timeout in force now: a reload may have changed it since start.
+                    let drain_timeout = drain.snapshot.load().runtime.drain_timeout;
                     served.close_all();
                     tracker.close();
                     info!(connections = tracker.len(), "draining");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -36,19 +36,73 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Accepts until the process starts draining. At most `max_connections` are served at once; past
-/// that, new connections wait in the kernel's queue rather than being refused.
+/// How many connections one listener serves at once (`runtime.max_connections`). A reload can
+/// move it either way while connections are open.
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    state: Mutex<LimitState>,
+}
+
+struct LimitState {
+    max: usize,
+    /// Permits held by open connections that a lowered limit no longer has room for: each is
+    /// forgotten instead of reused once its connection ends.
+    debt: usize,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimit {
+            permits: Arc::new(Semaphore::new(max)),
+            state: Mutex::new(LimitState { max, debt: 0 }),
+        })
+    }
+
+    pub fn set(&self, max: usize) {
+        let mut s = self.state.lock().expect("not poisoned");
+        if max >= s.max {
+            let more = max - s.max;
+            let repaid = more.min(s.debt);
+            s.debt -= repaid;
+            self.permits.add_permits(more - repaid);
+        } else {
+            let fewer = s.max - max;
+            s.debt += fewer - self.permits.forget_permits(fewer);
+        }
+        s.max = max;
+    }
+
+    /// Waits for room for one more connection.
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        loop {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let mut s = self.state.lock().expect("not poisoned");
+            if s.debt == 0 {
+                return permit;
+            }
+            s.debt -= 1;
+            permit.forget();
+        }
+    }
+}
+
+/// Accepts until the process starts draining. At most `limit` connections are served at once;
+/// past that, new connections wait in the kernel's queue rather than being refused.
 pub async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerContext>,
     tracker: TaskTracker,
-    max_connections: usize,
+    limit: Arc<ConnectionLimit>,
 ) {
     let shutdown = ctx.stop.clone();
-    let limit = Arc::new(Semaphore::new(max_connections));
     loop {
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            p = limit.acquire() => p,
             _ = shutdown.cancelled() => return,
         };
         let accepted = tokio::select! {
@@ -122,6 +176,7 @@ struct Serving {
     socket: std::net::TcpListener,
     /// Cancelling it stops the accept loop and drains the listener's connections.
     stop: tokio_util::sync::CancellationToken,
+    limit: Arc<ConnectionLimit>,
 }
 
 /// Sockets bound for a configuration but not serving yet.
@@ -214,15 +269,19 @@ impl ListenerSet {
     }
 
     /// Starts serving the new sockets and stops the listeners `snapshot` no longer has; their
-    /// connections drain (requests in flight finish, then the connections close).
+    /// connections drain (requests in flight finish, then the connections close). Listeners kept
+    /// take the new `max_connections`.
     pub fn commit(&self, bound: Bound, snapshot: &Snapshot) {
+        let max_connections = snapshot.runtime.max_connections;
         // Inherited sockets this configuration has no listener for are closed now.
         self.inherited.lock().expect("not poisoned").clear();
         let mut serving = self.serving.lock().expect("not poisoned");
         let wanted: Vec<Identity> = Identity::all(snapshot).collect();
         serving.retain(|s| {
             let keep = wanted.contains(&s.id);
-            if !keep {
+            if keep {
+                s.limit.set(max_connections);
+            } else {
                 info!(listener = %s.id.name, addr = %s.local, "listener removed; draining its connections");
                 s.stop.cancel();
             }
@@ -252,18 +311,19 @@ impl ListenerSet {
                 shared: self.shared.clone(),
                 stop: self.shared.shutdown.child_token(),
             });
+            let limit = ConnectionLimit::new(max_connections);
             serving.push(Serving {
                 id,
                 local,
                 socket: dup,
                 stop: ctx.stop.clone(),
+                limit: limit.clone(),
             });
             let tracker = self.tracker.clone();
-            let max_connections = snapshot.runtime.max_connections;
             self.data.spawn(async move {
                 // from_std must run inside the runtime that will poll the socket.
                 match TcpListener::from_std(socket) {
-                    Ok(l) => accept_loop(l, ctx, tracker, max_connections).await,
+                    Ok(l) => accept_loop(l, ctx, tracker, limit).await,
                     Err(e) => warn!(listener = %ctx.name, error = %e, "cannot register listener"),
                 }
             });
@@ -278,5 +338,51 @@ impl ListenerSet {
             .iter()
             .map(|s| (s.id.name.clone(), s.local))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn a_lowered_limit_takes_room_back_as_connections_end() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.acquire().await;
+        let b = limit.acquire().await;
+        limit.set(1);
+        drop(a);
+        assert!(
+            limit.acquire().now_or_never().is_none(),
+            "a second connection under a limit of 1"
+        );
+        drop(b);
+        let _c = limit
+            .acquire()
+            .now_or_never()
+            .expect("room once both ended");
+        assert!(limit.acquire().now_or_never().is_none());
+
+        limit.set(3);
+        let _d = limit.acquire().now_or_never().expect("a raised limit");
+        let _e = limit.acquire().now_or_never().expect("a raised limit");
+        assert!(limit.acquire().now_or_never().is_none());
+    }
+
+    #[tokio::test]
+    async fn raising_a_lowered_limit_first_cancels_what_it_still_owed() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.acquire().await;
+        let _b = limit.acquire().await;
+        limit.set(1);
+        limit.set(2);
+        assert!(limit.acquire().now_or_never().is_none(), "2 are open");
+        drop(a);
+        let _c = limit
+            .acquire()
+            .now_or_never()
+            .expect("room for a second again");
+        assert!(limit.acquire().now_or_never().is_none());
     }
 }

@@ -40,6 +40,9 @@ pub struct ConfigInfo {
     pub sha256: String,
     pub loaded_at: SystemTime,
     pub path: String,
+    /// Settings this configuration changes that only a restart applies: the process keeps the
+    /// value it started with.
+    pub restart_needed: Vec<&'static str>,
 }
 
 impl ConfigInfo {
@@ -49,6 +52,7 @@ impl ConfigInfo {
             sha256: hex(&Sha256::digest(source.text.as_bytes())),
             loaded_at: SystemTime::now(),
             path: source.file.display().to_string(),
+            restart_needed: Vec::new(),
         }
     }
 
@@ -58,6 +62,7 @@ impl ConfigInfo {
             "sha256": self.sha256,
             "loaded_at": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
             "path": self.path,
+            "restart_needed": self.restart_needed,
         })
     }
 }
@@ -151,6 +156,37 @@ pub struct Reloader {
     hangup: Option<Signal>,
     /// Target groups a reload removed, kept while their targets drain.
     retired: Vec<Arc<GroupState>>,
+    /// The settings read once, at start, as they were then.
+    started_with: StartOnly,
+}
+
+/// Settings that a running process cannot change: the data plane's threads, and the admin
+/// socket (bound once, and handed over as is in a binary upgrade).
+#[derive(Debug, PartialEq)]
+struct StartOnly {
+    worker_threads: usize,
+    admin_bind: Option<SocketAddr>,
+}
+
+impl StartOnly {
+    fn of(cfg: &Config) -> Self {
+        StartOnly {
+            worker_threads: cfg.runtime.worker_threads(),
+            admin_bind: cfg.admin.as_ref().map(|a| a.bind),
+        }
+    }
+
+    /// The keys of `wanted` that differ from `self`.
+    fn differences(&self, wanted: &StartOnly) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if wanted.admin_bind != self.admin_bind {
+            keys.push("admin.bind");
+        }
+        if wanted.worker_threads != self.worker_threads {
+            keys.push("runtime.workers");
+        }
+        keys
+    }
 }
 
 impl Reloader {
@@ -172,6 +208,7 @@ impl Reloader {
             watched,
             hangup,
             retired: Vec::new(),
+            started_with: StartOnly::of(cfg),
         }
     }
 
@@ -212,11 +249,17 @@ impl Reloader {
             self.retired.push(group);
         }
         self.listeners.commit(bound, &snapshot);
-        if previous.runtime.workers != snapshot.runtime.workers {
-            warn!("runtime.workers changed; it takes effect at the next start");
+        let restart_needed = self.started_with.differences(&StartOnly::of(&cfg));
+        for key in &restart_needed {
+            warn!(
+                setting = key,
+                "changed; the running process keeps its value until the next start"
+            );
         }
         let generation = self.shared.config.load().generation + 1;
-        let info = Arc::new(ConfigInfo::new(generation, &source));
+        let mut info = ConfigInfo::new(generation, &source);
+        info.restart_needed = restart_needed;
+        let info = Arc::new(info);
         self.shared.config.store(info.clone());
         Ok(info)
     }

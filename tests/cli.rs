@@ -411,6 +411,26 @@ default_action = { fixed_response = { status = 200 } }
     assert!(err.contains(r#"invalid duration "5 parsecs""#), "{err}");
 }
 
+/// A limit past what a semaphore can count is refused with its line, not a panic at start.
+#[test]
+fn max_connections_out_of_range() {
+    let err = check_fails(
+        "limit.toml",
+        r#"[runtime]
+max_connections = 9223372036854775807
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = { fixed_response = { status = 200 } }
+"#,
+        2,
+        "runtime.max_connections",
+    );
+    assert!(err.contains("must be between 1 and 100000000"), "{err}");
+}
+
 #[test]
 fn redirect_to_itself() {
     let err = check_fails(
@@ -831,6 +851,66 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(refused(admin).await);
     assert!(p.log().contains("stopped"), "{}", p.log());
     assert!(!p.log().contains('\u{1b}'), "colour codes in a piped log");
+}
+
+/// The drain_timeout in force when SIGTERM comes is the one a reload set, not the one at start:
+/// a request still in flight when it passes is cut, and the process exits 0.
+#[tokio::test]
+async fn a_drain_timeout_changed_by_reload_bounds_the_drain() {
+    let backend = Backend::start("slow").await;
+    let dir = tempfile::tempdir().unwrap();
+    let at_start = Duration::from_secs(120);
+    let file = write(
+        dir.path(),
+        "seawall.toml",
+        &drain_config_forwarding(at_start, "", backend.addr),
+    );
+    let mut p = Proc::start(&file, &["web"], true).await;
+    let web = p.addr("web");
+    p.wait_ready().await;
+
+    // Renamed into place, so that the file watcher never reads half a file.
+    let tmp = write(
+        dir.path(),
+        "seawall.toml.new",
+        &drain_config_forwarding(Duration::from_secs(1), "", backend.addr),
+    );
+    std::fs::rename(&tmp, &file).unwrap();
+    p.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            p.log().contains("config reloaded")
+        })
+        .await,
+        "no reload:\n{}",
+        p.log()
+    );
+
+    let in_flight = tokio::spawn(raw_exchange(
+        web,
+        b"GET /delay?ms=60000 HTTP/1.1\r\nhost: example.test\r\n\r\n",
+        Duration::from_secs(60),
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || async { backend.hits() >= 1 }).await,
+        "the request never reached the backend:\n{}",
+        p.log()
+    );
+    let sent = Instant::now();
+    p.signal("TERM");
+    let status = p.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "exit took {:?}",
+        sent.elapsed()
+    );
+    assert!(p.log().contains("drain_timeout passed"), "{}", p.log());
+    let answer = in_flight.await.unwrap();
+    assert!(
+        !answer.contains("200"),
+        "the request outlived the drain: {answer}"
+    );
 }
 
 /// A response whose head went out (with keep-alive) before the drain began: the connection is

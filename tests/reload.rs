@@ -1094,3 +1094,108 @@ async fn request_in_flight_to_a_removed_group_completes_then_its_targets_close()
     // Once the group's deregistration_delay is over, what is left open to it is closed.
     assert!(eventually(PATIENCE, || async { target.closed().is_cancelled() }).await);
 }
+
+// ---------------------------------------------------------------------------------------------
+// `[runtime]` and `[admin]` settings across a reload
+
+/// [`fixed_config`] with a `[runtime]` section.
+fn runtime_config(runtime: &str, body: &str) -> String {
+    format!("[runtime]\n{runtime}\n{}", fixed_config(body))
+}
+
+/// A keep-alive connection that sent one GET; whether its answer came within `wait`.
+async fn answered_within(addr: SocketAddr, wait: Duration) -> (TcpStream, bool) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = answered(&mut tcp, wait).await;
+    (tcp, answered)
+}
+
+/// Whether the head of an answer arrives on `tcp` within `wait`.
+async fn answered(tcp: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    matches!(
+        tokio::time::timeout(wait, tcp.read(&mut buf)).await,
+        Ok(Ok(n)) if buf[..n].starts_with(b"HTTP/1.1 200")
+    )
+}
+
+/// A listener kept across a reload takes its new `max_connections` either way: raised, a
+/// connection waiting in the accept queue is served at once; lowered below what is open, no new
+/// connection is served until enough of the open ones have ended.
+#[tokio::test]
+async fn max_connections_changes_apply_to_a_listener_already_serving() {
+    // Long enough to tell "waits in the accept queue" from "answered", which takes milliseconds.
+    const WAIT: Duration = Duration::from_millis(700);
+    let sw = Seawall::start(&runtime_config("max_connections = 1", "x"));
+    let path = sw.dir.path().join("seawall.toml");
+    let web = sw.addr("web");
+
+    let (first, ok) = answered_within(web, PATIENCE).await;
+    assert!(ok, "the first connection");
+    let (mut second, ok) = answered_within(web, WAIT).await;
+    assert!(
+        !ok,
+        "a second connection was served under max_connections = 1"
+    );
+
+    replace(&path, &runtime_config("max_connections = 2", "x"));
+    sw.running.reload().await.unwrap();
+    assert!(
+        answered(&mut second, PATIENCE).await,
+        "the waiting connection once the limit is 2"
+    );
+
+    // Both are open when the limit drops to 1: the first to end frees no room.
+    replace(&path, &runtime_config("max_connections = 1", "x"));
+    sw.running.reload().await.unwrap();
+    drop(first);
+    let (mut third, ok) = answered_within(web, WAIT).await;
+    assert!(!ok, "two connections served under max_connections = 1");
+    drop(second);
+    assert!(
+        answered(&mut third, PATIENCE).await,
+        "the waiting connection once the others ended"
+    );
+}
+
+/// `admin.bind` and `runtime.workers` are read once, at start. A reload that changes them says so
+/// (in its answer and in `GET /config`) instead of silently keeping the old values, and stops
+/// saying so once the file is back to what the process runs with.
+#[tokio::test]
+async fn settings_read_at_start_are_reported_as_needing_a_restart() {
+    let config = |admin: &str, workers: usize, body: &str| {
+        format!(
+            "[admin]\nbind = \"{admin}\"\n{}",
+            runtime_config(&format!("workers = {workers}"), body)
+        )
+    };
+    let sw = Seawall::start(&config("127.0.0.1:0", 1, "one"));
+    let path = sw.dir.path().join("seawall.toml");
+    let admin = sw.admin();
+    let restart_needed = || async move {
+        let body = text(admin, "/config").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["restart_needed"].clone()
+    };
+    assert_eq!(restart_needed().await, serde_json::json!([]));
+
+    let elsewhere = dead_addr();
+    replace(&path, &config(&elsewhere.to_string(), 2, "two"));
+    let info = sw.running.reload().await.unwrap();
+    assert_eq!(info.restart_needed, ["admin.bind", "runtime.workers"]);
+    assert_eq!(
+        restart_needed().await,
+        serde_json::json!(["admin.bind", "runtime.workers"])
+    );
+    // The admin server is still where it started, and the rest of the file applied.
+    assert_eq!(sw.admin(), admin);
+    assert_eq!(text(sw.addr("web"), "/").await, "two");
+
+    replace(&path, &config("127.0.0.1:0", 1, "two"));
+    let info = sw.running.reload().await.unwrap();
+    assert!(info.restart_needed.is_empty(), "{:?}", info.restart_needed);
+    assert_eq!(restart_needed().await, serde_json::json!([]));
+}

@@ -35,6 +35,9 @@ pub struct AdminConfig {
     pub token: Option<AdminToken>,
 }
 
+/// The most `runtime.max_connections` can be.
+pub const MAX_CONNECTIONS: usize = 100_000_000;
+
 /// `[runtime]`, with the defaults of CONFIG.md.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -53,6 +56,16 @@ pub struct RuntimeConfig {
     pub max_connections: usize,
     /// The binary a zero-downtime upgrade starts.
     pub binary: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// The data-plane threads `workers` asks for: 0 is one per core.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -370,8 +383,13 @@ fn runtime(src: &Source, raw: &RawConfig, errs: &mut Vec<ConfigError>) -> Runtim
         ));
         rt.max_header_bytes = d.max_header_bytes;
     }
-    if rt.max_connections == 0 {
-        errs.push(src.error("runtime.max_connections", "must be at least 1"));
+    // The bound is far above what file descriptors allow; it keeps the count a valid semaphore.
+    if !(1..=MAX_CONNECTIONS).contains(&rt.max_connections) {
+        errs.push(src.error(
+            "runtime.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        ));
+        rt.max_connections = d.max_connections;
     }
     rt
 }
