@@ -798,21 +798,25 @@ fn drain_config_forwarding(drain_timeout: Duration, runtime: &str, target: Socke
     )
 }
 
+/// The binary running `config` (written to `seawall.toml` in a temp folder, which the caller
+/// keeps) with listener `web` and an admin server, once it reports ready.
+async fn ready_binary(config: &str) -> (tempfile::TempDir, PathBuf, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "seawall.toml", config);
+    let p = Proc::start(&file, &["web"], true).await;
+    p.wait_ready().await;
+    (dir, file, p)
+}
+
 /// SIGTERM with a request in flight: the listener stops accepting at once, the request finishes
 /// with 200, and the process exits 0 well within drain_timeout.
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let backend = Backend::start("slow").await;
-    let dir = tempfile::tempdir().unwrap();
     let drain_timeout = Duration::from_secs(10);
-    let file = write(
-        dir.path(),
-        "seawall.toml",
-        &drain_config_forwarding(drain_timeout, "", backend.addr),
-    );
-    let mut p = Proc::start(&file, &["web"], true).await;
+    let (_dir, _, mut p) =
+        ready_binary(&drain_config_forwarding(drain_timeout, "", backend.addr)).await;
     let (web, admin) = (p.addr("web"), p.admin());
-    p.wait_ready().await;
 
     let in_flight = tokio::spawn(get(web, false, "example.test", "/delay?ms=1500"));
     assert!(
@@ -858,16 +862,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 #[tokio::test]
 async fn a_drain_timeout_changed_by_reload_bounds_the_drain() {
     let backend = Backend::start("slow").await;
-    let dir = tempfile::tempdir().unwrap();
     let at_start = Duration::from_secs(120);
-    let file = write(
-        dir.path(),
-        "seawall.toml",
-        &drain_config_forwarding(at_start, "", backend.addr),
-    );
-    let mut p = Proc::start(&file, &["web"], true).await;
+    let (dir, file, mut p) =
+        ready_binary(&drain_config_forwarding(at_start, "", backend.addr)).await;
     let web = p.addr("web");
-    p.wait_ready().await;
 
     // Renamed into place, so that the file watcher never reads half a file.
     let tmp = write(
@@ -918,16 +916,14 @@ async fn a_drain_timeout_changed_by_reload_bounds_the_drain() {
 #[tokio::test]
 async fn a_response_started_before_the_drain_closes_its_connection_when_done() {
     let backend = Backend::start("gated").await;
-    let dir = tempfile::tempdir().unwrap();
     let drain_timeout = Duration::from_secs(20);
-    let file = write(
-        dir.path(),
-        "seawall.toml",
-        &drain_config_forwarding(drain_timeout, "idle_timeout = \"60s\"", backend.addr),
-    );
-    let mut p = Proc::start(&file, &["web"], true).await;
+    let (_dir, _, mut p) = ready_binary(&drain_config_forwarding(
+        drain_timeout,
+        "idle_timeout = \"60s\"",
+        backend.addr,
+    ))
+    .await;
     let web = p.addr("web");
-    p.wait_ready().await;
 
     let mut c = h1(tokio::net::TcpStream::connect(web).await.unwrap()).await;
     let req = http::Request::get("/gated?bytes=1000&gate=drain-started")
@@ -966,20 +962,14 @@ async fn a_response_started_before_the_drain_closes_its_connection_when_done() {
 /// until drain_timeout.
 #[tokio::test]
 async fn draining_keep_alive_connections_get_connection_close_then_idle_ones_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
     let drain_timeout = Duration::from_secs(20);
-    let file = write(
-        dir.path(),
-        "seawall.toml",
-        &drain_config(
-            drain_timeout,
-            "idle_timeout = \"60s\"",
-            r#"{ fixed_response = { status = 200, body = "up" } }"#,
-        ),
-    );
-    let mut p = Proc::start(&file, &["web"], true).await;
+    let (_dir, _, mut p) = ready_binary(&drain_config(
+        drain_timeout,
+        "idle_timeout = \"60s\"",
+        r#"{ fixed_response = { status = 200, body = "up" } }"#,
+    ))
+    .await;
     let web = p.addr("web");
-    p.wait_ready().await;
 
     let request = || {
         http::Request::get("/")
