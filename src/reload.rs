@@ -162,7 +162,7 @@ pub struct Reloader {
 
 /// Settings that a running process cannot change: the data plane's threads, and the admin
 /// socket (bound once, and handed over as is in a binary upgrade).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct StartOnly {
     worker_threads: usize,
     admin_bind: Option<SocketAddr>,
