@@ -2,13 +2,15 @@
 //! rustls `ServerConfig` per listener, built at load time and shared by every handshake.
 
 mod certs;
+mod hkdf;
 mod resolver;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
+use rustls::SupportedCipherSuite;
 
 pub use certs::{
     load_pem_files, self_signed, self_signed_cached, CertError, LoadedCert, SelfSigned,
@@ -18,11 +20,13 @@ pub use resolver::SniResolver;
 use crate::config::validate::TlsPolicy;
 
 /// The crypto provider everywhere in seawall: aws-lc-rs, with the AEAD suites only (TLS 1.2 suites
-/// with ECDHE key exchange, so every TLS 1.2 session has forward secrecy too).
+/// with ECDHE key exchange, so every TLS 1.2 session has forward secrecy too), and TLS 1.3's key
+/// schedule keyed once per secret (see [`hkdf`]).
 pub fn provider() -> CryptoProvider {
     use aws_lc_rs::cipher_suite as cs;
-    CryptoProvider {
-        cipher_suites: vec![
+    static SUITES: OnceLock<Vec<SupportedCipherSuite>> = OnceLock::new();
+    let suites = SUITES.get_or_init(|| {
+        [
             cs::TLS13_AES_128_GCM_SHA256,
             cs::TLS13_AES_256_GCM_SHA384,
             cs::TLS13_CHACHA20_POLY1305_SHA256,
@@ -32,7 +36,13 @@ pub fn provider() -> CryptoProvider {
             cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
             cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
             cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ],
+        ]
+        .into_iter()
+        .map(hkdf::keyed_once)
+        .collect()
+    });
+    CryptoProvider {
+        cipher_suites: suites.clone(),
         ..aws_lc_rs::default_provider()
     }
 }
