@@ -162,6 +162,9 @@ clk=$(getconf CLK_TCK)
 procs() { echo "$1"; pgrep -P "$1" || true; }
 cpu_ticks() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$q/stat"))); done; echo "$t"; }
 rss_kib() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$q/status"))); done; echo "$t"; }
+# Ticks the hypervisor gave to other guests while cpu0 (the proxy's) wanted to run: /proc/stat's
+# steal column. A share of the run above a few percent means the machine's neighbours were busy.
+steal_ticks() { awk '$1 == "cpu0" { print $9 }' /proc/stat; }
 metric() { curl -fs "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 # bench PROXY LABEL FIELD ARGS...: runs `seawall bench --json` on cpu1 against PROXY, prints
@@ -177,9 +180,14 @@ run_bench() {
         full0=$(metric 'seawall_tls_handshakes_total{kind="full"}')
         res0=$(metric 'seawall_tls_handshakes_total{kind="resumed"}')
     fi
+    local steal0 started_ns
+    steal0=$(steal_ticks) started_ns=$(date +%s%N)
     before=$(cpu_ticks "${pid_of[$proxy]}")
     out=$(taskset -c 1 "$bin" bench -k --json "$@")
     after=$(cpu_ticks "${pid_of[$proxy]}")
+    local steal_pct
+    steal_pct=$(awk -v s="$(($(steal_ticks) - steal0))" -v c="$clk" -v ns="$(($(date +%s%N) - started_ns))" \
+        'BEGIN { printf "%.1f", 100 * s / c / (ns / 1e9) }')
     local cpu_s
     cpu_s=$(awk -v a="$after" -v b="$before" -v c="$clk" 'BEGIN { printf "%.3f", (a - b) / c }')
     local amount per_s negotiated errors
@@ -210,8 +218,8 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
         res1=$(metric 'seawall_tls_handshakes_total{kind="resumed"}')
         note=" (seawall counted full $((full1 - full0)), resumed $((res1 - res0)))"
     fi
-    printf '  %-9s %-8s %10s in %6ss of proxy CPU: %8s per CPU-second, %8s/s, %s errors or non-2xx%s\n' \
-        "$label" "$proxy" "$amount" "$cpu_s" "$work_per_cpu_s" "$rate_now" "$errors" "$note" >&2
+    printf '  %-9s %-8s %10s in %6ss of proxy CPU: %8s per CPU-second, %8s/s, %s errors or non-2xx, cpu0 stolen %s%%%s\n' \
+        "$label" "$proxy" "$amount" "$cpu_s" "$work_per_cpu_s" "$rate_now" "$errors" "$steal_pct" "$note" >&2
 }
 
 # idle_mem PROXY: RSS growth per connection for 5 000 idle TLS keep-alive connections, each of
