@@ -38,7 +38,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// How many connections one listener serves at once (`runtime.max_connections`). A reload can
 /// move it either way while connections are open.
-pub struct ConnectionLimit {
+struct ConnectionLimit {
     permits: Arc<Semaphore>,
     state: Mutex<LimitState>,
 }
@@ -51,14 +51,14 @@ struct LimitState {
 }
 
 impl ConnectionLimit {
-    pub fn new(max: usize) -> Arc<Self> {
+    fn new(max: usize) -> Arc<Self> {
         Arc::new(ConnectionLimit {
             permits: Arc::new(Semaphore::new(max)),
             state: Mutex::new(LimitState { max, debt: 0 }),
         })
     }
 
-    pub fn set(&self, max: usize) {
+    fn set(&self, max: usize) {
         let mut s = self.state.lock().expect("not poisoned");
         if max >= s.max {
             let more = max - s.max;
@@ -93,7 +93,7 @@ impl ConnectionLimit {
 
 /// Accepts until the process starts draining. At most `limit` connections are served at once;
 /// past that, new connections wait in the kernel's queue rather than being refused.
-pub async fn accept_loop(
+async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerContext>,
     tracker: TaskTracker,

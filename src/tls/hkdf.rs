@@ -9,6 +9,7 @@
 
 use hmac::digest::OutputSizeUser;
 use hmac::Mac;
+use rustls::crypto::hash::HashAlgorithm;
 use rustls::crypto::hmac::{Hmac, Key, Tag};
 use rustls::crypto::tls13::{Hkdf, HkdfUsingHmac};
 use rustls::{SupportedCipherSuite, Tls13CipherSuite};
@@ -37,8 +38,8 @@ impl Hmac for KeyedOnce {
 
     fn hash_output_len(&self) -> usize {
         match self.0 {
-            Hash::Sha256 => 32,
-            Hash::Sha384 => 48,
+            Hash::Sha256 => <Sha256 as OutputSizeUser>::output_size(),
+            Hash::Sha384 => <Sha384 as OutputSizeUser>::output_size(),
         }
     }
 }
@@ -71,9 +72,9 @@ pub fn keyed_once(suite: SupportedCipherSuite) -> SupportedCipherSuite {
     let SupportedCipherSuite::Tls13(s) = suite else {
         return suite;
     };
-    let hkdf: &'static dyn Hkdf = match s.common.hash_provider.output_len() {
-        32 => &HKDF_SHA256,
-        48 => &HKDF_SHA384,
+    let hkdf: &'static dyn Hkdf = match s.common.hash_provider.algorithm() {
+        HashAlgorithm::SHA256 => &HKDF_SHA256,
+        HashAlgorithm::SHA384 => &HKDF_SHA384,
         _ => return suite,
     };
     SupportedCipherSuite::Tls13(Box::leak(Box::new(Tls13CipherSuite {

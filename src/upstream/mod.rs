@@ -161,7 +161,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for (name, value) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
-            if i == 0 {
+            if name == header::CONNECTION {
                 lists_others |= connection_options(value).next().is_some();
             }
         } else if !keep_upgrade && name == header::UPGRADE {
