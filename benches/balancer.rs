@@ -14,11 +14,12 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use seawall::config::compile::compile;
+use seawall::config::compile::load_and_compile;
 use seawall::config::{self, Source};
-use seawall::targets::{Origin, State, TargetGroup};
+use seawall::targets::{Origin, State, TargetGroup, Update};
 
 const TARGETS: u16 = 1000;
 
@@ -42,7 +43,10 @@ slow_start = "{slow_start}"
     let source = Source::new("bench.toml", ".", text);
     let cfg = config::load(&source).expect("the bench config is valid");
     let registry = seawall::targets::Registry::default();
-    let snapshot = compile(&source, &cfg, &registry).expect("the bench config compiles");
+    let metrics = seawall::metrics::Metrics::new();
+    let snapshot = load_and_compile(&source, &cfg)
+        .expect("the bench config compiles")
+        .attach(&registry, &metrics);
     snapshot.target_groups[0].group.clone()
 }
 
@@ -54,7 +58,11 @@ fn addrs(range: std::ops::Range<u16>) -> Vec<SocketAddr> {
 
 /// Registers `TARGETS` targets and puts every one in `state`.
 fn populate(tg: &TargetGroup, state: State) {
-    tg.state.register(&addrs(0..TARGETS), Origin::Config);
+    tg.state.apply(
+        Origin::Config,
+        Update::Add(addrs(0..TARGETS)),
+        Duration::ZERO,
+    );
     for t in tg.state.members().iter() {
         t.set_state(state, None);
     }
@@ -80,9 +88,11 @@ fn bench(c: &mut Criterion) {
         let tg = group(algorithm, "30s");
         // The first target is registered alone into the empty group, so it is spared the ramp;
         // the others join a group with a healthy target and ramp from a tenth of their weight.
-        tg.state.register(&addrs(0..1), Origin::Config);
+        tg.state
+            .apply(Origin::Config, Update::Add(addrs(0..1)), Duration::ZERO);
         tg.state.members()[0].set_state(State::Healthy, None);
-        tg.state.register(&addrs(1..TARGETS), Origin::Api);
+        tg.state
+            .apply(Origin::Api, Update::Add(addrs(1..TARGETS)), Duration::ZERO);
         for t in tg.state.members().iter() {
             t.set_state(State::Healthy, None);
         }

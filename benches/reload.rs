@@ -201,7 +201,7 @@ async fn run(plan: Plan) {
         .start()
         .expect("start");
     let web = running.listener_addr("web").expect("listener web");
-    let metrics = &running.shared().metrics;
+    let metrics = &running.control().plane.metrics;
     let reloads = || {
         metrics
             .config_reloads_total

@@ -27,8 +27,8 @@ use rustls::{
     ClientConfig, ClientConnection, Connection, DigitallySignedStruct, ServerConfig,
     ServerConnection, SignatureScheme, SupportedProtocolVersion,
 };
-use seawall::config::validate::TlsPolicy;
 use seawall::tls::LoadedCert;
+use seawall::tls::Policy as TlsPolicy;
 
 const NAME: &str = "bench.test";
 const RECORD: usize = 16 * 1024;

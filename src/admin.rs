@@ -28,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::app::Shared;
-use crate::config::compile::ConfiguredGroup;
-use crate::targets::{Origin, Target};
+use crate::control::Control;
+use crate::snapshot::Group;
+use crate::targets::{Origin, Target, Update};
 
 /// A request body larger than this is refused (413): a register call with a thousand targets
 /// is about 25 KiB.
@@ -42,7 +42,7 @@ const BODY_DEADLINE: Duration = Duration::from_secs(10);
 type Resp = Response<Full<Bytes>>;
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, control: Arc<Control>, stop: CancellationToken) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -55,12 +55,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
             },
             _ = stop.cancelled() => return,
         };
-        let shared = shared.clone();
+        let control = control.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(handle(req, &control).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -121,32 +121,32 @@ fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-async fn handle(req: Request<Incoming>, shared: &Shared) -> Resp {
+async fn handle(req: Request<Incoming>, control: &Control) -> Resp {
     match req.uri().path() {
-        "/targets/register" => return change_targets(req, shared, Change::Register).await,
-        "/targets/deregister" => return change_targets(req, shared, Change::Deregister).await,
-        "/reload" => return reload(req, shared).await,
-        "/upgrade" => return upgrade(req, shared).await,
+        "/targets/register" => return change_targets(req, control, Change::Register).await,
+        "/targets/deregister" => return change_targets(req, control, Change::Deregister).await,
+        "/reload" => return reload(req, control).await,
+        "/upgrade" => return upgrade(req, control).await,
         _ => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let json_api = matches!(req.uri().path(), "/targets" | "/config");
         return method_not_allowed(json_api, "GET, HEAD");
     }
-    let draining = shared.shutdown.is_cancelled();
+    let draining = control.shutdown.is_cancelled();
     match req.uri().path() {
         "/healthz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/ready" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/ready" if shared.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" if control.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         "/metrics" => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(shared.metrics.render())))
+            .body(Full::new(Bytes::from(control.plane.metrics.render())))
             .expect("static parts are valid"),
-        "/config" => json(StatusCode::OK, &shared.config.load().to_json()),
+        "/config" => json(StatusCode::OK, &control.config.load().to_json()),
         "/targets" => {
-            let snapshot = shared.snapshot.load();
+            let snapshot = control.plane.snapshot.load();
             let all = AllTargets {
                 target_groups: snapshot.target_groups.iter().map(describe).collect(),
             };
@@ -161,14 +161,14 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Resp {
 
 /// `POST /reload`: reloads the configuration file now and answers with the outcome. Each request
 /// reloads (requests are never merged).
-async fn reload(req: Request<Incoming>, shared: &Shared) -> Resp {
+async fn reload(req: Request<Incoming>, control: &Control) -> Resp {
     if req.method() != Method::POST {
         return method_not_allowed(true, "POST");
     }
-    if let Some(denied) = authorize(shared, req.headers()) {
+    if let Some(denied) = authorize(control, req.headers()) {
         return denied;
     }
-    match crate::reload::request(shared, "POST /reload").await {
+    match crate::reload::request(control, "POST /reload").await {
         Ok(info) => json(
             StatusCode::OK,
             &serde_json::json!({ "result": "success", "config": info.to_json() }),
@@ -187,14 +187,14 @@ async fn reload(req: Request<Incoming>, shared: &Shared) -> Resp {
 
 /// `POST /upgrade`: starts the configured binary, hands it the sockets and, once it is ready,
 /// drains this process (as SIGUSR2 does).
-async fn upgrade(req: Request<Incoming>, shared: &Shared) -> Resp {
+async fn upgrade(req: Request<Incoming>, control: &Control) -> Resp {
     if req.method() != Method::POST {
         return method_not_allowed(true, "POST");
     }
-    if let Some(denied) = authorize(shared, req.headers()) {
+    if let Some(denied) = authorize(control, req.headers()) {
         return denied;
     }
-    match crate::upgrade::request(shared).await {
+    match crate::upgrade::request(control).await {
         Ok(pid) => json(
             StatusCode::OK,
             &serde_json::json!({ "result": "success", "pid": pid }),
@@ -249,8 +249,8 @@ fn method_not_allowed(json_api: bool, allow: &'static str) -> Resp {
 
 /// Every mutating endpoint calls this first: with `[admin] token` set, it gives the 401 to answer
 /// unless the request carries the token.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Option<Resp> {
-    match &shared.snapshot.load().admin_token {
+fn authorize(control: &Control, headers: &HeaderMap) -> Option<Resp> {
+    match &control.settings.load().admin_token {
         Some(token) if !token.authorizes(headers) => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -317,15 +317,15 @@ struct TargetHealth {
     description: Option<String>,
 }
 
-fn describe(cg: &ConfiguredGroup) -> GroupTargets {
-    let tg = &cg.group;
+fn describe(g: &Group) -> GroupTargets {
     GroupTargets {
-        name: tg.name.to_string(),
-        descriptions: tg
+        name: g.group.name.to_string(),
+        descriptions: g
+            .group
             .state
             .members()
             .iter()
-            .map(|t| describe_target(t, tg.health_check.port))
+            .map(|t| describe_target(t, g.health_check.port))
             .collect(),
     }
 }
@@ -367,11 +367,11 @@ struct TargetChange {
 const CHANGE_SHAPE: &str =
     r#"expected {"target_group": "<name>", "targets": ["<ip>:<port>", ...]}"#;
 
-async fn change_targets(req: Request<Incoming>, shared: &Shared, change: Change) -> Resp {
+async fn change_targets(req: Request<Incoming>, control: &Control, change: Change) -> Resp {
     if req.method() != Method::POST {
         return method_not_allowed(true, "POST");
     }
-    if let Some(denied) = authorize(shared, req.headers()) {
+    if let Some(denied) = authorize(control, req.headers()) {
         return denied;
     }
     let body = match read_body(req.into_body()).await {
@@ -388,12 +388,8 @@ async fn change_targets(req: Request<Incoming>, shared: &Shared, change: Change)
         }
     };
     // Loaded after the body is in, so that a reload during a slow upload is seen.
-    let snapshot = shared.snapshot.load();
-    let Some(cg) = snapshot
-        .target_groups
-        .iter()
-        .find(|g| *g.group.name == *request.target_group)
-    else {
+    let snapshot = control.plane.snapshot.load();
+    let Some(cg) = snapshot.group_named(&request.target_group) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no target group is named {:?}", request.target_group),
@@ -407,11 +403,10 @@ async fn change_targets(req: Request<Incoming>, shared: &Shared, change: Change)
     let listed: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
     match change {
         Change::Register => {
-            let added = tg.state.register(&addrs, Origin::Api);
-            if !cg.in_use {
-                // No listener forwards to the group: its new targets are unused, like its others.
-                tg.state.set_in_use(false);
-            }
+            let added = tg
+                .state
+                .apply(Origin::Api, Update::Add(addrs), tg.deregistration_delay)
+                .added;
             info!(target_group = %tg.name, targets = ?listed, added = added.len(), "targets registered via the admin API");
         }
         Change::Deregister => {
@@ -434,7 +429,10 @@ async fn change_targets(req: Request<Incoming>, shared: &Shared, change: Change)
                     ),
                 );
             }
-            let started = tg.state.deregister(&addrs, tg.deregistration_delay);
+            let started = tg
+                .state
+                .apply(Origin::Api, Update::Remove(addrs), tg.deregistration_delay)
+                .draining;
             info!(target_group = %tg.name, targets = ?listed, draining = started.len(), delay = ?tg.deregistration_delay, "targets deregistered via the admin API");
         }
     }

@@ -14,33 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::compile::{compile, Snapshot};
+use crate::config::compile::load_and_compile;
 use crate::config::{self, ConfigErrors, Source};
-use crate::control;
+use crate::control::{self, Control};
 use crate::listener::{self, Bound, ListenerSet};
 use crate::metrics::Metrics;
 use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
+use crate::snapshot::Plane;
 use crate::targets::Registry;
 use crate::upgrade::{self, Inherited, UpgradeRequest, Upgrader};
-
-/// State shared by the data plane and the control thread.
-pub struct Shared {
-    /// The configuration in force; the data plane only ever `load()`s it.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Target groups' run-time state (membership, health), kept across snapshots.
-    pub registry: Registry,
-    pub metrics: Metrics,
-    /// What `GET /config` shows of the configuration in force.
-    pub config: ArcSwap<ConfigInfo>,
-    /// Reload requests for the control thread (see [`crate::reload::request`]).
-    pub reload: mpsc::UnboundedSender<ReloadRequest>,
-    /// Binary-upgrade requests for the control thread (see [`crate::upgrade::request`]).
-    pub upgrade: mpsc::UnboundedSender<UpgradeRequest>,
-    /// Cancelled when the process starts draining: stop accepting, finish in-flight requests.
-    pub shutdown: CancellationToken,
-    /// True once every listener accepts.
-    pub ready: AtomicBool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -61,7 +43,7 @@ pub enum StartError {
 
 /// A loaded configuration with its sockets bound, not yet serving.
 pub struct App {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     /// The data plane's runtime; its workers start idle and pick up the accept loops on start.
     runtime: tokio::runtime::Runtime,
     listeners: Arc<ListenerSet>,
@@ -81,8 +63,10 @@ impl App {
     /// is bound when the configuration has an error.
     pub fn build(source: &Source) -> Result<App, StartError> {
         let cfg = config::load(source)?;
+        let compiled = load_and_compile(source, &cfg)?;
         let registry = Registry::default();
-        let snapshot = compile(source, &cfg, &registry)?;
+        let metrics = Arc::new(Metrics::new());
+        let snapshot = compiled.attach(&registry, &metrics);
         snapshot.apply_membership();
         info!(
             file = %source.file.display(),
@@ -91,7 +75,6 @@ impl App {
             "config loaded"
         );
         let rt = cfg.runtime.clone();
-        let metrics = Metrics::new();
         let info = ConfigInfo::new(1, source);
         metrics.config_generation.set(1);
         metrics
@@ -99,11 +82,14 @@ impl App {
             .set(reload::unix_seconds(info.loaded_at));
         let (reload_tx, reloads) = mpsc::unbounded_channel();
         let (upgrade_tx, upgrades) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
+        let control = Arc::new(Control {
+            plane: Arc::new(Plane {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                metrics,
+            }),
             registry,
-            metrics,
             config: ArcSwap::from_pointee(info),
+            settings: ArcSwap::from_pointee(control::Settings::of(&cfg)),
             reload: reload_tx,
             upgrade: upgrade_tx,
             shutdown: CancellationToken::new(),
@@ -125,7 +111,8 @@ impl App {
         };
         let tracker = TaskTracker::new();
         let listeners = Arc::new(ListenerSet::new(
-            shared.clone(),
+            control.plane.clone(),
+            control.shutdown.clone(),
             runtime.handle().clone(),
             tracker.clone(),
         ));
@@ -134,7 +121,7 @@ impl App {
             listeners.adopt(std::mem::take(&mut p.listeners));
             p.admin.take()
         });
-        let bound = listeners.bind_new(&shared.snapshot.load())?;
+        let bound = listeners.bind_new(&control.plane.snapshot.load().listeners)?;
         let admin = match (&cfg.admin, inherited_admin) {
             (Some(_), Some(socket)) => Some(socket),
             (Some(a), None) => {
@@ -147,9 +134,9 @@ impl App {
             }
             (None, _) => None,
         };
-        let reloader = Reloader::new(shared.clone(), listeners.clone(), source, &cfg);
+        let reloader = Reloader::new(control.clone(), listeners.clone(), source, &cfg);
         Ok(App {
-            shared,
+            control,
             runtime,
             listeners,
             bound,
@@ -166,7 +153,7 @@ impl App {
     /// Starts serving on threads of its own and returns at once.
     pub fn start(self) -> Result<Running, StartError> {
         let App {
-            shared,
+            control,
             runtime,
             listeners,
             bound,
@@ -178,14 +165,17 @@ impl App {
             predecessor,
             config_path,
         } = self;
-        listeners.commit(bound, &shared.snapshot.load());
+        {
+            let snapshot = control.plane.snapshot.load();
+            listeners.commit(bound, &snapshot.listeners, snapshot.max_connections);
+        }
         let admin_addr = admin.as_ref().map(|a| a.local_addr()).transpose()?;
         if let Some(addr) = admin_addr {
             info!(%addr, "admin listening");
         }
-        shared.ready.store(true, Ordering::Release);
+        control.ready.store(true, Ordering::Release);
 
-        let drain = shared.clone();
+        let drain = control.clone();
         let served = listeners.clone();
         let data = std::thread::Builder::new()
             .name("seawall-data".into())
@@ -193,7 +183,7 @@ impl App {
                 runtime.block_on(async {
                     drain.shutdown.cancelled().await;
                     // The drain_timeout in force now: a reload may have changed it since start.
-                    let drain_timeout = drain.snapshot.load().runtime.drain_timeout;
+                    let drain_timeout = drain.settings.load().drain_timeout;
                     served.close_all();
                     tracker.close();
                     info!(connections = tracker.len(), "draining");
@@ -212,13 +202,13 @@ impl App {
 
         let stopped = CancellationToken::new();
         let upgrader = Upgrader::new(
-            shared.clone(),
+            control.clone(),
             listeners.clone(),
             admin.as_ref().map(|a| a.try_clone()).transpose()?,
             config_path,
         );
-        let control = control::spawn(
-            shared.clone(),
+        let control_thread = control::spawn(
+            control.clone(),
             admin,
             reloader,
             reloads,
@@ -232,9 +222,9 @@ impl App {
             }
         }
         Ok(Running {
-            shared,
+            control,
             data: Some(data),
-            control: Some(control),
+            control_thread: Some(control_thread),
             stopped,
             listeners,
             admin_addr,
@@ -244,9 +234,9 @@ impl App {
 
 /// A serving seawall. Dropping it drains and stops it.
 pub struct Running {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     data: Option<JoinHandle<()>>,
-    control: Option<JoinHandle<()>>,
+    control_thread: Option<JoinHandle<()>>,
     stopped: CancellationToken,
     listeners: Arc<ListenerSet>,
     admin_addr: Option<SocketAddr>,
@@ -266,18 +256,25 @@ impl Running {
         self.admin_addr
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The control side's state: the target registry, the configuration info, the data plane's
+    /// snapshot and metrics (for tests and tools that look inside a running seawall).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Resolves when the process starts draining (a signal, a finished binary upgrade).
+    pub async fn draining(&self) {
+        self.control.shutdown.cancelled().await
     }
 
     /// Reloads the configuration file, as SIGHUP or `POST /reload` would, and waits for the outcome.
     pub async fn reload(&self) -> ReloadResult {
-        reload::request(&self.shared, "API").await
+        reload::request(&self.control, "API").await
     }
 
     /// Starts draining: listeners stop accepting, connections close once their requests finish.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.control.shutdown.cancel();
     }
 
     /// Drains (see [`Running::shutdown`]) and waits, at most the drain timeout, until done.
@@ -291,7 +288,7 @@ impl Running {
             let _ = d.join();
         }
         self.stopped.cancel();
-        if let Some(c) = self.control.take() {
+        if let Some(c) = self.control_thread.take() {
             let _ = c.join();
         }
     }

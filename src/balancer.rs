@@ -8,8 +8,33 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::validate::Algorithm;
+use crate::protocol::UnknownValue;
 use crate::targets::{Eligible, Target};
+
+/// ALB's load-balancing algorithms, as a target group's `algorithm` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastOutstandingRequests,
+    WeightedRandom,
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round_robin" => Ok(Algorithm::RoundRobin),
+            "least_outstanding_requests" => Ok(Algorithm::LeastOutstandingRequests),
+            "weighted_random" => Ok(Algorithm::WeightedRandom),
+            other => Err(UnknownValue::new(
+                "algorithm",
+                other,
+                "\"round_robin\", \"least_outstanding_requests\" or \"weighted_random\"",
+            )),
+        }
+    }
+}
 
 /// What a pick needs besides the targets.
 #[derive(Debug, Clone, Copy)]

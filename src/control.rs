@@ -2,19 +2,67 @@
 //! admin API and (later) reloads and discovery never take a data-plane worker, and the admin API
 //! answers even when the data plane is saturated.
 
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin;
-use crate::app::Shared;
-use crate::reload::{self, ReloadRequest, Reloader};
+use crate::admin::{self, AdminToken};
+use crate::config::Config;
+use crate::reload::{self, ConfigInfo, ReloadRequest, Reloader};
+use crate::snapshot::Plane;
+use crate::targets::Registry;
 use crate::upgrade::{self, UpgradeRequest, Upgrader};
+
+/// What the control side's tasks (admin API, reloads, upgrades, health checks, the drain
+/// sweeper) share. The data plane never sees it: it is handed only [`Plane`].
+pub struct Control {
+    /// The data plane's handle: the control side stores snapshots in it.
+    pub plane: Arc<Plane>,
+    /// Target groups' run-time state (membership, health), kept across snapshots. Changed only
+    /// through [`crate::targets::GroupState::apply`].
+    pub registry: Registry,
+    /// What `GET /config` shows of the configuration in force.
+    pub config: ArcSwap<ConfigInfo>,
+    /// The settings only the control side reads, replaced by each reload.
+    pub settings: ArcSwap<Settings>,
+    /// Reload requests for the reload loop (see [`crate::reload::request`]).
+    pub reload: mpsc::UnboundedSender<ReloadRequest>,
+    /// Binary-upgrade requests for the upgrade loop (see [`crate::upgrade::request`]).
+    pub upgrade: mpsc::UnboundedSender<UpgradeRequest>,
+    /// Cancelled when the process starts draining: stop accepting, finish in-flight requests.
+    pub shutdown: CancellationToken,
+    /// True once every listener accepts.
+    pub ready: AtomicBool,
+}
+
+/// `[admin]` and `[runtime]` settings that only the control side reads.
+#[derive(Debug)]
+pub struct Settings {
+    /// The admin API's bearer token for mutating endpoints.
+    pub admin_token: Option<AdminToken>,
+    /// The binary a zero-downtime upgrade starts.
+    pub binary: PathBuf,
+    /// Graceful shutdown: in-flight requests get this long to finish. Read when the drain starts.
+    pub drain_timeout: Duration,
+}
+
+impl Settings {
+    pub fn of(cfg: &Config) -> Self {
+        Settings {
+            admin_token: cfg.admin.as_ref().and_then(|a| a.token.clone()),
+            binary: cfg.runtime.binary.clone(),
+            drain_timeout: cfg.runtime.drain_timeout,
+        }
+    }
+}
 
 /// Installs a handler for a control signal (SIGHUP, SIGUSR2) in `runtime`, at start-up: until a
 /// handler is installed the signal's default action kills the process. A signal stream works from
@@ -35,7 +83,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// Starts the control thread; it runs until `stop` is cancelled.
 pub fn spawn(
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     admin_socket: Option<std::net::TcpListener>,
     reloader: Reloader,
     reloads: mpsc::UnboundedReceiver<ReloadRequest>,
@@ -53,13 +101,13 @@ pub fn spawn(
                 if let Some(socket) = admin_socket {
                     match tokio::net::TcpListener::from_std(socket) {
                         Ok(l) => {
-                            tokio::spawn(admin::serve(l, shared.clone(), stop.clone()));
+                            tokio::spawn(admin::serve(l, control.clone(), stop.clone()));
                         }
                         Err(e) => warn!(error = %e, "cannot register the admin socket"),
                     }
                 }
-                tokio::spawn(sweep_draining(shared.clone(), stop.clone()));
-                tokio::spawn(crate::health::run(shared.clone(), stop.clone()));
+                tokio::spawn(sweep_draining(control.clone(), stop.clone()));
+                tokio::spawn(crate::health::run(control.plane.clone(), stop.clone()));
                 tokio::spawn(reload::run(reloader, reloads, stop.clone()));
                 tokio::spawn(upgrade::run(upgrader, upgrades, stop.clone()));
                 stop.cancelled().await;
@@ -67,17 +115,12 @@ pub fn spawn(
         })
 }
 
-/// Drops targets whose deregistration delay is over.
-async fn sweep_draining(shared: Arc<Shared>, stop: CancellationToken) {
+/// The one drain sweeper: drops targets whose deregistration delay is over, of configured and
+/// retired groups alike.
+async fn sweep_draining(control: Arc<Control>, stop: CancellationToken) {
     loop {
-        let now = Instant::now();
-        for group in shared.registry.groups() {
-            let before = group.members().len();
-            group.sweep(now);
-            let dropped = before.saturating_sub(group.members().len());
-            if dropped > 0 {
-                info!(target_group = %group.name, dropped, "deregistration delay over; targets dropped");
-            }
+        for (group, dropped) in control.registry.sweep(Instant::now()) {
+            info!(target_group = %group, dropped, "deregistration delay over; targets dropped");
         }
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}

@@ -13,10 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::app::Shared;
-use crate::config::compile::Snapshot;
-use crate::config::validate::Protocol;
+use crate::protocol::Protocol;
 use crate::server::{self, ListenerContext};
+use crate::snapshot::{Listener, Plane};
 
 /// The kernel's accept queue length for every listener.
 const BACKLOG: i32 = 4096;
@@ -113,18 +112,18 @@ async fn accept_loop(
             Ok((tcp, peer)) => {
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
-                    let metrics = &ctx.shared.metrics;
+                    let metrics = &ctx.plane.metrics;
                     metrics.new_connections_total.inc();
                     metrics.active_connections.inc();
                     server::serve(tcp, peer, ctx.clone()).await;
-                    ctx.shared.metrics.active_connections.dec();
+                    ctx.plane.metrics.active_connections.dec();
                     drop(permit);
                 });
             }
             Err(e) if is_per_connection(&e) => debug!(error = %e, "accept: connection gone"),
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning on the error.
-                ctx.shared.metrics.rejected_connections_total.inc();
+                ctx.plane.metrics.rejected_connections_total.inc();
                 warn!(listener = %ctx.name, error = %e, "accept failed; pausing 100ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -160,13 +159,22 @@ struct Identity {
 }
 
 impl Identity {
-    fn all(snapshot: &Snapshot) -> impl Iterator<Item = Identity> + '_ {
-        snapshot.listeners.iter().map(|l| Identity {
+    fn all(listeners: &[Listener]) -> impl Iterator<Item = Identity> + '_ {
+        listeners.iter().map(|l| Identity {
             name: l.name.clone(),
             bind: l.bind,
             protocol: l.protocol,
         })
     }
+}
+
+/// A listening socket handed from one process to the next in a binary upgrade, with what
+/// identifies its listener.
+pub struct HandedOver {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    pub socket: std::net::TcpListener,
 }
 
 struct Serving {
@@ -184,7 +192,9 @@ pub struct Bound(Vec<(Identity, std::net::TcpListener)>);
 
 /// The listeners being served, changed as a whole by each configuration.
 pub struct ListenerSet {
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
+    /// Cancelled when the process drains; each listener's stop token is a child of it.
+    shutdown: tokio_util::sync::CancellationToken,
     /// The data-plane runtime: sockets are registered with it and accepted on by its workers.
     data: tokio::runtime::Handle,
     /// Every connection task, so that shutdown can wait for them.
@@ -196,9 +206,15 @@ pub struct ListenerSet {
 }
 
 impl ListenerSet {
-    pub fn new(shared: Arc<Shared>, data: tokio::runtime::Handle, tracker: TaskTracker) -> Self {
+    pub fn new(
+        plane: Arc<Plane>,
+        shutdown: tokio_util::sync::CancellationToken,
+        data: tokio::runtime::Handle,
+        tracker: TaskTracker,
+    ) -> Self {
         ListenerSet {
-            shared,
+            plane,
+            shutdown,
             data,
             tracker,
             serving: Mutex::new(Vec::new()),
@@ -212,11 +228,11 @@ impl ListenerSet {
     }
 
     /// Keeps sockets received from the previous process, for the listeners that still exist.
-    pub fn adopt(&self, inherited: Vec<crate::upgrade::InheritedListener>) {
+    pub fn adopt(&self, inherited: Vec<HandedOver>) {
         let mut spare = self.inherited.lock().expect("not poisoned");
         for l in inherited {
             let id = Identity {
-                name: l.name.into(),
+                name: l.name,
                 bind: l.bind,
                 protocol: l.protocol,
             };
@@ -232,25 +248,29 @@ impl ListenerSet {
     }
 
     /// Duplicates of every served socket, with what identifies it, for a binary upgrade.
-    pub fn handover(&self) -> Vec<(Arc<str>, SocketAddr, Protocol, std::net::TcpListener)> {
+    pub fn handover(&self) -> Vec<HandedOver> {
         self.serving
             .lock()
             .expect("not poisoned")
             .iter()
             .filter_map(|s| {
-                let dup = s.socket.try_clone().ok()?;
-                Some((s.id.name.clone(), s.id.bind, s.id.protocol, dup))
+                Some(HandedOver {
+                    name: s.id.name.clone(),
+                    bind: s.id.bind,
+                    protocol: s.id.protocol,
+                    socket: s.socket.try_clone().ok()?,
+                })
             })
             .collect()
     }
 
-    /// Binds every listener of `snapshot` that is not served already. On any failure the sockets
+    /// Binds every one of `listeners` that is not served already. On any failure the sockets
     /// bound so far are closed and nothing changes.
-    pub fn bind_new(&self, snapshot: &Snapshot) -> Result<Bound, BindError> {
+    pub fn bind_new(&self, listeners: &[Listener]) -> Result<Bound, BindError> {
         let serving = self.serving.lock().expect("not poisoned");
         let mut inherited = self.inherited.lock().expect("not poisoned");
         let mut bound = Vec::new();
-        for id in Identity::all(snapshot) {
+        for id in Identity::all(listeners) {
             if serving.iter().any(|s| s.id == id) {
                 continue;
             }
@@ -268,15 +288,14 @@ impl ListenerSet {
         Ok(Bound(bound))
     }
 
-    /// Starts serving the new sockets and stops the listeners `snapshot` no longer has; their
+    /// Starts serving the new sockets and stops the listeners no longer in `listeners`; their
     /// connections drain (requests in flight finish, then the connections close). Listeners kept
     /// take the new `max_connections`.
-    pub fn commit(&self, bound: Bound, snapshot: &Snapshot) {
-        let max_connections = snapshot.runtime.max_connections;
+    pub fn commit(&self, bound: Bound, listeners: &[Listener], max_connections: usize) {
         // Inherited sockets this configuration has no listener for are closed now.
         self.inherited.lock().expect("not poisoned").clear();
         let mut serving = self.serving.lock().expect("not poisoned");
-        let wanted: Vec<Identity> = Identity::all(snapshot).collect();
+        let wanted: Vec<Identity> = Identity::all(listeners).collect();
         serving.retain(|s| {
             let keep = wanted.contains(&s.id);
             if keep {
@@ -308,8 +327,8 @@ impl ListenerSet {
                 protocol: id.protocol,
                 port: local.port(),
                 port_header: HeaderValue::from(local.port()),
-                shared: self.shared.clone(),
-                stop: self.shared.shutdown.child_token(),
+                plane: self.plane.clone(),
+                stop: self.shutdown.child_token(),
             });
             let limit = ConnectionLimit::new(max_connections);
             serving.push(Serving {

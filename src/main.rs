@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use seawall::config::{self, compile::compile, Source};
+use seawall::config::{self, compile::load_and_compile, Source};
 use seawall::{App, StartError};
 use tracing::{error, info};
 
@@ -128,7 +128,7 @@ fn run(config: Option<&Path>) -> ExitCode {
     if config.is_none() {
         info!("running the embedded default configuration; try: curl -k https://localhost:8443/");
     }
-    wait_for_signal_or_handover(running.shared());
+    wait_for_signal_or_handover(&running);
     running.stop();
     info!("stopped");
     ExitCode::SUCCESS
@@ -136,7 +136,7 @@ fn run(config: Option<&Path>) -> ExitCode {
 
 /// Returns on SIGTERM or SIGINT, or when a binary upgrade has handed the sockets to a new process
 /// (which starts this one's drain).
-fn wait_for_signal_or_handover(shared: &seawall::app::Shared) {
+fn wait_for_signal_or_handover(running: &seawall::Running) {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -148,7 +148,7 @@ fn wait_for_signal_or_handover(shared: &seawall::app::Shared) {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM received; draining"),
             _ = int.recv() => info!("SIGINT received; draining"),
-            _ = shared.shutdown.cancelled() => info!("handed over to the new process; draining"),
+            _ = running.draining() => info!("handed over to the new process; draining"),
         }
     });
 }
@@ -156,7 +156,7 @@ fn wait_for_signal_or_handover(shared: &seawall::app::Shared) {
 fn check(file: &Path) -> ExitCode {
     let result = Source::read(file).and_then(|source| {
         let cfg = config::load(&source)?;
-        compile(&source, &cfg, &seawall::targets::Registry::default())?;
+        load_and_compile(&source, &cfg)?;
         Ok(cfg)
     });
     match result {

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, warn};
 
-use crate::config::validate::ProtocolVersion;
 use crate::error::RequestError;
+use crate::protocol::ProtocolVersion;
 use crate::routing::{Action, RedirectRequest, RequestView};
 use crate::server::activity::{Activity, RequestGuard};
 use crate::server::ListenerContext;
@@ -67,7 +67,7 @@ pub fn handle(
                 (error_response(&e, grpc), tg, e.status())
             }
         };
-        let metrics = &listener.shared.metrics;
+        let metrics = &listener.plane.metrics;
         metrics
             .requests_total
             .with_label_values(&[
@@ -114,18 +114,24 @@ fn respond(
         }
         check_framing(req.headers_mut()).map_err(|e| (e, None))?;
         let host = request_host(&req).map_err(|e| (e, None))?;
-        let action = {
-            let snapshot = ctx.listener.shared.snapshot.load();
+        let (action, group) = {
+            let snapshot = ctx.listener.plane.snapshot.load();
             let Some(listener) = snapshot.listener(&ctx.listener.name) else {
                 return Err((RequestError::NoTargets, None));
             };
-            listener
+            let action = listener
                 .router
                 .find(&RequestView {
                     host: strip_port(host),
                     path: req.uri().path(),
                 })
-                .clone()
+                .clone();
+            // The group is taken from the snapshot the router came from.
+            let group = match action {
+                Action::Forward(id) => Some(snapshot.group(id).clone()),
+                _ => None,
+            };
+            (action, group)
         };
         match action {
             Action::FixedResponse(f) => {
@@ -153,7 +159,8 @@ fn respond(
                 };
                 Ok((resp, None))
             }
-            Action::Forward(tg) => {
+            Action::Forward(_) => {
+                let tg = group.expect("taken with the forward");
                 let name = tg.name.clone();
                 forward(req, ctx, &tg)
                     .await
@@ -447,12 +454,7 @@ fn forward<'a>(
                 }
             }
         };
-        ctx.listener
-            .shared
-            .metrics
-            .target_response_seconds
-            .with_label_values(&[&*tg.name])
-            .observe(started.elapsed().as_secs_f64());
+        tg.response_seconds.observe(started.elapsed().as_secs_f64());
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         upstream::strip_hop_by_hop(resp.headers_mut(), upgrade && switching);
@@ -461,7 +463,7 @@ fn forward<'a>(
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             let target_side = hyper::upgrade::on(&mut resp);
             ctx.activity.mark_upgraded();
-            let idle = ctx.listener.shared.snapshot.load().runtime.idle_timeout;
+            let idle = ctx.listener.plane.snapshot.load().limits.idle_timeout;
             tokio::spawn(async move {
                 let closed = outstanding.target().closed().clone();
                 let joined = tokio::try_join!(client_side, target_side);

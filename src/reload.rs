@@ -20,12 +20,11 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::Shared;
-use crate::config::compile::compile;
+use crate::config::compile::load_and_compile;
 use crate::config::validate::{CertificateSource, Config};
 use crate::config::{self, ConfigErrors, Source};
+use crate::control::{self, Control};
 use crate::listener::{BindError, ListenerSet};
-use crate::targets::GroupState;
 
 /// File events closer together than this are one change (an editor's temp file and rename, a
 /// Kubernetes symlink swap).
@@ -116,7 +115,7 @@ pub struct ReloadRequest {
 }
 
 /// Asks the control thread for a reload and waits for its outcome.
-pub async fn request(shared: &Shared, cause: &'static str) -> ReloadResult {
+pub async fn request(control: &Control, cause: &'static str) -> ReloadResult {
     let (tx, rx) = oneshot::channel();
     let gone = || {
         Arc::new(ReloadError::Config(ConfigErrors(vec![
@@ -128,7 +127,7 @@ pub async fn request(shared: &Shared, cause: &'static str) -> ReloadResult {
             },
         ])))
     };
-    shared
+    control
         .reload
         .send(ReloadRequest {
             cause,
@@ -140,7 +139,7 @@ pub async fn request(shared: &Shared, cause: &'static str) -> ReloadResult {
 
 /// Performs reloads; lives on the control thread.
 pub struct Reloader {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     listeners: Arc<ListenerSet>,
     /// `None` runs the embedded default, which has no file to re-read.
     path: Option<PathBuf>,
@@ -154,8 +153,6 @@ pub struct Reloader {
     /// Registered at construction, before any listener accepts: until a handler is installed,
     /// SIGHUP's default action ends the process.
     hangup: Option<Signal>,
-    /// Target groups a reload removed, kept while their targets drain.
-    retired: Vec<Arc<GroupState>>,
     /// The settings read once, at start, as they were then.
     started_with: StartOnly,
 }
@@ -192,22 +189,20 @@ impl StartOnly {
 impl Reloader {
     /// Also installs the SIGHUP handler (see [`crate::control::listen_for`]).
     pub fn new(
-        shared: Arc<Shared>,
+        control: Arc<Control>,
         listeners: Arc<ListenerSet>,
         source: &Source,
         cfg: &Config,
     ) -> Self {
-        let hangup =
-            crate::control::listen_for(listeners.runtime(), SignalKind::hangup(), "SIGHUP");
+        let hangup = control::listen_for(listeners.runtime(), SignalKind::hangup(), "SIGHUP");
         let watched = watched_files(source, cfg);
         Reloader {
             seen: fingerprint(&watched, Some(&source.text)),
-            shared,
+            control,
             listeners,
             path: (!source.embedded).then(|| source.file.clone()),
             watched,
             hangup,
-            retired: Vec::new(),
             started_with: StartOnly::of(cfg),
         }
     }
@@ -225,30 +220,31 @@ impl Reloader {
         self.watched = watched_files(&source, &cfg);
         // The config as read; the certificates before `compile` reads them, for the same reason.
         self.seen = fingerprint(&self.watched, Some(&source.text));
-        let snapshot = Arc::new(compile(&source, &cfg, &self.shared.registry)?);
-        let bound = self.listeners.bind_new(&snapshot)?;
+        let compiled = load_and_compile(&source, &cfg)?;
+        // Checked before the snapshot exists: binding is the last thing that can fail.
+        let bound = self.listeners.bind_new(&compiled.listeners)?;
         // Nothing can fail from here on.
-        let previous = self.shared.snapshot.swap(snapshot.clone());
+        let c = &self.control;
+        let snapshot = Arc::new(compiled.attach(&c.registry, &c.plane.metrics));
+        let previous = c.plane.snapshot.swap(snapshot.clone());
+        c.settings.store(Arc::new(control::Settings::of(&cfg)));
         snapshot.apply_membership();
         let groups: Vec<&str> = snapshot
             .target_groups
             .iter()
             .map(|g| &*g.group.name)
             .collect();
-        for group in self.shared.registry.retain(&groups) {
-            // Drained as if each target were deregistered: requests in flight to them finish;
-            // what is still open after the group's delay is closed.
-            let delay = previous
-                .target_groups
-                .iter()
-                .find(|g| g.group.name == group.name)
-                .map_or(Duration::ZERO, |g| g.group.deregistration_delay);
-            let addrs: Vec<SocketAddr> = group.members().iter().map(|t| t.addr).collect();
-            group.deregister(&addrs, delay);
-            info!(target_group = %group.name, "target group removed; its targets drain");
-            self.retired.push(group);
+        // A removed group's targets drain for the delay it was configured with.
+        let delay = |name: &str| {
+            previous
+                .group_named(name)
+                .map_or(Duration::ZERO, |g| g.group.deregistration_delay)
+        };
+        for name in c.registry.retire_others(&groups, delay) {
+            info!(target_group = %name, "target group removed; its targets drain");
         }
-        self.listeners.commit(bound, &snapshot);
+        self.listeners
+            .commit(bound, &snapshot.listeners, snapshot.max_connections);
         let restart_needed = self.started_with.differences(&StartOnly::of(&cfg));
         for key in &restart_needed {
             warn!(
@@ -256,27 +252,12 @@ impl Reloader {
                 "changed; the running process keeps its value until the next start"
             );
         }
-        let generation = self.shared.config.load().generation + 1;
+        let generation = c.config.load().generation + 1;
         let mut info = ConfigInfo::new(generation, &source);
         info.restart_needed = restart_needed;
         let info = Arc::new(info);
-        self.shared.config.store(info.clone());
+        c.config.store(info.clone());
         Ok(info)
-    }
-
-    /// Drops the targets of removed groups whose delay is over, and the groups once empty.
-    /// Returns when to look again, if there is anything left to drain.
-    fn sweep_retired(&mut self) -> Option<Instant> {
-        let now = Instant::now();
-        let mut next: Option<Instant> = None;
-        self.retired.retain(|g| match g.sweep(now) {
-            Some(due) => {
-                next = Some(next.map_or(due, |n| n.min(due)));
-                true
-            }
-            None => false,
-        });
-        next
     }
 
     /// Whether the watched files differ from what the last load read.
@@ -418,8 +399,6 @@ pub async fn run(
     // When the file events seen so far are looked at: COALESCE after the first of them. A timer
     // rather than a sleep, so that SIGHUP and requests are not held up meanwhile.
     let mut settle: Option<Instant> = None;
-    // When the next target of a removed group is due to go.
-    let mut retired_due: Option<Instant> = None;
     loop {
         let (cause, reply) = if std::mem::take(&mut pending) {
             ("file change", None)
@@ -442,15 +421,11 @@ pub async fn run(
                     }
                     ("file change", None)
                 }
-                _ = async { sleep_until(retired_due?).await; Some(()) }, if retired_due.is_some() => {
-                    retired_due = reloader.sweep_retired();
-                    continue;
-                }
                 _ = stop.cancelled() => return,
             }
         };
         let result = reloader.reload();
-        let metrics = &reloader.shared.metrics;
+        let metrics = &reloader.control.plane.metrics;
         match &result {
             Ok(info) => {
                 info!(cause, generation = info.generation, file = %info.path, "config reloaded");
@@ -477,7 +452,6 @@ pub async fn run(
         if let Some(reply) = reply {
             let _ = reply.send(result.map_err(Arc::new));
         }
-        retired_due = reloader.sweep_retired();
         // The file may name other certificates now, or its symlinks lead to another folder.
         if watch.update(&reloader.watched) {
             pending = reloader.changed();

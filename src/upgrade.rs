@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::Shared;
-use crate::config::validate::Protocol;
-use crate::listener::ListenerSet;
+use crate::control::Control;
+use crate::listener::{HandedOver, ListenerSet};
+use crate::protocol::Protocol;
 
 /// Names the Unix socket a process started for an upgrade fetches its sockets from.
 pub const ENV_SOCKET: &str = "SEAWALL_UPGRADE_SOCKET";
@@ -74,17 +74,9 @@ struct Entry {
     https: bool,
 }
 
-/// A listening socket taken over from the previous process.
-pub struct InheritedListener {
-    pub name: String,
-    pub bind: SocketAddr,
-    pub protocol: Protocol,
-    pub socket: std::net::TcpListener,
-}
-
 /// The sockets a process started for an upgrade received, and the line back to the old process.
 pub struct Inherited {
-    pub listeners: Vec<InheritedListener>,
+    pub listeners: Vec<HandedOver>,
     pub admin: Option<std::net::TcpListener>,
     channel: UnixStream,
 }
@@ -134,8 +126,8 @@ pub fn inherit() -> Result<Option<Inherited>, UpgradeError> {
     for e in manifest.listeners {
         let socket = std::net::TcpListener::from(fds.next().expect("counted above"));
         socket.set_nonblocking(true)?;
-        listeners.push(InheritedListener {
-            name: e.name,
+        listeners.push(HandedOver {
+            name: e.name.into(),
             bind: e.bind,
             protocol: if e.https {
                 Protocol::Https
@@ -167,10 +159,10 @@ pub struct UpgradeRequest {
 }
 
 /// Asks the control thread for an upgrade and waits for its outcome.
-pub async fn request(shared: &Shared) -> Result<u32, Arc<UpgradeError>> {
+pub async fn request(control: &Control) -> Result<u32, Arc<UpgradeError>> {
     let (tx, rx) = oneshot::channel();
     let gone = || Arc::new(UpgradeError::Busy);
-    shared
+    control
         .upgrade
         .send(UpgradeRequest { reply: tx })
         .map_err(|_| gone())?;
@@ -179,7 +171,7 @@ pub async fn request(shared: &Shared) -> Result<u32, Arc<UpgradeError>> {
 
 /// What an upgrade needs to know of this process.
 pub struct Upgrader {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     listeners: Arc<ListenerSet>,
     /// A duplicate of the admin socket, to hand over.
     admin: Option<std::net::TcpListener>,
@@ -193,7 +185,7 @@ pub struct Upgrader {
 impl Upgrader {
     /// Also installs the SIGUSR2 handler (see [`crate::control::listen_for`]).
     pub fn new(
-        shared: Arc<Shared>,
+        control: Arc<Control>,
         listeners: Arc<ListenerSet>,
         admin: Option<std::net::TcpListener>,
         config: Option<PathBuf>,
@@ -204,7 +196,7 @@ impl Upgrader {
             "SIGUSR2",
         );
         Upgrader {
-            shared,
+            control,
             listeners,
             admin,
             config,
@@ -287,15 +279,15 @@ impl Upgrader {
         let manifest = Manifest {
             listeners: listeners
                 .iter()
-                .map(|(name, bind, protocol, _)| Entry {
-                    name: name.to_string(),
-                    bind: *bind,
-                    https: *protocol == Protocol::Https,
+                .map(|l| Entry {
+                    name: l.name.to_string(),
+                    bind: l.bind,
+                    https: l.protocol == Protocol::Https,
                 })
                 .collect(),
             admin: self.admin.is_some(),
         };
-        let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, _, _, s)| s.as_fd()).collect();
+        let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|l| l.socket.as_fd()).collect();
         if let Some(a) = &self.admin {
             fds.push(a.as_fd());
         }
@@ -336,7 +328,7 @@ pub async fn run(
             Some(()) = async { usr2.as_mut()?.recv().await } => None,
             _ = stop.cancelled() => return,
         };
-        let binary = upgrader.shared.snapshot.load().runtime.binary.clone();
+        let binary = upgrader.control.settings.load().binary.clone();
         let result = upgrader.upgrade(&binary).await;
         match &result {
             Ok(pid) => info!(
@@ -350,7 +342,7 @@ pub async fn run(
             let _ = reply.send(result.map_err(Arc::new));
         }
         if done {
-            upgrader.shared.shutdown.cancel();
+            upgrader.control.shutdown.cancel();
             return;
         }
     }

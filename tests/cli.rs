@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{cmd, Proc};
 use common::*;
-use seawall::config::{self, compile::compile, Source};
+use seawall::config::{self, compile::load_and_compile, Source};
 
 /// The repository's own folder (config/, certs/, Dockerfile).
 fn repo() -> PathBuf {
@@ -184,8 +184,7 @@ async fn example_config_routes_as_documented() {
 fn embedded_default_config_loads_and_compiles() {
     let source = Source::embedded_default();
     let cfg = config::load(&source).unwrap_or_else(|e| panic!("{e}"));
-    compile(&source, &cfg, &seawall::targets::Registry::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    load_and_compile(&source, &cfg).unwrap_or_else(|e| panic!("{e}"));
     let binds: Vec<String> = cfg.listeners.iter().map(|l| l.bind.to_string()).collect();
     assert_eq!(binds, ["127.0.0.1:8443", "127.0.0.1:8080"]);
     assert_eq!(cfg.admin.unwrap().bind.to_string(), "127.0.0.1:9901");

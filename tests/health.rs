@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use seawall::targets::{Origin, Reason, State};
+use seawall::targets::{Origin, Reason, State, Update};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -75,7 +75,7 @@ fn group<'a>(name: &'a str, targets: &'a [SocketAddr], health: &'a str) -> Group
 fn state(sw: &Seawall, group: &str, addr: SocketAddr) -> (State, Option<Reason>) {
     let g = sw
         .running
-        .shared()
+        .control()
         .registry
         .get(group)
         .expect("group exists");
@@ -105,7 +105,7 @@ async fn wait_state(sw: &Seawall, group: &str, addr: SocketAddr, want: State) ->
 
 /// A sample of the Prometheus text: the line named `name` carrying every one of `labels`.
 fn metric(sw: &Seawall, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = sw.running.shared().metrics.render();
+    let text = sw.running.control().plane.metrics.render();
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .find(|l| {
@@ -411,7 +411,7 @@ healthy_threshold = 2"#;
             group("fast", &[b2.addr, b3.addr], FAST),
         ],
     ));
-    let registry = &sw.running.shared().registry;
+    let registry = &sw.running.control().registry;
     wait_state(&sw, "slow", b1.addr, State::Healthy).await;
 
     // Registered mid-interval: probed at once, not at the group's next tick.
@@ -419,7 +419,8 @@ healthy_threshold = 2"#;
     let added = registry
         .get("slow")
         .unwrap()
-        .register(&[new.addr], Origin::Api);
+        .apply(Origin::Api, Update::Add(vec![new.addr]), Duration::ZERO)
+        .added;
     assert_eq!(added.len(), 1);
     let took = wait_state(&sw, "slow", new.addr, State::Healthy).await;
     assert!(took < Duration::from_secs(4), "healthy after {took:?}");
@@ -428,10 +429,11 @@ healthy_threshold = 2"#;
     // Deregistered: draining, and its probes stop.
     wait_state(&sw, "fast", b2.addr, State::Healthy).await;
     wait_state(&sw, "fast", b3.addr, State::Healthy).await;
-    registry
-        .get("fast")
-        .unwrap()
-        .deregister(&[b3.addr], Duration::from_secs(60));
+    registry.get("fast").unwrap().apply(
+        Origin::Api,
+        Update::Remove(vec![b3.addr]),
+        Duration::from_secs(60),
+    );
     // A probe already under way may still land.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let probes = b3.probes();
@@ -459,10 +461,12 @@ async fn a_reload_restarts_the_checks_with_new_settings_and_keeps_target_state()
     let source =
         seawall::config::Source::new(sw.dir.path().join("seawall.toml"), sw.dir.path(), text);
     let cfg = seawall::config::load(&source).unwrap();
-    let shared = sw.running.shared();
-    let snapshot = seawall::config::compile::compile(&source, &cfg, &shared.registry).unwrap();
-    shared.snapshot.store(Arc::new(snapshot));
-    shared.snapshot.load().apply_membership();
+    let control = sw.running.control();
+    let snapshot = seawall::config::compile::load_and_compile(&source, &cfg)
+        .unwrap()
+        .attach(&control.registry, &control.plane.metrics);
+    control.plane.snapshot.store(Arc::new(snapshot));
+    control.plane.snapshot.load().apply_membership();
 
     // The target kept its state: unhealthy, it needs healthy_threshold passes, not one.
     wait_state(&sw, "app", b.addr, State::Healthy).await;
@@ -736,7 +740,7 @@ unhealthy_threshold = 2"#;
 
 /// The member of `group` at `addr`.
 fn member(sw: &Seawall, group: &str, addr: SocketAddr) -> Arc<seawall::targets::Target> {
-    let g = sw.running.shared().registry.get(group).unwrap();
+    let g = sw.running.control().registry.get(group).unwrap();
     let found = g.members().iter().find(|t| t.addr == addr).cloned();
     found.unwrap_or_else(|| panic!("{addr} is a member of {group}"))
 }
@@ -980,7 +984,7 @@ timeout = "250ms"
 healthy_threshold = 2
 unhealthy_threshold = 2"#;
     let sw = Seawall::start(&config("", &[group("app", &[a, b], health)]));
-    let g = sw.running.shared().registry.get("app").unwrap();
+    let g = sw.running.control().registry.get("app").unwrap();
     let start = Instant::now();
     let mut churned = 0;
     while a_probes.load(Ordering::SeqCst) < 6 || b_probes.load(Ordering::SeqCst) < 6 {
@@ -989,8 +993,8 @@ unhealthy_threshold = 2"#;
         // and must not start a second task for one it checks already.
         if churned < 4 && start.elapsed() > Duration::from_millis(250 * (churned + 1)) {
             let extra = dead_port();
-            g.register(&[extra], Origin::Api);
-            g.deregister(&[extra], Duration::ZERO);
+            g.apply(Origin::Api, Update::Add(vec![extra]), Duration::ZERO);
+            g.apply(Origin::Api, Update::Remove(vec![extra]), Duration::ZERO);
             churned += 1;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -320,7 +320,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
 
     // Let every client get going on the first configuration.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let generation_before = sw.running.shared().config.load().generation;
+    let generation_before = sw.running.control().config.load().generation;
     let mut which = Which::A;
     for i in 0..100 {
         which = if which == Which::A {
@@ -401,7 +401,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
     assert_eq!(sw.metric(RELOADS_FAILED), 0.0);
     // The API asked for 100; the watcher may have added some of its own for the same writes.
     assert!(sw.metric(RELOADS_OK) >= 100.0, "{report:?}");
-    let generation = sw.running.shared().config.load().generation;
+    let generation = sw.running.control().config.load().generation;
     assert!(generation >= generation_before + 100);
     assert_eq!(
         sw.metric("seawall_config_generation"),
@@ -464,7 +464,7 @@ async fn rotated_certificate_files_are_served_to_new_handshakes() {
     }
     let rotated = last == ["new.example.test"];
     assert!(rotated, "still serving {last:?}");
-    assert!(sw.running.shared().config.load().generation >= 2);
+    assert!(sw.running.control().config.load().generation >= 2);
     // Counted just after the swap that already serves.
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) >= 1.0 }).await);
 
@@ -535,7 +535,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
 
         // Nothing changed: the same listener answers with the old configuration.
         assert_eq!(text(web, "/").await, "good", "{what}");
-        assert_eq!(sw.running.shared().config.load().generation, 1, "{what}");
+        assert_eq!(sw.running.control().config.load().generation, 1, "{what}");
 
         // Counted, and visible on the admin server's /metrics (the watcher may have tried the
         // same file too; both fail).
@@ -556,7 +556,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     })
     .await;
     assert!(loaded, "the config loads once its certificate exists");
-    assert_eq!(sw.running.shared().config.load().generation, 2);
+    assert_eq!(sw.running.control().config.load().generation, 2);
     // Counted just after the swap that already serves.
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) == 1.0 }).await);
 }
@@ -667,7 +667,7 @@ default_action = {{ fixed_response = {{ status = 200, content_type = "text/plain
     assert_eq!(text(web, "/").await, "one", "the old configuration serves");
     assert_eq!(sw.running.listener_addr("free"), None);
     assert_eq!(sw.running.listener_addr("taken"), None);
-    assert_eq!(sw.running.shared().config.load().generation, 1);
+    assert_eq!(sw.running.control().config.load().generation, 1);
     assert!(sw.metric(RELOADS_FAILED) >= 1.0);
 
     // With the port free, the same file loads: the port was the only problem.
@@ -802,7 +802,7 @@ async fn target_health_survives_reload_and_removed_targets_drain() {
     let dead = dead_addr();
     let sw = Seawall::start(&health_config(&[dead, live.addr], 2, "one"));
     let path = sw.dir.path().join("seawall.toml");
-    let group = sw.running.shared().registry.get("app").unwrap();
+    let group = sw.running.control().registry.get("app").unwrap();
     let target = |addr: SocketAddr| {
         group
             .members()
@@ -947,7 +947,8 @@ async fn kubernetes_symlink_swap_reloads_exactly_once() {
     let web = running.listener_addr("web").unwrap();
     let ok = || {
         running
-            .shared()
+            .control()
+            .plane
             .metrics
             .config_reloads_total
             .with_label_values(&["success"])
@@ -982,7 +983,8 @@ async fn kubernetes_symlink_swap_reloads_exactly_once() {
     assert_eq!(text(web, "/").await, "edited");
     assert_eq!(
         running
-            .shared()
+            .control()
+            .plane
             .metrics
             .config_reloads_total
             .with_label_values(&["failure"])
@@ -1074,11 +1076,11 @@ async fn request_in_flight_to_a_removed_group_completes_then_its_targets_close()
         "the slow request reached the backend"
     );
 
-    let target = sw.running.shared().registry.get("old").unwrap().members()[0].clone();
+    let target = sw.running.control().registry.get("old").unwrap().members()[0].clone();
 
     replace(&path, &with_group(false));
     sw.running.reload().await.unwrap();
-    assert!(sw.running.shared().registry.get("old").is_none());
+    assert!(sw.running.control().registry.get("old").is_none());
     assert!(!in_flight.is_finished());
     assert_eq!(target.state(), State::Draining);
     assert!(!target.closed().is_cancelled());

@@ -1,80 +1,30 @@
-//! Validated config → the immutable [`Snapshot`] the data plane serves from. Certificates are read
-//! and TLS configurations, routers and target groups are built here, once per load.
+//! Validated config → the [`Compiled`] configuration (TLS configurations, routers, each target
+//! group's settings), once per load. Certificates are read first, by [`load_certificates`]; the
+//! compile itself is pure, and [`Compiled::attach`](crate::snapshot::Compiled::attach) joins the
+//! result to run-time state once a reload is sure to go ahead.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use rustls::ServerConfig;
 
-use super::validate::{
-    ActionConfig, CertificateSource, Config, ListenerConfig, Protocol, RuntimeConfig,
-};
+use super::validate::{ActionConfig, CertificateSource, Config, ListenerConfig, TargetGroupConfig};
 use super::{ConfigErrors, Source};
-use crate::admin::AdminToken;
-use crate::routing::{Action, FixedResponse, Router, Rule};
-use crate::targets::{Origin, Registry, TargetGroup};
+use crate::protocol::Protocol;
+use crate::routing::{Action, FixedResponse, GroupId, Router, Rule};
+use crate::server::Limits;
+use crate::snapshot::{Compiled, GroupPlan, Listener};
+use crate::targets;
 use crate::tls::{self, CertError, LoadedCert};
 
-/// Everything the data plane reads, swapped whole on reload.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub runtime: RuntimeConfig,
-    /// The admin API's bearer token; kept here so that a reload changes it with the rest.
-    pub admin_token: Option<AdminToken>,
-    pub listeners: Vec<CompiledListener>,
-    pub target_groups: Vec<ConfiguredGroup>,
-}
-
-impl Snapshot {
-    /// A listener by name (listeners are few; a scan beats hashing).
-    pub fn listener(&self, name: &str) -> Option<&CompiledListener> {
-        self.listeners.iter().find(|l| &*l.name == name)
-    }
-
-    /// Brings the groups' run-time membership in line with this configuration, once it is the one
-    /// in force: configured targets are registered or drained (targets from the admin API or
-    /// discovery stay), and groups no listener forwards to are marked unused.
-    pub fn apply_membership(&self) {
-        for tg in &self.target_groups {
-            tg.group.state.reconcile(
-                Origin::Config,
-                &tg.configured_targets,
-                tg.group.deregistration_delay,
-            );
-            tg.group.state.set_in_use(tg.in_use);
-        }
-    }
-}
-
-/// A target group in a snapshot, with what the configuration says of its membership.
-#[derive(Debug)]
-pub struct ConfiguredGroup {
-    pub group: Arc<TargetGroup>,
-    pub configured_targets: Vec<SocketAddr>,
-    /// Some listener forwards to it.
-    pub in_use: bool,
-}
-
-#[derive(Debug)]
-pub struct CompiledListener {
-    pub name: Arc<str>,
-    pub bind: SocketAddr,
-    pub protocol: Protocol,
-    /// `Some` for https listeners.
-    pub tls: Option<Arc<ServerConfig>>,
-    pub router: Router,
-}
-
-/// Builds the snapshot; every certificate problem is reported, naming its file and key path.
-pub fn compile(src: &Source, cfg: &Config, registry: &Registry) -> Result<Snapshot, ConfigErrors> {
+/// Reads (or generates) every certificate of `cfg`, in its order; every problem is reported,
+/// naming its file and key path.
+pub fn load_certificates(src: &Source, cfg: &Config) -> Result<Vec<LoadedCert>, ConfigErrors> {
     let mut errs = Vec::new();
-
-    let certs: Vec<Option<LoadedCert>> = cfg
+    let certs: Vec<LoadedCert> = cfg
         .certificates
         .iter()
-        .map(|c| {
+        .filter_map(|c| {
             let loaded = match &c.source {
                 CertificateSource::Files { cert, key } => tls::load_pem_files(cert, key),
                 CertificateSource::SelfSigned(names) => tls::self_signed_cached(names),
@@ -98,22 +48,29 @@ pub fn compile(src: &Source, cfg: &Config, registry: &Registry) -> Result<Snapsh
                 .ok()
         })
         .collect();
+    if errs.is_empty() {
+        Ok(certs)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
 
-    let target_groups: Vec<Arc<TargetGroup>> = cfg
-        .target_groups
-        .iter()
-        .map(|tg| Arc::new(TargetGroup::new(tg, registry)))
-        .collect();
+/// Reads the certificates, then compiles: what a start, a reload and `seawall check` all do.
+pub fn load_and_compile(src: &Source, cfg: &Config) -> Result<Compiled, ConfigErrors> {
+    compile(src, cfg, &load_certificates(src, cfg)?)
+}
 
+/// Builds the compiled configuration from a validated one and its loaded certificates (`certs`
+/// in the order of `cfg.certificates`). Pure: it touches no run-time state, so a failure leaves
+/// nothing behind. Errors name the key path.
+pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compiled, ConfigErrors> {
+    let mut errs = Vec::new();
     let mut listeners = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let tls = match l.protocol {
             Protocol::Http => None,
             Protocol::Https => {
-                let chosen: Option<Vec<&LoadedCert>> =
-                    l.certificates.iter().map(|&c| certs[c].as_ref()).collect();
-                // A missing certificate was already reported where it failed to load.
-                let Some(chosen) = chosen else { continue };
+                let chosen: Vec<&LoadedCert> = l.certificates.iter().map(|&c| &certs[c]).collect();
                 match tls::server_config(&chosen, l.tls_policy, &l.alpn) {
                     Ok(c) => Some(c),
                     Err(e) => {
@@ -123,43 +80,61 @@ pub fn compile(src: &Source, cfg: &Config, registry: &Registry) -> Result<Snapsh
                 }
             }
         };
-        listeners.push(CompiledListener {
+        listeners.push(Listener {
             name: l.name.as_str().into(),
             bind: l.bind,
             protocol: l.protocol,
             tls,
-            router: router(l, &target_groups),
+            router: router(l),
         });
     }
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    let in_use = |i: usize| {
+        let forwards = |a: &ActionConfig| matches!(a, ActionConfig::Forward(t) if *t == i);
+        cfg.listeners
+            .iter()
+            .any(|l| forwards(&l.default_action) || l.rules.iter().any(|r| forwards(&r.action)))
+    };
+    let rt = &cfg.runtime;
+    Ok(Compiled {
+        limits: Limits {
+            idle_timeout: rt.idle_timeout,
+            header_timeout: rt.header_timeout,
+            handshake_timeout: rt.handshake_timeout,
+            max_header_bytes: rt.max_header_bytes,
+        },
+        max_connections: rt.max_connections,
+        listeners,
+        target_groups: cfg
+            .target_groups
+            .iter()
+            .enumerate()
+            .map(|(i, tg)| GroupPlan {
+                settings: group_settings(tg),
+                health_check: tg.health_check.clone(),
+                configured_targets: tg.targets.clone(),
+                in_use: in_use(i),
+            })
+            .collect(),
+    })
+}
 
-    if errs.is_empty() {
-        let in_use = |i: usize| {
-            let forwards = |a: &ActionConfig| matches!(a, ActionConfig::Forward(t) if *t == i);
-            cfg.listeners
-                .iter()
-                .any(|l| forwards(&l.default_action) || l.rules.iter().any(|r| forwards(&r.action)))
-        };
-        Ok(Snapshot {
-            runtime: cfg.runtime.clone(),
-            admin_token: cfg.admin.as_ref().and_then(|a| a.token.clone()),
-            listeners,
-            target_groups: target_groups
-                .into_iter()
-                .zip(&cfg.target_groups)
-                .enumerate()
-                .map(|(i, (group, c))| ConfiguredGroup {
-                    group,
-                    configured_targets: c.targets.clone(),
-                    in_use: in_use(i),
-                })
-                .collect(),
-        })
-    } else {
-        Err(ConfigErrors(errs))
+fn group_settings(tg: &TargetGroupConfig) -> targets::Settings {
+    targets::Settings {
+        name: tg.name.as_str().into(),
+        protocol: tg.protocol,
+        protocol_version: tg.protocol_version,
+        algorithm: tg.algorithm,
+        deregistration_delay: tg.deregistration_delay,
+        slow_start: tg.slow_start,
+        connect_timeout: tg.connect_timeout,
+        response_timeout: tg.response_timeout,
     }
 }
 
-fn router(l: &ListenerConfig, tgs: &[Arc<TargetGroup>]) -> Router {
+fn router(l: &ListenerConfig) -> Router {
     let rules = l
         .rules
         .iter()
@@ -167,15 +142,15 @@ fn router(l: &ListenerConfig, tgs: &[Arc<TargetGroup>]) -> Router {
             priority: r.priority,
             host: r.host.clone().into(),
             path: r.path.clone().into(),
-            action: action(&r.action, tgs),
+            action: action(&r.action),
         })
         .collect();
-    Router::new(rules, action(&l.default_action, tgs))
+    Router::new(rules, action(&l.default_action))
 }
 
-fn action(a: &ActionConfig, tgs: &[Arc<TargetGroup>]) -> Action {
+fn action(a: &ActionConfig) -> Action {
     match a {
-        ActionConfig::Forward(i) => Action::Forward(tgs[*i].clone()),
+        ActionConfig::Forward(i) => Action::Forward(GroupId(*i)),
         ActionConfig::FixedResponse {
             status,
             content_type,

@@ -14,8 +14,11 @@ use super::{
     RawTargetGroup, Source,
 };
 use crate::admin::AdminToken;
-use crate::health::Matcher;
+use crate::balancer::Algorithm;
+use crate::health::{self, Matcher};
+use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
+use crate::tls;
 
 /// A configuration whose values have all been checked. Certificates are not read yet: that is the
 /// compile step's job, so that `validate` stays pure.
@@ -97,28 +100,6 @@ pub enum CertificateSource {
     SelfSigned(Vec<String>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    Https,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Https => "https",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsPolicy {
-    /// TLS 1.2 and 1.3, AEAD suites with forward secrecy only.
-    Tls13And12,
-    Tls13Only,
-}
-
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub name: String,
@@ -126,7 +107,7 @@ pub struct ListenerConfig {
     pub protocol: Protocol,
     /// Indexes into `Config::certificates`, in the listener's order (the first is the default).
     pub certificates: Vec<usize>,
-    pub tls_policy: TlsPolicy,
+    pub tls_policy: tls::Policy,
     pub alpn: Vec<Vec<u8>>,
     pub default_action: ActionConfig,
     /// Sorted by priority.
@@ -153,23 +134,6 @@ pub enum ActionConfig {
     Redirect(RedirectTemplate),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    RoundRobin,
-    LeastOutstandingRequests,
-    WeightedRandom,
-}
-
-/// How seawall speaks to a group's targets, as ALB's target group protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtocolVersion {
-    Http1,
-    /// HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) in plain text.
-    Http2,
-    /// HTTP/2 carrying gRPC; health checks read `grpc-status`.
-    Grpc,
-}
-
 #[derive(Debug, Clone)]
 pub struct TargetGroupConfig {
     pub name: String,
@@ -183,22 +147,7 @@ pub struct TargetGroupConfig {
     pub slow_start: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    pub health_check: HealthCheckConfig,
-}
-
-/// `[target_groups.health_check]`, with ALB's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheckConfig {
-    pub path: String,
-    /// `None` = the target's own (traffic) port.
-    pub port: Option<u16>,
-    pub protocol: Protocol,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub healthy_threshold: u32,
-    pub unhealthy_threshold: u32,
-    /// HTTP status codes, or gRPC status codes for gRPC groups.
-    pub matcher: Matcher,
+    pub health_check: health::Settings,
 }
 
 /// Checks a parsed file and gives the typed configuration, or every error found.
@@ -394,6 +343,25 @@ fn runtime(src: &Source, raw: &RawConfig, errs: &mut Vec<ConfigError>) -> Runtim
     rt
 }
 
+/// A word of the configuration, parsed by its type's `FromStr`; `default` when the key is absent
+/// or the word is unknown (which is reported).
+fn word<T: std::str::FromStr<Err = UnknownValue>>(
+    src: &Source,
+    path: String,
+    value: Option<&str>,
+    default: T,
+    errs: &mut Vec<ConfigError>,
+) -> T {
+    match value.map(str::parse) {
+        None => default,
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            errs.push(src.error(path, e.to_string()));
+            default
+        }
+    }
+}
+
 fn target_group(
     src: &Source,
     i: usize,
@@ -402,43 +370,27 @@ fn target_group(
     errs: &mut Vec<ConfigError>,
 ) -> TargetGroupConfig {
     let path = format!("target_groups[{i}]");
-    let protocol = match tg.protocol.as_deref().unwrap_or("http") {
-        "http" => Protocol::Http,
-        "https" => Protocol::Https,
-        other => {
-            errs.push(src.error(
-                format!("{path}.protocol"),
-                format!("unknown protocol {other:?}; expected \"http\" or \"https\""),
-            ));
-            Protocol::Http
-        }
-    };
-    let algorithm = match tg.algorithm.as_deref().unwrap_or("round_robin") {
-        "round_robin" => Algorithm::RoundRobin,
-        "least_outstanding_requests" => Algorithm::LeastOutstandingRequests,
-        "weighted_random" => Algorithm::WeightedRandom,
-        other => {
-            errs.push(src.error(
-                format!("{path}.algorithm"),
-                format!("unknown algorithm {other:?}; expected \"round_robin\", \"least_outstanding_requests\" or \"weighted_random\""),
-            ));
-            Algorithm::RoundRobin
-        }
-    };
-    let protocol_version = match tg.protocol_version.as_deref().unwrap_or("http1") {
-        "http1" => ProtocolVersion::Http1,
-        "http2" => ProtocolVersion::Http2,
-        "grpc" => ProtocolVersion::Grpc,
-        other => {
-            errs.push(src.error(
-                format!("{path}.protocol_version"),
-                format!(
-                    "unknown protocol version {other:?}; expected \"http1\", \"http2\" or \"grpc\""
-                ),
-            ));
-            ProtocolVersion::Http1
-        }
-    };
+    let protocol = word(
+        src,
+        format!("{path}.protocol"),
+        tg.protocol.as_deref(),
+        Protocol::Http,
+        errs,
+    );
+    let algorithm = word(
+        src,
+        format!("{path}.algorithm"),
+        tg.algorithm.as_deref(),
+        Algorithm::RoundRobin,
+        errs,
+    );
+    let protocol_version = word(
+        src,
+        format!("{path}.protocol_version"),
+        tg.protocol_version.as_deref(),
+        ProtocolVersion::Http1,
+        errs,
+    );
     let deregistration_delay = tg
         .deregistration_delay
         .map_or(Duration::from_secs(300), |d| d.0);
@@ -516,7 +468,7 @@ fn health_check(
     group_protocol: Protocol,
     version: ProtocolVersion,
     errs: &mut Vec<ConfigError>,
-) -> HealthCheckConfig {
+) -> health::Settings {
     let default = RawHealthCheck::default();
     let raw = raw.unwrap_or(&default);
     let grpc = version == ProtocolVersion::Grpc;
@@ -543,18 +495,13 @@ fn health_check(
             None
         }
     };
-    let protocol = match raw.protocol.as_deref() {
-        None => group_protocol,
-        Some("http") => Protocol::Http,
-        Some("https") => Protocol::Https,
-        Some(other) => {
-            errs.push(src.error(
-                format!("{path}.protocol"),
-                format!("unknown protocol {other:?}; expected \"http\" or \"https\""),
-            ));
-            group_protocol
-        }
-    };
+    let protocol = word(
+        src,
+        format!("{path}.protocol"),
+        raw.protocol.as_deref(),
+        group_protocol,
+        errs,
+    );
     let interval = raw.interval.map_or(Duration::from_secs(30), |d| d.0);
     let timeout = raw.timeout.map_or(Duration::from_secs(5), |d| d.0);
     // Faster than ALB's 5s minimum is allowed, for quick failover and quick tests.
@@ -585,7 +532,7 @@ fn health_check(
         errs.push(src.error(format!("{path}.matcher"), e.to_string()));
         Matcher::parse("200", 200, 499).expect("the default matcher parses")
     });
-    HealthCheckConfig {
+    health::Settings {
         path: hc_path,
         port,
         protocol,
@@ -606,17 +553,11 @@ fn listener(
     errs: &mut Vec<ConfigError>,
 ) -> Option<ListenerConfig> {
     let bind = parse_addr(src, &format!("{path}.bind"), &l.bind, errs);
-    let protocol = match l.protocol.as_str() {
-        "http" => Some(Protocol::Http),
-        "https" => Some(Protocol::Https),
-        other => {
-            errs.push(src.error(
-                format!("{path}.protocol"),
-                format!("unknown protocol {other:?}; expected \"https\" or \"http\""),
-            ));
-            None
-        }
-    };
+    let protocol = l
+        .protocol
+        .parse::<Protocol>()
+        .map_err(|e| errs.push(src.error(format!("{path}.protocol"), e.to_string())))
+        .ok();
 
     let mut certificates = Vec::new();
     for (j, name) in l.certificates.iter().enumerate() {
@@ -628,17 +569,13 @@ fn listener(
             )),
         }
     }
-    let tls_policy = match l.tls_policy.as_deref().unwrap_or("tls13-1-2") {
-        "tls13-1-2" => TlsPolicy::Tls13And12,
-        "tls13-only" => TlsPolicy::Tls13Only,
-        other => {
-            errs.push(src.error(
-                format!("{path}.tls_policy"),
-                format!("unknown TLS policy {other:?}; expected \"tls13-1-2\" or \"tls13-only\""),
-            ));
-            TlsPolicy::Tls13And12
-        }
-    };
+    let tls_policy = word(
+        src,
+        format!("{path}.tls_policy"),
+        l.tls_policy.as_deref(),
+        tls::Policy::Tls13And12,
+        errs,
+    );
     let alpn_names = l
         .alpn
         .clone()

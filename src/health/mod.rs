@@ -9,9 +9,11 @@
 mod checker;
 mod matcher;
 mod probe;
+mod settings;
 mod supervisor;
 
 pub use checker::{Check, Counter};
 pub use matcher::{Matcher, MatcherError};
 pub use probe::{ProbeError, Prober};
+pub use settings::Settings;
 pub use supervisor::run;

@@ -19,8 +19,9 @@ use tokio_rustls::TlsConnector;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::Matcher;
-use crate::config::validate::{HealthCheckConfig, Protocol, ProtocolVersion};
+use super::Settings;
 use crate::error::error_chain;
+use crate::protocol::{Protocol, ProtocolVersion};
 use crate::targets::Reason;
 use crate::upstream::connect::{self, Alpn, ConnectError};
 
@@ -113,7 +114,7 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
-    pub fn new(hc: &HealthCheckConfig, version: ProtocolVersion) -> Self {
+    pub fn new(hc: &Settings, version: ProtocolVersion) -> Self {
         let mode = match version {
             ProtocolVersion::Http1 => Mode::Http1,
             ProtocolVersion::Http2 => Mode::Http2,
@@ -240,8 +241,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    fn config(matcher: &str) -> HealthCheckConfig {
-        HealthCheckConfig {
+    fn config(matcher: &str) -> Settings {
+        Settings {
             path: "/health".into(),
             port: None,
             protocol: Protocol::Http,

@@ -22,9 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::checker::{Check, Counter};
 use super::probe::{ProbeError, Prober};
-use crate::app::Shared;
-use crate::config::validate::{HealthCheckConfig, ProtocolVersion};
 use crate::metrics::Metrics;
+use crate::protocol::ProtocolVersion;
+use crate::snapshot::{Group, Plane};
 use crate::targets::{initial_reason, GroupState, State, Target, TargetGroup};
 
 /// How often the snapshot in force is compared with the running checkers. A reload's new
@@ -35,10 +35,10 @@ const SNAPSHOT_POLL: Duration = Duration::from_millis(500);
 const JITTER: f64 = 0.1;
 
 /// Runs the health checkers of every target group in the snapshot in force, until `stop`.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn run(plane: Arc<Plane>, stop: CancellationToken) {
     let mut checkers: HashMap<Arc<str>, GroupChecker> = HashMap::new();
     loop {
-        sync(&shared, &mut checkers);
+        sync(&plane, &mut checkers);
         tokio::select! {
             _ = tokio::time::sleep(SNAPSHOT_POLL) => {}
             _ = stop.cancelled() => return,
@@ -47,29 +47,29 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// What a group checker runs with, taken from a snapshot's group. The checker keeps this, not the
-/// `TargetGroup`, so an old snapshot's upstream client and pooled connections are not kept alive.
+/// snapshot's group, so an old snapshot's upstream client and pooled connections are not kept alive.
 #[derive(Clone)]
-struct Settings {
+struct Watched {
     name: Arc<str>,
     state: Arc<GroupState>,
-    health_check: HealthCheckConfig,
+    health_check: super::Settings,
     protocol_version: ProtocolVersion,
 }
 
-impl Settings {
-    fn of(group: &TargetGroup) -> Self {
-        Settings {
-            name: group.name.clone(),
-            state: group.state.clone(),
-            health_check: group.health_check.clone(),
-            protocol_version: group.protocol_version,
+impl Watched {
+    fn of(g: &Group) -> Self {
+        Watched {
+            name: g.group.name.clone(),
+            state: g.group.state.clone(),
+            health_check: g.health_check.clone(),
+            protocol_version: g.group.protocol_version,
         }
     }
 
-    fn same_as(&self, group: &TargetGroup) -> bool {
-        Arc::ptr_eq(&self.state, &group.state)
-            && self.health_check == group.health_check
-            && self.protocol_version == group.protocol_version
+    fn same_as(&self, g: &Group) -> bool {
+        Arc::ptr_eq(&self.state, &g.group.state)
+            && self.health_check == g.health_check
+            && self.protocol_version == g.group.protocol_version
     }
 }
 
@@ -78,18 +78,18 @@ struct GroupChecker {
     /// The snapshot group last compared with, so that an unchanged snapshot costs a pointer
     /// check. Weak: it must not keep the group alive, and it keeps its address from being reused.
     seen: Weak<TargetGroup>,
-    settings: Settings,
+    settings: Watched,
     /// Aborts the checker, and with it its target tasks, when dropped.
     _task: AbortOnDropHandle<()>,
 }
 
 /// Starts, restarts and stops group checkers to match the snapshot in force.
-fn sync(shared: &Shared, checkers: &mut HashMap<Arc<str>, GroupChecker>) {
-    let snapshot = shared.snapshot.load();
+fn sync(plane: &Plane, checkers: &mut HashMap<Arc<str>, GroupChecker>) {
+    let snapshot = plane.snapshot.load();
     let groups = &snapshot.target_groups;
     checkers.retain(|name, c| {
         let Some(g) = groups.iter().find(|g| g.group.name == *name) else {
-            GroupMetrics::remove(&shared.metrics, name);
+            GroupMetrics::remove(&plane.metrics, name);
             debug!(target_group = %name, "group gone; health checks stopped");
             return false;
         };
@@ -97,7 +97,7 @@ fn sync(shared: &Shared, checkers: &mut HashMap<Arc<str>, GroupChecker>) {
             return true;
         }
         c.seen = Arc::downgrade(&g.group);
-        let same = c.settings.same_as(&g.group);
+        let same = c.settings.same_as(g);
         if !same {
             info!(target_group = %name, "health-check settings changed; checks restarted");
         }
@@ -106,8 +106,8 @@ fn sync(shared: &Shared, checkers: &mut HashMap<Arc<str>, GroupChecker>) {
     for g in groups {
         if !checkers.contains_key(&g.group.name) {
             debug!(target_group = %g.group.name, "starting health checks");
-            let settings = Settings::of(&g.group);
-            let metrics = GroupMetrics::new(&shared.metrics, &settings.name);
+            let settings = Watched::of(g);
+            let metrics = GroupMetrics::new(&plane.metrics, &settings.name);
             let task = tokio::spawn(check_group(settings.clone(), metrics));
             checkers.insert(
                 g.group.name.clone(),
@@ -151,7 +151,7 @@ impl GroupMetrics {
 
 /// What a group's target tasks share.
 struct GroupContext {
-    group: Settings,
+    group: Watched,
     prober: Prober,
     metrics: GroupMetrics,
 }
@@ -223,7 +223,7 @@ impl GroupContext {
 }
 
 /// Checks one group's targets, following its membership, until aborted or the group is gone.
-async fn check_group(group: Settings, metrics: GroupMetrics) {
+async fn check_group(group: Watched, metrics: GroupMetrics) {
     let prober = Prober::new(&group.health_check, group.protocol_version);
     let ctx = Arc::new(GroupContext {
         group,

@@ -13,8 +13,6 @@ use http::{HeaderValue, StatusCode};
 pub use redirect::{RedirectError, RedirectRequest, RedirectTemplate};
 pub use wildcard::{PatternError, Wildcard};
 
-use crate::targets::TargetGroup;
-
 /// What the router needs of a request.
 pub struct RequestView<'a> {
     /// Host without port, as the client wrote it (matching folds case).
@@ -41,9 +39,14 @@ pub struct Rule {
     pub action: Action,
 }
 
+/// A target group, by its index in the snapshot's groups: routing knows rules, not run-time
+/// target state, and the data plane resolves the index in the snapshot the router came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupId(pub usize);
+
 #[derive(Debug, Clone)]
 pub enum Action {
-    Forward(Arc<TargetGroup>),
+    Forward(GroupId),
     FixedResponse(FixedResponse),
     Redirect(Arc<RedirectTemplate>),
 }

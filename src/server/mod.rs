@@ -19,9 +19,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use crate::app::Shared;
-use crate::config::validate::{Protocol, RuntimeConfig};
+use crate::protocol::Protocol;
 use crate::proxy::{self, ConnContext};
+use crate::snapshot::Plane;
 use activity::{Activity, HeadGuard, HeadLimits};
 
 /// What every connection of one listener shares.
@@ -31,10 +31,25 @@ pub struct ListenerContext {
     /// The bound port, also pre-rendered for `X-Forwarded-Port`.
     pub port: u16,
     pub port_header: HeaderValue,
-    pub shared: Arc<Shared>,
+    /// The configuration in force and the metrics: all the data plane sees of the process.
+    pub plane: Arc<Plane>,
     /// Cancelled when the listener is removed by a reload or the process drains: its connections
     /// finish their requests and close.
     pub stop: tokio_util::sync::CancellationToken,
+}
+
+/// What one client connection may take: `[runtime]`'s deadlines and sizes, read from the
+/// snapshot in force when the connection starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A connection with no request in flight is closed after this (keep-alive gaps included).
+    pub idle_timeout: Duration,
+    /// From a request head's first byte to its end; then 408.
+    pub header_timeout: Duration,
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// The largest request head; then 431.
+    pub max_header_bytes: usize,
 }
 
 /// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
@@ -56,12 +71,12 @@ const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// into the handshake, the TLS stream into `serve_http`) is borrowed here, which would make the
 /// compiler keep its room.
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
-    let snapshot = listener.shared.snapshot.load_full();
+    let snapshot = listener.plane.snapshot.load_full();
     // The listener may have gone in a reload between accept and now.
     let Some(compiled) = snapshot.listener(&listener.name) else {
         return;
     };
-    let rt = &snapshot.runtime;
+    let rt = &snapshot.limits;
     let _ = tcp.set_nodelay(true);
     match &compiled.tls {
         Some(tls) => {
@@ -92,9 +107,9 @@ async fn handshake(
     tls: &Arc<rustls::ServerConfig>,
     peer: SocketAddr,
     listener: &ListenerContext,
-    rt: &RuntimeConfig,
+    rt: &Limits,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
-    let metrics = &listener.shared.metrics;
+    let metrics = &listener.plane.metrics;
     let acceptor = TlsAcceptor::from(tls.clone());
     // A drain (listener removed, process stopping) does not cut a handshake short: the client
     // connected before it and is owed an answer. It only bounds the wait.
@@ -176,7 +191,7 @@ fn serve_http<'a, S>(
     h2: bool,
     peer: SocketAddr,
     listener: &'a Arc<ListenerContext>,
-    rt: &'a RuntimeConfig,
+    rt: &'a Limits,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -262,7 +277,7 @@ where
             }
             activity.unpark();
             let resumed = {
-                let _parked = Counted::new(&listener.shared.metrics.parked_connections);
+                let _parked = Counted::new(&listener.plane.metrics.parked_connections);
                 life.park(&mut io).await
             };
             if !resumed {

@@ -11,6 +11,7 @@ mod target;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,15 +22,40 @@ use tokio::time::Instant;
 
 pub use target::{Eligible, Origin, OutstandingGuard, Reason, State, Target};
 
-use crate::balancer::{self, Balancer, PickContext};
-use crate::config::validate::{HealthCheckConfig, Protocol, ProtocolVersion, TargetGroupConfig};
+use crate::balancer::{self, Algorithm, Balancer, PickContext};
+use crate::metrics::Metrics;
+use crate::protocol::{Protocol, ProtocolVersion};
 use crate::upstream::pool;
 
-/// Every group's state, by name. Owned by the control side; the data plane reaches a group's state
-/// through its snapshot.
+/// A change to a group's targets, from one [`Origin`]. Every source of membership (the
+/// configuration on reload, the admin API, discovery) speaks in these, through
+/// [`GroupState::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The origin's targets are exactly these now: missing ones are registered, the origin's
+    /// others drain. Targets of other origins are left alone (a reload does not undo the API).
+    Reset(Vec<SocketAddr>),
+    /// ALB's RegisterTargets: an address registered and not draining is left as it is; a
+    /// draining one is registered anew beside it.
+    Add(Vec<SocketAddr>),
+    /// ALB's DeregisterTargets: these addresses drain, whoever registered them.
+    Remove(Vec<SocketAddr>),
+}
+
+/// What an [`Update`] changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub added: Vec<Arc<Target>>,
+    pub draining: Vec<Arc<Target>>,
+}
+
+/// Every group's state, by name, and the groups a reload removed while their targets drain.
+/// Owned by the control side; the data plane reaches a group's state through its snapshot.
 #[derive(Debug, Default)]
 pub struct Registry {
     groups: Mutex<HashMap<Arc<str>, Arc<GroupState>>>,
+    /// Groups no longer configured, kept until their last target's delay is over.
+    retired: Mutex<Vec<Arc<GroupState>>>,
 }
 
 impl Registry {
@@ -48,7 +74,7 @@ impl Registry {
         self.groups.lock().expect("not poisoned").get(name).cloned()
     }
 
-    /// Every group, sorted by name.
+    /// Every configured group, sorted by name.
     pub fn groups(&self) -> Vec<Arc<GroupState>> {
         let mut all: Vec<_> = self
             .groups
@@ -61,9 +87,10 @@ impl Registry {
         all
     }
 
-    /// Forgets groups no longer configured and returns them. Their targets are left as they
-    /// are: requests in flight to them finish, and the caller drains them.
-    pub fn retain(&self, names: &[&str]) -> Vec<Arc<GroupState>> {
+    /// Retires the groups not in `names`: each target drains as if deregistered, for its group's
+    /// `delay`, so requests in flight to it finish; [`Registry::sweep`] drops it afterwards.
+    /// Returns the names retired.
+    pub fn retire_others(&self, names: &[&str], delay: impl Fn(&str) -> Duration) -> Vec<Arc<str>> {
         let mut removed = Vec::new();
         self.groups.lock().expect("not poisoned").retain(|name, g| {
             let keep = names.contains(&&**name);
@@ -72,7 +99,35 @@ impl Registry {
             }
             keep
         });
-        removed
+        let mut names = Vec::new();
+        for g in removed {
+            let addrs: Vec<SocketAddr> = g.members().iter().map(|t| t.addr).collect();
+            g.deregister(&addrs, delay(&g.name));
+            names.push(g.name.clone());
+            self.retired.lock().expect("not poisoned").push(g);
+        }
+        names
+    }
+
+    /// The one drain sweeper: drops every target, of configured and retired groups alike, whose
+    /// deregistration delay is over, and forgets retired groups once empty. Returns how many
+    /// targets each group dropped (groups that dropped none are left out).
+    pub fn sweep(&self, now: Instant) -> Vec<(Arc<str>, usize)> {
+        let mut dropped = Vec::new();
+        let mut count = |g: &GroupState| {
+            let n = g.sweep(now);
+            if n > 0 {
+                dropped.push((g.name.clone(), n));
+            }
+        };
+        for g in self.groups() {
+            count(&g);
+        }
+        self.retired.lock().expect("not poisoned").retain(|g| {
+            count(g);
+            !g.members().is_empty()
+        });
+        dropped
     }
 }
 
@@ -84,6 +139,8 @@ pub struct GroupState {
     members: ArcSwap<Vec<Arc<Target>>>,
     /// Draining targets and when each is to be dropped.
     draining: Mutex<Vec<(Arc<Target>, Instant)>>,
+    /// Some listener forwards to the group; when not, its targets are `Unused`, new ones too.
+    in_use: AtomicBool,
     write: Mutex<()>,
     /// Bumped on every membership change (the health checker watches it).
     changed: watch::Sender<u64>,
@@ -95,6 +152,7 @@ impl GroupState {
             name,
             members: ArcSwap::from_pointee(Vec::new()),
             draining: Mutex::new(Vec::new()),
+            in_use: AtomicBool::new(true),
             write: Mutex::new(()),
             changed: watch::Sender::new(0),
         }
@@ -114,15 +172,40 @@ impl GroupState {
         self.changed.send_modify(|g| *g += 1);
     }
 
-    /// Registers targets (ALB's RegisterTargets). An address already registered and not draining
-    /// is left as it is; a draining one is registered anew beside it. Returns the new targets.
-    pub fn register(&self, addrs: &[SocketAddr], origin: Origin) -> Vec<Arc<Target>> {
-        self.register_replacing(addrs, origin, &[])
+    /// The one way a group's membership changes. Targets that leave drain for `delay` (the
+    /// group's deregistration delay), taking no new requests, then are dropped by the sweeper.
+    pub fn apply(&self, origin: Origin, update: Update, delay: Duration) -> Applied {
+        match update {
+            Update::Add(addrs) => Applied {
+                added: self.register(&addrs, origin, &[]),
+                draining: Vec::new(),
+            },
+            Update::Remove(addrs) => Applied {
+                added: Vec::new(),
+                draining: self.deregister(&addrs, delay),
+            },
+            Update::Reset(addrs) => {
+                let gone: Vec<SocketAddr> = self
+                    .members
+                    .load()
+                    .iter()
+                    .filter(|t| t.origin == origin && !addrs.contains(&t.addr))
+                    .map(|t| t.addr)
+                    .collect();
+                // Registered first: a moment with every configured target draining and none
+                // new would answer 503 to the requests that pick in it.
+                let added = self.register(&addrs, origin, &gone);
+                Applied {
+                    added,
+                    draining: self.deregister(&gone, delay),
+                }
+            }
+        }
     }
 
-    /// [`GroupState::register`], with the targets at `leaving` about to drain: they do not count
-    /// as healthy members that a new target would have to slow-start beside.
-    fn register_replacing(
+    /// Registers `addrs`, with the targets at `leaving` about to drain: they do not count as
+    /// healthy members that a new target would have to slow-start beside.
+    fn register(
         &self,
         addrs: &[SocketAddr],
         origin: Origin,
@@ -134,6 +217,7 @@ impl GroupState {
         let none_healthy = !members
             .iter()
             .any(|t| t.state() == State::Healthy && !leaving.contains(&t.addr));
+        let in_use = self.in_use.load(Ordering::Acquire);
         for &addr in addrs {
             let present = members
                 .iter()
@@ -142,6 +226,9 @@ impl GroupState {
                 let t = Arc::new(Target::new(addr, origin));
                 if none_healthy {
                     t.skip_first_slow_start();
+                }
+                if !in_use {
+                    t.set_state(State::Unused, Some(not_in_use_reason()));
                 }
                 members.push(t.clone());
                 added.push(t);
@@ -153,10 +240,8 @@ impl GroupState {
         added
     }
 
-    /// Deregisters targets (ALB's DeregisterTargets): they drain for `delay`, taking no new
-    /// requests, then are dropped and whatever is still open to them is closed. Returns the
-    /// targets that started draining.
-    pub fn deregister(&self, addrs: &[SocketAddr], delay: Duration) -> Vec<Arc<Target>> {
+    /// Starts draining the targets at `addrs`; with no delay they are dropped at once.
+    fn deregister(&self, addrs: &[SocketAddr], delay: Duration) -> Vec<Arc<Target>> {
         let _w = self.write.lock().expect("not poisoned");
         let members = self.members.load();
         let until = Instant::now() + delay;
@@ -179,30 +264,13 @@ impl GroupState {
         started
     }
 
-    /// Makes the `origin` targets exactly `addrs`: missing ones are registered, others drain.
-    /// Targets of other origins are left alone (a reload does not undo the admin API).
-    pub fn reconcile(&self, origin: Origin, addrs: &[SocketAddr], delay: Duration) {
-        let gone: Vec<SocketAddr> = self
-            .members
-            .load()
-            .iter()
-            .filter(|t| t.origin == origin && !addrs.contains(&t.addr))
-            .map(|t| t.addr)
-            .collect();
-        // Registered first: a moment with every configured target draining and none new would
-        // answer 503 to the requests that pick in it.
-        self.register_replacing(addrs, origin, &gone);
-        self.deregister(&gone, delay);
-    }
-
-    /// Drops targets whose draining time is over, and closes what is still open to them. Returns
-    /// when the next one is due, if any.
-    pub fn sweep(&self, now: Instant) -> Option<Instant> {
+    /// Drops targets whose draining time is over, and closes what is still open to them.
+    /// Returns how many were dropped.
+    fn sweep(&self, now: Instant) -> usize {
         let _w = self.write.lock().expect("not poisoned");
         let mut draining = self.draining.lock().expect("not poisoned");
         let (done, waiting): (Vec<_>, Vec<_>) = draining.drain(..).partition(|(_, at)| *at <= now);
         *draining = waiting;
-        let next = draining.iter().map(|(_, at)| *at).min();
         drop(draining);
         if !done.is_empty() {
             let members = self
@@ -213,27 +281,23 @@ impl GroupState {
                 .cloned()
                 .collect();
             self.publish(members);
-            for (t, _) in done {
+            for (t, _) in &done {
                 t.close();
             }
         }
-        next
+        done.len()
     }
 
     /// Marks every non-draining member `Unused` (no listener forwards to the group) or back to
-    /// `Initial` when the group is in use again.
+    /// `Initial` when the group is in use again; targets registered later follow suit.
     pub fn set_in_use(&self, in_use: bool) {
+        let _w = self.write.lock().expect("not poisoned");
+        self.in_use.store(in_use, Ordering::Release);
         for t in self.members.load().iter() {
             match (in_use, t.state()) {
                 (false, State::Draining | State::Unused) => {}
                 (false, _) => {
-                    t.set_state(
-                        State::Unused,
-                        Some(Reason {
-                            code: "Target.NotInUse",
-                            description: "Target group is not configured to receive traffic from the load balancer".into(),
-                        }),
-                    );
+                    t.set_state(State::Unused, Some(not_in_use_reason()));
                 }
                 (true, State::Unused) => {
                     t.set_state(State::Initial, Some(initial_reason()));
@@ -244,11 +308,35 @@ impl GroupState {
     }
 }
 
+fn not_in_use_reason() -> Reason {
+    Reason {
+        code: "Target.NotInUse",
+        description: "Target group is not configured to receive traffic from the load balancer"
+            .into(),
+    }
+}
+
 pub(crate) fn initial_reason() -> Reason {
     Reason {
         code: "Elb.InitialHealthChecking",
         description: "Initial health checks in progress".into(),
     }
+}
+
+/// What the configuration says of a group's traffic, compiled once per load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub name: Arc<str>,
+    pub protocol: Protocol,
+    pub protocol_version: ProtocolVersion,
+    pub algorithm: Algorithm,
+    /// How long a removed target drains before it is dropped and its connections closed.
+    pub deregistration_delay: Duration,
+    /// Ramp-up of a newly healthy target's share; zero = off.
+    pub slow_start: Duration,
+    pub connect_timeout: Duration,
+    /// Time to the target's response head.
+    pub response_timeout: Duration,
 }
 
 /// A group as one snapshot sees it: the configuration's settings, and its run-time state.
@@ -260,37 +348,39 @@ pub struct TargetGroup {
     pub response_timeout: Duration,
     pub deregistration_delay: Duration,
     pub slow_start: Duration,
-    pub health_check: HealthCheckConfig,
     pub state: Arc<GroupState>,
     balancer: Box<dyn Balancer>,
+    /// [TargetResponseTime] of this group, resolved once per snapshot rather than per request.
+    pub response_seconds: prometheus::Histogram,
     /// How its targets' pools connect. A reload keeps the targets, and with them their pooled
     /// connections, unless it changes what those connections are (see [`pool::Shape`]).
     pub upstream: pool::Settings,
 }
 
 impl TargetGroup {
-    /// Compiles a group's settings around its state in `registry`. Membership is not touched
-    /// here: [`GroupState::reconcile`] applies the configured targets when the snapshot goes live.
-    pub fn new(cfg: &TargetGroupConfig, registry: &Registry) -> Self {
-        let state = registry.group(&cfg.name);
-        let tls = cfg.protocol == Protocol::Https;
+    /// Puts a group's compiled settings around its run-time state. Membership is not touched
+    /// here: the configured targets are applied when the snapshot goes live.
+    pub fn new(settings: &Settings, state: Arc<GroupState>, metrics: &Metrics) -> Self {
+        let tls = settings.protocol == Protocol::Https;
         TargetGroup {
-            name: cfg.name.as_str().into(),
+            name: settings.name.clone(),
             scheme: if tls { Scheme::HTTPS } else { Scheme::HTTP },
-            protocol_version: cfg.protocol_version,
-            response_timeout: cfg.response_timeout,
-            deregistration_delay: cfg.deregistration_delay,
-            slow_start: cfg.slow_start,
-            health_check: cfg.health_check.clone(),
+            protocol_version: settings.protocol_version,
+            response_timeout: settings.response_timeout,
+            deregistration_delay: settings.deregistration_delay,
+            slow_start: settings.slow_start,
             upstream: pool::Settings {
                 shape: pool::Shape {
-                    http2: cfg.protocol_version != ProtocolVersion::Http1,
+                    http2: settings.protocol_version.is_http2(),
                     tls,
                 },
-                connect_timeout: cfg.connect_timeout,
+                connect_timeout: settings.connect_timeout,
             },
+            response_seconds: metrics
+                .target_response_seconds
+                .with_label_values(&[&*settings.name]),
             state,
-            balancer: balancer::for_algorithm(cfg.algorithm),
+            balancer: balancer::for_algorithm(settings.algorithm),
         }
     }
 
@@ -342,45 +432,87 @@ mod tests {
         ([127, 0, 0, 1], p).into()
     }
 
+    fn add(g: &GroupState, ports: &[u16], origin: Origin) -> Vec<Arc<Target>> {
+        let addrs = ports.iter().map(|&p| addr(p)).collect();
+        g.apply(origin, Update::Add(addrs), Duration::ZERO).added
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deregistered_targets_drain_then_go() {
         let reg = Registry::default();
         let g = reg.group("web");
-        g.register(&[addr(1), addr(2)], Origin::Config);
+        add(&g, &[1, 2], Origin::Config);
         let t1 = g.members()[0].clone();
-        let started = g.deregister(&[addr(1)], Duration::from_secs(10));
-        assert_eq!(started.len(), 1);
+        let applied = g.apply(
+            Origin::Api,
+            Update::Remove(vec![addr(1)]),
+            Duration::from_secs(10),
+        );
+        assert_eq!(applied.draining.len(), 1);
         assert_eq!(t1.state(), State::Draining);
         assert_eq!(
             g.members().len(),
             2,
             "listed while draining, as ALB shows it"
         );
-        assert!(g.sweep(Instant::now()).is_some());
+        assert!(reg.sweep(Instant::now()).is_empty());
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(g.sweep(Instant::now()).is_none());
+        assert_eq!(reg.sweep(Instant::now()), [("web".into(), 1)]);
         assert_eq!(g.members().len(), 1);
         assert!(t1.closed().is_cancelled());
     }
 
     #[tokio::test]
-    async fn reconcile_keeps_other_origins_and_state() {
+    async fn reset_keeps_other_origins_and_state() {
         let reg = Registry::default();
         let g = reg.group("web");
-        g.register(&[addr(1)], Origin::Config);
-        g.register(&[addr(9)], Origin::Api);
+        add(&g, &[1], Origin::Config);
+        add(&g, &[9], Origin::Api);
         g.members()[0].set_state(State::Unhealthy, None);
-        g.reconcile(Origin::Config, &[addr(1), addr(2)], Duration::ZERO);
+        g.apply(
+            Origin::Config,
+            Update::Reset(vec![addr(1), addr(2)]),
+            Duration::ZERO,
+        );
         let m = g.members();
         let find = |p| m.iter().find(|t| t.addr == addr(p)).unwrap().clone();
         assert_eq!(find(1).state(), State::Unhealthy, "kept, not reset");
         assert_eq!(find(2).state(), State::Initial);
         assert_eq!(find(9).origin, Origin::Api);
         drop(m);
-        g.reconcile(Origin::Config, &[], Duration::ZERO);
+        g.apply(Origin::Config, Update::Reset(vec![]), Duration::ZERO);
         let ports: Vec<u16> = g.members().iter().map(|t| t.addr.port()).collect();
         assert_eq!(ports, [9]);
         assert!(Arc::ptr_eq(&reg.group("web"), &g));
+    }
+
+    #[tokio::test]
+    async fn targets_joining_a_group_no_listener_uses_are_unused() {
+        let reg = Registry::default();
+        let g = reg.group("spare");
+        add(&g, &[1], Origin::Config);
+        g.set_in_use(false);
+        let late = add(&g, &[2], Origin::Api).remove(0);
+        assert_eq!(late.state(), State::Unused);
+        assert_eq!(g.members()[0].state(), State::Unused);
+        g.set_in_use(true);
+        assert!(g.members().iter().all(|t| t.state() == State::Initial));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retired_groups_drain_and_are_forgotten_by_the_one_sweeper() {
+        let reg = Registry::default();
+        let old = reg.group("old");
+        add(&old, &[1], Origin::Config);
+        reg.group("kept");
+        let retired = reg.retire_others(&["kept"], |_| Duration::from_secs(5));
+        assert_eq!(retired, [Arc::<str>::from("old")]);
+        assert!(reg.get("old").is_none());
+        assert_eq!(old.members()[0].state(), State::Draining);
+        assert!(reg.sweep(Instant::now()).is_empty());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(reg.sweep(Instant::now()), [("old".into(), 1)]);
+        assert!(reg.retired.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -388,12 +520,12 @@ mod tests {
         let ramp = Duration::from_secs(100);
         let reg = Registry::default();
         let g = reg.group("web");
-        let first = g.register(&[addr(1), addr(2)], Origin::Config);
+        let first = add(&g, &[1, 2], Origin::Config);
         for t in &first {
             t.set_state(State::Healthy, None);
             assert_eq!(t.slow_start_weight(ramp, Instant::now()), 1.0);
         }
-        let late = g.register(&[addr(3)], Origin::Api).remove(0);
+        let late = add(&g, &[3], Origin::Api).remove(0);
         late.set_state(State::Healthy, None);
         assert!(late.slow_start_weight(ramp, Instant::now()) < 0.2);
         // A spared target that comes back from unhealthy ramps like any other.

@@ -17,7 +17,33 @@ pub use certs::{
 };
 pub use resolver::SniResolver;
 
-use crate::config::validate::TlsPolicy;
+use crate::protocol::UnknownValue;
+
+/// A listener's TLS security policy: which protocol versions it accepts. Either way only AEAD
+/// suites with forward secrecy are offered (see [`provider`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// `tls13-1-2`: TLS 1.2 and 1.3.
+    Tls13And12,
+    /// `tls13-only`.
+    Tls13Only,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tls13-1-2" => Ok(Policy::Tls13And12),
+            "tls13-only" => Ok(Policy::Tls13Only),
+            other => Err(UnknownValue::new(
+                "TLS policy",
+                other,
+                "\"tls13-1-2\" or \"tls13-only\"",
+            )),
+        }
+    }
+}
 
 /// The crypto provider everywhere in seawall: aws-lc-rs, with the AEAD suites only (TLS 1.2 suites
 /// with ECDHE key exchange, so every TLS 1.2 session has forward secrecy too), and TLS 1.3's key
@@ -54,12 +80,12 @@ const SESSION_CACHE_ENTRIES: usize = 8192;
 /// served when SNI names nothing that a certificate covers.
 pub fn server_config(
     certs: &[&LoadedCert],
-    policy: TlsPolicy,
+    policy: Policy,
     alpn: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match policy {
-        TlsPolicy::Tls13Only => &[&rustls::version::TLS13],
-        TlsPolicy::Tls13And12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Policy::Tls13Only => &[&rustls::version::TLS13],
+        Policy::Tls13And12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
     let resolver = SniResolver::new(certs).ok_or(rustls::Error::NoCertificatesPresented)?;
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))

@@ -127,7 +127,7 @@ impl Seawall {
         let start = std::time::Instant::now();
         let g = self
             .running
-            .shared()
+            .control()
             .registry
             .get(group)
             .expect("group exists");
@@ -146,7 +146,7 @@ impl Seawall {
 
     /// The value of one metric sample line (`name{labels}`), or 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
-        let text = self.running.shared().metrics.render();
+        let text = self.running.control().plane.metrics.render();
         text.lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
             .map_or(0.0, |v| v.trim().parse().unwrap())

@@ -1,0 +1,141 @@
+//! The compiled configuration the data plane serves from, and the narrow handle it is given.
+//!
+//! A configuration becomes a [`Snapshot`] in two steps. `config::compile` is pure: from the
+//! validated file and the loaded certificates it builds a [`Compiled`] (TLS configurations,
+//! routers, each group's settings), touching no run-time state, so a compile that fails leaves
+//! nothing behind. [`Compiled::attach`] then joins each group to its live state in the target
+//! registry and resolves its metric handles; it cannot fail, and runs only once a reload is sure
+//! to go ahead. The snapshot is immutable and swapped whole; requests in flight finish on the one
+//! they started with.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+
+use crate::health;
+use crate::metrics::Metrics;
+use crate::protocol::Protocol;
+use crate::routing::{GroupId, Router};
+use crate::server::Limits;
+use crate::targets::{self, Origin, Registry, TargetGroup, Update};
+
+/// All the data plane is handed: the configuration in force and where to count. The control side
+/// stores new snapshots; listeners, connections and requests only `load()` them.
+pub struct Plane {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A configuration compiled and checked, not yet joined to run-time state.
+#[derive(Debug)]
+pub struct Compiled {
+    pub limits: Limits,
+    /// Open client connections per listener; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    pub listeners: Vec<Listener>,
+    pub target_groups: Vec<GroupPlan>,
+}
+
+/// A target group as compiled, before it is joined to its state.
+#[derive(Debug)]
+pub struct GroupPlan {
+    pub settings: targets::Settings,
+    pub health_check: health::Settings,
+    /// The targets the file lists (others come from the admin API or discovery).
+    pub configured_targets: Vec<SocketAddr>,
+    /// Some listener forwards to it; a group no listener uses is not health-checked.
+    pub in_use: bool,
+}
+
+impl Compiled {
+    /// Joins every group to its state in `registry` (created on first use, kept across reloads
+    /// for a group that keeps its name). Membership is not changed here: see
+    /// [`Snapshot::apply_membership`], once the snapshot is in force.
+    pub fn attach(self, registry: &Registry, metrics: &Metrics) -> Snapshot {
+        let target_groups = self
+            .target_groups
+            .into_iter()
+            .map(|plan| {
+                let state = registry.group(&plan.settings.name);
+                let group = Arc::new(TargetGroup::new(&plan.settings, state, metrics));
+                Group {
+                    group,
+                    health_check: plan.health_check,
+                    configured_targets: plan.configured_targets,
+                    in_use: plan.in_use,
+                }
+            })
+            .collect();
+        Snapshot {
+            limits: self.limits,
+            max_connections: self.max_connections,
+            listeners: self.listeners,
+            target_groups,
+        }
+    }
+}
+
+/// Everything the data plane reads, swapped whole on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub limits: Limits,
+    /// Open client connections per listener; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    pub listeners: Vec<Listener>,
+    /// Indexed by the routers' [`GroupId`]s.
+    pub target_groups: Vec<Group>,
+}
+
+impl Snapshot {
+    /// A listener by name (listeners are few; a scan beats hashing).
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// The group a router's forward names.
+    pub fn group(&self, id: GroupId) -> &Arc<TargetGroup> {
+        &self.target_groups[id.0].group
+    }
+
+    /// A group by name.
+    pub fn group_named(&self, name: &str) -> Option<&Group> {
+        self.target_groups.iter().find(|g| &*g.group.name == name)
+    }
+
+    /// Brings the groups' run-time membership in line with this configuration, once it is the one
+    /// in force: configured targets are registered or drained (targets from the admin API or
+    /// discovery stay), and groups no listener forwards to are marked unused.
+    pub fn apply_membership(&self) {
+        for g in &self.target_groups {
+            g.group.state.set_in_use(g.in_use);
+            g.group.state.apply(
+                Origin::Config,
+                Update::Reset(g.configured_targets.clone()),
+                g.group.deregistration_delay,
+            );
+        }
+    }
+}
+
+/// A target group in a snapshot, with what the configuration says of its membership and checks.
+#[derive(Debug)]
+pub struct Group {
+    pub group: Arc<TargetGroup>,
+    pub health_check: health::Settings,
+    pub configured_targets: Vec<SocketAddr>,
+    /// Some listener forwards to it.
+    pub in_use: bool,
+}
+
+/// A listener as compiled.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// `Some` for https listeners.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub router: Router,
+}
