@@ -32,6 +32,7 @@ pub mod balancer;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod listener;

@@ -1201,3 +1201,48 @@ async fn settings_read_at_start_are_reported_as_needing_a_restart() {
     assert!(info.restart_needed.is_empty(), "{:?}", info.restart_needed);
     assert_eq!(restart_needed().await, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn a_reload_failing_in_compile_leaves_the_target_registry_as_it_was() {
+    let backend = Backend::start("a").await;
+    let group = |name: &str, target: SocketAddr| {
+        format!("\n[[target_groups]]\nname = \"{name}\"\ntargets = [\"{target}\"]\n")
+    };
+    let listener = |forward: &str| {
+        format!(
+            "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\ndefault_action = {{ forward = \"{forward}\" }}\n"
+        )
+    };
+    let sw = Seawall::start(&format!(
+        "{}{}",
+        listener("app"),
+        group("app", backend.addr)
+    ));
+    let registry = &sw.running.control().registry;
+    let before: Vec<_> = registry.groups();
+    let members_before = before[0].members().clone();
+
+    // Valid up to the compile step: a new group beside a certificate that cannot be read.
+    let broken = format!(
+        "[[certificates]]\nname = \"gone\"\ncert = \"gone.pem\"\nkey = \"gone-key.pem\"\n{}{}{}",
+        listener("extra"),
+        group("app", backend.addr),
+        group("extra", dead_addr()),
+    );
+    replace(&sw.dir.path().join("seawall.toml"), &broken);
+    sw.running
+        .reload()
+        .await
+        .expect_err("the certificate is missing");
+
+    let after = registry.groups();
+    let names = |g: &[Arc<seawall::targets::GroupState>]| -> Vec<String> {
+        g.iter().map(|g| g.name.to_string()).collect()
+    };
+    assert_eq!(names(&after), names(&before), "no group was added");
+    assert!(Arc::ptr_eq(&after[0], &before[0]), "the same state");
+    assert!(
+        Arc::ptr_eq(&after[0].members(), &members_before),
+        "membership untouched"
+    );
+}

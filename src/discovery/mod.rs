@@ -1,0 +1,203 @@
+//! Sources of targets: where a target group learns its members from, besides the configuration
+//! file and the admin API. Runs on the control thread; the data plane only ever sees the group's
+//! membership, published by [`GroupState::apply`](crate::targets::GroupState::apply).
+//!
+//! A source is a [`TargetSource`] (pingora's `ServiceDiscovery` is the model): it waits for the
+//! next change of its targets and says it as an [`Update`]. [`follow`] applies each update to its
+//! group through the one membership entry point, as [`Origin::Discovery`], so discovered targets
+//! go through the same registration, health checks and draining as any other, and a reload of
+//! the file leaves them alone. [`Static`] is the simplest source: a fixed list.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::targets::{GroupState, Origin, Update};
+
+/// Why a source could not say what its targets are this time. The group keeps the targets it
+/// has: a failed lookup is no evidence that they are gone.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {reason}")]
+pub struct SourceError {
+    /// The source, as [`TargetSource::name`] gives it.
+    pub source_name: String,
+    pub reason: String,
+}
+
+/// A source of one group's targets.
+pub trait TargetSource: Send {
+    /// What the source follows, for logs (`ecs:prod/api`).
+    fn name(&self) -> String;
+
+    /// Waits for the next change of the source's targets; `None` when the source has ended.
+    /// A source paces itself (its refresh interval, its backoff after errors).
+    fn next(&mut self) -> impl Future<Output = Option<Result<Update, SourceError>>> + Send;
+}
+
+/// A fixed list of targets: one [`Update::Reset`], then nothing more.
+#[derive(Debug, Clone)]
+pub struct Static {
+    targets: Option<Vec<SocketAddr>>,
+}
+
+impl Static {
+    pub fn new(targets: Vec<SocketAddr>) -> Self {
+        Static {
+            targets: Some(targets),
+        }
+    }
+}
+
+impl TargetSource for Static {
+    fn name(&self) -> String {
+        "static".into()
+    }
+
+    async fn next(&mut self) -> Option<Result<Update, SourceError>> {
+        match self.targets.take() {
+            Some(t) => Some(Ok(Update::Reset(t))),
+            // Nothing ever changes: wait until the follower is stopped.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Applies `source`'s updates to `group` until the source ends or `stop` is cancelled. Targets
+/// that leave drain for `delay` (the group's deregistration delay).
+pub async fn follow<S: TargetSource>(
+    mut source: S,
+    group: Arc<GroupState>,
+    delay: Duration,
+    stop: CancellationToken,
+) {
+    let name = source.name();
+    loop {
+        let next = tokio::select! {
+            n = source.next() => n,
+            _ = stop.cancelled() => return,
+        };
+        match next {
+            None => return,
+            Some(Ok(update)) => {
+                let applied = group.apply(Origin::Discovery, update, delay);
+                if !applied.added.is_empty() || !applied.draining.is_empty() {
+                    info!(
+                        target_group = %group.name,
+                        source = %name,
+                        added = applied.added.len(),
+                        draining = applied.draining.len(),
+                        "discovered targets changed"
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                warn!(target_group = %group.name, error = %e, "target discovery failed; the group keeps its targets");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::{Registry, State};
+    use tokio::sync::mpsc;
+
+    fn addr(p: u16) -> SocketAddr {
+        ([127, 0, 0, 1], p).into()
+    }
+
+    /// A source fed by a test, one update or error at a time.
+    struct Fed(mpsc::UnboundedReceiver<Result<Update, SourceError>>);
+
+    impl TargetSource for Fed {
+        fn name(&self) -> String {
+            "fed".into()
+        }
+
+        async fn next(&mut self) -> Option<Result<Update, SourceError>> {
+            self.0.recv().await
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn ports(g: &GroupState, state: State) -> Vec<u16> {
+        let mut p: Vec<u16> = g
+            .members()
+            .iter()
+            .filter(|t| t.state() == state)
+            .map(|t| t.addr.port())
+            .collect();
+        p.sort();
+        p
+    }
+
+    #[tokio::test]
+    async fn discovered_targets_join_and_drain_beside_configured_ones() {
+        let registry = Registry::default();
+        let g = registry.group("api");
+        g.apply(Origin::Config, Update::Reset(vec![addr(1)]), Duration::ZERO);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow(
+            Fed(rx),
+            g.clone(),
+            Duration::from_secs(60),
+            stop.clone(),
+        ));
+
+        tx.send(Ok(Update::Reset(vec![addr(2), addr(3)]))).unwrap();
+        settle().await;
+        assert_eq!(ports(&g, State::Initial), [1, 2, 3]);
+        assert!(g
+            .members()
+            .iter()
+            .filter(|t| t.addr != addr(1))
+            .all(|t| t.origin == Origin::Discovery));
+
+        // A failed lookup changes nothing; the next answer drains what left.
+        tx.send(Err(SourceError {
+            source_name: "fed".into(),
+            reason: "throttled".into(),
+        }))
+        .unwrap();
+        tx.send(Ok(Update::Reset(vec![addr(3)]))).unwrap();
+        settle().await;
+        assert_eq!(ports(&g, State::Draining), [2]);
+        assert_eq!(ports(&g, State::Initial), [1, 3]);
+
+        // A reload of the file resets only its own targets.
+        g.apply(Origin::Config, Update::Reset(vec![]), Duration::ZERO);
+        assert_eq!(ports(&g, State::Initial), [3]);
+
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_static_source_resets_once_then_waits_for_the_stop() {
+        let registry = Registry::default();
+        let g = registry.group("web");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow(
+            Static::new(vec![addr(7)]),
+            g.clone(),
+            Duration::ZERO,
+            stop.clone(),
+        ));
+        settle().await;
+        assert_eq!(ports(&g, State::Initial), [7]);
+        assert!(!task.is_finished(), "a static source does not end");
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
