@@ -18,21 +18,55 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-const IDLE: u8 = 0;
-const HEAD: u8 = 1;
-const BUSY: u8 = 2;
+/// Where a connection is between requests; kept in an `AtomicU8`.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// A request head is arriving (HTTP/1 only).
+    Head,
+    /// A request is being served.
+    Busy,
+}
 
-// Where a connection is in being parked (see `HeadGuard`).
-const PARK_NONE: u8 = 0;
-const PARK_ASKED: u8 = 1;
-const PARKED: u8 = 2;
+// Only ever stored as `Phase as u8` (likewise `Park`), so the catch-all arm is exact.
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Idle,
+            1 => Phase::Head,
+            _ => Phase::Busy,
+        }
+    }
+}
+
+/// Where a connection is in being parked (see `HeadGuard`); kept in an `AtomicU8`.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Park {
+    None,
+    /// The driver wants hyper's connection ended at the next idle read.
+    Asked,
+    /// The IO wrapper ended it.
+    Parked,
+}
+
+impl Park {
+    fn from_u8(v: u8) -> Park {
+        match v {
+            0 => Park::None,
+            1 => Park::Asked,
+            _ => Park::Parked,
+        }
+    }
+}
 
 /// Shared between a connection's IO wrapper, its service and its driver.
 #[derive(Debug)]
 pub struct Activity {
     in_flight: AtomicUsize,
-    /// IDLE, HEAD (a request head is arriving) or BUSY (a request is being served). Only HTTP/1
-    /// uses HEAD; its requests never overlap, so the phase is exact there.
+    /// A [`Phase`]. Only HTTP/1 uses `Head`; its requests never overlap, so the phase is exact
+    /// there.
     phase: AtomicU8,
     /// Milliseconds after `epoch` at which the connection last became idle.
     idle_since_ms: AtomicU64,
@@ -46,8 +80,7 @@ pub struct Activity {
     upgraded: AtomicBool,
     /// The connection is draining: the next HTTP/1 response says `Connection: close`.
     closing: AtomicBool,
-    /// PARK_NONE, PARK_ASKED (the driver wants hyper's connection ended at the next idle read)
-    /// or PARKED (the IO wrapper ended it).
+    /// A [`Park`].
     park: AtomicU8,
 }
 
@@ -55,13 +88,13 @@ impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
-            phase: AtomicU8::new(IDLE),
+            phase: AtomicU8::new(Phase::Idle as u8),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             framing_conflict: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            park: AtomicU8::new(PARK_NONE),
+            park: AtomicU8::new(Park::None as u8),
         })
     }
 
@@ -69,7 +102,7 @@ impl Activity {
     /// abandoned).
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.phase.store(BUSY, Ordering::Release);
+        self.phase.store(Phase::Busy as u8, Ordering::Release);
         RequestGuard(self.clone())
     }
 
@@ -102,34 +135,42 @@ impl Activity {
         self.upgraded.store(true, Ordering::Release);
     }
 
-    fn phase(&self) -> u8 {
-        self.phase.load(Ordering::Acquire)
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
     /// Asks the IO wrapper to end hyper's HTTP/1 connection, without closing the socket, the next
     /// time hyper waits for a request on it with nothing unsent (see [`HeadGuard`]).
     pub fn ask_to_park(&self) {
-        let _ =
-            self.park
-                .compare_exchange(PARK_NONE, PARK_ASKED, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.park.compare_exchange(
+            Park::None as u8,
+            Park::Asked as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Whether hyper's connection ended because the IO wrapper parked it.
     pub fn parked(&self) -> bool {
-        self.park.load(Ordering::Acquire) == PARKED
+        Park::from_u8(self.park.load(Ordering::Acquire)) == Park::Parked
     }
 
     /// Called by the IO wrapper when hyper would wait for the next request: parks the connection
     /// if that was asked for.
     fn park_now(&self) -> bool {
         self.park
-            .compare_exchange(PARK_ASKED, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                Park::Asked as u8,
+                Park::Parked as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
     }
 
     /// Clears the park state once the parked connection's IO is back with the driver.
     pub fn unpark(&self) {
-        self.park.store(PARK_NONE, Ordering::Release);
+        self.park.store(Park::None as u8, Ordering::Release);
     }
 }
 
@@ -145,13 +186,32 @@ impl Drop for RequestGuard {
             .as_millis() as u64;
         a.idle_since_ms.store(now, Ordering::Release);
         if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            a.phase.store(IDLE, Ordering::Release);
+            a.phase.store(Phase::Idle as u8, Ordering::Release);
         }
     }
 }
 
 const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\n408 Request Timeout\n";
 const TOO_LARGE_RESPONSE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\ncontent-length: 36\r\nconnection: close\r\n\r\n431 Request Header Fields Too Large\n";
+
+/// Why the IO wrapper answered a request head itself. It reaches hyper, and the server's logs, as
+/// the read error that ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum HeadRejection {
+    #[error("request head not received within header_timeout")]
+    Timeout,
+    #[error("request head larger than max_header_bytes")]
+    TooLarge,
+}
+
+impl HeadRejection {
+    fn answer(self) -> &'static [u8] {
+        match self {
+            HeadRejection::Timeout => TIMEOUT_RESPONSE,
+            HeadRejection::TooLarge => TOO_LARGE_RESPONSE,
+        }
+    }
+}
 
 /// What an HTTP/1 connection's request heads are held to.
 #[derive(Debug, Clone, Copy)]
@@ -192,8 +252,8 @@ pub struct HeadGuard<S> {
     limits: Option<HeadLimits>,
     deadline: Option<Pin<Box<Sleep>>>,
     scan: HeadScan,
-    /// The canned answer being written after a limit was exceeded, and how much of it is out.
-    rejecting: Option<(&'static [u8], usize)>,
+    /// The limit exceeded, and how much of its canned answer is out.
+    rejecting: Option<(HeadRejection, usize)>,
     /// Bytes already taken from the socket that hyper has not read yet: what the last hyper
     /// connection had buffered, and the first bytes read while the connection was parked.
     unread: Bytes,
@@ -247,7 +307,8 @@ impl<S: AsyncRead + Unpin> HeadGuard<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> HeadGuard<S> {
     fn poll_reject(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let (answer, written) = self.rejecting.as_mut().expect("set before rejecting");
+        let (rejection, written) = self.rejecting.as_mut().expect("set before rejecting");
+        let (rejection, answer) = (*rejection, rejection.answer());
         while *written < answer.len() {
             match ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..])) {
                 Ok(0) | Err(_) => break,
@@ -255,17 +316,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HeadGuard<S> {
             }
         }
         let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-        let reason = if std::ptr::eq(*answer, TIMEOUT_RESPONSE) {
-            "request head not received within header_timeout"
-        } else {
-            "request head larger than max_header_bytes"
-        };
-        Poll::Ready(io::Error::new(io::ErrorKind::InvalidData, reason))
+        Poll::Ready(io::Error::new(io::ErrorKind::InvalidData, rejection))
     }
 
-    fn reject(&mut self, cx: &mut Context<'_>, answer: &'static [u8]) -> Poll<io::Result<()>> {
+    fn reject(&mut self, cx: &mut Context<'_>, rejection: HeadRejection) -> Poll<io::Result<()>> {
         self.deadline = None;
-        self.rejecting = Some((answer, 0));
+        self.rejecting = Some((rejection, 0));
         self.poll_reject(cx).map(Err)
     }
 }
@@ -291,23 +347,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                 if !new.is_empty() {
                     // The client is sending: a park asked for before this no longer applies.
                     let _ = this.activity.park.compare_exchange(
-                        PARK_ASKED,
-                        PARK_NONE,
+                        Park::Asked as u8,
+                        Park::None as u8,
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     );
                 }
                 match this.activity.phase() {
-                    IDLE if !new.is_empty() => {
+                    Phase::Idle if !new.is_empty() => {
                         // First bytes of a new request head: start its clock and its scan.
-                        this.activity.phase.store(HEAD, Ordering::Release);
+                        this.activity
+                            .phase
+                            .store(Phase::Head as u8, Ordering::Release);
                         this.activity
                             .framing_conflict
                             .store(false, Ordering::Release);
                         this.deadline = Some(Box::pin(tokio::time::sleep(limits.timeout)));
                         this.scan = HeadScan::default();
                     }
-                    BUSY => this.deadline = None,
+                    Phase::Busy => this.deadline = None,
                     _ => {}
                 }
                 if this.deadline.is_some() {
@@ -318,7 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                                 .framing_conflict
                                 .store(framing_conflict, Ordering::Release);
                         }
-                        Scan::TooLarge => return this.reject(cx, TOO_LARGE_RESPONSE),
+                        Scan::TooLarge => return this.reject(cx, HeadRejection::TooLarge),
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -329,16 +387,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                 // end-of-file makes it give up on that one without answering, and the bytes
                 // come back to the driver with the connection (`into_parts`), which hands them
                 // to the next hyper connection at once.
-                if phase == IDLE && !this.unflushed && this.activity.park_now() {
+                if phase == Phase::Idle && !this.unflushed && this.activity.park_now() {
                     // End of file for hyper; the socket stays open (see the type's comment).
                     return Poll::Ready(Ok(()));
                 }
-                if phase != HEAD {
+                if phase != Phase::Head {
                     this.deadline = None;
                 }
                 if let Some(d) = &mut this.deadline {
                     if d.as_mut().poll(cx).is_ready() {
-                        return this.reject(cx, TIMEOUT_RESPONSE);
+                        return this.reject(cx, HeadRejection::Timeout);
                     }
                 }
                 Poll::Pending
