@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::framing::RawHead;
 
 /// Where a connection is between requests; kept in an `AtomicU8`.
 #[repr(u8)]
@@ -61,6 +63,20 @@ impl Park {
     }
 }
 
+/// A [`RawHead`] in one atomic word, so that the service can take it without a lock. 0 means no
+/// head was scanned; a scanned one sets `SCANNED` even if it saw neither header.
+fn pack(raw: RawHead) -> u32 {
+    const SCANNED: u32 = 1 << 16;
+    SCANNED | u32::from(raw.content_length) << 8 | u32::from(raw.transfer_encoding)
+}
+
+fn unpack(bits: u32) -> Option<RawHead> {
+    (bits != 0).then_some(RawHead {
+        content_length: (bits >> 8) as u8,
+        transfer_encoding: bits as u8,
+    })
+}
+
 /// Shared between a connection's IO wrapper, its service and its driver.
 #[derive(Debug)]
 pub struct Activity {
@@ -71,10 +87,10 @@ pub struct Activity {
     /// Milliseconds after `epoch` at which the connection last became idle.
     idle_since_ms: AtomicU64,
     epoch: Instant,
-    /// The HTTP/1 request head being served carried both Content-Length and Transfer-Encoding.
-    /// hyper drops the Content-Length of such a head before seawall sees it, so the IO wrapper
-    /// notes it from the raw bytes.
-    framing_conflict: AtomicBool,
+    /// What the IO wrapper saw of the raw HTTP/1 request head being served (packed, see [`pack`]):
+    /// hyper repairs some framings before seawall sees the request (it drops the Content-Length
+    /// of a head that also has Transfer-Encoding), so only the raw bytes tell.
+    raw_head: AtomicU32,
     /// The connection was handed over to a protocol upgrade (WebSocket): its bytes are no longer
     /// HTTP, so no head limits apply.
     upgraded: AtomicBool,
@@ -91,7 +107,7 @@ impl Activity {
             phase: AtomicU8::new(Phase::Idle as u8),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            framing_conflict: AtomicBool::new(false),
+            raw_head: AtomicU32::new(0),
             upgraded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             park: AtomicU8::new(Park::None as u8),
@@ -124,10 +140,11 @@ impl Activity {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Whether the current request's raw head had both Content-Length and Transfer-Encoding
-    /// (HTTP/1 only); reading clears it.
-    pub fn take_framing_conflict(&self) -> bool {
-        self.framing_conflict.swap(false, Ordering::AcqRel)
+    /// What the scan of the current request's raw head saw; `None` when it was not scanned
+    /// (HTTP/2, or an HTTP/1 head hyper had already buffered). Reading clears it, so that a
+    /// request whose head was not scanned never gets the previous request's.
+    pub fn take_raw_head(&self) -> Option<RawHead> {
+        unpack(self.raw_head.swap(0, Ordering::AcqRel))
     }
 
     /// Called before a 101 answer goes out, so that the bytes after it are left alone.
@@ -226,8 +243,9 @@ pub struct HeadLimits {
 ///
 /// - the head deadline (`header_timeout`, from the first byte of a head to its end);
 /// - the head size (`max_header_bytes`; hyper's own buffer limit is only approximate);
-/// - Content-Length together with Transfer-Encoding, which hyper accepts by silently dropping the
-///   Content-Length, so the request handler could not see it (recorded in [`Activity`]).
+/// - the Content-Length and Transfer-Encoding lines, which `server::framing` weighs against what
+///   hyper parsed: hyper accepts both together by silently dropping the Content-Length, so the
+///   request handler could not see it (recorded in [`Activity`]).
 ///
 /// When the deadline or the size is exceeded, the wrapper writes the 408 or 431 answer itself and
 /// then fails the read, which makes hyper close the connection.
@@ -359,9 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                         this.activity
                             .phase
                             .store(Phase::Head as u8, Ordering::Release);
-                        this.activity
-                            .framing_conflict
-                            .store(false, Ordering::Release);
+                        this.activity.raw_head.store(0, Ordering::Release);
                         this.deadline = Some(Box::pin(tokio::time::sleep(limits.timeout)));
                         this.scan = HeadScan::default();
                     }
@@ -371,10 +387,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                 if this.deadline.is_some() {
                     match this.scan.feed(new, limits.max_bytes) {
                         Scan::Incomplete => {}
-                        Scan::End { framing_conflict } => {
-                            this.activity
-                                .framing_conflict
-                                .store(framing_conflict, Ordering::Release);
+                        Scan::End(raw) => {
+                            this.activity.raw_head.store(pack(raw), Ordering::Release);
                         }
                         Scan::TooLarge => return this.reject(cx, HeadRejection::TooLarge),
                     }
@@ -430,14 +444,12 @@ impl<S: AsyncRead + Unpin> HeadGuard<S> {
 enum Scan {
     Incomplete,
     /// The empty line that ends the head has been read (bytes after it are not looked at).
-    End {
-        framing_conflict: bool,
-    },
+    End(RawHead),
     TooLarge,
 }
 
 /// An incremental, allocation-free scan of one request head: where it ends, how long it is, and
-/// whether it names both Content-Length and Transfer-Encoding. It does not parse HTTP (hyper does);
+/// how many Content-Length and Transfer-Encoding lines it has. It does not parse HTTP (hyper does);
 /// it only needs line boundaries and header-name prefixes. Lines may end in LF alone, as hyper
 /// accepts.
 #[derive(Debug, Default)]
@@ -452,8 +464,7 @@ struct HeadScan {
     /// The current line still matches `content-length:` / `transfer-encoding:` so far.
     maybe_cl: bool,
     maybe_te: bool,
-    seen_cl: bool,
-    seen_te: bool,
+    seen: RawHead,
 }
 
 const CONTENT_LENGTH: &[u8] = b"content-length:";
@@ -494,9 +505,7 @@ impl HeadScan {
             }
             match b {
                 b'\n' if self.column == 0 && self.lines > 0 => {
-                    return Scan::End {
-                        framing_conflict: self.seen_cl && self.seen_te,
-                    };
+                    return Scan::End(self.seen);
                 }
                 b'\n' => {
                     self.lines += 1;
@@ -511,8 +520,13 @@ impl HeadScan {
                         let at = |name: &[u8]| name.get(self.column) == Some(&b);
                         self.maybe_cl &= at(CONTENT_LENGTH);
                         self.maybe_te &= at(TRANSFER_ENCODING);
-                        self.seen_cl |= self.maybe_cl && self.column + 1 == CONTENT_LENGTH.len();
-                        self.seen_te |= self.maybe_te && self.column + 1 == TRANSFER_ENCODING.len();
+                        let seen = &mut self.seen;
+                        if self.maybe_cl && self.column + 1 == CONTENT_LENGTH.len() {
+                            seen.content_length = seen.content_length.saturating_add(1);
+                        }
+                        if self.maybe_te && self.column + 1 == TRANSFER_ENCODING.len() {
+                            seen.transfer_encoding = seen.transfer_encoding.saturating_add(1);
+                        }
                     }
                     self.column += 1;
                 }
@@ -584,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn framing_conflicts_are_found_in_raw_heads() {
+    fn framing_headers_are_counted_in_raw_heads() {
         let both =
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
         let body_only =
@@ -592,12 +606,14 @@ mod tests {
         let lf = b"\r\nPOST / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 5\n\n";
         let lookalike =
             b"POST / HTTP/1.1\r\nContent-Lengthy: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let conflict = Scan::End {
-            framing_conflict: true,
+        let seen = |content_length, transfer_encoding| {
+            Scan::End(RawHead {
+                content_length,
+                transfer_encoding,
+            })
         };
-        let clean = Scan::End {
-            framing_conflict: false,
-        };
+        let conflict = seen(1, 1);
+        let clean = seen(0, 1);
         assert_eq!(scan_all(&[both], 1024), conflict);
         assert_eq!(
             scan_all(&[body_only], 1024),
@@ -607,6 +623,8 @@ mod tests {
         assert_eq!(scan_all(&[lf], 1024), conflict);
         assert_eq!(scan_all(&[lookalike], 1024), clean);
         assert_eq!(scan_all(&[&both[..30]], 1024), Scan::Incomplete);
+        let repeated = b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n";
+        assert_eq!(scan_all(&[repeated], 1024), seen(2, 0));
         // Every way of cutting the head into chunks gives the same answer (the scanner skips the
         // rest of a line in one jump, so line ends inside and across chunks both matter).
         let long = b"POST /a-long-path?q=1 HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaa\r\nContent-Length: 5\r\nX-Other: transfer-encoding: x\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -627,12 +645,12 @@ mod tests {
     #[test]
     fn head_size_is_bounded() {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert!(matches!(scan_all(&[head], head.len()), Scan::End { .. }));
+        assert!(matches!(scan_all(&[head], head.len()), Scan::End(_)));
         assert_eq!(scan_all(&[head], head.len() - 1), Scan::TooLarge);
         // Leading empty lines do not count.
         assert!(matches!(
             scan_all(&[b"\r\n\r\n", head], head.len()),
-            Scan::End { .. }
+            Scan::End(_)
         ));
     }
 }

@@ -292,6 +292,17 @@ mod tests {
         })
     }
 
+    /// Raw head, method, version, headers as hyper gave them; the verdict, the Content-Length to
+    /// forward instead of the request's.
+    type Row<'a> = (
+        Option<RawHead>,
+        &'a Method,
+        Version,
+        &'a [(&'static str, &'static str)],
+        Verdict,
+        Option<&'static str>,
+    );
+
     #[test]
     fn framings_are_judged() {
         const CL: &str = "content-length";
@@ -302,8 +313,7 @@ mod tests {
         let get = Method::GET;
         let head = Method::HEAD;
         #[rustfmt::skip]
-        let table: &[(Option<RawHead>, &Method, Version, &[(&str, &str)], Verdict, Option<&str>)] = &[
-            // raw head, method, version, headers as hyper gave them => verdict, forwarded CL
+        let table: &[Row] = &[
             (raw(0, 0), &get, H1, &[], Compliant, None),
             (None, &get, H2, &[], Compliant, None),
             (raw(1, 0), &post, H1, &[(CL, "5")], Compliant, None),
