@@ -94,8 +94,9 @@ impl Reason {
 
     /// seawall's policy until desync mitigation modes exist: what it refused before this module
     /// did the judging. Stricter than ALB's defensive mode for
-    /// [`Reason::BothContentLengthAndTransferEncoding`] (ALB forwards it), more lenient for the
-    /// other Severe reasons, which hyper mostly refuses on its own before seawall sees them.
+    /// [`Reason::BothContentLengthAndTransferEncoding`] (Ambiguous: ALB forwards it and closes the
+    /// connections), more lenient for [`Reason::MultipleTransferEncodingChunked`] (Severe, which
+    /// ALB blocks).
     pub fn rejected(self) -> bool {
         matches!(
             self,
@@ -157,8 +158,8 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judgment {
     pub verdict: Verdict,
-    /// The single Content-Length to forward in place of repeated equal ones: hyper keeps them
-    /// all (from an HTTP/2 client, or `5, 5` in one line), and a target could read either.
+    /// The single Content-Length to forward in place of repeated equal ones, which hyper passes on
+    /// from HTTP/2 clients (HTTP/1 ones it folds or refuses itself).
     pub content_length: Option<HeaderValue>,
 }
 
