@@ -21,6 +21,7 @@ use crate::error::RequestError;
 use crate::protocol::ProtocolVersion;
 use crate::routing::{Action, RedirectRequest, RequestView};
 use crate::server::activity::{Activity, RequestGuard};
+use crate::server::framing;
 use crate::server::ListenerContext;
 use crate::targets::{OutstandingGuard, TargetGroup};
 use crate::tunnel;
@@ -102,17 +103,13 @@ fn respond(
     ctx: &ConnContext,
 ) -> impl Future<Output = Result<(Response<ResponseBody>, Option<Arc<str>>), Failure>> + '_ {
     async move {
+        // Taken first, so that a request rejected before its framing is judged cannot leave its
+        // head's facts to a pipelined one after it.
+        let raw_head = ctx.activity.take_raw_head();
         if req.method() == Method::CONNECT {
             return Err((RequestError::BadRequest("CONNECT is not proxied"), None));
         }
-        if ctx.activity.take_framing_conflict() {
-            // hyper has already dropped the Content-Length of this head (see `Activity`).
-            return Err((
-                RequestError::BadRequest("both Content-Length and Transfer-Encoding"),
-                None,
-            ));
-        }
-        check_framing(req.headers_mut()).map_err(|e| (e, None))?;
+        check_framing(&mut req, raw_head, ctx).map_err(|e| (e, None))?;
         let host = request_host(&req).map_err(|e| (e, None))?;
         let (action, group) = {
             let snapshot = ctx.listener.plane.snapshot.load();
@@ -171,42 +168,24 @@ fn respond(
     }
 }
 
-/// Rejects requests whose body framing two parsers could read differently (request smuggling):
-/// Content-Length with Transfer-Encoding, or Content-Length values that disagree. hyper accepts
-/// both and keeps the stale header, so this runs before anything is forwarded. Equal repeated
-/// values (`5, 5` or two `5` lines) are folded into one.
-fn check_framing(headers: &mut HeaderMap) -> Result<(), RequestError> {
-    let mut first: Option<&[u8]> = None;
-    let mut repeated = false;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
-            match first {
-                None => first = Some(part),
-                Some(f) if f == part => repeated = true,
-                Some(_) => {
-                    return Err(RequestError::BadRequest(
-                        "conflicting Content-Length values",
-                    ))
-                }
-            }
-        }
+/// Rejects requests whose body framing two parsers could read differently (request smuggling), as
+/// `server::framing` judges them from the raw head and hyper's parse. hyper accepts some of them
+/// and keeps the stale header, so this runs before anything is forwarded.
+fn check_framing(
+    req: &mut Request<Incoming>,
+    raw_head: Option<framing::RawHead>,
+    ctx: &ConnContext,
+) -> Result<(), RequestError> {
+    let judgment = framing::judge(raw_head, req.method(), req.version(), req.headers());
+    let verdict = judgment.verdict;
+    if verdict.rejected() {
+        return Err(RequestError::BadRequest(verdict.reason()));
     }
-    let Some(first) = first else {
-        return Ok(());
-    };
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        return Err(RequestError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
+    if verdict != framing::Verdict::Compliant {
+        debug!(listener = %ctx.listener.name, peer = %ctx.peer, ?verdict, reason = verdict.reason(), "forwarding a request of doubtful framing");
     }
-    if repeated {
-        let one = HeaderValue::from_bytes(first)
-            .map_err(|_| RequestError::BadRequest("bad Content-Length"))?;
-        headers.insert(header::CONTENT_LENGTH, one);
+    if let Some(one) = judgment.content_length {
+        req.headers_mut().insert(header::CONTENT_LENGTH, one);
     }
     Ok(())
 }
@@ -667,31 +646,5 @@ mod tests {
         assert_eq!(strip_port("example.test:"), "example.test");
         assert_eq!(strip_port("[::1]:8443"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
-    }
-
-    #[test]
-    fn ambiguous_framing_is_rejected_and_repeats_are_folded() {
-        let headers = |pairs: &[(&str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.append(
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
-            }
-            h
-        };
-        let mut h = headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
-        assert!(check_framing(&mut h).is_err());
-        let mut h = headers(&[("content-length", "5"), ("content-length", "6")]);
-        assert!(check_framing(&mut h).is_err());
-        let mut h = headers(&[("content-length", "5, 6")]);
-        assert!(check_framing(&mut h).is_err());
-        let mut h = headers(&[("content-length", "5"), ("content-length", "5")]);
-        check_framing(&mut h).unwrap();
-        assert_eq!(h.get_all("content-length").iter().count(), 1);
-        assert_eq!(h["content-length"], "5");
-        let mut h = headers(&[("transfer-encoding", "chunked")]);
-        check_framing(&mut h).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! ALPN, and the idle and drain policy around hyper's connection future.
 
 pub mod activity;
+pub mod framing;
 
 use std::future::Future;
 use std::net::SocketAddr;
