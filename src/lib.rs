@@ -3,26 +3,41 @@
 //!
 //! # Layout
 //!
-//! The **data plane** (a multi-thread tokio runtime) carries requests:
+//! Two planes, with one narrow way between them.
 //!
-//! 1. [`listener`] accepts TCP connections on sockets bound before serving starts;
-//! 2. [`server`] runs the TLS handshake (rustls, SNI resolver and ALPN from [`tls`]) and the HTTP/1.1
-//!    or HTTP/2 server that ALPN chose, with the idle and request-head deadlines;
-//! 3. [`proxy`] handles each request: framing checks, [`routing`] to an action, then a fixed
-//!    response, a redirect, or a forward;
-//! 4. a forward asks the target group ([`targets`]) for a target via its [`balancer`], and sends
-//!    the request on one of that target's pooled connections ([`upstream::pool`]), streaming both
-//!    bodies; upgraded connections (WebSocket) become a [`tunnel`].
+//! The **data plane** (a tokio runtime of its own) carries requests, in this order:
 //!
-//! The data plane reads configuration only through one `ArcSwap` load of an immutable
-//! [`config::compile::Snapshot`], built from the file by [`config`] (parse, validate, compile).
+//! 1. [`listener`] accepts TCP connections on sockets the control side bound;
+//! 2. [`server`] runs the TLS handshake (rustls, with the SNI resolver and policies of [`tls`]),
+//!    then the HTTP/1.1 or HTTP/2 server ALPN chose, with the idle and request-head deadlines;
+//!    [`server::framing`] judges each request's body framing (request smuggling) from the raw
+//!    head and the parsed headers;
+//! 3. [`proxy`] handles each request: the framing verdict, [`routing`] to an action, then a
+//!    fixed response, a redirect, or a forward;
+//! 4. a forward asks the target group ([`targets`]) for a target through its [`balancer`], and
+//!    sends the request on one of that target's pooled connections ([`upstream`]), streaming both
+//!    bodies; an upgraded connection (WebSocket) becomes a [`tunnel`]. [`error`] maps what fails
+//!    to the status code ALB answers with.
 //!
-//! The **control side** ([`app`]) loads and binds everything before serving, and runs the
-//! [`admin`] server on its own thread and runtime ([`control`]), beside the [`health`] checkers
-//! that write each target's state for the data plane to read. [`metrics`] names every metric;
-//! [`error`] maps request-path failures to the status codes ALB answers with.
+//! These modules never import the control side or the configuration's types: the configuration
+//! is lowered into types they own ([`protocol`] is the leaf both planes share). All they are
+//! handed is a [`snapshot::Plane`]: the compiled configuration in force, one `ArcSwap` of an
+//! immutable [`snapshot::Snapshot`], and the [`metrics`] with handles resolved per snapshot.
 //!
-//! [`bench`] is the `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
+//! The **control side** runs on a thread and runtime of its own ([`control`]), so that nothing it
+//! does takes a data-plane worker:
+//!
+//! - [`config`] parses and validates a file, then compiles it, purely, into a
+//!   [`snapshot::Compiled`]; [`snapshot::Compiled::attach`] joins it to run-time state once a
+//!   start or a [`reload`] is sure to go ahead, and the new snapshot is stored whole;
+//! - target membership changes in one place, [`targets::GroupState::apply`], whatever the source:
+//!   the file on reload, the [`admin`] API, or [`discovery`] (a [`discovery::TargetSource`]);
+//!   one sweeper drops targets whose draining is over;
+//! - [`health`] checks every target and writes its state into atomics the data plane reads;
+//! - [`upgrade`] hands the sockets to a new binary.
+//!
+//! [`app`] is the composition root that builds both planes and starts them. [`bench`] is the
+//! `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
 
 #![forbid(unsafe_code)]
 

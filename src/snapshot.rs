@@ -14,7 +14,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use crate::health;
 use crate::metrics::Metrics;
 use crate::protocol::Protocol;
 use crate::routing::{GroupId, Router};
@@ -42,7 +41,7 @@ pub struct Compiled {
 #[derive(Debug)]
 pub struct GroupPlan {
     pub settings: targets::Settings,
-    pub health_check: health::Settings,
+    pub health_check: targets::HealthCheck,
     /// The targets the file lists (others come from the admin API or discovery).
     pub configured_targets: Vec<SocketAddr>,
     /// Some listener forwards to it; a group no listener uses is not health-checked.
@@ -123,7 +122,7 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Group {
     pub group: Arc<TargetGroup>,
-    pub health_check: health::Settings,
+    pub health_check: targets::HealthCheck,
     pub configured_targets: Vec<SocketAddr>,
     /// Some listener forwards to it.
     pub in_use: bool,

@@ -15,9 +15,9 @@ use super::{
 };
 use crate::admin::AdminToken;
 use crate::balancer::Algorithm;
-use crate::health::{self, Matcher};
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
+use crate::targets::{HealthCheck, Matcher};
 use crate::tls;
 
 /// A configuration whose values have all been checked. Certificates are not read yet: that is the
@@ -147,7 +147,7 @@ pub struct TargetGroupConfig {
     pub slow_start: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    pub health_check: health::Settings,
+    pub health_check: HealthCheck,
 }
 
 /// Checks a parsed file and gives the typed configuration, or every error found.
@@ -468,7 +468,7 @@ fn health_check(
     group_protocol: Protocol,
     version: ProtocolVersion,
     errs: &mut Vec<ConfigError>,
-) -> health::Settings {
+) -> HealthCheck {
     let default = RawHealthCheck::default();
     let raw = raw.unwrap_or(&default);
     let grpc = version == ProtocolVersion::Grpc;
@@ -532,7 +532,7 @@ fn health_check(
         errs.push(src.error(format!("{path}.matcher"), e.to_string()));
         Matcher::parse("200", 200, 499).expect("the default matcher parses")
     });
-    health::Settings {
+    HealthCheck {
         path: hc_path,
         port,
         protocol,

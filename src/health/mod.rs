@@ -7,13 +7,9 @@
 //!   force, writing the result into the targets' atomic state that the data plane reads.
 
 mod checker;
-mod matcher;
 mod probe;
-mod settings;
 mod supervisor;
 
 pub use checker::{Check, Counter};
-pub use matcher::{Matcher, MatcherError};
 pub use probe::{ProbeError, Prober};
-pub use settings::Settings;
 pub use supervisor::run;

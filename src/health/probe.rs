@@ -18,11 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_rustls::TlsConnector;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::Matcher;
-use super::Settings;
 use crate::error::error_chain;
 use crate::protocol::{Protocol, ProtocolVersion};
-use crate::targets::Reason;
+use crate::targets::{HealthCheck, Matcher, Reason};
 use crate::upstream::connect::{self, Alpn, ConnectError};
 
 /// ALB's health checker's User-Agent; target apps often filter their access logs on it.
@@ -114,7 +112,7 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
-    pub fn new(hc: &Settings, version: ProtocolVersion) -> Self {
+    pub fn new(hc: &HealthCheck, version: ProtocolVersion) -> Self {
         let mode = match version {
             ProtocolVersion::Http1 => Mode::Http1,
             ProtocolVersion::Http2 => Mode::Http2,
@@ -241,8 +239,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    fn config(matcher: &str) -> Settings {
-        Settings {
+    fn config(matcher: &str) -> HealthCheck {
+        HealthCheck {
             path: "/health".into(),
             port: None,
             protocol: Protocol::Http,

@@ -25,7 +25,7 @@ use super::probe::{ProbeError, Prober};
 use crate::metrics::Metrics;
 use crate::protocol::ProtocolVersion;
 use crate::snapshot::{Group, Plane};
-use crate::targets::{initial_reason, GroupState, State, Target, TargetGroup};
+use crate::targets::{initial_reason, GroupState, HealthCheck, State, Target, TargetGroup};
 
 /// How often the snapshot in force is compared with the running checkers. A reload's new
 /// settings take effect within this; between reloads the comparison is a pointer check per group.
@@ -52,7 +52,7 @@ pub async fn run(plane: Arc<Plane>, stop: CancellationToken) {
 struct Watched {
     name: Arc<str>,
     state: Arc<GroupState>,
-    health_check: super::Settings,
+    health_check: HealthCheck,
     protocol_version: ProtocolVersion,
 }
 

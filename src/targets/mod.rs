@@ -7,6 +7,8 @@
 //! from the configuration into each snapshot: settings and balancer, with a handle on its state.
 //! Connections to a target are pooled by the [`Target`] itself.
 
+mod health_check;
+mod matcher;
 mod target;
 
 use std::collections::HashMap;
@@ -20,6 +22,8 @@ use http::uri::Scheme;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use health_check::HealthCheck;
+pub use matcher::{Matcher, MatcherError};
 pub use target::{Eligible, Origin, OutstandingGuard, Reason, State, Target};
 
 use crate::balancer::{self, Algorithm, Balancer, PickContext};
