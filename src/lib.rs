@@ -40,28 +40,31 @@
 //! `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
 
 #![forbid(unsafe_code)]
+// The layout above is for engineers, who read it with --document-private-items: it links the
+// modules that are private to the crate on purpose.
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod admin;
+mod admin;
 pub mod app;
-pub mod balancer;
+mod balancer;
 pub mod bench;
 pub mod config;
-pub mod control;
+mod control;
 pub mod discovery;
-pub mod error;
-pub mod health;
-pub mod listener;
+mod error;
+mod health;
+mod listener;
 pub mod metrics;
 pub mod protocol;
-pub mod proxy;
-pub mod reload;
+mod proxy;
+mod reload;
 pub mod routing;
-pub mod server;
+mod server;
 pub mod snapshot;
 pub mod targets;
 pub mod tls;
-pub mod tunnel;
-pub mod upgrade;
+mod tunnel;
+mod upgrade;
 pub mod upstream;
 
 pub use app::{App, Running, StartError};

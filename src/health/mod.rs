@@ -10,6 +10,4 @@ mod checker;
 mod probe;
 mod supervisor;
 
-pub use checker::{Check, Counter};
-pub use probe::{ProbeError, Prober};
 pub use supervisor::run;
