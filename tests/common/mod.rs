@@ -2,7 +2,15 @@
 //! 127.0.0.1:0), rcgen certificates written to a temp folder, and real TLS/HTTP clients.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod process;
+pub mod target;
+
+// Not every test file uses every piece.
+#[allow(unused_imports)]
+pub use config::{fixed, forward, host, path, ConfigBuilder, Listener, TargetGroup};
+#[allow(unused_imports)]
+pub use target::{Seen, Target};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -125,12 +133,7 @@ impl Seawall {
     /// see.
     pub async fn wait_healthy(&self, group: &str) {
         let start = std::time::Instant::now();
-        let g = self
-            .running
-            .shared()
-            .registry
-            .get(group)
-            .expect("group exists");
+        let g = self.group(group).expect("group exists");
         while !g
             .members()
             .iter()
@@ -144,13 +147,125 @@ impl Seawall {
         }
     }
 
-    /// The value of one metric sample line (`name{labels}`), or 0 when absent.
-    pub fn metric(&self, sample: &str) -> f64 {
-        let text = self.running.shared().metrics.render();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
+    // Everything below reaches into seawall's run-time state. The tests go through these methods
+    // only, so that a change in how `Running` exposes that state is made here and nowhere else.
+
+    /// The Prometheus text the admin server's /metrics would answer.
+    pub fn metrics_text(&self) -> String {
+        self.running.shared().metrics.render()
     }
+
+    /// The value of one metric sample written `name` or `name{label="value",...}`, or 0 when
+    /// absent. See [`metric_value`].
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (name, labels) = parse_sample(sample);
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        metric_value(&self.metrics_text(), name, &labels)
+    }
+
+    /// The run-time state of target group `name` (membership, health), if it exists.
+    pub fn group(&self, name: &str) -> Option<Arc<seawall::targets::GroupState>> {
+        self.running.shared().registry.get(name)
+    }
+
+    /// The first member of `group` at `addr`, draining or not.
+    pub fn member(&self, group: &str, addr: SocketAddr) -> Option<Arc<seawall::targets::Target>> {
+        let g = self.group(group)?;
+        let found = g.members().iter().find(|t| t.addr == addr).cloned();
+        found
+    }
+
+    /// The generation of the configuration in force (1 at start, one more per reload).
+    pub fn config_generation(&self) -> u64 {
+        self.running.shared().config.load().generation
+    }
+
+    /// Puts `text` in force the way a reload does once the file has compiled, without the
+    /// reload's own bookkeeping: swap the snapshot, then apply its membership.
+    pub fn swap_config(&self, text: String) {
+        let source = seawall::config::Source::new(
+            self.dir.path().join("seawall.toml"),
+            self.dir.path(),
+            text,
+        );
+        let cfg = seawall::config::load(&source).unwrap();
+        let shared = self.running.shared();
+        let snapshot = seawall::config::compile::compile(&source, &cfg, &shared.registry).unwrap();
+        shared.snapshot.store(Arc::new(snapshot));
+        shared.snapshot.load().apply_membership();
+    }
+}
+
+/// Splits a sample `name{a="1",b="2"}` (or a bare `name`) into its name and labels; label
+/// values are unescaped.
+fn parse_sample(sample: &str) -> (&str, Vec<(&str, String)>) {
+    let Some((name, mut rest)) = sample.split_once('{') else {
+        return (sample, Vec::new());
+    };
+    let mut labels = Vec::new();
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => break after.len(),
+                },
+                Some((i, '"')) => break i + 1,
+                Some((_, c)) => value.push(c),
+                None => break after.len(),
+            }
+        };
+        labels.push((key.trim_start_matches(','), value));
+        rest = &after[end..];
+    }
+    (name, labels)
+}
+
+/// The value of the sample of metric `name` in the Prometheus `text` whose labels are exactly
+/// `labels` (in any order), or 0 when there is none: a counter not yet incremented is not
+/// rendered at all.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut want: Vec<(&str, &str)> = labels.to_vec();
+    want.sort_unstable();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let n = series.split('{').next().unwrap_or_default();
+            if n != name {
+                return None;
+            }
+            let (_, got) = parse_sample(series);
+            let mut got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            got.sort_unstable();
+            (got == want).then(|| value.trim().parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The Prometheus text of the admin server at `admin` (a seawall binary's, say).
+pub async fn fetch_metrics(admin: SocketAddr) -> String {
+    let got = get(admin, false, "127.0.0.1", "/metrics").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    got.text()
+}
+
+/// An address on loopback where nothing listens (a port bound, then released): connecting to it
+/// is refused.
+pub fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Whether `req` is one of seawall's health checks (ALB's health-checker User-Agent) rather than
+/// proxied traffic a test counts.
+pub fn is_probe<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get("user-agent")
+        .is_some_and(|v| v.as_bytes().starts_with(b"ELB-HealthChecker"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,13 +344,7 @@ impl Backend {
                         let (id, hits, probes) = (id.clone(), hits.clone(), probes.clone());
                         let (carried, counts) = (carried2.clone(), counts2.clone());
                         async move {
-                            // Health checks are seawall's own traffic, not the requests a test
-                            // counts.
-                            let probe = req
-                                .headers()
-                                .get("user-agent")
-                                .is_some_and(|v| v.as_bytes().starts_with(b"ELB-HealthChecker"));
-                            if probe {
+                            if is_probe(&req) {
                                 probes.fetch_add(1, Ordering::SeqCst);
                             } else {
                                 hits.fetch_add(1, Ordering::SeqCst);
