@@ -152,7 +152,7 @@ fn in_flight(group: &Value) -> u64 {
 /// targets at a known moment rather than a test of the checker; the backends answer 200 on the
 /// health-check path, so the checker, where it runs, agrees.
 fn set_healthy(sw: &Seawall, group: &str, addr: SocketAddr) {
-    let g = sw.running.shared().registry.get(group).unwrap();
+    let g = sw.group(group).unwrap();
     let t = g
         .members()
         .iter()
@@ -996,7 +996,7 @@ async fn api_targets_survive_a_reload_that_drains_a_config_target() {
 async fn concurrent_post_reloads_each_reload_and_a_taken_port_is_a_409() {
     let sw = Seawall::start(&config("", &group("app", &[], "")));
     let path = sw.dir.path().join("seawall.toml");
-    let generation = || sw.running.shared().config.load().generation;
+    let generation = || sw.config_generation();
     let ok = "seawall_config_reloads_total{result=\"success\"}";
     let failed = "seawall_config_reloads_total{result=\"failure\"}";
     let (gen0, ok0) = (generation(), sw.metric(ok));

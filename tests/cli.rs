@@ -742,12 +742,7 @@ default_action = { fixed_response = { status = 200, body = "plain" } }
         assert!(Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let sample = |name: &str| {
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-            .sum::<f64>()
-    };
+    let sample = |name: &str| metric_total(&text, name);
     for name in [
         "seawall_requests_total",
         "seawall_active_connections",

@@ -182,10 +182,7 @@ async fn killed_target_gets_502() {
 
 #[tokio::test]
 async fn port_with_nothing_listening_gets_502() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = dead_port();
     let sw = Seawall::start(&config(&[addr], "", ""));
     assert_generated_error(&sw, "/x", 502, "502 Bad Gateway\n").await;
 }

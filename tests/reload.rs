@@ -36,12 +36,6 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A port that was free a moment ago: a target with nothing listening.
-fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// One plain listener `web` answering `body` itself.
 fn fixed_config(body: &str) -> String {
     format!(
@@ -320,7 +314,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
 
     // Let every client get going on the first configuration.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let generation_before = sw.running.shared().config.load().generation;
+    let generation_before = sw.config_generation();
     let mut which = Which::A;
     for i in 0..100 {
         which = if which == Which::A {
@@ -401,7 +395,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
     assert_eq!(sw.metric(RELOADS_FAILED), 0.0);
     // The API asked for 100; the watcher may have added some of its own for the same writes.
     assert!(sw.metric(RELOADS_OK) >= 100.0, "{report:?}");
-    let generation = sw.running.shared().config.load().generation;
+    let generation = sw.config_generation();
     assert!(generation >= generation_before + 100);
     assert_eq!(
         sw.metric("seawall_config_generation"),
@@ -464,7 +458,7 @@ async fn rotated_certificate_files_are_served_to_new_handshakes() {
     }
     let rotated = last == ["new.example.test"];
     assert!(rotated, "still serving {last:?}");
-    assert!(sw.running.shared().config.load().generation >= 2);
+    assert!(sw.config_generation() >= 2);
     // Counted just after the swap that already serves.
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) >= 1.0 }).await);
 
@@ -535,15 +529,12 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
 
         // Nothing changed: the same listener answers with the old configuration.
         assert_eq!(text(web, "/").await, "good", "{what}");
-        assert_eq!(sw.running.shared().config.load().generation, 1, "{what}");
+        assert_eq!(sw.config_generation(), 1, "{what}");
 
         // Counted, and visible on the admin server's /metrics (the watcher may have tried the
         // same file too; both fail).
         let metrics = text(sw.admin(), "/metrics").await;
-        let failures: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(RELOADS_FAILED)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {RELOADS_FAILED} in /metrics:\n{metrics}"));
+        let failures = sample_value(&metrics, RELOADS_FAILED);
         assert!(failures >= (n + 1) as f64, "{what}: {failures}");
         assert_eq!(sw.metric(RELOADS_OK), 0.0, "{what}");
     }
@@ -556,7 +547,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     })
     .await;
     assert!(loaded, "the config loads once its certificate exists");
-    assert_eq!(sw.running.shared().config.load().generation, 2);
+    assert_eq!(sw.config_generation(), 2);
     // Counted just after the swap that already serves.
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) == 1.0 }).await);
 }
@@ -667,7 +658,7 @@ default_action = {{ fixed_response = {{ status = 200, content_type = "text/plain
     assert_eq!(text(web, "/").await, "one", "the old configuration serves");
     assert_eq!(sw.running.listener_addr("free"), None);
     assert_eq!(sw.running.listener_addr("taken"), None);
-    assert_eq!(sw.running.shared().config.load().generation, 1);
+    assert_eq!(sw.config_generation(), 1);
     assert!(sw.metric(RELOADS_FAILED) >= 1.0);
 
     // With the port free, the same file loads: the port was the only problem.
@@ -799,10 +790,10 @@ connect_timeout = "500ms"
 #[tokio::test]
 async fn target_health_survives_reload_and_removed_targets_drain() {
     let live = Backend::start("live").await;
-    let dead = dead_addr();
+    let dead = dead_port();
     let sw = Seawall::start(&health_config(&[dead, live.addr], 2, "one"));
     let path = sw.dir.path().join("seawall.toml");
-    let group = sw.running.shared().registry.get("app").unwrap();
+    let group = sw.group("app").unwrap();
     let target = |addr: SocketAddr| {
         group
             .members()
@@ -942,17 +933,10 @@ impl ConfigMapDir {
 async fn kubernetes_symlink_swap_reloads_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cm = ConfigMapDir::new(tmp.path(), &fixed_config("v1"));
-    let source = seawall::config::Source::read(&tmp.path().join("seawall.toml")).unwrap();
-    let running = seawall::App::build(&source).unwrap().start().unwrap();
-    let web = running.listener_addr("web").unwrap();
-    let ok = || {
-        running
-            .shared()
-            .metrics
-            .config_reloads_total
-            .with_label_values(&["success"])
-            .get() as f64
-    };
+    let path = tmp.path().join("seawall.toml");
+    let sw = Seawall::start_file(tmp, &path);
+    let web = sw.addr("web");
+    let ok = || sw.metric(RELOADS_OK);
     assert_eq!(text(web, "/").await, "v1");
 
     cm.publish(&fixed_config("v2"));
@@ -980,16 +964,8 @@ async fn kubernetes_symlink_swap_reloads_exactly_once() {
     );
     assert_eq!(settled_reloads(ok, 3.0).await, 3.0);
     assert_eq!(text(web, "/").await, "edited");
-    assert_eq!(
-        running
-            .shared()
-            .metrics
-            .config_reloads_total
-            .with_label_values(&["failure"])
-            .get(),
-        0
-    );
-    running.stop();
+    assert_eq!(sw.metric(RELOADS_FAILED), 0.0);
+    sw.running.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1074,11 +1050,11 @@ async fn request_in_flight_to_a_removed_group_completes_then_its_targets_close()
         "the slow request reached the backend"
     );
 
-    let target = sw.running.shared().registry.get("old").unwrap().members()[0].clone();
+    let target = sw.group("old").unwrap().members()[0].clone();
 
     replace(&path, &with_group(false));
     sw.running.reload().await.unwrap();
-    assert!(sw.running.shared().registry.get("old").is_none());
+    assert!(sw.group("old").is_none());
     assert!(!in_flight.is_finished());
     assert_eq!(target.state(), State::Draining);
     assert!(!target.closed().is_cancelled());
@@ -1182,7 +1158,7 @@ async fn settings_read_at_start_are_reported_as_needing_a_restart() {
     };
     assert_eq!(restart_needed().await, serde_json::json!([]));
 
-    let elsewhere = dead_addr();
+    let elsewhere = dead_port();
     replace(&path, &config(&elsewhere.to_string(), 2, "two"));
     let info = sw.running.reload().await.unwrap();
     assert_eq!(info.restart_needed, ["admin.bind", "runtime.workers"]);

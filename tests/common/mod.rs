@@ -108,7 +108,12 @@ impl Seawall {
         prepare(dir.path());
         let path = dir.path().join("seawall.toml");
         std::fs::write(&path, config).unwrap();
-        let source = seawall::config::Source::read(&path).unwrap();
+        Self::start_file(dir, &path)
+    }
+
+    /// Starts seawall on the config file at `path`, somewhere under `dir` (a symlink, say).
+    pub fn start_file(dir: tempfile::TempDir, path: &std::path::Path) -> Seawall {
+        let source = seawall::config::Source::read(path).unwrap();
         let app = seawall::App::build(&source).unwrap_or_else(|e| panic!("config:\n{e}"));
         let running = app.start().unwrap();
         Seawall { running, dir }
@@ -158,9 +163,7 @@ impl Seawall {
     /// The value of one metric sample written `name` or `name{label="value",...}`, or 0 when
     /// absent. See [`metric_value`].
     pub fn metric(&self, sample: &str) -> f64 {
-        let (name, labels) = parse_sample(sample);
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        metric_value(&self.metrics_text(), name, &labels)
+        sample_value(&self.metrics_text(), sample)
     }
 
     /// The run-time state of target group `name` (membership, health), if it exists.
@@ -224,26 +227,45 @@ fn parse_sample(sample: &str) -> (&str, Vec<(&str, String)>) {
     (name, labels)
 }
 
+/// The samples of the Prometheus `text` (comments left out): name, labels, value.
+fn samples(text: &str) -> impl Iterator<Item = (&str, Vec<(&str, String)>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, labels) = parse_sample(series);
+            Some((name, labels, value.trim().parse().unwrap()))
+        })
+}
+
 /// The value of the sample of metric `name` in the Prometheus `text` whose labels are exactly
 /// `labels` (in any order), or 0 when there is none: a counter not yet incremented is not
 /// rendered at all.
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut want: Vec<(&str, &str)> = labels.to_vec();
     want.sort_unstable();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let n = series.split('{').next().unwrap_or_default();
-            if n != name {
-                return None;
-            }
-            let (_, got) = parse_sample(series);
+    samples(text)
+        .find_map(|(n, got, value)| {
             let mut got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (*k, v.as_str())).collect();
             got.sort_unstable();
-            (got == want).then(|| value.trim().parse().unwrap())
+            (n == name && got == want).then_some(value)
         })
         .unwrap_or(0.0)
+}
+
+/// [`metric_value`] for a sample written `name` or `name{label="value",...}`.
+pub fn sample_value(text: &str, sample: &str) -> f64 {
+    let (name, labels) = parse_sample(sample);
+    let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    metric_value(text, name, &labels)
+}
+
+/// The sum of every sample of metric `name`, whatever their labels.
+pub fn metric_total(text: &str, name: &str) -> f64 {
+    samples(text)
+        .filter(|(n, _, _)| *n == name)
+        .map(|(_, _, v)| v)
+        .sum()
 }
 
 /// The Prometheus text of the admin server at `admin` (a seawall binary's, say).
