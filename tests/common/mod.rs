@@ -275,6 +275,13 @@ pub async fn fetch_metrics(admin: SocketAddr) -> String {
     got.text()
 }
 
+/// Writes `text` to `dir/name`; gives the path.
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// An address on loopback where nothing listens (a port bound, then released): connecting to it
 /// is refused.
 pub fn dead_port() -> SocketAddr {
