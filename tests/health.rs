@@ -39,25 +39,20 @@ struct Group<'a> {
 }
 
 fn config(runtime: &str, groups: &[Group<'_>]) -> String {
-    let mut out = format!("[runtime]\ndrain_timeout = \"1s\"\n{runtime}\n");
+    let mut c = ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .runtime(runtime);
     for g in groups {
-        out += &format!(
-            "\n[[listeners]]\nname = \"{0}\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
-             default_action = {{ forward = \"{0}\" }}\n",
-            g.name
-        );
+        c = c.listener(Listener::http(g.name, g.name));
     }
     for g in groups {
-        let targets: Vec<String> = g.targets.iter().map(|a| format!("\"{a}\"")).collect();
-        out += &format!(
-            "\n[[target_groups]]\nname = \"{}\"\ntargets = [{}]\n{}\n  [target_groups.health_check]\n{}\n",
-            g.name,
-            targets.join(", "),
-            g.extra,
-            g.health
+        c = c.target_group(
+            TargetGroup::new(g.name, g.targets)
+                .line(g.extra)
+                .health_check(g.health),
         );
     }
-    out
+    c.build()
 }
 
 fn group<'a>(name: &'a str, targets: &'a [SocketAddr], health: &'a str) -> Group<'a> {

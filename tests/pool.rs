@@ -17,26 +17,15 @@ use tokio::time::Instant;
 /// An http listener "web" forwarding to the group "app" with `targets`; `extra` lines go in the
 /// group's table. Health checks every 100 ms, so targets are healthy quickly.
 fn config(targets: &[SocketAddr], extra: &str) -> String {
-    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[[target_groups]]
-name = "app"
-targets = [{}]
-health_check = {{ interval = "100ms", timeout = "50ms", healthy_threshold = 2 }}
-{extra}
-"#,
-        targets.join(", ")
-    )
+    ConfigBuilder::new()
+        .admin("")
+        .listener(Listener::http("web", "app"))
+        .target_group(
+            TargetGroup::new("app", targets)
+                .line("health_check = { interval = \"100ms\", timeout = \"50ms\", healthy_threshold = 2 }")
+                .line(extra),
+        )
+        .build()
 }
 
 /// GET `path` through seawall over the client connection `c`.

@@ -3,7 +3,7 @@
 //! lines (`line`, `raw`), which keeps the builder small while each test still says exactly which
 //! keys it sets.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 /// A whole seawall.toml: `[admin]`, `[runtime]`, `[[certificates]]`, `[[listeners]]` and
@@ -109,6 +109,12 @@ impl ConfigBuilder {
     }
 }
 
+impl fmt::Display for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.build())
+    }
+}
+
 /// One `[[listeners]]` table on 127.0.0.1:0.
 #[derive(Clone)]
 pub struct Listener {
@@ -198,6 +204,12 @@ impl Listener {
     }
 }
 
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.build())
+    }
+}
+
 /// One `[[target_groups]]` table.
 #[derive(Clone)]
 pub struct TargetGroup {
@@ -243,6 +255,12 @@ impl TargetGroup {
             push_lines(&mut out, health, "  ");
         }
         out + "\n"
+    }
+}
+
+impl fmt::Display for TargetGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.build())
     }
 }
 
