@@ -330,59 +330,25 @@ const APP: &str = "app.example.test";
 /// target with ALPN h2 (both `protocol_version = "http2"`), and everything else to an HTTP/1.1
 /// target.
 fn http2_config(web: &Backend, h2c: &Target, h2tls: &Target) -> String {
-    let rules = r#"
-  [[listeners.rules]]
-  priority = 10
-  match = { path = ["/h2c/*"] }
-  action = { forward = "h2c" }
-
-  [[listeners.rules]]
-  priority = 20
-  match = { path = ["/h2tls/*"] }
-  action = { forward = "h2tls" }
-"#;
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["{APP}"]
-
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "web" }}
-{rules}
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "web" }}
-{rules}
-[[target_groups]]
-name = "web"
-targets = ["{web}"]
-
-[[target_groups]]
-name = "h2c"
-protocol = "http"
-protocol_version = "http2"
-targets = ["{h2c}"]
-
-[[target_groups]]
-name = "h2tls"
-protocol = "https"
-protocol_version = "http2"
-targets = ["{h2tls}"]
-"#,
-        web = web.addr,
-        h2c = h2c.addr,
-        h2tls = h2tls.addr,
-    )
+    let rules = |l: Listener| {
+        l.rule(10, &path("/h2c/*"), &forward("h2c"))
+            .rule(20, &path("/h2tls/*"), &forward("h2tls"))
+    };
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .self_signed("dev", &[APP])
+        .listener(rules(Listener::https("https", &["dev"], "web")))
+        .listener(rules(Listener::http("http", "web")))
+        .target_group(TargetGroup::new("web", &[web.addr]))
+        .target_group(
+            TargetGroup::new("h2c", &[h2c.addr])
+                .line("protocol = \"http\"\nprotocol_version = \"http2\""),
+        )
+        .target_group(
+            TargetGroup::new("h2tls", &[h2tls.addr])
+                .line("protocol = \"https\"\nprotocol_version = \"http2\""),
+        )
+        .build()
 }
 
 struct Http2Setup {
@@ -671,7 +637,7 @@ const GRPC_HOST: &str = "grpc.example.test";
 /// and `test.H1` go to a TLS target, a target that refuses connections, a group with no targets,
 /// a group with a 500 ms response timeout, and an http1 group.
 fn grpc_config(grpc: &Target, grpc_tls: &Target, dead: SocketAddr) -> String {
-    let mut rules = String::new();
+    let mut https = Listener::https("https", &["dev"], "grpc");
     for (i, (service, group)) in [
         ("test.Tls", "grpc-tls"),
         ("test.Dead", "dead"),
@@ -682,63 +648,26 @@ fn grpc_config(grpc: &Target, grpc_tls: &Target, dead: SocketAddr) -> String {
     .into_iter()
     .enumerate()
     {
-        rules.push_str(&format!(
-            "  [[listeners.rules]]\n  priority = {}\n  match = {{ path = [\"/{service}/*\"] }}\n  action = {{ forward = \"{group}\" }}\n\n",
-            10 * (i + 1)
-        ));
+        https = https.rule(
+            10 * (i as u32 + 1),
+            &path(&format!("/{service}/*")),
+            &forward(group),
+        );
     }
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["{GRPC_HOST}"]
-
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "grpc" }}
-
-{rules}
-[[target_groups]]
-name = "grpc"
-protocol = "http"
-protocol_version = "grpc"
-targets = ["{grpc}"]
-
-[[target_groups]]
-name = "grpc-tls"
-protocol = "https"
-protocol_version = "grpc"
-targets = ["{grpc_tls}"]
-
-[[target_groups]]
-name = "dead"
-protocol_version = "grpc"
-targets = ["{dead}"]
-
-[[target_groups]]
-name = "empty"
-protocol_version = "grpc"
-targets = []
-
-[[target_groups]]
-name = "slow"
-protocol_version = "grpc"
-response_timeout = "500ms"
-targets = ["{grpc}"]
-
-[[target_groups]]
-name = "h1"
-targets = ["{grpc}"]
-"#,
-        grpc = grpc.addr,
-        grpc_tls = grpc_tls.addr,
-    )
+    let grpc_group = |name: &str, targets: &[SocketAddr]| {
+        TargetGroup::new(name, targets).line("protocol_version = \"grpc\"")
+    };
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .self_signed("dev", &[GRPC_HOST])
+        .listener(https)
+        .target_group(grpc_group("grpc", &[grpc.addr]).line("protocol = \"http\""))
+        .target_group(grpc_group("grpc-tls", &[grpc_tls.addr]).line("protocol = \"https\""))
+        .target_group(grpc_group("dead", &[dead]))
+        .target_group(grpc_group("empty", &[]))
+        .target_group(grpc_group("slow", &[grpc.addr]).line("response_timeout = \"500ms\""))
+        .target_group(TargetGroup::new("h1", &[grpc.addr]))
+        .build()
 }
 
 struct GrpcSetup {
