@@ -31,7 +31,7 @@ fn config(admin_extra: &str, groups: &[TargetGroup]) -> String {
     ConfigBuilder::new()
         .admin(admin_extra)
         .runtime("drain_timeout = \"2s\"")
-        .listener(Listener::http("web", "app"))
+        .listener(Listener::http("web").forward("app"))
         .target_groups(groups.iter().cloned())
         .build()
 }

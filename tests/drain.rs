@@ -23,14 +23,14 @@ async fn refused(addr: SocketAddr) -> bool {
 /// drain_timeout (plus other `[runtime]` lines).
 fn drain_config(drain_timeout: Duration, runtime: &str, default_action: &str) -> String {
     drain_base(drain_timeout, runtime)
-        .listener(Listener::http("web", "app").default_action(default_action))
+        .listener(Listener::http("web").default_action(default_action))
         .build()
 }
 
 /// [`drain_config`] forwarding to the target group "app" with `target` as its one target.
 fn drain_config_forwarding(drain_timeout: Duration, runtime: &str, target: SocketAddr) -> String {
     drain_base(drain_timeout, runtime)
-        .listener(Listener::http("web", "app"))
+        .listener(Listener::http("web").forward("app"))
         .target_group(TargetGroup::new("app", &[target]))
         .build()
 }

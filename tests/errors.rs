@@ -24,8 +24,8 @@ fn config(targets: &[SocketAddr], runtime: &str, tg_extra: &str) -> String {
         .runtime("workers = 1\ndrain_timeout = \"5s\"")
         .runtime(runtime)
         .self_signed("dev", &["localhost"])
-        .listener(Listener::http("web", "app"))
-        .listener(Listener::https("secure", &["dev"], "app"))
+        .listener(Listener::http("web").forward("app"))
+        .listener(Listener::https("secure", &["dev"]).forward("app"))
         .target_group(TargetGroup::new("app", targets).line(tg_extra))
         .build()
 }

@@ -337,8 +337,8 @@ fn http2_config(web: &Backend, h2c: &Target, h2tls: &Target) -> String {
     ConfigBuilder::new()
         .runtime("drain_timeout = \"1s\"")
         .self_signed("dev", &[APP])
-        .listener(rules(Listener::https("https", &["dev"], "web")))
-        .listener(rules(Listener::http("http", "web")))
+        .listener(rules(Listener::https("https", &["dev"]).forward("web")))
+        .listener(rules(Listener::http("http").forward("web")))
         .target_group(TargetGroup::new("web", &[web.addr]))
         .target_group(
             TargetGroup::new("h2c", &[h2c.addr])
@@ -637,7 +637,7 @@ const GRPC_HOST: &str = "grpc.example.test";
 /// and `test.H1` go to a TLS target, a target that refuses connections, a group with no targets,
 /// a group with a 500 ms response timeout, and an http1 group.
 fn grpc_config(grpc: &Target, grpc_tls: &Target, dead: SocketAddr) -> String {
-    let mut https = Listener::https("https", &["dev"], "grpc");
+    let mut https = Listener::https("https", &["dev"]).forward("grpc");
     for (i, (service, group)) in [
         ("test.Tls", "grpc-tls"),
         ("test.Dead", "dead"),

@@ -43,7 +43,7 @@ fn config(runtime: &str, groups: &[Group<'_>]) -> String {
         .runtime("drain_timeout = \"1s\"")
         .runtime(runtime);
     for g in groups {
-        c = c.listener(Listener::http(g.name, g.name));
+        c = c.listener(Listener::http(g.name).forward(g.name));
     }
     for g in groups {
         c = c.target_group(

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 fn config(targets: &[SocketAddr], extra: &str) -> String {
     ConfigBuilder::new()
         .admin("")
-        .listener(Listener::http("web", "app"))
+        .listener(Listener::http("web").forward("app"))
         .target_group(
             TargetGroup::new("app", targets)
                 .line("health_check = { interval = \"100ms\", timeout = \"50ms\", healthy_threshold = 2 }")

@@ -38,15 +38,12 @@ fn replace(path: &Path, text: &str) {
 
 /// One plain listener `web` answering `body` itself.
 fn fixed_config(body: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "{body}" }} }}
-"#
-    )
+    fixed_base(body).build()
+}
+
+/// [`fixed_config`], to add to.
+fn fixed_base(body: &str) -> ConfigBuilder {
+    ConfigBuilder::new().listener(Listener::http("web").default_action(&fixed(body)))
 }
 
 /// GET `path` on a fresh plain connection; the body as text, or what went wrong.
@@ -113,45 +110,15 @@ fn load_config(which: Which, target: SocketAddr) -> String {
         Which::A => "fixed-a",
         Which::B => "fixed-b",
     };
-    let rules = format!(
-        r#"
-  [[listeners.rules]]
-  priority = 10
-  match = {{ path = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "{body}" }} }}
-"#
-    );
-    format!(
-        r#"
-[runtime]
-drain_timeout = "5s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["localhost"]
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-{rules}
-
-[[listeners]]
-name = "secure"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "app" }}
-{rules}
-
-[[target_groups]]
-name = "app"
-targets = ["{target}"]
-# Longer than the test: a target a reload takes away keeps its in-flight requests.
-deregistration_delay = "30s"
-"#
-    )
+    let rule = |l: Listener| l.rule(10, &path("/fixed"), &fixed(body));
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"5s\"")
+        .self_signed("dev", &["localhost"])
+        .listener(rule(Listener::http("web").forward("app")))
+        .listener(rule(Listener::https("secure", &["dev"]).forward("app")))
+        // Longer than the test: a target a reload takes away keeps its in-flight requests.
+        .target_group(TargetGroup::new("app", &[target]).line("deregistration_delay = \"30s\""))
+        .build()
 }
 
 /// Which configuration produced an answer; anything else is a failure.
@@ -479,7 +446,7 @@ fn line_of(text: &str, marker: &str) -> u64 {
 
 #[tokio::test]
 async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
-    let good = format!("[admin]\nbind = \"127.0.0.1:0\"\n{}", fixed_config("good"));
+    let good = fixed_base("good").admin("").build();
     let sw = Seawall::start(&good);
     let path = sw.dir.path().join("seawall.toml");
     let web = sw.addr("web");
@@ -677,14 +644,14 @@ async fn listener_added_by_reload_serves_and_removed_one_drains() {
     let backend = Backend::start("b").await;
     // Timeouts longer than the test's patience: the idle connections below must be closed by
     // the drain, not by a timeout.
-    let base = format!(
-        "[runtime]\nheader_timeout = \"60s\"\nidle_timeout = \"60s\"\n{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{}\"]\n",
-        fixed_config("web"),
-        backend.addr
-    );
-    let with_extra = format!(
-        "{base}\n[[listeners]]\nname = \"extra\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\ndefault_action = {{ forward = \"app\" }}\n"
-    );
+    let base = fixed_base("web")
+        .runtime("header_timeout = \"60s\"\nidle_timeout = \"60s\"")
+        .target_group(TargetGroup::new("app", &[backend.addr]));
+    let with_extra = base
+        .clone()
+        .listener(Listener::http("extra").forward("app"))
+        .build();
+    let base = base.build();
     let sw = Seawall::start(&base);
     let path = sw.dir.path().join("seawall.toml");
     assert_eq!(sw.running.listener_addr("extra"), None);
@@ -758,33 +725,21 @@ async fn listener_added_by_reload_serves_and_removed_one_drains() {
 // Target health across reloads
 
 fn health_config(targets: &[SocketAddr], healthy_threshold: u32, body: &str) -> String {
-    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-  [[listeners.rules]]
-  priority = 1
-  match = {{ path = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "{body}" }} }}
-
-[[target_groups]]
-name = "app"
-targets = [{}]
-deregistration_delay = "1s"
-connect_timeout = "500ms"
-  [target_groups.health_check]
-  interval = "200ms"
-  timeout = "100ms"
-  healthy_threshold = {healthy_threshold}
-  unhealthy_threshold = 2
-"#,
-        targets.join(", ")
-    )
+    ConfigBuilder::new()
+        .listener(
+            Listener::http("web")
+                .forward("app")
+                .rule(1, &path("/fixed"), &fixed(body)),
+        )
+        .target_group(
+            TargetGroup::new("app", targets)
+                .line("deregistration_delay = \"1s\"\nconnect_timeout = \"500ms\"")
+                .health_check(&format!(
+                    "interval = \"200ms\"\ntimeout = \"100ms\"\n\
+                     healthy_threshold = {healthy_threshold}\nunhealthy_threshold = 2"
+                )),
+        )
+        .build()
 }
 
 #[tokio::test]
@@ -1076,7 +1031,7 @@ async fn request_in_flight_to_a_removed_group_completes_then_its_targets_close()
 
 /// [`fixed_config`] with a `[runtime]` section.
 fn runtime_config(runtime: &str, body: &str) -> String {
-    format!("[runtime]\n{runtime}\n{}", fixed_config(body))
+    fixed_base(body).runtime(runtime).build()
 }
 
 /// A keep-alive connection that sent one GET; whether its answer came within `wait`.

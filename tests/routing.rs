@@ -257,7 +257,7 @@ async fn round_robin_alternates_between_targets() {
     let sw = Seawall::start(
         &ConfigBuilder::new()
             .raw(RUNTIME)
-            .listener(Listener::http("web", "app"))
+            .listener(Listener::http("web").forward("app"))
             .target_group(group("app", &[a.addr, b.addr]))
             .build(),
     );
@@ -280,8 +280,8 @@ fn both_listeners(backend: SocketAddr) -> String {
     ConfigBuilder::new()
         .raw(RUNTIME)
         .self_signed("default", &["app.example.test"])
-        .listener(Listener::http("http", "app"))
-        .listener(Listener::https("https", &["default"], "app"))
+        .listener(Listener::http("http").forward("app"))
+        .listener(Listener::https("https", &["default"]).forward("app"))
         .target_group(group("app", &[backend]))
         .build()
 }

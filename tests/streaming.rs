@@ -25,8 +25,8 @@ fn config(backend: &Backend) -> String {
     ConfigBuilder::new()
         .runtime("drain_timeout = \"1s\"")
         .self_signed("dev", &["localhost"])
-        .listener(Listener::https("https", &["dev"], "app"))
-        .listener(Listener::http("http", "app"))
+        .listener(Listener::https("https", &["dev"]).forward("app"))
+        .listener(Listener::http("http").forward("app"))
         .target_group(TargetGroup::new("app", &[backend.addr]))
         .build()
 }

@@ -18,7 +18,9 @@ use tokio_rustls::client::TlsStream;
 fn https_config(backend: std::net::SocketAddr, certificates: &str, listener_extra: &str) -> String {
     https_base(
         backend,
-        Listener::https("web", &[], "app").line(listener_extra),
+        Listener::https("web", &[])
+            .forward("app")
+            .line(listener_extra),
     )
     .raw(certificates)
     .build()
@@ -28,7 +30,9 @@ fn https_config(backend: std::net::SocketAddr, certificates: &str, listener_extr
 fn one_cert_config(backend: std::net::SocketAddr, listener_extra: &str) -> String {
     https_base(
         backend,
-        Listener::https("web", &["default"], "app").line(listener_extra),
+        Listener::https("web", &["default"])
+            .forward("app")
+            .line(listener_extra),
     )
     .self_signed("default", &["localhost"])
     .build()

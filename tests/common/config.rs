@@ -134,25 +134,31 @@ struct Rule {
 }
 
 impl Listener {
-    /// A plain-HTTP listener; its default action is `forward(group)` until told otherwise.
-    pub fn http(name: &str, group: &str) -> Listener {
+    /// A plain-HTTP listener. It needs a default action: [`Listener::forward`] or
+    /// [`Listener::default_action`].
+    pub fn http(name: &str) -> Listener {
         Listener {
             name: name.to_string(),
             protocol: "http",
             certificates: Vec::new(),
-            default_action: forward(group),
+            default_action: String::new(),
             lines: Vec::new(),
             rules: Vec::new(),
         }
     }
 
     /// An https listener serving `certificates` (none: set them with `line`).
-    pub fn https(name: &str, certificates: &[&str], group: &str) -> Listener {
+    pub fn https(name: &str, certificates: &[&str]) -> Listener {
         Listener {
             protocol: "https",
             certificates: certificates.iter().map(|c| c.to_string()).collect(),
-            ..Listener::http(name, group)
+            ..Listener::http(name)
         }
+    }
+
+    /// Forwards what no rule takes to `group`.
+    pub fn forward(self, group: &str) -> Self {
+        self.default_action(&forward(group))
     }
 
     /// The default action, as an inline table (see [`forward`] and [`fixed`]).
@@ -179,6 +185,11 @@ impl Listener {
     }
 
     fn build(&self) -> String {
+        assert!(
+            !self.default_action.is_empty(),
+            "listener {} has no default action",
+            self.name
+        );
         let mut out = format!(
             "[[listeners]]\nname = \"{}\"\nbind = \"127.0.0.1:0\"\nprotocol = \"{}\"\n",
             self.name, self.protocol
