@@ -361,8 +361,8 @@ struct Http2Setup {
 
 async fn http2_setup() -> Http2Setup {
     let web = Backend::start("web").await;
-    let h2c = Target::h2c(http_target()).await;
-    let h2tls = Target::h2_tls(http_target()).await;
+    let h2c = Target::start(Serves::H2c, http_target()).await;
+    let h2tls = Target::start(Serves::H2Tls, http_target()).await;
     let sw = Seawall::start(&http2_config(&web, &h2c, &h2tls));
     Http2Setup {
         sw,
@@ -679,8 +679,8 @@ struct GrpcSetup {
 
 async fn grpc_setup() -> GrpcSetup {
     let gate = Arc::new(Notify::new());
-    let grpc = Target::h2c(grpc_target(gate.clone())).await;
-    let grpc_tls = Target::h2_tls(grpc_target(gate.clone())).await;
+    let grpc = Target::start(Serves::H2c, grpc_target(gate.clone())).await;
+    let grpc_tls = Target::start(Serves::H2Tls, grpc_target(gate.clone())).await;
     let dead = dead_port();
     let sw = Seawall::start(&grpc_config(&grpc, &grpc_tls, dead));
     GrpcSetup {

@@ -472,7 +472,7 @@ async fn record(req: Request<Incoming>, log: &Log) -> Request<()> {
 async fn tls_target() -> (Target, Log) {
     let log = Log::default();
     let log2 = log.clone();
-    let target = Target::https(move |req| {
+    let target = Target::start(Serves::Https, move |req| {
         let log = log2.clone();
         async move {
             record(req, &log).await;
@@ -531,7 +531,7 @@ enum GrpcAnswer {
 async fn h2c_target(answer: GrpcAnswer) -> (SocketAddr, Log, Target) {
     let log = Log::default();
     let log2 = log.clone();
-    let target = Target::h2c(move |req| {
+    let target = Target::start(Serves::H2c, move |req| {
         let log = log2.clone();
         async move {
             let req = record(req, &log).await;

@@ -245,7 +245,7 @@ async fn idle_connections_close_when_their_target_is_deregistered() {
 /// An h2c target (HTTP/2 with prior knowledge) that answers after `delay`; its `conns` and
 /// `hits` count the connections and requests other than health checks.
 async fn h2_target(delay: Duration) -> Target {
-    Target::h2c(move |req| async move {
+    Target::start(Serves::H2c, move |req| async move {
         if !is_probe(&req) {
             tokio::time::sleep(delay).await;
         }

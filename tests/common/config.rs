@@ -109,12 +109,6 @@ impl ConfigBuilder {
     }
 }
 
-impl fmt::Display for ConfigBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.build())
-    }
-}
-
 /// One `[[listeners]]` table on 127.0.0.1:0.
 #[derive(Clone)]
 pub struct Listener {
@@ -215,12 +209,6 @@ impl Listener {
     }
 }
 
-impl fmt::Display for Listener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.build())
-    }
-}
-
 /// One `[[target_groups]]` table.
 #[derive(Clone)]
 pub struct TargetGroup {
@@ -269,6 +257,7 @@ impl TargetGroup {
     }
 }
 
+// For the configs written out whole, with their groups spliced in by `format!`.
 impl fmt::Display for TargetGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.build())

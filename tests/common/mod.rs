@@ -10,7 +10,7 @@ pub mod target;
 #[allow(unused_imports)]
 pub use config::{fixed, forward, host, path, ConfigBuilder, Listener, TargetGroup};
 #[allow(unused_imports)]
-pub use target::{Seen, Target};
+pub use target::{Seen, Serves, Target};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

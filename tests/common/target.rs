@@ -56,59 +56,32 @@ pub struct Target {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The HTTP version a [`Target`] serves; the other one fails the connection, so a request that
-/// reaches the handler came as this one.
+/// What a [`Target`] speaks. Each serves one HTTP version only, and the other fails the
+/// connection, so a request that reaches the handler came as that version.
 #[derive(Clone, Copy)]
-enum Speaks {
-    Http1,
-    Http2,
+pub enum Serves {
+    /// HTTP/2 with prior knowledge in plain text.
+    H2c,
+    /// HTTP/2 over TLS, offering ALPN h2 only.
+    H2Tls,
+    /// HTTP/1.1 over TLS, without ALPN.
+    Https,
 }
 
 impl Target {
-    /// HTTP/2 with prior knowledge in plain text (h2c).
-    pub async fn h2c<F, Fut, B>(handler: F) -> Target
+    /// A target speaking `serves`, answering every request with `handler`.
+    pub async fn start<F, Fut, B>(serves: Serves, handler: F) -> Target
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<B>> + Send + 'static,
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        Self::start(None, Speaks::Http2, handler).await
-    }
-
-    /// HTTP/2 over TLS, offering ALPN h2 only.
-    pub async fn h2_tls<F, Fut, B>(handler: F) -> Target
-    where
-        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        Self::start(Some(tls_acceptor(&[b"h2"])), Speaks::Http2, handler).await
-    }
-
-    /// HTTP/1.1 over TLS, without ALPN.
-    pub async fn https<F, Fut, B>(handler: F) -> Target
-    where
-        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        Self::start(Some(tls_acceptor(&[])), Speaks::Http1, handler).await
-    }
-
-    async fn start<F, Fut, B>(
-        tls: Option<tokio_rustls::TlsAcceptor>,
-        speaks: Speaks,
-        handler: F,
-    ) -> Target
-    where
-        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        let tls = match serves {
+            Serves::H2c => None,
+            Serves::H2Tls => Some(tls_acceptor(&[b"h2"])),
+            Serves::Https => Some(tls_acceptor(&[])),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let counts = Counts {
@@ -138,9 +111,9 @@ impl Target {
                             };
                             handshakes.fetch_add(1, Ordering::SeqCst);
                             let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                            serve(tls, speaks, conn, alpn, handler, counts).await;
+                            serve(tls, serves, conn, alpn, handler, counts).await;
                         }
-                        None => serve(tcp, speaks, conn, None, handler, counts).await,
+                        None => serve(tcp, serves, conn, None, handler, counts).await,
                     }
                 });
             }
@@ -191,7 +164,7 @@ struct Counts {
 
 async fn serve<S, F, Fut, B>(
     io: S,
-    speaks: Speaks,
+    serves: Serves,
     conn: usize,
     alpn: Option<Vec<u8>>,
     handler: Arc<F>,
@@ -229,13 +202,13 @@ async fn serve<S, F, Fut, B>(
         async move { Ok::<_, Infallible>(answer.await) }
     });
     let io = TokioIo::new(io);
-    let _ = match speaks {
-        Speaks::Http1 => {
+    let _ = match serves {
+        Serves::Https => {
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)
                 .await
         }
-        Speaks::Http2 => {
+        Serves::H2c | Serves::H2Tls => {
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(io, svc)
                 .await
