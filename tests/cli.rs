@@ -718,9 +718,7 @@ default_action = { fixed_response = { status = 200, body = "plain" } }
     // The gauge goes back to 0 once seawall has seen the clients' connections close.
     let deadline = Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let got = get(p.admin(), false, "127.0.0.1", "/metrics").await;
-        assert_eq!(got.status, 200);
-        let text = got.text();
+        let text = fetch_metrics(p.admin()).await;
         if text.contains("\nseawall_active_connections 0\n") {
             break text;
         }

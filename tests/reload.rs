@@ -500,7 +500,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
 
         // Counted, and visible on the admin server's /metrics (the watcher may have tried the
         // same file too; both fail).
-        let metrics = text(sw.admin(), "/metrics").await;
+        let metrics = fetch_metrics(sw.admin()).await;
         let failures = sample_value(&metrics, RELOADS_FAILED);
         assert!(failures >= (n + 1) as f64, "{what}: {failures}");
         assert_eq!(sw.metric(RELOADS_OK), 0.0, "{what}");

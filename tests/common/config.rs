@@ -1,7 +1,8 @@
 //! seawall.toml text for the tests, built from typed pieces. Every listener binds 127.0.0.1:0 and
 //! `[admin]` too, so tests run side by side; anything the pieces do not model goes in as raw TOML
 //! lines (`line`, `raw`), which keeps the builder small while each test still says exactly which
-//! keys it sets.
+//! keys it sets. Lines given to `admin`, `runtime` and `line` are trimmed and empty ones dropped,
+//! so a test may pass `""` or an indented block.
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
@@ -48,12 +49,6 @@ impl ConfigBuilder {
             name.to_string(),
             vec![format!("self_signed = [{}]", names.join(", "))],
         ));
-        self
-    }
-
-    /// A `[[certificates]]` entry with raw lines (`cert = ...`, `key = ...`).
-    pub fn certificate(mut self, name: &str, extra: &str) -> Self {
-        self.certificates.push((name.to_string(), lines(extra)));
         self
     }
 
@@ -167,8 +162,8 @@ impl Listener {
         self
     }
 
-    /// A `[[listeners.rules]]` entry: `condition` is the `match` inline table (see [`path`] and
-    /// [`host`]), `action` an action's inline table.
+    /// A `[[listeners.rules]]` entry: `condition` is the `match` inline table (see [`path`]),
+    /// `action` an action's inline table.
     pub fn rule(mut self, priority: u32, condition: &str, action: &str) -> Self {
         self.rules.push(Rule {
             priority,
@@ -279,11 +274,6 @@ pub fn fixed(body: &str) -> String {
 /// `{ path = ["..."] }`, a rule's condition.
 pub fn path(pattern: &str) -> String {
     format!("{{ path = [\"{pattern}\"] }}")
-}
-
-/// `{ host = ["..."] }`, a rule's condition.
-pub fn host(pattern: &str) -> String {
-    format!("{{ host = [\"{pattern}\"] }}")
 }
 
 /// The non-empty lines of `text`, trimmed at their ends (a section's indentation is the

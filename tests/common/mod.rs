@@ -8,7 +8,7 @@ pub mod target;
 
 // Not every test file uses every piece.
 #[allow(unused_imports)]
-pub use config::{fixed, forward, host, path, ConfigBuilder, Listener, TargetGroup};
+pub use config::{fixed, forward, path, ConfigBuilder, Listener, TargetGroup};
 #[allow(unused_imports)]
 pub use target::{Seen, Serves, Target};
 

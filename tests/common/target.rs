@@ -129,11 +129,6 @@ impl Target {
         }
     }
 
-    /// Every request that reached the target, in order of arrival.
-    pub fn all_seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
     /// The requests that reached the target for `path` (path and query, exactly).
     pub fn seen(&self, path: &str) -> Vec<Seen> {
         let seen = self.seen.lock().unwrap();
