@@ -26,35 +26,19 @@ use tokio_tungstenite::tungstenite::Message;
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The admin server on port 0 (with `admin_extra` in `[admin]`), an http listener "web" that
-/// forwards to the group "app", and the `[[target_groups]]` tables in `groups`.
-fn config(admin_extra: &str, groups: &str) -> String {
-    format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-{admin_extra}
-
-[runtime]
-drain_timeout = "2s"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-{groups}
-"#
-    )
+/// forwards to the group "app", and the target groups `groups`.
+fn config(admin_extra: &str, groups: &[TargetGroup]) -> String {
+    ConfigBuilder::new()
+        .admin(admin_extra)
+        .runtime("drain_timeout = \"2s\"")
+        .listener(Listener::http("web").forward("app"))
+        .target_groups(groups.iter().cloned())
+        .build()
 }
 
-/// One `[[target_groups]]` table; `extra` lines go in it.
-fn group(name: &str, targets: &[SocketAddr], extra: &str) -> String {
-    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "[[target_groups]]\nname = \"{name}\"\ntargets = [{}]\n{extra}\n",
-        targets.join(", ")
-    )
+/// One target group; `extra` lines go in its table.
+fn group(name: &str, targets: &[SocketAddr], extra: &str) -> TargetGroup {
+    TargetGroup::new(name, targets).line(extra)
 }
 
 /// One admin request on a fresh connection.
@@ -152,7 +136,7 @@ fn in_flight(group: &Value) -> u64 {
 /// targets at a known moment rather than a test of the checker; the backends answer 200 on the
 /// health-check path, so the checker, where it runs, agrees.
 fn set_healthy(sw: &Seawall, group: &str, addr: SocketAddr) {
-    let g = sw.running.control().registry.get(group).unwrap();
+    let g = sw.group(group).unwrap();
     let t = g
         .members()
         .iter()
@@ -207,12 +191,11 @@ async fn targets_are_described_in_albs_shape() {
     );
     let sw = Seawall::start(&config(
         "",
-        &format!(
-            "{}{}",
+        &[
             group("app", &[a.addr, b.addr], ""),
             // No listener forwards to "spare": its target is unused.
             group("spare", &[c.addr], "health_check = { port = 9999 }"),
-        ),
+        ],
     ));
     let got = admin(&sw, Method::GET, "/targets", &[], Bytes::new()).await;
     assert_eq!(got.status, StatusCode::OK);
@@ -270,7 +253,7 @@ async fn targets_are_described_in_albs_shape() {
 #[tokio::test]
 async fn a_registered_target_is_listed_and_gets_traffic() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let sw = Seawall::start(&config("", &group("app", &[a.addr], "")));
+    let sw = Seawall::start(&config("", &[group("app", &[a.addr], "")]));
 
     let got = change(&sw, "register", "app", &[b.addr]).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
@@ -311,7 +294,11 @@ async fn a_deregistered_target_drains_then_disappears() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let sw = Seawall::start(&config(
         "",
-        &group("app", &[a.addr, b.addr], "deregistration_delay = \"3s\""),
+        &[group(
+            "app",
+            &[a.addr, b.addr],
+            "deregistration_delay = \"3s\"",
+        )],
     ));
     let web = sw.addr("web");
     let long = tokio::spawn(async move { get(web, false, "app.test", "/delay?ms=1500").await });
@@ -373,7 +360,7 @@ async fn streams_still_open_when_the_delay_ends_are_cut() {
     let x = Backend::start("x").await;
     let sw = Seawall::start(&config(
         "",
-        &group("app", &[x.addr], "deregistration_delay = \"1s\""),
+        &[group("app", &[x.addr], "deregistration_delay = \"1s\"")],
     ));
     let web = sw.addr("web");
 
@@ -452,7 +439,7 @@ async fn the_token_guards_changes_but_not_reads() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let sw = Seawall::start(&config(
         "token = \"t0ken-Xyz\"",
-        &group("app", &[a.addr], ""),
+        &[group("app", &[a.addr], "")],
     ));
     let body = json!({ "target_group": "app", "targets": [b.addr.to_string()] }).to_string();
     for auth in [
@@ -621,7 +608,7 @@ name = "app"
 #[tokio::test]
 async fn bad_requests_get_a_reason() {
     let a = Backend::start("a").await;
-    let sw = Seawall::start(&config("", &group("app", &[a.addr], "")));
+    let sw = Seawall::start(&config("", &[group("app", &[a.addr], "")]));
     let post = |path: &'static str, body: String| {
         let sw = &sw;
         async move {
@@ -729,11 +716,11 @@ async fn least_outstanding_sends_new_work_away_from_a_busy_target() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let sw = Seawall::start(&config(
         "",
-        &group(
+        &[group(
             "app",
             &[a.addr],
             "algorithm = \"least_outstanding_requests\"",
-        ),
+        )],
     ));
     set_healthy(&sw, "app", a.addr);
     // With "a" alone in the group, the slow requests all go to it.
@@ -765,7 +752,7 @@ async fn least_outstanding_sends_new_work_away_from_a_busy_target() {
 #[tokio::test]
 async fn outstanding_counts_return_to_zero_after_clients_abort() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let sw = Seawall::start(&config("", &group("app", &[a.addr, b.addr], "")));
+    let sw = Seawall::start(&config("", &[group("app", &[a.addr, b.addr], "")]));
     let web = sw.addr("web");
 
     // Clients waiting for a response head that never comes...
@@ -807,7 +794,7 @@ async fn slow_start_gives_a_new_target_a_small_share() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let sw = Seawall::start(&config(
         "",
-        &group("app", &[a.addr], "slow_start = \"30s\""),
+        &[group("app", &[a.addr], "slow_start = \"30s\"")],
     ));
     // "a" was registered into an empty group, so it starts at full weight (as in ALB); "b"
     // joins a group with a healthy target, so it ramps up from a tenth of its share.
@@ -833,7 +820,11 @@ async fn weighted_random_spreads_over_every_target() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let sw = Seawall::start(&config(
         "",
-        &group("app", &[a.addr, b.addr], "algorithm = \"weighted_random\""),
+        &[group(
+            "app",
+            &[a.addr, b.addr],
+            "algorithm = \"weighted_random\"",
+        )],
     ));
     set_healthy(&sw, "app", a.addr);
     set_healthy(&sw, "app", b.addr);
@@ -850,7 +841,7 @@ async fn weighted_random_spreads_over_every_target() {
 #[tokio::test]
 async fn post_reload_applies_the_file_and_reports_failures_with_their_line() {
     let token = "token = \"s3cret\"";
-    let sw = Seawall::start(&config(token, &group("app", &[], "")));
+    let sw = Seawall::start(&config(token, &[group("app", &[], "")]));
     let path = sw.dir.path().join("seawall.toml");
     let auth = [("authorization", "Bearer s3cret")];
 
@@ -933,7 +924,7 @@ async fn api_targets_survive_a_reload_that_drains_a_config_target() {
     );
     // Long enough that "b" is still draining when the test ends.
     let delay = "deregistration_delay = \"30s\"";
-    let sw = Seawall::start(&config("", &group("app", &[a.addr, b.addr], delay)));
+    let sw = Seawall::start(&config("", &[group("app", &[a.addr, b.addr], delay)]));
     let path = sw.dir.path().join("seawall.toml");
     assert_eq!(
         change(&sw, "register", "app", &[api.addr]).await.status,
@@ -949,7 +940,7 @@ async fn api_targets_survive_a_reload_that_drains_a_config_target() {
     assert!(all_healthy(&all), "{all}");
 
     // The file now lists "a" alone, applied by POST /reload.
-    replace(&path, &config("", &group("app", &[a.addr], delay)));
+    replace(&path, &config("", &[group("app", &[a.addr], delay)]));
     let reloaded = admin(&sw, Method::POST, "/reload", &[], Bytes::new()).await;
     assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.text());
 
@@ -994,9 +985,9 @@ async fn api_targets_survive_a_reload_that_drains_a_config_target() {
 
 #[tokio::test]
 async fn concurrent_post_reloads_each_reload_and_a_taken_port_is_a_409() {
-    let sw = Seawall::start(&config("", &group("app", &[], "")));
+    let sw = Seawall::start(&config("", &[group("app", &[], "")]));
     let path = sw.dir.path().join("seawall.toml");
-    let generation = || sw.running.control().config.load().generation;
+    let generation = || sw.config_generation();
     let ok = "seawall_config_reloads_total{result=\"success\"}";
     let failed = "seawall_config_reloads_total{result=\"failure\"}";
     let (gen0, ok0) = (generation(), sw.metric(ok));

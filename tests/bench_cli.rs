@@ -247,11 +247,7 @@ fn requests_limit_stops_at_the_count_and_counts_statuses() {
 
 #[test]
 fn refused_connections_are_counted_not_fatal() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-        // Dropped here: the port now refuses connections.
-    };
+    let port = common::dead_port().port();
     let url = format!("https://127.0.0.1:{port}/");
     let r = run_json(&["-k", "-c", "2", "-n", "10", &url]);
     assert_eq!(n(&r["requests"]), 0, "{r}");

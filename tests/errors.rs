@@ -20,38 +20,14 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// that these tests run on the single-threaded runtime seawall uses then (the other test files
 /// use the multi-threaded one, with a worker per core).
 fn config(targets: &[SocketAddr], runtime: &str, tg_extra: &str) -> String {
-    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        r#"
-[runtime]
-workers = 1
-drain_timeout = "5s"
-{runtime}
-
-[[certificates]]
-name = "dev"
-self_signed = ["localhost"]
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[[listeners]]
-name = "secure"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "app" }}
-
-[[target_groups]]
-name = "app"
-targets = [{}]
-{tg_extra}
-"#,
-        targets.join(", ")
-    )
+    ConfigBuilder::new()
+        .runtime("workers = 1\ndrain_timeout = \"5s\"")
+        .runtime(runtime)
+        .self_signed("dev", &["localhost"])
+        .listener(Listener::http("web").forward("app"))
+        .listener(Listener::https("secure", &["dev"]).forward("app"))
+        .target_group(TargetGroup::new("app", targets).line(tg_extra))
+        .build()
 }
 
 /// What came back on a raw connection, and whether the server closed it.
@@ -182,10 +158,7 @@ async fn killed_target_gets_502() {
 
 #[tokio::test]
 async fn port_with_nothing_listening_gets_502() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = dead_port();
     let sw = Seawall::start(&config(&[addr], "", ""));
     assert_generated_error(&sw, "/x", 502, "502 Bad Gateway\n").await;
 }

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,12 +24,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tonic::codec::Streaming;
 use tonic::metadata::MetadataMap;
@@ -50,136 +46,12 @@ async fn within<F: Future>(f: F) -> F::Output {
 // HTTP/2 targets
 
 type TargetBody = tonic::body::Body;
-type Handler = Arc<
+/// What an HTTP/2 [`Target`] answers with.
+type Handler = Box<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<TargetBody>> + Send>>
         + Send
         + Sync,
 >;
-
-/// What a target saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    /// Which accepted connection carried it (numbered from 0).
-    conn: usize,
-    /// The ALPN protocol of a TLS connection.
-    alpn: Option<Vec<u8>>,
-    version: Version,
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-/// An HTTP/2-only server on 127.0.0.1:0 (prior knowledge in plain text, ALPN h2 over TLS): an
-/// HTTP/1 request fails its connection, so a request that reaches `handler` came as HTTP/2.
-struct H2Target {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl H2Target {
-    async fn start(tls: bool, handler: Handler) -> H2Target {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tls.then(target_tls);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
-        let task = tokio::spawn(async move {
-            for conn in 0.. {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (handler, seen, acceptor) = (handler.clone(), seen2.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    match acceptor {
-                        Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                            serve_h2(tls, conn, alpn, handler, seen).await;
-                        }
-                        None => serve_h2(tcp, conn, None, handler, seen).await,
-                    }
-                });
-            }
-        });
-        H2Target { addr, seen, task }
-    }
-
-    /// The requests that reached the target for `path` (path and query, exactly).
-    fn seen(&self, path: &str) -> Vec<Seen> {
-        let seen = self.seen.lock().unwrap();
-        seen.iter().filter(|s| s.path == path).cloned().collect()
-    }
-
-    /// The one request for `path`.
-    fn seen_once(&self, path: &str) -> Seen {
-        let mut all = self.seen(path);
-        assert_eq!(all.len(), 1, "requests for {path}: {all:?}");
-        all.pop().unwrap()
-    }
-}
-
-impl Drop for H2Target {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A TLS server side that offers h2 only, with a certificate generated as seawall generates its
-/// own.
-fn target_tls() -> tokio_rustls::TlsAcceptor {
-    let cert = seawall::tls::self_signed(&["target.test".to_string()]).unwrap();
-    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-}
-
-async fn serve_h2<S>(
-    io: S,
-    conn: usize,
-    alpn: Option<Vec<u8>>,
-    handler: Handler,
-    seen: Arc<Mutex<Vec<Seen>>>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req: Request<Incoming>| {
-        seen.lock().unwrap().push(Seen {
-            conn,
-            alpn: alpn.clone(),
-            version: req.version(),
-            method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(String::new, |p| p.to_string()),
-            headers: req.headers().clone(),
-        });
-        let answer = handler(req);
-        async move { Ok::<_, Infallible>(answer.await) }
-    });
-    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), svc)
-        .await;
-}
 
 /// Plain HTTP on HTTP/2, by the path's last segment:
 /// - `upload`: answers `<sha256 hex> <length>` of the request body;
@@ -187,7 +59,7 @@ async fn serve_h2<S>(
 /// - `echo`: streams the request body back as it arrives;
 /// - anything else: `ok`.
 fn http_target() -> Handler {
-    Arc::new(|req: Request<Incoming>| {
+    Box::new(|req: Request<Incoming>| {
         Box::pin(async move {
             let last = req
                 .uri()
@@ -358,7 +230,7 @@ fn trailers_method() -> Response<TargetBody> {
 /// The gRPC target: methods by the path's last segment, whatever the service name (the test
 /// routes by service name), `Hang` never answers, and anything else is UNIMPLEMENTED.
 fn grpc_target(gate: Arc<Notify>) -> Handler {
-    Arc::new(move |req: Request<Incoming>| {
+    Box::new(move |req: Request<Incoming>| {
         let gate = gate.clone();
         Box::pin(async move {
             let method = req
@@ -457,74 +329,40 @@ const APP: &str = "app.example.test";
 /// An https and an http listener, each forwarding `/h2c/*` to an h2c target, `/h2tls/*` to a TLS
 /// target with ALPN h2 (both `protocol_version = "http2"`), and everything else to an HTTP/1.1
 /// target.
-fn http2_config(web: &Backend, h2c: &H2Target, h2tls: &H2Target) -> String {
-    let rules = r#"
-  [[listeners.rules]]
-  priority = 10
-  match = { path = ["/h2c/*"] }
-  action = { forward = "h2c" }
-
-  [[listeners.rules]]
-  priority = 20
-  match = { path = ["/h2tls/*"] }
-  action = { forward = "h2tls" }
-"#;
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["{APP}"]
-
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "web" }}
-{rules}
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "web" }}
-{rules}
-[[target_groups]]
-name = "web"
-targets = ["{web}"]
-
-[[target_groups]]
-name = "h2c"
-protocol = "http"
-protocol_version = "http2"
-targets = ["{h2c}"]
-
-[[target_groups]]
-name = "h2tls"
-protocol = "https"
-protocol_version = "http2"
-targets = ["{h2tls}"]
-"#,
-        web = web.addr,
-        h2c = h2c.addr,
-        h2tls = h2tls.addr,
-    )
+fn http2_config(web: &Backend, h2c: &Target, h2tls: &Target) -> String {
+    let rules = |l: Listener| {
+        l.rule(10, &path("/h2c/*"), &forward("h2c"))
+            .rule(20, &path("/h2tls/*"), &forward("h2tls"))
+    };
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .self_signed("dev", &[APP])
+        .listener(rules(Listener::https("https", &["dev"]).forward("web")))
+        .listener(rules(Listener::http("http").forward("web")))
+        .target_group(TargetGroup::new("web", &[web.addr]))
+        .target_group(
+            TargetGroup::new("h2c", &[h2c.addr])
+                .line("protocol = \"http\"\nprotocol_version = \"http2\""),
+        )
+        .target_group(
+            TargetGroup::new("h2tls", &[h2tls.addr])
+                .line("protocol = \"https\"\nprotocol_version = \"http2\""),
+        )
+        .build()
 }
 
 struct Http2Setup {
     sw: Seawall,
     /// The HTTP/1.1 target of the default group, kept alive with the setup.
     _web: Backend,
-    h2c: H2Target,
-    h2tls: H2Target,
+    h2c: Target,
+    h2tls: Target,
 }
 
 async fn http2_setup() -> Http2Setup {
     let web = Backend::start("web").await;
-    let h2c = H2Target::start(false, http_target()).await;
-    let h2tls = H2Target::start(true, http_target()).await;
+    let h2c = Target::start(Serves::H2c, http_target()).await;
+    let h2tls = Target::start(Serves::H2Tls, http_target()).await;
     let sw = Seawall::start(&http2_config(&web, &h2c, &h2tls));
     Http2Setup {
         sw,
@@ -798,8 +636,8 @@ const GRPC_HOST: &str = "grpc.example.test";
 /// `grpc` group (h2c target); services named `test.Tls`, `test.Dead`, `test.Empty`, `test.Slow`
 /// and `test.H1` go to a TLS target, a target that refuses connections, a group with no targets,
 /// a group with a 500 ms response timeout, and an http1 group.
-fn grpc_config(grpc: &H2Target, grpc_tls: &H2Target, dead: SocketAddr) -> String {
-    let mut rules = String::new();
+fn grpc_config(grpc: &Target, grpc_tls: &Target, dead: SocketAddr) -> String {
+    let mut https = Listener::https("https", &["dev"]).forward("grpc");
     for (i, (service, group)) in [
         ("test.Tls", "grpc-tls"),
         ("test.Dead", "dead"),
@@ -810,82 +648,40 @@ fn grpc_config(grpc: &H2Target, grpc_tls: &H2Target, dead: SocketAddr) -> String
     .into_iter()
     .enumerate()
     {
-        rules.push_str(&format!(
-            "  [[listeners.rules]]\n  priority = {}\n  match = {{ path = [\"/{service}/*\"] }}\n  action = {{ forward = \"{group}\" }}\n\n",
-            10 * (i + 1)
-        ));
+        https = https.rule(
+            10 * (i as u32 + 1),
+            &path(&format!("/{service}/*")),
+            &forward(group),
+        );
     }
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["{GRPC_HOST}"]
-
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "grpc" }}
-
-{rules}
-[[target_groups]]
-name = "grpc"
-protocol = "http"
-protocol_version = "grpc"
-targets = ["{grpc}"]
-
-[[target_groups]]
-name = "grpc-tls"
-protocol = "https"
-protocol_version = "grpc"
-targets = ["{grpc_tls}"]
-
-[[target_groups]]
-name = "dead"
-protocol_version = "grpc"
-targets = ["{dead}"]
-
-[[target_groups]]
-name = "empty"
-protocol_version = "grpc"
-targets = []
-
-[[target_groups]]
-name = "slow"
-protocol_version = "grpc"
-response_timeout = "500ms"
-targets = ["{grpc}"]
-
-[[target_groups]]
-name = "h1"
-targets = ["{grpc}"]
-"#,
-        grpc = grpc.addr,
-        grpc_tls = grpc_tls.addr,
-    )
+    let grpc_group = |name: &str, targets: &[SocketAddr]| {
+        TargetGroup::new(name, targets).line("protocol_version = \"grpc\"")
+    };
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .self_signed("dev", &[GRPC_HOST])
+        .listener(https)
+        .target_group(grpc_group("grpc", &[grpc.addr]).line("protocol = \"http\""))
+        .target_group(grpc_group("grpc-tls", &[grpc_tls.addr]).line("protocol = \"https\""))
+        .target_group(grpc_group("dead", &[dead]))
+        .target_group(grpc_group("empty", &[]))
+        .target_group(grpc_group("slow", &[grpc.addr]).line("response_timeout = \"500ms\""))
+        .target_group(TargetGroup::new("h1", &[grpc.addr]))
+        .build()
 }
 
 struct GrpcSetup {
     sw: Seawall,
-    grpc: H2Target,
-    grpc_tls: H2Target,
+    grpc: Target,
+    grpc_tls: Target,
     gate: Arc<Notify>,
 }
 
 async fn grpc_setup() -> GrpcSetup {
     let gate = Arc::new(Notify::new());
-    let grpc = H2Target::start(false, grpc_target(gate.clone())).await;
-    let grpc_tls = H2Target::start(true, grpc_target(gate.clone())).await;
-    // A port that refuses connections: bound, then released.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let grpc = Target::start(Serves::H2c, grpc_target(gate.clone())).await;
+    let grpc_tls = Target::start(Serves::H2Tls, grpc_target(gate.clone())).await;
+    let dead = dead_port();
     let sw = Seawall::start(&grpc_config(&grpc, &grpc_tls, dead));
     GrpcSetup {
         sw,

@@ -14,8 +14,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use seawall::targets::{Origin, Reason, State, Update};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -41,25 +39,20 @@ struct Group<'a> {
 }
 
 fn config(runtime: &str, groups: &[Group<'_>]) -> String {
-    let mut out = format!("[runtime]\ndrain_timeout = \"1s\"\n{runtime}\n");
+    let mut c = ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .runtime(runtime);
     for g in groups {
-        out += &format!(
-            "\n[[listeners]]\nname = \"{0}\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
-             default_action = {{ forward = \"{0}\" }}\n",
-            g.name
-        );
+        c = c.listener(Listener::http(g.name).forward(g.name));
     }
     for g in groups {
-        let targets: Vec<String> = g.targets.iter().map(|a| format!("\"{a}\"")).collect();
-        out += &format!(
-            "\n[[target_groups]]\nname = \"{}\"\ntargets = [{}]\n{}\n  [target_groups.health_check]\n{}\n",
-            g.name,
-            targets.join(", "),
-            g.extra,
-            g.health
+        c = c.target_group(
+            TargetGroup::new(g.name, g.targets)
+                .line(g.extra)
+                .health_check(g.health),
         );
     }
-    out
+    c.build()
 }
 
 fn group<'a>(name: &'a str, targets: &'a [SocketAddr], health: &'a str) -> Group<'a> {
@@ -73,12 +66,7 @@ fn group<'a>(name: &'a str, targets: &'a [SocketAddr], health: &'a str) -> Group
 
 /// The state and reason of the non-draining target at `addr` in `group`.
 fn state(sw: &Seawall, group: &str, addr: SocketAddr) -> (State, Option<Reason>) {
-    let g = sw
-        .running
-        .control()
-        .registry
-        .get(group)
-        .expect("group exists");
+    let g = sw.group(group).expect("group exists");
     let members = g.members();
     let t = members
         .iter()
@@ -103,32 +91,23 @@ async fn wait_state(sw: &Seawall, group: &str, addr: SocketAddr, want: State) ->
     }
 }
 
-/// A sample of the Prometheus text: the line named `name` carrying every one of `labels`.
-fn metric(sw: &Seawall, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = sw.running.control().plane.metrics.render();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0.0, |v| v.parse().unwrap())
-}
-
 fn checks(sw: &Seawall, group: &str, result: &str) -> f64 {
-    metric(
-        sw,
+    metric_value(
+        &sw.metrics_text(),
         "seawall_health_checks_total",
         &[("target_group", group), ("result", result)],
     )
 }
 
 fn gauges(sw: &Seawall, group: &str) -> (f64, f64) {
+    let text = sw.metrics_text();
     (
-        metric(sw, "seawall_healthy_targets", &[("target_group", group)]),
-        metric(sw, "seawall_unhealthy_targets", &[("target_group", group)]),
+        metric_value(&text, "seawall_healthy_targets", &[("target_group", group)]),
+        metric_value(
+            &text,
+            "seawall_unhealthy_targets",
+            &[("target_group", group)],
+        ),
     )
 }
 
@@ -144,12 +123,6 @@ async fn wait_gauges(sw: &Seawall, group: &str, want: (f64, f64)) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// A port on loopback with nothing listening.
-fn dead_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// A GET through `listener`; gives the status and the id of the backend that answered, if any.
@@ -411,13 +384,12 @@ healthy_threshold = 2"#;
             group("fast", &[b2.addr, b3.addr], FAST),
         ],
     ));
-    let registry = &sw.running.control().registry;
     wait_state(&sw, "slow", b1.addr, State::Healthy).await;
 
     // Registered mid-interval: probed at once, not at the group's next tick.
     let new = Backend::start("new").await;
-    let added = registry
-        .get("slow")
+    let added = sw
+        .group("slow")
         .unwrap()
         .apply(Origin::Api, Update::Add(vec![new.addr]), Duration::ZERO)
         .added;
@@ -429,7 +401,7 @@ healthy_threshold = 2"#;
     // Deregistered: draining, and its probes stop.
     wait_state(&sw, "fast", b2.addr, State::Healthy).await;
     wait_state(&sw, "fast", b3.addr, State::Healthy).await;
-    registry.get("fast").unwrap().apply(
+    sw.group("fast").unwrap().apply(
         Origin::Api,
         Update::Remove(vec![b3.addr]),
         Duration::from_secs(60),
@@ -458,15 +430,7 @@ async fn a_reload_restarts_the_checks_with_new_settings_and_keeps_target_state()
     // What a reload does once the new file has compiled: swap the snapshot, then apply membership.
     let after = redirect("200-399");
     let text = config("", &[group("app", &[b.addr], &after)]);
-    let source =
-        seawall::config::Source::new(sw.dir.path().join("seawall.toml"), sw.dir.path(), text);
-    let cfg = seawall::config::load(&source).unwrap();
-    let control = sw.running.control();
-    let snapshot = seawall::config::compile::load_and_compile(&source, &cfg)
-        .unwrap()
-        .attach(&control.registry, &control.plane.metrics);
-    control.plane.snapshot.store(Arc::new(snapshot));
-    control.plane.snapshot.load().apply_membership();
+    sw.swap_config(text);
 
     // The target kept its state: unhealthy, it needs healthy_threshold passes, not one.
     wait_state(&sw, "app", b.addr, State::Healthy).await;
@@ -510,58 +474,25 @@ async fn record(req: Request<Incoming>, log: &Log) -> Request<()> {
     Request::from_parts(parts, ())
 }
 
-/// An HTTPS (HTTP/1.1) target with a self-signed certificate; counts completed handshakes.
-async fn tls_target() -> (
-    SocketAddr,
-    Log,
-    Arc<AtomicUsize>,
-    tokio::task::JoinHandle<()>,
-) {
-    let cert = seawall::tls::self_signed(&["127.0.0.1".to_string()]).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(seawall::tls::provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-            cert.loaded.key,
-        )));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (log, handshakes) = (Log::default(), Arc::new(AtomicUsize::new(0)));
-    let (log2, handshakes2) = (log.clone(), handshakes.clone());
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            while conns.try_join_next().is_some() {}
-            let (acceptor, log, handshakes) = (acceptor.clone(), log2.clone(), handshakes2.clone());
-            conns.spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                handshakes.fetch_add(1, Ordering::SeqCst);
-                let svc = service_fn(move |req| {
-                    let log = log.clone();
-                    async move {
-                        record(req, &log).await;
-                        Ok::<_, Infallible>(Response::new(empty()))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
+/// An HTTPS (HTTP/1.1) target answering 200, recording what it saw in the log.
+async fn tls_target() -> (Target, Log) {
+    let log = Log::default();
+    let log2 = log.clone();
+    let target = Target::start(Serves::Https, move |req| {
+        let log = log2.clone();
+        async move {
+            record(req, &log).await;
+            Response::new(empty())
         }
-    });
-    (addr, log, handshakes, task)
+    })
+    .await;
+    (target, log)
 }
 
 #[tokio::test]
 async fn https_groups_check_over_tls() {
-    let (tls_addr, log, handshakes, _task) = tls_target().await;
+    let (target, log) = tls_target().await;
+    let (tls_addr, handshakes) = (target.addr, &target.handshakes);
     let plain = Backend::start("plain").await;
     let health = r#"interval = "500ms"
 timeout = "400ms"
@@ -603,61 +534,41 @@ enum GrpcAnswer {
 
 /// A plain-text HTTP/2 (prior knowledge) target: the gRPC health path answers as `answer`
 /// says; anything else answers 200.
-async fn h2c_target(answer: GrpcAnswer) -> (SocketAddr, Log, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn h2c_target(answer: GrpcAnswer) -> (SocketAddr, Log, Target) {
     let log = Log::default();
     let log2 = log.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            while conns.try_join_next().is_some() {}
-            let log = log2.clone();
-            conns.spawn(async move {
-                let svc = service_fn(move |req| {
-                    let log = log.clone();
-                    async move {
-                        let req = record(req, &log).await;
-                        let resp = if req.uri().path() != "/AWS.ALB/healthcheck" {
-                            Response::new(empty())
-                        } else {
-                            match answer {
-                                GrpcAnswer::Trailers(code) => {
-                                    let mut trailers = HeaderMap::new();
-                                    trailers.insert("grpc-status", code.into());
-                                    let frames = [
-                                        Frame::data(Bytes::from_static(&[0; 5])),
-                                        Frame::trailers(trailers),
-                                    ];
-                                    Response::builder()
-                                        .header("content-type", "application/grpc")
-                                        .body(BodyExt::boxed(StreamBody::new(
-                                            futures_util::stream::iter(
-                                                frames.map(Ok::<_, Infallible>),
-                                            ),
-                                        )))
-                                        .unwrap()
-                                }
-                                GrpcAnswer::HeadersOnly(code) => Response::builder()
-                                    .header("content-type", "application/grpc")
-                                    .header("grpc-status", code)
-                                    .body(empty())
-                                    .unwrap(),
-                            }
-                        };
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+    let target = Target::start(Serves::H2c, move |req| {
+        let log = log2.clone();
+        async move {
+            let req = record(req, &log).await;
+            if req.uri().path() != "/AWS.ALB/healthcheck" {
+                return Response::new(empty());
+            }
+            match answer {
+                GrpcAnswer::Trailers(code) => {
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", code.into());
+                    let frames = [
+                        Frame::data(Bytes::from_static(&[0; 5])),
+                        Frame::trailers(trailers),
+                    ];
+                    Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                            frames.map(Ok::<_, Infallible>),
+                        ))))
+                        .unwrap()
+                }
+                GrpcAnswer::HeadersOnly(code) => Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", code)
+                    .body(empty())
+                    .unwrap(),
+            }
         }
-    });
-    (addr, log, task)
+    })
+    .await;
+    (target.addr, log, target)
 }
 
 #[tokio::test]
@@ -740,9 +651,8 @@ unhealthy_threshold = 2"#;
 
 /// The member of `group` at `addr`.
 fn member(sw: &Seawall, group: &str, addr: SocketAddr) -> Arc<seawall::targets::Target> {
-    let g = sw.running.control().registry.get(group).unwrap();
-    let found = g.members().iter().find(|t| t.addr == addr).cloned();
-    found.unwrap_or_else(|| panic!("{addr} is a member of {group}"))
+    sw.member(group, addr)
+        .unwrap_or_else(|| panic!("{addr} is a member of {group}"))
 }
 
 /// Kills a backend and waits until its port refuses connections.
@@ -984,7 +894,7 @@ timeout = "250ms"
 healthy_threshold = 2
 unhealthy_threshold = 2"#;
     let sw = Seawall::start(&config("", &[group("app", &[a, b], health)]));
-    let g = sw.running.control().registry.get("app").unwrap();
+    let g = sw.group("app").unwrap();
     let start = Instant::now();
     let mut churned = 0;
     while a_probes.load(Ordering::SeqCst) < 6 || b_probes.load(Ordering::SeqCst) < 6 {

@@ -4,15 +4,12 @@
 mod common;
 use common::*;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -20,26 +17,15 @@ use tokio::time::Instant;
 /// An http listener "web" forwarding to the group "app" with `targets`; `extra` lines go in the
 /// group's table. Health checks every 100 ms, so targets are healthy quickly.
 fn config(targets: &[SocketAddr], extra: &str) -> String {
-    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[[target_groups]]
-name = "app"
-targets = [{}]
-health_check = {{ interval = "100ms", timeout = "50ms", healthy_threshold = 2 }}
-{extra}
-"#,
-        targets.join(", ")
-    )
+    ConfigBuilder::new()
+        .admin("")
+        .listener(Listener::http("web").forward("app"))
+        .target_group(
+            TargetGroup::new("app", targets)
+                .line("health_check = { interval = \"100ms\", timeout = \"50ms\", healthy_threshold = 2 }")
+                .line(extra),
+        )
+        .build()
 }
 
 /// GET `path` through seawall over the client connection `c`.
@@ -256,52 +242,22 @@ async fn idle_connections_close_when_their_target_is_deregistered() {
     );
 }
 
-/// An h2c target (HTTP/2 with prior knowledge) that answers after `delay`, counting the
-/// connections that carried requests other than health checks.
-async fn h2_target(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let (conns2, requests2) = (conns.clone(), requests.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let (conns, requests) = (conns2.clone(), requests2.clone());
-            let carried = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (conns, requests, carried) =
-                        (conns.clone(), requests.clone(), carried.clone());
-                    async move {
-                        let probe = req
-                            .headers()
-                            .get("user-agent")
-                            .is_some_and(|v| v.as_bytes().starts_with(b"ELB-HealthChecker"));
-                        if !probe {
-                            requests.fetch_add(1, Ordering::SeqCst);
-                            if !carried.swap(true, Ordering::SeqCst) {
-                                conns.fetch_add(1, Ordering::SeqCst);
-                            }
-                            tokio::time::sleep(delay).await;
-                        }
-                        Ok::<_, Infallible>(http::Response::new(body("h2 ok")))
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+/// An h2c target (HTTP/2 with prior knowledge) that answers after `delay`; its `conns` and
+/// `hits` count the connections and requests other than health checks.
+async fn h2_target(delay: Duration) -> Target {
+    Target::start(Serves::H2c, move |req| async move {
+        if !is_probe(&req) {
+            tokio::time::sleep(delay).await;
         }
-    });
-    (addr, conns, requests)
+        http::Response::new(body("h2 ok"))
+    })
+    .await
 }
 
 #[tokio::test]
 async fn an_http2_group_sends_concurrent_requests_on_one_connection() {
-    let (addr, conns, requests) = h2_target(Duration::from_millis(200)).await;
+    let target = h2_target(Duration::from_millis(200)).await;
+    let (addr, conns, requests) = (target.addr, &target.conns.opened, &target.hits);
     let sw = Seawall::start(&config(&[addr], "protocol_version = \"http2\""));
     sw.wait_healthy("app").await;
     let web = sw.addr("web");

@@ -36,23 +36,14 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A port that was free a moment ago: a target with nothing listening.
-fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// One plain listener `web` answering `body` itself.
 fn fixed_config(body: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "{body}" }} }}
-"#
-    )
+    fixed_base(body).build()
+}
+
+/// [`fixed_config`], to add to.
+fn fixed_base(body: &str) -> ConfigBuilder {
+    ConfigBuilder::new().listener(Listener::http("web").default_action(&fixed(body)))
 }
 
 /// GET `path` on a fresh plain connection; the body as text, or what went wrong.
@@ -119,45 +110,15 @@ fn load_config(which: Which, target: SocketAddr) -> String {
         Which::A => "fixed-a",
         Which::B => "fixed-b",
     };
-    let rules = format!(
-        r#"
-  [[listeners.rules]]
-  priority = 10
-  match = {{ path = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "{body}" }} }}
-"#
-    );
-    format!(
-        r#"
-[runtime]
-drain_timeout = "5s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["localhost"]
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-{rules}
-
-[[listeners]]
-name = "secure"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "app" }}
-{rules}
-
-[[target_groups]]
-name = "app"
-targets = ["{target}"]
-# Longer than the test: a target a reload takes away keeps its in-flight requests.
-deregistration_delay = "30s"
-"#
-    )
+    let rule = |l: Listener| l.rule(10, &path("/fixed"), &fixed(body));
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"5s\"")
+        .self_signed("dev", &["localhost"])
+        .listener(rule(Listener::http("web").forward("app")))
+        .listener(rule(Listener::https("secure", &["dev"]).forward("app")))
+        // Longer than the test: a target a reload takes away keeps its in-flight requests.
+        .target_group(TargetGroup::new("app", &[target]).line("deregistration_delay = \"30s\""))
+        .build()
 }
 
 /// Which configuration produced an answer; anything else is a failure.
@@ -320,7 +281,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
 
     // Let every client get going on the first configuration.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let generation_before = sw.running.control().config.load().generation;
+    let generation_before = sw.config_generation();
     let mut which = Which::A;
     for i in 0..100 {
         which = if which == Which::A {
@@ -401,7 +362,7 @@ async fn hundred_reloads_under_load_fail_no_request() {
     assert_eq!(sw.metric(RELOADS_FAILED), 0.0);
     // The API asked for 100; the watcher may have added some of its own for the same writes.
     assert!(sw.metric(RELOADS_OK) >= 100.0, "{report:?}");
-    let generation = sw.running.control().config.load().generation;
+    let generation = sw.config_generation();
     assert!(generation >= generation_before + 100);
     assert_eq!(
         sw.metric("seawall_config_generation"),
@@ -464,7 +425,7 @@ async fn rotated_certificate_files_are_served_to_new_handshakes() {
     }
     let rotated = last == ["new.example.test"];
     assert!(rotated, "still serving {last:?}");
-    assert!(sw.running.control().config.load().generation >= 2);
+    assert!(sw.config_generation() >= 2);
     // Counted just after the swap that already serves.
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) >= 1.0 }).await);
 
@@ -485,7 +446,7 @@ fn line_of(text: &str, marker: &str) -> u64 {
 
 #[tokio::test]
 async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
-    let good = format!("[admin]\nbind = \"127.0.0.1:0\"\n{}", fixed_config("good"));
+    let good = fixed_base("good").admin("").build();
     let sw = Seawall::start(&good);
     let path = sw.dir.path().join("seawall.toml");
     let web = sw.addr("web");
@@ -535,15 +496,12 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
 
         // Nothing changed: the same listener answers with the old configuration.
         assert_eq!(text(web, "/").await, "good", "{what}");
-        assert_eq!(sw.running.control().config.load().generation, 1, "{what}");
+        assert_eq!(sw.config_generation(), 1, "{what}");
 
         // Counted, and visible on the admin server's /metrics (the watcher may have tried the
         // same file too; both fail).
-        let metrics = text(sw.admin(), "/metrics").await;
-        let failures: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(RELOADS_FAILED)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {RELOADS_FAILED} in /metrics:\n{metrics}"));
+        let metrics = fetch_metrics(sw.admin()).await;
+        let failures = sample_value(&metrics, RELOADS_FAILED);
         assert!(failures >= (n + 1) as f64, "{what}: {failures}");
         assert_eq!(sw.metric(RELOADS_OK), 0.0, "{what}");
     }
@@ -556,7 +514,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     })
     .await;
     assert!(loaded, "the config loads once its certificate exists");
-    assert_eq!(sw.running.control().config.load().generation, 2);
+    assert_eq!(sw.config_generation(), 2);
     // Counted just after the swap that already serves.
     assert!(eventually(PATIENCE, || async { sw.metric(RELOADS_OK) == 1.0 }).await);
 }
@@ -667,7 +625,7 @@ default_action = {{ fixed_response = {{ status = 200, content_type = "text/plain
     assert_eq!(text(web, "/").await, "one", "the old configuration serves");
     assert_eq!(sw.running.listener_addr("free"), None);
     assert_eq!(sw.running.listener_addr("taken"), None);
-    assert_eq!(sw.running.control().config.load().generation, 1);
+    assert_eq!(sw.config_generation(), 1);
     assert!(sw.metric(RELOADS_FAILED) >= 1.0);
 
     // With the port free, the same file loads: the port was the only problem.
@@ -686,14 +644,14 @@ async fn listener_added_by_reload_serves_and_removed_one_drains() {
     let backend = Backend::start("b").await;
     // Timeouts longer than the test's patience: the idle connections below must be closed by
     // the drain, not by a timeout.
-    let base = format!(
-        "[runtime]\nheader_timeout = \"60s\"\nidle_timeout = \"60s\"\n{}\n[[target_groups]]\nname = \"app\"\ntargets = [\"{}\"]\n",
-        fixed_config("web"),
-        backend.addr
-    );
-    let with_extra = format!(
-        "{base}\n[[listeners]]\nname = \"extra\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\ndefault_action = {{ forward = \"app\" }}\n"
-    );
+    let base = fixed_base("web")
+        .runtime("header_timeout = \"60s\"\nidle_timeout = \"60s\"")
+        .target_group(TargetGroup::new("app", &[backend.addr]));
+    let with_extra = base
+        .clone()
+        .listener(Listener::http("extra").forward("app"))
+        .build();
+    let base = base.build();
     let sw = Seawall::start(&base);
     let path = sw.dir.path().join("seawall.toml");
     assert_eq!(sw.running.listener_addr("extra"), None);
@@ -767,42 +725,30 @@ async fn listener_added_by_reload_serves_and_removed_one_drains() {
 // Target health across reloads
 
 fn health_config(targets: &[SocketAddr], healthy_threshold: u32, body: &str) -> String {
-    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-  [[listeners.rules]]
-  priority = 1
-  match = {{ path = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "{body}" }} }}
-
-[[target_groups]]
-name = "app"
-targets = [{}]
-deregistration_delay = "1s"
-connect_timeout = "500ms"
-  [target_groups.health_check]
-  interval = "200ms"
-  timeout = "100ms"
-  healthy_threshold = {healthy_threshold}
-  unhealthy_threshold = 2
-"#,
-        targets.join(", ")
-    )
+    ConfigBuilder::new()
+        .listener(
+            Listener::http("web")
+                .forward("app")
+                .rule(1, &path("/fixed"), &fixed(body)),
+        )
+        .target_group(
+            TargetGroup::new("app", targets)
+                .line("deregistration_delay = \"1s\"\nconnect_timeout = \"500ms\"")
+                .health_check(&format!(
+                    "interval = \"200ms\"\ntimeout = \"100ms\"\n\
+                     healthy_threshold = {healthy_threshold}\nunhealthy_threshold = 2"
+                )),
+        )
+        .build()
 }
 
 #[tokio::test]
 async fn target_health_survives_reload_and_removed_targets_drain() {
     let live = Backend::start("live").await;
-    let dead = dead_addr();
+    let dead = dead_port();
     let sw = Seawall::start(&health_config(&[dead, live.addr], 2, "one"));
     let path = sw.dir.path().join("seawall.toml");
-    let group = sw.running.control().registry.get("app").unwrap();
+    let group = sw.group("app").unwrap();
     let target = |addr: SocketAddr| {
         group
             .members()
@@ -942,18 +888,10 @@ impl ConfigMapDir {
 async fn kubernetes_symlink_swap_reloads_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cm = ConfigMapDir::new(tmp.path(), &fixed_config("v1"));
-    let source = seawall::config::Source::read(&tmp.path().join("seawall.toml")).unwrap();
-    let running = seawall::App::build(&source).unwrap().start().unwrap();
-    let web = running.listener_addr("web").unwrap();
-    let ok = || {
-        running
-            .control()
-            .plane
-            .metrics
-            .config_reloads_total
-            .with_label_values(&["success"])
-            .get() as f64
-    };
+    let path = tmp.path().join("seawall.toml");
+    let sw = Seawall::start_file(tmp, &path);
+    let web = sw.addr("web");
+    let ok = || sw.metric(RELOADS_OK);
     assert_eq!(text(web, "/").await, "v1");
 
     cm.publish(&fixed_config("v2"));
@@ -981,17 +919,8 @@ async fn kubernetes_symlink_swap_reloads_exactly_once() {
     );
     assert_eq!(settled_reloads(ok, 3.0).await, 3.0);
     assert_eq!(text(web, "/").await, "edited");
-    assert_eq!(
-        running
-            .control()
-            .plane
-            .metrics
-            .config_reloads_total
-            .with_label_values(&["failure"])
-            .get(),
-        0
-    );
-    running.stop();
+    assert_eq!(sw.metric(RELOADS_FAILED), 0.0);
+    sw.running.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1076,11 +1005,11 @@ async fn request_in_flight_to_a_removed_group_completes_then_its_targets_close()
         "the slow request reached the backend"
     );
 
-    let target = sw.running.control().registry.get("old").unwrap().members()[0].clone();
+    let target = sw.group("old").unwrap().members()[0].clone();
 
     replace(&path, &with_group(false));
     sw.running.reload().await.unwrap();
-    assert!(sw.running.control().registry.get("old").is_none());
+    assert!(sw.group("old").is_none());
     assert!(!in_flight.is_finished());
     assert_eq!(target.state(), State::Draining);
     assert!(!target.closed().is_cancelled());
@@ -1102,7 +1031,7 @@ async fn request_in_flight_to_a_removed_group_completes_then_its_targets_close()
 
 /// [`fixed_config`] with a `[runtime]` section.
 fn runtime_config(runtime: &str, body: &str) -> String {
-    format!("[runtime]\n{runtime}\n{}", fixed_config(body))
+    fixed_base(body).runtime(runtime).build()
 }
 
 /// A keep-alive connection that sent one GET; whether its answer came within `wait`.
@@ -1184,7 +1113,7 @@ async fn settings_read_at_start_are_reported_as_needing_a_restart() {
     };
     assert_eq!(restart_needed().await, serde_json::json!([]));
 
-    let elsewhere = dead_addr();
+    let elsewhere = dead_port();
     replace(&path, &config(&elsewhere.to_string(), 2, "two"));
     let info = sw.running.reload().await.unwrap();
     assert_eq!(info.restart_needed, ["admin.bind", "runtime.workers"]);
@@ -1205,40 +1134,33 @@ async fn settings_read_at_start_are_reported_as_needing_a_restart() {
 #[tokio::test]
 async fn a_reload_failing_in_compile_leaves_the_target_registry_as_it_was() {
     let backend = Backend::start("a").await;
-    let group = |name: &str, target: SocketAddr| {
-        format!("\n[[target_groups]]\nname = \"{name}\"\ntargets = [\"{target}\"]\n")
+    let app = || TargetGroup::new("app", &[backend.addr]);
+    let sw = Seawall::start(
+        &ConfigBuilder::new()
+            .listener(Listener::http("web").forward("app"))
+            .target_group(app())
+            .build(),
+    );
+    let names = |groups: &[Arc<seawall::targets::GroupState>]| -> Vec<String> {
+        groups.iter().map(|g| g.name.to_string()).collect()
     };
-    let listener = |forward: &str| {
-        format!(
-            "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\ndefault_action = {{ forward = \"{forward}\" }}\n"
-        )
-    };
-    let sw = Seawall::start(&format!(
-        "{}{}",
-        listener("app"),
-        group("app", backend.addr)
-    ));
-    let registry = &sw.running.control().registry;
-    let before: Vec<_> = registry.groups();
+    let before = sw.groups();
     let members_before = before[0].members().clone();
 
     // Valid up to the compile step: a new group beside a certificate that cannot be read.
-    let broken = format!(
-        "[[certificates]]\nname = \"gone\"\ncert = \"gone.pem\"\nkey = \"gone-key.pem\"\n{}{}{}",
-        listener("extra"),
-        group("app", backend.addr),
-        group("extra", dead_addr()),
-    );
+    let broken = ConfigBuilder::new()
+        .raw("[[certificates]]\nname = \"gone\"\ncert = \"gone.pem\"\nkey = \"gone-key.pem\"")
+        .listener(Listener::http("web").forward("extra"))
+        .target_group(app())
+        .target_group(TargetGroup::new("extra", &[dead_port()]))
+        .build();
     replace(&sw.dir.path().join("seawall.toml"), &broken);
     sw.running
         .reload()
         .await
         .expect_err("the certificate is missing");
 
-    let after = registry.groups();
-    let names = |g: &[Arc<seawall::targets::GroupState>]| -> Vec<String> {
-        g.iter().map(|g| g.name.to_string()).collect()
-    };
+    let after = sw.groups();
     assert_eq!(names(&after), names(&before), "no group was added");
     assert!(Arc::ptr_eq(&after[0], &before[0]), "the same state");
     assert!(

@@ -25,18 +25,15 @@ async fn who(addr: SocketAddr, host: &str, path: &str) -> String {
     }
 }
 
+/// The configs below that are about rules are written out whole, as a user would write them.
 const RUNTIME: &str = r#"
 [runtime]
 idle_timeout = "5s"
 header_timeout = "2s"
 "#;
 
-fn group(name: &str, targets: &[SocketAddr]) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
-        "[[target_groups]]\nname = \"{name}\"\ntargets = [{}]\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\n",
-        list.join(", ")
-    )
+fn group(name: &str, targets: &[SocketAddr]) -> TargetGroup {
+    TargetGroup::new(name, targets).line("connect_timeout = \"1s\"\nresponse_timeout = \"5s\"")
 }
 
 #[tokio::test]
@@ -257,17 +254,13 @@ default_action = {{ redirect = {{ protocol = "https", port = "8443" }} }}
 #[tokio::test]
 async fn round_robin_alternates_between_targets() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let sw = Seawall::start(&format!(
-        r#"{RUNTIME}
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-{}"#,
-        group("app", &[a.addr, b.addr]),
-    ));
+    let sw = Seawall::start(
+        &ConfigBuilder::new()
+            .raw(RUNTIME)
+            .listener(Listener::http("web").forward("app"))
+            .target_group(group("app", &[a.addr, b.addr]))
+            .build(),
+    );
     sw.wait_healthy("app").await;
     let mut seen = Vec::new();
     for _ in 0..10 {
@@ -284,28 +277,13 @@ default_action = {{ forward = "app" }}
 
 /// An http listener `http` and an https listener `https`, both forwarding to `backend`.
 fn both_listeners(backend: SocketAddr) -> String {
-    format!(
-        r#"{RUNTIME}
-[[certificates]]
-name = "default"
-self_signed = ["app.example.test"]
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["default"]
-default_action = {{ forward = "app" }}
-
-{}"#,
-        group("app", &[backend])
-    )
+    ConfigBuilder::new()
+        .raw(RUNTIME)
+        .self_signed("default", &["app.example.test"])
+        .listener(Listener::http("http").forward("app"))
+        .listener(Listener::https("https", &["default"]).forward("app"))
+        .target_group(group("app", &[backend]))
+        .build()
 }
 
 fn assert_trace_id_shape(id: &str) {

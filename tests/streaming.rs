@@ -22,34 +22,13 @@ const TEN_MIB: usize = 10 * 1024 * 1024;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn config(backend: &Backend) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
-[[certificates]]
-name = "dev"
-self_signed = ["localhost"]
-
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-protocol = "https"
-certificates = ["dev"]
-default_action = {{ forward = "app" }}
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[[target_groups]]
-name = "app"
-targets = ["{}"]
-"#,
-        backend.addr
-    )
+    ConfigBuilder::new()
+        .runtime("drain_timeout = \"1s\"")
+        .self_signed("dev", &["localhost"])
+        .listener(Listener::https("https", &["dev"]).forward("app"))
+        .listener(Listener::http("http").forward("app"))
+        .target_group(TargetGroup::new("app", &[backend.addr]))
+        .build()
 }
 
 /// One client connection to the https listener, HTTP/1.1 or HTTP/2 as ALPN chose.

@@ -13,37 +13,39 @@ use rustls::ProtocolVersion;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// An https listener `web` with the given extra listener keys, forwarding to `backend`.
+/// An https listener `web` with the given extra listener keys, forwarding to `backend`, and the
+/// `[[certificates]]` tables in `certificates`.
 fn https_config(backend: std::net::SocketAddr, certificates: &str, listener_extra: &str) -> String {
-    format!(
-        r#"
-[runtime]
-handshake_timeout = "2s"
-idle_timeout = "5s"
-
-{certificates}
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "https"
-{listener_extra}
-default_action = {{ forward = "app" }}
-
-[[target_groups]]
-name = "app"
-targets = ["{backend}"]
-connect_timeout = "1s"
-response_timeout = "5s"
-"#
+    https_base(
+        backend,
+        Listener::https("web", &[])
+            .forward("app")
+            .line(listener_extra),
     )
+    .raw(certificates)
+    .build()
 }
 
 /// [`https_config`] with one self-signed certificate for `localhost`.
 fn one_cert_config(backend: std::net::SocketAddr, listener_extra: &str) -> String {
-    let certs = "[[certificates]]\nname = \"default\"\nself_signed = [\"localhost\"]\n";
-    let extra = format!("certificates = [\"default\"]\n{listener_extra}");
-    https_config(backend, certs, &extra)
+    https_base(
+        backend,
+        Listener::https("web", &["default"])
+            .forward("app")
+            .line(listener_extra),
+    )
+    .self_signed("default", &["localhost"])
+    .build()
+}
+
+fn https_base(backend: std::net::SocketAddr, web: Listener) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .runtime("handshake_timeout = \"2s\"\nidle_timeout = \"5s\"")
+        .listener(web)
+        .target_group(
+            TargetGroup::new("app", &[backend])
+                .line("connect_timeout = \"1s\"\nresponse_timeout = \"5s\""),
+        )
 }
 
 /// One GET over an HTTP/1.1 connection on an established TLS stream.

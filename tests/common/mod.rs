@@ -2,7 +2,15 @@
 //! 127.0.0.1:0), rcgen certificates written to a temp folder, and real TLS/HTTP clients.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod process;
+pub mod target;
+
+// Not every test file uses every piece.
+#[allow(unused_imports)]
+pub use config::{fixed, forward, path, ConfigBuilder, Listener, TargetGroup};
+#[allow(unused_imports)]
+pub use target::{Seen, Serves, Target};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -100,7 +108,12 @@ impl Seawall {
         prepare(dir.path());
         let path = dir.path().join("seawall.toml");
         std::fs::write(&path, config).unwrap();
-        let source = seawall::config::Source::read(&path).unwrap();
+        Self::start_file(dir, &path)
+    }
+
+    /// Starts seawall on the config file at `path`, somewhere under `dir` (a symlink, say).
+    pub fn start_file(dir: tempfile::TempDir, path: &std::path::Path) -> Seawall {
+        let source = seawall::config::Source::read(path).unwrap();
         let app = seawall::App::build(&source).unwrap_or_else(|e| panic!("config:\n{e}"));
         let running = app.start().unwrap();
         Seawall { running, dir }
@@ -125,12 +138,7 @@ impl Seawall {
     /// see.
     pub async fn wait_healthy(&self, group: &str) {
         let start = std::time::Instant::now();
-        let g = self
-            .running
-            .control()
-            .registry
-            .get(group)
-            .expect("group exists");
+        let g = self.group(group).expect("group exists");
         while !g
             .members()
             .iter()
@@ -144,13 +152,156 @@ impl Seawall {
         }
     }
 
-    /// The value of one metric sample line (`name{labels}`), or 0 when absent.
-    pub fn metric(&self, sample: &str) -> f64 {
-        let text = self.running.control().plane.metrics.render();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
+    // Everything below reaches into seawall's run-time state. The tests go through these methods
+    // only, so that a change in how `Running` exposes that state is made here and nowhere else.
+
+    /// The Prometheus text the admin server's /metrics would answer.
+    pub fn metrics_text(&self) -> String {
+        self.running.control().plane.metrics.render()
     }
+
+    /// The value of one metric sample written `name` or `name{label="value",...}`, or 0 when
+    /// absent. See [`metric_value`].
+    pub fn metric(&self, sample: &str) -> f64 {
+        sample_value(&self.metrics_text(), sample)
+    }
+
+    /// The run-time state of target group `name` (membership, health), if it exists.
+    pub fn group(&self, name: &str) -> Option<Arc<seawall::targets::GroupState>> {
+        self.running.control().registry.get(name)
+    }
+
+    /// Every configured target group's run-time state, sorted by name.
+    pub fn groups(&self) -> Vec<Arc<seawall::targets::GroupState>> {
+        self.running.control().registry.groups()
+    }
+
+    /// The first member of `group` at `addr`, draining or not.
+    pub fn member(&self, group: &str, addr: SocketAddr) -> Option<Arc<seawall::targets::Target>> {
+        let g = self.group(group)?;
+        let found = g.members().iter().find(|t| t.addr == addr).cloned();
+        found
+    }
+
+    /// The generation of the configuration in force (1 at start, one more per reload).
+    pub fn config_generation(&self) -> u64 {
+        self.running.control().config.load().generation
+    }
+
+    /// Puts `text` in force the way a reload does once the file has compiled, without the
+    /// reload's own bookkeeping: swap the snapshot, then apply its membership.
+    pub fn swap_config(&self, text: String) {
+        let source = seawall::config::Source::new(
+            self.dir.path().join("seawall.toml"),
+            self.dir.path(),
+            text,
+        );
+        let cfg = seawall::config::load(&source).unwrap();
+        let control = self.running.control();
+        let snapshot = seawall::config::compile::load_and_compile(&source, &cfg)
+            .unwrap()
+            .attach(&control.registry, &control.plane.metrics);
+        control.plane.snapshot.store(Arc::new(snapshot));
+        control.plane.snapshot.load().apply_membership();
+    }
+}
+
+/// Splits a sample `name{a="1",b="2"}` (or a bare `name`) into its name and labels; label
+/// values are unescaped.
+fn parse_sample(sample: &str) -> (&str, Vec<(&str, String)>) {
+    let Some((name, mut rest)) = sample.split_once('{') else {
+        return (sample, Vec::new());
+    };
+    let mut labels = Vec::new();
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => break after.len(),
+                },
+                Some((i, '"')) => break i + 1,
+                Some((_, c)) => value.push(c),
+                None => break after.len(),
+            }
+        };
+        labels.push((key.trim_start_matches(','), value));
+        rest = &after[end..];
+    }
+    (name, labels)
+}
+
+/// The samples of the Prometheus `text` (comments left out): name, labels, value.
+fn samples(text: &str) -> impl Iterator<Item = (&str, Vec<(&str, String)>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, labels) = parse_sample(series);
+            Some((name, labels, value.trim().parse().unwrap()))
+        })
+}
+
+/// The value of the sample of metric `name` in the Prometheus `text` whose labels are exactly
+/// `labels` (in any order), or 0 when there is none: a counter not yet incremented is not
+/// rendered at all.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut want: Vec<(&str, &str)> = labels.to_vec();
+    want.sort_unstable();
+    samples(text)
+        .find_map(|(n, got, value)| {
+            let mut got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            got.sort_unstable();
+            (n == name && got == want).then_some(value)
+        })
+        .unwrap_or(0.0)
+}
+
+/// [`metric_value`] for a sample written `name` or `name{label="value",...}`.
+pub fn sample_value(text: &str, sample: &str) -> f64 {
+    let (name, labels) = parse_sample(sample);
+    let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    metric_value(text, name, &labels)
+}
+
+/// The sum of every sample of metric `name`, whatever their labels.
+pub fn metric_total(text: &str, name: &str) -> f64 {
+    samples(text)
+        .filter(|(n, _, _)| *n == name)
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// The Prometheus text of the admin server at `admin` (a seawall binary's, say).
+pub async fn fetch_metrics(admin: SocketAddr) -> String {
+    let got = get(admin, false, "127.0.0.1", "/metrics").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    got.text()
+}
+
+/// Writes `text` to `dir/name`; gives the path.
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An address on loopback where nothing listens (a port bound, then released): connecting to it
+/// is refused.
+pub fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Whether `req` is one of seawall's health checks (ALB's health-checker User-Agent) rather than
+/// proxied traffic a test counts.
+pub fn is_probe<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get("user-agent")
+        .is_some_and(|v| v.as_bytes().starts_with(b"ELB-HealthChecker"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,13 +380,7 @@ impl Backend {
                         let (id, hits, probes) = (id.clone(), hits.clone(), probes.clone());
                         let (carried, counts) = (carried2.clone(), counts2.clone());
                         async move {
-                            // Health checks are seawall's own traffic, not the requests a test
-                            // counts.
-                            let probe = req
-                                .headers()
-                                .get("user-agent")
-                                .is_some_and(|v| v.as_bytes().starts_with(b"ELB-HealthChecker"));
-                            if probe {
+                            if is_probe(&req) {
                                 probes.fetch_add(1, Ordering::SeqCst);
                             } else {
                                 hits.fetch_add(1, Ordering::SeqCst);
