@@ -71,7 +71,8 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
             Protocol::Http => None,
             Protocol::Https => {
                 let chosen: Vec<&LoadedCert> = l.certificates.iter().map(|&c| &certs[c]).collect();
-                match tls::server_config(&chosen, l.tls_policy, &l.alpn) {
+                let alpn: Vec<Vec<u8>> = l.alpn.iter().map(|a| a.id().to_vec()).collect();
+                match tls::server_config(&chosen, l.tls_policy, &alpn) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errs.push(src.error(format!("listeners[{i}].certificates"), e.to_string()));

@@ -8,6 +8,8 @@
 pub mod compile;
 pub mod validate;
 
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -215,10 +217,74 @@ fn split_path(path: &str) -> impl Iterator<Item = Seg<'_>> {
     })
 }
 
-/// Loads, validates and compiles a configuration file into a snapshot-ready [`Config`].
+/// Parses and validates a configuration file into a [`Config`], reading from the process's
+/// environment what the file refers to (see [`Environment::read`]).
 pub fn load(source: &Source) -> Result<Config, ConfigErrors> {
     let raw = source.parse()?;
-    validate::validate(source, raw)
+    let env = Environment::read(&raw);
+    validate::validate(source, raw, &env)
+}
+
+/// What a configuration's values may depend on outside its text, read once per load, so that
+/// [`validate`](validate::validate) is a function of its arguments and tests can give it any
+/// environment they like.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The variables that `env:NAME` values name; one that is not set is not here.
+    vars: HashMap<String, OsString>,
+    /// `runtime.binary` when the file does not say.
+    startup_exe: PathBuf,
+}
+
+/// The prefix of a value read from an environment variable: `token = "env:NAME"`.
+pub(crate) const ENV_PREFIX: &str = "env:";
+
+impl Environment {
+    /// An environment with no variables set and `startup_exe` as the running binary.
+    pub fn new(startup_exe: impl Into<PathBuf>) -> Self {
+        Environment {
+            vars: HashMap::new(),
+            startup_exe: startup_exe.into(),
+        }
+    }
+
+    /// Sets a variable (as `std::env::set_var` would, without touching the process).
+    pub fn with_var(mut self, name: impl Into<String>, value: impl Into<OsString>) -> Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+
+    /// Reads the variables that `raw` refers to, and the path this process was started from.
+    pub fn read(raw: &RawConfig) -> Self {
+        let mut env = Environment::new(startup_exe());
+        let token = raw.admin.as_ref().and_then(|a| a.token.as_deref());
+        // `env:` with no name is validation's to report; there is nothing to read.
+        let name = token
+            .and_then(|t| t.strip_prefix(ENV_PREFIX))
+            .filter(|n| !n.is_empty());
+        if let Some(name) = name {
+            if let Some(value) = std::env::var_os(name) {
+                env.vars.insert(name.to_string(), value);
+            }
+        }
+        env
+    }
+
+    pub fn var(&self, name: &str) -> Option<&OsStr> {
+        self.vars.get(name).map(OsString::as_os_str)
+    }
+
+    pub fn startup_exe(&self) -> &Path {
+        &self.startup_exe
+    }
+}
+
+/// The path this process was started from, read once: after a binary is replaced on disk,
+/// `current_exe()` names the deleted file, while the path itself now holds the new binary.
+fn startup_exe() -> PathBuf {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().unwrap_or_else(|_| PathBuf::from("seawall")))
+        .clone()
 }
 
 /// A duration written as a string with a unit: `"250ms"`, `"5s"`, `"2m"`, `"1d"`.
