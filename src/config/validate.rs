@@ -858,3 +858,6 @@ fn parse_addr(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
