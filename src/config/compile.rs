@@ -191,7 +191,7 @@ mod tests {
 
     /// The one error of `src`, as (line, key path, reason).
     fn error(src: &Source) -> (Option<usize>, String, String) {
-        let mut errs = compiled(src).err().expect("an error").0;
+        let mut errs = compiled(src).expect_err("an error").0;
         assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs));
         let e = errs.remove(0);
         (e.line, e.path, e.reason)
