@@ -71,7 +71,8 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
             Protocol::Http => None,
             Protocol::Https => {
                 let chosen: Vec<&LoadedCert> = l.certificates.iter().map(|&c| &certs[c]).collect();
-                match tls::server_config(&chosen, l.tls_policy, &l.alpn) {
+                let alpn: Vec<Vec<u8>> = l.alpn.iter().map(|a| a.id().to_vec()).collect();
+                match tls::server_config(&chosen, l.tls_policy, &alpn) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errs.push(src.error(format!("listeners[{i}].certificates"), e.to_string()));
@@ -161,5 +162,102 @@ fn action(a: &ActionConfig) -> Action {
             body: Bytes::from(body.clone()),
         }),
         ActionConfig::Redirect(t) => Action::Redirect(Arc::new(t.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::validate;
+    use crate::config::Environment;
+
+    /// A file with one certificate `main` of `keys` (from line 3) on an https listener, whose
+    /// relative paths resolve against `dir`.
+    fn source(dir: &std::path::Path, keys: &str) -> Source {
+        let text = format!(
+            "[[certificates]]\nname = \"main\"\n{keys}\n\n[[listeners]]\nname = \"web\"\n\
+             bind = \"127.0.0.1:0\"\nprotocol = \"https\"\ncertificates = [\"main\"]\n\
+             default_action = {{ fixed_response = {{ status = 200 }} }}\n"
+        );
+        Source::new(dir.join("seawall.toml"), dir, text)
+    }
+
+    fn compiled(src: &Source) -> Result<Compiled, ConfigErrors> {
+        let raw = src.parse().unwrap_or_else(|e| panic!("{e}"));
+        let cfg =
+            validate(src, raw, &Environment::new("seawall")).unwrap_or_else(|e| panic!("{e}"));
+        load_and_compile(src, &cfg)
+    }
+
+    /// The one error of `src`, as (line, key path, reason).
+    fn error(src: &Source) -> (Option<usize>, String, String) {
+        let mut errs = compiled(src).expect_err("an error").0;
+        assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs));
+        let e = errs.remove(0);
+        (e.line, e.path, e.reason)
+    }
+
+    /// Writes a generated pair as `site.pem` and `site-key.pem` in `dir`.
+    fn write_pair(dir: &std::path::Path) {
+        let pair = tls::self_signed(&["site.test".to_string()]).unwrap();
+        std::fs::write(dir.join("site.pem"), pair.cert_pem).unwrap();
+        std::fs::write(dir.join("site-key.pem"), pair.key_pem).unwrap();
+    }
+
+    #[test]
+    fn a_missing_certificate_file_is_named_resolved_against_the_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(
+            dir.path(),
+            "cert = \"missing/site.pem\"\nkey = \"missing/site-key.pem\"",
+        );
+        let (line, path, reason) = error(&src);
+        assert_eq!((line, path.as_str()), (Some(3), "certificates[0].cert"));
+        let resolved = dir.path().join("missing/site.pem");
+        assert!(reason.contains(&resolved.display().to_string()), "{reason}");
+        assert!(reason.contains("No such file"), "{reason}");
+    }
+
+    #[test]
+    fn a_missing_or_bad_key_is_named_as_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path());
+        let src = source(dir.path(), "cert = \"site.pem\"\nkey = \"nope-key.pem\"");
+        let (line, path, reason) = error(&src);
+        assert_eq!((line, path.as_str()), (Some(4), "certificates[0].key"));
+        assert!(reason.contains("nope-key.pem"), "{reason}");
+
+        // The certificate given as its own key: a PEM file, but no key in it.
+        let src = source(dir.path(), "cert = \"site.pem\"\nkey = \"site.pem\"");
+        let (line, path, reason) = error(&src);
+        assert_eq!((line, path.as_str()), (Some(4), "certificates[0].key"));
+        assert!(reason.contains("holds no PEM private key"), "{reason}");
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_named_as_the_cert() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path());
+        let src = source(
+            dir.path(),
+            "cert = \"site-key.pem\"\nkey = \"site-key.pem\"",
+        );
+        let (line, path, reason) = error(&src);
+        assert_eq!((line, path.as_str()), (Some(3), "certificates[0].cert"));
+        assert!(reason.contains("holds no PEM certificate"), "{reason}");
+    }
+
+    #[test]
+    fn certificate_files_that_load_compile_into_a_tls_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path());
+        let src = source(dir.path(), "cert = \"site.pem\"\nkey = \"site-key.pem\"");
+        let compiled = compiled(&src).unwrap_or_else(|e| panic!("{e}"));
+        let tls = compiled.listeners[0]
+            .tls
+            .as_ref()
+            .expect("an https listener");
+        // The listener offers the default ALPN list, in its order.
+        assert_eq!(tls.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
 }

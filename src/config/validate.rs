@@ -4,14 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, RawAction, RawConfig, RawHealthCheck, RawListener, RawRedirect,
-    RawTargetGroup, Source,
+    ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawHealthCheck, RawListener,
+    RawRedirect, RawTargetGroup, Source, ENV_PREFIX,
 };
 use crate::admin::AdminToken;
 use crate::balancer::Algorithm;
@@ -69,10 +70,9 @@ impl RuntimeConfig {
             n => n,
         }
     }
-}
 
-impl Default for RuntimeConfig {
-    fn default() -> Self {
+    /// Every default of CONFIG.md; `binary`'s is the running one, which only loading can know.
+    pub fn with_defaults(binary: PathBuf) -> Self {
         RuntimeConfig {
             workers: 0,
             idle_timeout: Duration::from_secs(60),
@@ -81,7 +81,7 @@ impl Default for RuntimeConfig {
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 65536,
             max_connections: 100_000,
-            binary: startup_exe(),
+            binary,
         }
     }
 }
@@ -108,7 +108,8 @@ pub struct ListenerConfig {
     /// Indexes into `Config::certificates`, in the listener's order (the first is the default).
     pub certificates: Vec<usize>,
     pub tls_policy: tls::Policy,
-    pub alpn: Vec<Vec<u8>>,
+    /// Offered in this order.
+    pub alpn: Vec<tls::Alpn>,
     pub default_action: ActionConfig,
     /// Sorted by priority.
     pub rules: Vec<RuleConfig>,
@@ -150,19 +151,20 @@ pub struct TargetGroupConfig {
     pub health_check: HealthCheck,
 }
 
-/// Checks a parsed file and gives the typed configuration, or every error found.
-pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
+/// Checks a parsed file and gives the typed configuration, or every error found. Pure: what it
+/// needs from outside the file (variables, the running binary) comes in `env`.
+pub fn validate(src: &Source, raw: RawConfig, env: &Environment) -> Result<Config, ConfigErrors> {
     let mut errs = Vec::new();
 
     let admin = raw.admin.as_ref().and_then(|a| {
         let token = a
             .token
             .as_deref()
-            .and_then(|t| admin_token(src, t, &mut errs));
+            .and_then(|t| admin_token(src, t, env, &mut errs));
         parse_addr(src, "admin.bind", &a.bind, &mut errs).map(|bind| AdminConfig { bind, token })
     });
 
-    let runtime = runtime(src, &raw, &mut errs);
+    let runtime = runtime(src, &raw, env, &mut errs);
 
     let mut cert_index = HashMap::new();
     let mut certificates = Vec::new();
@@ -252,24 +254,29 @@ pub fn validate(src: &Source, raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// `admin.token`: `env:NAME` is read from the environment now, at load, so that the secret need
+/// `admin.token`: `env:NAME` is taken from the environment read at load, so that the secret need
 /// not be written in the file; any other string is the token itself.
-fn admin_token(src: &Source, raw: &str, errs: &mut Vec<ConfigError>) -> Option<AdminToken> {
-    let value = match raw.strip_prefix("env:") {
+fn admin_token(
+    src: &Source,
+    raw: &str,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> Option<AdminToken> {
+    let value = match raw.strip_prefix(ENV_PREFIX) {
         Some("") => {
             errs.push(src.error("admin.token", "\"env:\" needs a variable name"));
             return None;
         }
-        Some(var) => match std::env::var(var) {
-            Ok(v) => v,
-            Err(std::env::VarError::NotPresent) => {
+        Some(var) => match env.var(var).map(|v| v.to_str()) {
+            Some(Some(v)) => v.to_string(),
+            None => {
                 errs.push(src.error(
                     "admin.token",
                     format!("the environment variable {var} is not set"),
                 ));
                 return None;
             }
-            Err(std::env::VarError::NotUnicode(_)) => {
+            Some(None) => {
                 errs.push(src.error(
                     "admin.token",
                     format!("the environment variable {var} is not valid UTF-8"),
@@ -291,17 +298,14 @@ fn admin_token(src: &Source, raw: &str, errs: &mut Vec<ConfigError>) -> Option<A
     Some(AdminToken::new(value))
 }
 
-/// The path this process was started from, read once: after a binary is replaced on disk,
-/// `current_exe()` names the deleted file, while the path itself now holds the new binary.
-fn startup_exe() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| std::env::current_exe().unwrap_or_else(|_| PathBuf::from("seawall")))
-        .clone()
-}
-
-fn runtime(src: &Source, raw: &RawConfig, errs: &mut Vec<ConfigError>) -> RuntimeConfig {
+fn runtime(
+    src: &Source,
+    raw: &RawConfig,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> RuntimeConfig {
     let r = &raw.runtime;
-    let d = RuntimeConfig::default();
+    let d = RuntimeConfig::with_defaults(env.startup_exe().to_path_buf());
     let mut rt = RuntimeConfig {
         workers: r.workers.unwrap_or(d.workers),
         idle_timeout: r.idle_timeout.map_or(d.idle_timeout, |x| x.0),
@@ -461,6 +465,36 @@ fn target_group(
     }
 }
 
+/// `health_check.port`: where checks connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckPort {
+    /// `"traffic-port"`: each target's own port.
+    Traffic,
+    Fixed(NonZeroU16),
+}
+
+/// A `health_check.port` that is neither `"traffic-port"` nor a port; shown as the file wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is neither \"traffic-port\" nor a port from 1 to 65535")]
+struct BadCheckPort(toml::Value);
+
+impl TryFrom<&toml::Value> for CheckPort {
+    type Error = BadCheckPort;
+
+    /// A port may be written as a number or, as ALB's API spells it, a string.
+    fn try_from(v: &toml::Value) -> Result<Self, Self::Error> {
+        let fixed = match v {
+            toml::Value::String(s) if s == "traffic-port" => return Ok(CheckPort::Traffic),
+            toml::Value::String(s) => s.parse().ok(),
+            toml::Value::Integer(n) => u16::try_from(*n).ok().and_then(NonZeroU16::new),
+            _ => None,
+        };
+        fixed
+            .map(CheckPort::Fixed)
+            .ok_or_else(|| BadCheckPort(v.clone()))
+    }
+}
+
 fn health_check(
     src: &Source,
     path: &str,
@@ -482,16 +516,11 @@ fn health_check(
             format!("{hc_path:?} is not a path starting with \"/\""),
         ));
     }
-    let port = match &raw.port {
-        None => None,
-        Some(toml::Value::String(s)) if s == "traffic-port" => None,
-        Some(toml::Value::Integer(n)) if (1..=65535).contains(n) => Some(*n as u16),
-        Some(toml::Value::String(s)) if s.parse::<u16>().is_ok_and(|p| p > 0) => s.parse().ok(),
-        Some(other) => {
-            errs.push(src.error(
-                format!("{path}.port"),
-                format!("{other} is neither \"traffic-port\" nor a port from 1 to 65535"),
-            ));
+    let port = match raw.port.as_ref().map(CheckPort::try_from) {
+        None | Some(Ok(CheckPort::Traffic)) => None,
+        Some(Ok(CheckPort::Fixed(p))) => Some(p.get()),
+        Some(Err(e)) => {
+            errs.push(src.error(format!("{path}.port"), e.to_string()));
             None
         }
     };
@@ -576,20 +605,20 @@ fn listener(
         tls::Policy::Tls13And12,
         errs,
     );
-    let alpn_names = l
-        .alpn
-        .clone()
-        .unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]);
-    let mut alpn = Vec::new();
-    for (j, a) in alpn_names.iter().enumerate() {
-        match a.as_str() {
-            "h2" | "http/1.1" => alpn.push(a.as_bytes().to_vec()),
-            other => errs.push(src.error(
-                format!("{path}.alpn[{j}]"),
-                format!("unknown ALPN protocol {other:?}; expected \"h2\" or \"http/1.1\""),
-            )),
-        }
-    }
+    let alpn = match &l.alpn {
+        None => tls::Alpn::DEFAULT.to_vec(),
+        Some(words) => words
+            .iter()
+            .enumerate()
+            .filter_map(|(j, w)| {
+                w.parse()
+                    .map_err(|e: UnknownValue| {
+                        errs.push(src.error(format!("{path}.alpn[{j}]"), e.to_string()))
+                    })
+                    .ok()
+            })
+            .collect(),
+    };
     match protocol {
         Some(Protocol::Https) if l.certificates.is_empty() => errs.push(src.error(
             format!("{path}.certificates"),
@@ -829,3 +858,6 @@ fn parse_addr(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,6 +45,45 @@ impl std::str::FromStr for Policy {
     }
 }
 
+/// An application protocol a listener offers in the TLS handshake (ALPN), as the configuration
+/// names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `h2`.
+    Http2,
+    /// `http/1.1`.
+    Http11,
+}
+
+impl Alpn {
+    /// A listener's offer when its `alpn` key is absent: HTTP/2 first, as browsers prefer.
+    pub const DEFAULT: [Alpn; 2] = [Alpn::Http2, Alpn::Http11];
+
+    /// The protocol ID on the wire, which is also the configuration's word.
+    pub fn id(self) -> &'static [u8] {
+        match self {
+            Alpn::Http2 => b"h2",
+            Alpn::Http11 => b"http/1.1",
+        }
+    }
+}
+
+impl std::str::FromStr for Alpn {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "h2" => Ok(Alpn::Http2),
+            "http/1.1" => Ok(Alpn::Http11),
+            other => Err(UnknownValue::new(
+                "ALPN protocol",
+                other,
+                "\"h2\" or \"http/1.1\"",
+            )),
+        }
+    }
+}
+
 /// The crypto provider everywhere in seawall: aws-lc-rs, with the AEAD suites only (TLS 1.2 suites
 /// with ECDHE key exchange, so every TLS 1.2 session has forward secrecy too), and TLS 1.3's key
 /// schedule keyed once per secret (see [`hkdf`]).
@@ -95,4 +134,21 @@ pub fn server_config(
     cfg.alpn_protocols = alpn.to_vec();
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_words_are_their_wire_ids() {
+        for a in Alpn::DEFAULT {
+            let word = std::str::from_utf8(a.id()).unwrap();
+            assert_eq!(word.parse::<Alpn>(), Ok(a));
+        }
+        assert_eq!(
+            "h3".parse::<Alpn>().unwrap_err().to_string(),
+            "unknown ALPN protocol \"h3\"; expected \"h2\" or \"http/1.1\""
+        );
+    }
 }
