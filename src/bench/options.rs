@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 /// status and error counts.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The URL to load: https://host[:port]/path or http://host[:port]/path.
+    /// The URL to load: `https://host[:port]/path` or `http://host[:port]/path`.
     pub url: String,
 
     /// Concurrent connections.
