@@ -34,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod http_tokens;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
