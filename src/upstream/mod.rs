@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod pool;
+pub mod retry;
 
 use std::pin::Pin;
 use std::sync::Arc;
