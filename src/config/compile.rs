@@ -70,8 +70,12 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
         let tls = match l.protocol {
             Protocol::Http => None,
             Protocol::Https => {
-                let chosen: Vec<&LoadedCert> = l.certificates.iter().map(|&c| &certs[c]).collect();
-                match tls::server_config(&chosen, l.tls_policy, &l.alpn) {
+                let chosen: Vec<(Arc<str>, &LoadedCert)> = l
+                    .certificates
+                    .iter()
+                    .map(|&c| (cfg.certificates[c].name.as_str().into(), &certs[c]))
+                    .collect();
+                match tls::listener_tls(&chosen, l.tls_policy, &l.alpn) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errs.push(src.error(format!("listeners[{i}].certificates"), e.to_string()));

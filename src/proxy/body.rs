@@ -1,0 +1,151 @@
+//! The response body handed to the client connection, and what it keeps alive until it ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::record::Record;
+use crate::targets::OutstandingGuard;
+use crate::upstream::pool::Lease;
+
+/// A response body: bytes seawall made, or a target's body streamed through. It carries the
+/// request's record, which keeps the request counted as in flight (for the connection's idle
+/// timer) and is finished when the body is, and the guard that counts it as outstanding on its
+/// target.
+pub struct ResponseBody {
+    inner: Inner,
+    /// Set by `proxy::handle` once the response is made; finished (metrics counted) when the
+    /// body ends or is dropped.
+    pub(super) record: Option<Record>,
+    pub(super) target: Option<TargetWatch>,
+}
+
+/// The target a streamed body comes from: counted as outstanding while the body lives, and cut
+/// when the target's draining time ends.
+pub(super) struct TargetWatch {
+    pub(super) outstanding: OutstandingGuard,
+    /// The HTTP/1 connection the body comes on, back to the target's pool when the body ends.
+    pub(super) lease: Option<Lease>,
+    /// Created the first time the body waits for the target, so a body that never waits costs
+    /// no allocation.
+    pub(super) closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ResponseBody {
+    pub(super) fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            record: None,
+            target: None,
+        }
+    }
+
+    /// A target's body, streamed through while `watch` counts it on its target.
+    pub(super) fn upstream(body: Incoming, watch: TargetWatch) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            record: None,
+            target: Some(watch),
+        }
+    }
+
+    /// Counts bytes handed to the client in the record (ALB's `sent_bytes`, body only).
+    fn sent(&mut self, n: usize) {
+        if let Some(r) = &mut self.record {
+            r.facts.sent_bytes += n as u64;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the target's deregistration delay ended while its response was streaming")]
+struct TargetClosed;
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Full(b) => {
+                let frame = b.take();
+                if let Some(d) = &frame {
+                    let n = d.len();
+                    this.sent(n);
+                }
+                Poll::Ready(frame.map(|d| Ok(Frame::data(d))))
+            }
+            Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    // The end as hyper's server sees it (it stops polling once the length is
+                    // read), or as the stream ends. An error leaves the connection unreturned.
+                    let ended = match &frame {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if ended {
+                        if let Some(watch) = &mut this.target {
+                            if let Some(lease) = watch.lease.take() {
+                                watch.outstanding.target().pool().give_back(lease);
+                            }
+                        }
+                    }
+                    if let Some(Ok(f)) = &frame {
+                        if let Some(d) = f.data_ref() {
+                            let n = d.len();
+                            this.sent(n);
+                        }
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
+                Poll::Pending => {
+                    if let Some(watch) = &mut this.target {
+                        let closed = watch.closed.get_or_insert_with(|| {
+                            Box::pin(
+                                watch
+                                    .outstanding
+                                    .target()
+                                    .closed()
+                                    .clone()
+                                    .cancelled_owned(),
+                            )
+                        });
+                        if closed.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(TargetClosed.into())));
+                        }
+                    }
+                    Poll::Pending
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
