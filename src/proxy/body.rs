@@ -149,3 +149,96 @@ impl Body for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use http::{HeaderValue, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::protocol::Protocol;
+    use crate::proxy::ConnContext;
+    use crate::server::activity::Activity;
+    use crate::server::{Limits, ListenerContext};
+    use crate::snapshot::{Compiled, Plane};
+    use crate::targets::Registry;
+
+    fn conn() -> Arc<ConnContext> {
+        let metrics = Arc::new(Metrics::new());
+        let limit = Duration::from_secs(1);
+        let snapshot = Compiled {
+            limits: Limits {
+                idle_timeout: limit,
+                header_timeout: limit,
+                handshake_timeout: limit,
+                max_header_bytes: 1024,
+            },
+            max_connections: 1,
+            listeners: Vec::new(),
+            target_groups: Vec::new(),
+        }
+        .attach(&Registry::default(), &metrics);
+        Arc::new(ConnContext {
+            listener: Arc::new(ListenerContext {
+                name: "l".into(),
+                protocol: Protocol::Http,
+                port: 80,
+                port_header: HeaderValue::from_static("80"),
+                plane: Arc::new(Plane {
+                    snapshot: ArcSwap::from_pointee(snapshot),
+                    metrics,
+                }),
+                stop: Default::default(),
+            }),
+            peer: "10.0.0.1:5000".parse().unwrap(),
+            peer_ip: HeaderValue::from_static("10.0.0.1"),
+            activity: Activity::new(),
+            tls: None,
+        })
+    }
+
+    fn count(conn: &ConnContext) -> (String, String) {
+        let text = conn.listener.plane.metrics.render();
+        let find = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or("")
+                .to_string()
+        };
+        (
+            find(r#"seawall_requests_total{code="200",listener="l",target_group="""#),
+            find(r#"seawall_elb_responses_total{code="200"}"#),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_record_counts_bytes_sent_and_is_counted_once_when_the_body_ends() {
+        let conn = conn();
+        let mut body = ResponseBody::full(Bytes::from_static(b"hello"));
+        let mut record = Record::new(conn.clone());
+        record.facts.status = Some(StatusCode::OK);
+        body.record = Some(record);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(body.frame().await.is_none());
+        assert_eq!(body.record.as_ref().unwrap().facts.sent_bytes, 5);
+        assert_eq!(count(&conn), (String::new(), String::new()), "not yet");
+        drop(body);
+        let (requests, elb) = count(&conn);
+        assert!(requests.ends_with(" 1"), "{requests}");
+        assert!(elb.ends_with(" 1"), "{elb}");
+    }
+
+    #[tokio::test]
+    async fn a_request_left_unanswered_is_not_counted() {
+        let conn = conn();
+        drop(Record::new(conn.clone()));
+        let text = conn.listener.plane.metrics.render();
+        assert!(!text.contains("seawall_requests_total{"), "{text}");
+    }
+}
