@@ -9,7 +9,7 @@ use crate::error::RequestError;
 use crate::http_tokens;
 use crate::protocol::ProtocolVersion;
 use crate::targets::{Target, TargetGroup};
-use crate::upstream::{self, ForwardedFor};
+use crate::upstream::{self, ForwardedFor, TraceId};
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket).
 pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -26,7 +26,7 @@ pub(super) fn rewrite_request(
     version: ProtocolVersion,
     upgrade: bool,
     forwarded: &ForwardedFor<'_>,
-) -> HeaderValue {
+) -> TraceId {
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
         // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
         // otherwise get the target's ip:port as Host (see `target_uri`); an HTTP/2 target gets

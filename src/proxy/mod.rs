@@ -31,7 +31,7 @@ use crate::routing::{Action, FixedResponse, RedirectRequest, RedirectTemplate, R
 use crate::server::activity::Activity;
 use crate::server::ListenerContext;
 use crate::targets::TargetGroup;
-use crate::upstream::X_AMZN_TRACE_ID;
+use crate::upstream::{TraceId, X_AMZN_TRACE_ID};
 use record::{ActionKind, Facts};
 
 /// What a request needs to know of its connection, computed once per connection and shared by
@@ -150,7 +150,11 @@ fn respond<'a>(
         match resolved {
             Resolved::FixedResponse(f) => {
                 facts.action = Some(ActionKind::FixedResponse);
-                facts.trace_id = req.headers().get(X_AMZN_TRACE_ID).cloned();
+                facts.trace_id = req
+                    .headers()
+                    .get(X_AMZN_TRACE_ID)
+                    .cloned()
+                    .map(TraceId::Client);
                 let mut resp = Response::new(ResponseBody::full(f.body));
                 *resp.status_mut() = f.status;
                 resp.headers_mut()
@@ -159,7 +163,11 @@ fn respond<'a>(
             }
             Resolved::Redirect(t) => {
                 facts.action = Some(ActionKind::Redirect);
-                facts.trace_id = req.headers().get(X_AMZN_TRACE_ID).cloned();
+                facts.trace_id = req
+                    .headers()
+                    .get(X_AMZN_TRACE_ID)
+                    .cloned()
+                    .map(TraceId::Client);
                 let location = t.location(&RedirectRequest {
                     protocol: ctx.listener.protocol.as_str(),
                     host: strip_port(host),

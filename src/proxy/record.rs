@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 
 use super::ConnContext;
 use crate::error::RequestError;
 use crate::metrics::RequestMetrics;
 use crate::routing::Priority;
 use crate::server::activity::RequestGuard;
+use crate::upstream::TraceId;
 
 /// What a TLS connection's handshake settled, once per connection.
 #[derive(Debug, Clone)]
@@ -135,7 +136,7 @@ pub struct Facts {
     /// Response body bytes handed to the client connection.
     pub sent_bytes: u64,
     /// The `X-Amzn-Trace-Id` the target was sent (the client's, or one seawall made).
-    pub trace_id: Option<HeaderValue>,
+    pub trace_id: Option<TraceId>,
     /// Why seawall answered itself (ALB's `error_reason`), if it did.
     pub error: Option<RequestError>,
 }

@@ -258,17 +258,47 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
     headers.insert(X_FORWARDED_PORT, f.port.clone());
 }
 
+/// A request's `X-Amzn-Trace-Id`, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceId {
+    /// One seawall made, by value: a clone of the header's own bytes would allocate (the buffer
+    /// of a value made from a slice is only shared on its first clone), this costs a copy.
+    Made([u8; TRACE_ID_LEN]),
+    /// The client's, shared with the request's header.
+    Client(HeaderValue),
+}
+
+impl TraceId {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            TraceId::Made(id) => id,
+            TraceId::Client(v) => v.as_bytes(),
+        }
+    }
+}
+
+/// The length of the trace ids seawall makes.
+pub const TRACE_ID_LEN: usize = 40;
+
 /// The request's `X-Amzn-Trace-Id`: the client's, or a new one added to the request. Made once
 /// per request; the request's record keeps it too.
-pub fn ensure_trace_id(headers: &mut HeaderMap) -> HeaderValue {
+pub fn ensure_trace_id(headers: &mut HeaderMap) -> TraceId {
     match headers.entry(X_AMZN_TRACE_ID) {
-        header::Entry::Occupied(e) => e.get().clone(),
-        header::Entry::Vacant(e) => e.insert(trace_id()).clone(),
+        header::Entry::Occupied(e) => TraceId::Client(e.get().clone()),
+        header::Entry::Vacant(e) => {
+            let id = new_trace_id();
+            e.insert(HeaderValue::from_bytes(&id).expect("hex digits are a valid header value"));
+            TraceId::Made(id)
+        }
     }
 }
 
 /// `Root=1-<8 hex digits of the epoch second>-<24 hex digits>`, ALB's request id.
 pub fn trace_id() -> HeaderValue {
+    HeaderValue::from_bytes(&new_trace_id()).expect("hex digits are a valid header value")
+}
+
+fn new_trace_id() -> [u8; TRACE_ID_LEN] {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -277,7 +307,7 @@ pub fn trace_id() -> HeaderValue {
     put_hex(&mut id[7..15], u64::from(secs as u32));
     put_hex(&mut id[16..32], fastrand::u64(..));
     put_hex(&mut id[32..40], u64::from(fastrand::u32(..)));
-    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+    id
 }
 
 /// Writes the low `out.len()` hex digits of `v` into `out`, most significant first.
@@ -353,7 +383,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
         h.insert(X_AMZN_TRACE_ID, "Root=1-00000000-abc".parse().unwrap());
         add_forwarded(&mut h, &f);
-        assert_eq!(ensure_trace_id(&mut h), "Root=1-00000000-abc");
+        assert_eq!(ensure_trace_id(&mut h).as_bytes(), b"Root=1-00000000-abc");
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_PORT], "8443");
@@ -365,7 +395,8 @@ mod tests {
         let made = ensure_trace_id(&mut h);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
         assert!(h.contains_key(X_AMZN_TRACE_ID));
-        assert_eq!(h[X_AMZN_TRACE_ID], made);
+        assert_eq!(h[X_AMZN_TRACE_ID].as_bytes(), made.as_bytes());
+        assert!(matches!(made, TraceId::Made(_)));
     }
 
     #[test]
