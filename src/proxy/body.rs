@@ -22,6 +22,7 @@ pub struct ResponseBody {
     /// Set by `proxy::handle` once the response is made; finished (metrics counted) when the
     /// body ends or is dropped.
     pub(super) record: Option<Record>,
+    /// The target a streamed body comes from; `None` for seawall's own bytes.
     pub(super) target: Option<TargetWatch>,
 }
 

@@ -170,6 +170,7 @@ impl Facts {
 pub struct Record {
     /// The connection the request came on: listener, client address and port, TLS facts.
     pub conn: Arc<ConnContext>,
+    /// What the request met, filled by `respond` and the forward, read when the record ends.
     pub facts: Facts,
     /// Keeps the request counted as in flight on its connection (the idle timer) while the
     /// record lives; dropped after the metrics are counted.
