@@ -13,17 +13,23 @@ use super::record::Record;
 use crate::targets::OutstandingGuard;
 use crate::upstream::pool::Lease;
 
-/// A response body: bytes seawall made, or a target's body streamed through. It carries the
-/// request's record, which keeps the request counted as in flight (for the connection's idle
-/// timer) and is finished when the body is, and the guard that counts it as outstanding on its
-/// target.
+/// A response body as the client connection gets it: the answer, and the request's record, which
+/// keeps the request counted as in flight (for the connection's idle timer) and is finished when
+/// the body ends or is dropped.
 pub struct ResponseBody {
-    inner: Inner,
-    /// Set by `proxy::handle` once the response is made; finished (metrics counted) when the
-    /// body ends or is dropped.
+    reply: Reply,
+    /// `None` only in tests; finished (metrics counted) when the body ends or is dropped.
     pub(super) record: Option<Record>,
+}
+
+/// The answer `respond` makes: bytes seawall made, or a target's body streamed through with the
+/// guard that counts it as outstanding on its target. Kept apart from the record until
+/// `proxy::handle` joins them, so that the responses moved about on the way (a few times per
+/// level) do not carry the record's couple of hundred bytes each time.
+pub(super) struct Reply {
+    inner: Inner,
     /// The target a streamed body comes from; `None` for seawall's own bytes.
-    pub(super) target: Option<TargetWatch>,
+    target: Option<TargetWatch>,
 }
 
 /// The target a streamed body comes from: counted as outstanding while the body lives, and cut
@@ -43,27 +49,27 @@ enum Inner {
 }
 
 impl ResponseBody {
-    pub(super) fn full(bytes: Bytes) -> Self {
+    pub(super) fn new(reply: Reply, record: Record) -> Self {
         ResponseBody {
+            reply,
+            record: Some(record),
+        }
+    }
+}
+
+impl Reply {
+    pub(super) fn full(bytes: Bytes) -> Self {
+        Reply {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
-            record: None,
             target: None,
         }
     }
 
     /// A target's body, streamed through while `watch` counts it on its target.
     pub(super) fn upstream(body: Incoming, watch: TargetWatch) -> Self {
-        ResponseBody {
+        Reply {
             inner: Inner::Upstream(body),
-            record: None,
             target: Some(watch),
-        }
-    }
-
-    /// Counts bytes handed to the client in the record (ALB's `sent_bytes`, body only).
-    fn sent(&mut self, n: usize) {
-        if let Some(r) = &mut self.record {
-            r.facts.sent_bytes += n as u64;
         }
     }
 }
@@ -72,7 +78,7 @@ impl ResponseBody {
 #[error("the target's deregistration delay ended while its response was streaming")]
 struct TargetClosed;
 
-impl Body for ResponseBody {
+impl Body for Reply {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,14 +88,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match &mut this.inner {
-            Inner::Full(b) => {
-                let frame = b.take();
-                if let Some(d) = &frame {
-                    let n = d.len();
-                    this.sent(n);
-                }
-                Poll::Ready(frame.map(|d| Ok(Frame::data(d))))
-            }
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     // The end as hyper's server sees it (it stops polling once the length is
@@ -104,12 +103,6 @@ impl Body for ResponseBody {
                             if let Some(lease) = watch.lease.take() {
                                 watch.outstanding.target().pool().give_back(lease);
                             }
-                        }
-                    }
-                    if let Some(Ok(f)) = &frame {
-                        if let Some(d) = f.data_ref() {
-                            let n = d.len();
-                            this.sent(n);
                         }
                     }
                     Poll::Ready(frame.map(|f| f.map_err(Into::into)))
@@ -148,6 +141,34 @@ impl Body for ResponseBody {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(body) => body.size_hint(),
         }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.reply).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(r)) = (&frame, &mut this.record) {
+            // ALB's `sent_bytes` (body bytes here).
+            if let Some(d) = f.data_ref() {
+                r.facts.sent_bytes += d.len() as u64;
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reply.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.reply.size_hint()
     }
 }
 
@@ -220,10 +241,9 @@ mod tests {
     #[tokio::test]
     async fn the_record_counts_bytes_sent_and_is_counted_once_when_the_body_ends() {
         let conn = conn();
-        let mut body = ResponseBody::full(Bytes::from_static(b"hello"));
         let mut record = Record::new(conn.clone());
         record.facts.status = Some(StatusCode::OK);
-        body.record = Some(record);
+        let mut body = ResponseBody::new(Reply::full(Bytes::from_static(b"hello")), record);
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "hello");
         assert!(body.frame().await.is_none());

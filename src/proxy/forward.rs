@@ -11,7 +11,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use super::body::{ResponseBody, TargetWatch};
+use super::body::{Reply, TargetWatch};
 use super::record::Facts;
 use super::{headers, incompatible, upgrade, ConnContext};
 use crate::error::RequestError;
@@ -25,7 +25,7 @@ pub(super) fn forward<'a>(
     ctx: &'a ConnContext,
     tg: &'a Arc<TargetGroup>,
     facts: &'a mut Facts,
-) -> impl Future<Output = Result<Response<ResponseBody>, RequestError>> + 'a {
+) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
     async move {
         let upgrade = headers::is_upgrade(&req);
         if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
@@ -147,7 +147,7 @@ pub(super) fn forward<'a>(
         }
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(
+            Reply::upstream(
                 body,
                 TargetWatch {
                     outstanding,

@@ -22,6 +22,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
+use body::Reply;
 pub use body::ResponseBody;
 pub use record::{Record, TlsFacts};
 
@@ -62,6 +63,7 @@ pub fn handle(
         let grpc = grpc_content_type(req.headers()).cloned();
         let http1 = req.version() < Version::HTTP_2;
         let facts = &mut record.facts;
+        // The record joins the response only at the end (see `Reply`).
         let mut response = match respond(req, ctx, facts).await {
             Ok(r) => {
                 facts.status = Some(r.status());
@@ -90,8 +92,7 @@ pub fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         facts.timing.responded = Some(std::time::Instant::now());
-        response.body_mut().record = Some(record);
-        response
+        response.map(|reply| ResponseBody::new(reply, record))
     }
 }
 
@@ -108,7 +109,7 @@ fn respond<'a>(
     mut req: Request<Incoming>,
     ctx: &'a ConnContext,
     facts: &'a mut Facts,
-) -> impl Future<Output = Result<Response<ResponseBody>, RequestError>> + 'a {
+) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
     async move {
         if req.method() == Method::CONNECT {
             return Err(RequestError::BadRequest("CONNECT is not proxied"));
@@ -155,7 +156,7 @@ fn respond<'a>(
                     .get(X_AMZN_TRACE_ID)
                     .cloned()
                     .map(TraceId::Client);
-                let mut resp = Response::new(ResponseBody::full(f.body));
+                let mut resp = Response::new(Reply::full(f.body));
                 *resp.status_mut() = f.status;
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, f.content_type);
@@ -175,7 +176,7 @@ fn respond<'a>(
                     path: req.uri().path(),
                     query: req.uri().query().unwrap_or(""),
                 });
-                let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+                let mut resp = Response::new(Reply::full(Bytes::new()));
                 *resp.status_mut() = t.status;
                 match HeaderValue::from_str(&location) {
                     Ok(v) => resp.headers_mut().insert(header::LOCATION, v),
@@ -308,7 +309,7 @@ fn incompatible(
 /// seawall's own answer to a failed request. A gRPC client gets gRPC's "trailers-only" form
 /// (HTTP 200, the status in `grpc-status` and `grpc-message`), which gRPC clients read as the
 /// call's status; an HTTP error status would reach the application as a generic error.
-fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<ResponseBody> {
+fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Reply> {
     let status = e.status();
     let mut line = format!("{} {}", status.as_str(), e.reason());
     if let RequestError::IncompatibleProtocol(why) = e {
@@ -316,7 +317,7 @@ fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Respo
     }
     let mut resp = match grpc {
         Some(content_type) => {
-            let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+            let mut resp = Response::new(Reply::full(Bytes::new()));
             let headers = resp.headers_mut();
             headers.insert(header::CONTENT_TYPE, content_type);
             headers.insert("grpc-status", HeaderValue::from(e.grpc_status()));
@@ -327,7 +328,7 @@ fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Respo
             resp
         }
         None => {
-            let mut resp = Response::new(ResponseBody::full(Bytes::from(format!("{line}\n"))));
+            let mut resp = Response::new(Reply::full(Bytes::from(format!("{line}\n"))));
             *resp.status_mut() = status;
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -7,7 +7,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use super::body::ResponseBody;
+use super::body::Reply;
 use super::ConnContext;
 use crate::targets::OutstandingGuard;
 use crate::tunnel;
@@ -22,7 +22,7 @@ pub(super) fn hand_off(
     outstanding: OutstandingGuard,
     lease: Option<Lease>,
     ctx: &ConnContext,
-) -> Response<ResponseBody> {
+) -> Response<Reply> {
     let target_side = hyper::upgrade::on(&mut resp);
     ctx.activity.mark_upgraded();
     let idle = ctx.listener.plane.snapshot.load().limits.idle_timeout;
@@ -38,5 +38,5 @@ pub(super) fn hand_off(
         drop(outstanding);
     });
     let (parts, _) = resp.into_parts();
-    Response::from_parts(parts, ResponseBody::full(Bytes::new()))
+    Response::from_parts(parts, Reply::full(Bytes::new()))
 }
