@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use seawall::routing::{Action, FixedResponse, RequestView, Router, Rule, Wildcard};
 
 const RULES: u32 = 50;
@@ -96,10 +96,19 @@ fn bench(c: &mut Criterion) {
         ("last", "www.example.com", "/health/deep/check", RULES),
         ("default", "www.example.com", "/nothing/matches/here", 0),
     ];
+    let headers = HeaderMap::new();
     let mut g = c.benchmark_group("find");
     for (name, host, path, want) in cases {
-        let req = RequestView { host, path };
-        assert_eq!(matched(router.find(&req)), want, "{name}");
+        // Borrowed from the request, as the proxy builds it.
+        let req = RequestView {
+            host,
+            path,
+            method: &Method::GET,
+            headers: &headers,
+            query: "",
+            client_ip: std::net::IpAddr::from([10, 0, 0, 1]),
+        };
+        assert_eq!(matched(router.find(&req).action), want, "{name}");
         g.bench_function(name, |b| b.iter(|| black_box(router.find(black_box(&req)))));
     }
     g.finish();

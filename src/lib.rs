@@ -12,12 +12,17 @@
 //!    then the HTTP/1.1 or HTTP/2 server ALPN chose, with the idle and request-head deadlines;
 //!    [`server::framing`] judges each request's body framing (request smuggling) from the raw
 //!    head and the parsed headers;
-//! 3. [`proxy`] handles each request: the framing verdict, [`routing`] to an action, then a
-//!    fixed response, a redirect, or a forward;
+//! 3. [`proxy`] handles each request: the framing verdict, [`routing`] to an action (the router
+//!    sees the whole request: host, path, method, headers, query, client address), then a fixed
+//!    response, a redirect, or a forward. One record per request (`proxy::record`) collects what
+//!    every stage learnt (TLS facts, the rule, the target, ALB's three processing times, statuses,
+//!    bytes, trace id, error) and is finished when the response body ends or is dropped: the
+//!    metrics are observed from it;
 //! 4. a forward asks the target group ([`targets`]) for a target through its [`balancer`], and
 //!    sends the request on one of that target's pooled connections ([`upstream`]), streaming both
-//!    bodies; an upgraded connection (WebSocket) becomes a [`tunnel`]. [`error`] maps what fails
-//!    to the status code ALB answers with.
+//!    bodies; [`upstream::retry`] alone decides whether a failed attempt goes again; an upgraded
+//!    connection (WebSocket) becomes a [`tunnel`]. [`error`] maps what fails to the status code
+//!    ALB answers with.
 //!
 //! These modules never import the control side or the configuration's types: the configuration
 //! is lowered into types they own ([`protocol`] is the leaf both planes share). All they are
@@ -53,6 +58,7 @@ mod control;
 pub mod discovery;
 mod error;
 mod health;
+mod http_tokens;
 mod listener;
 pub mod metrics;
 pub mod protocol;

@@ -1,10 +1,151 @@
 //! Every metric seawall exports, in one place. Names carry the `seawall_` prefix; ALB's CloudWatch
 //! names are given beside each for users coming from ALB.
 
+use std::sync::{Arc, OnceLock};
+
+use http::StatusCode;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Declares a label's values as an enum, with their text and the list of all of them, so that a
+/// label's values are written in one place and a misspelt one does not compile.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+label_values!(
+    /// `tls_handshakes_total{kind}`.
+    HandshakeKind {
+        Full => "full",
+        /// A resumed session: no certificate was sent.
+        Resumed => "resumed",
+    }
+);
+
+label_values!(
+    /// `tls_handshake_errors_total{reason}`.
+    HandshakeFailure {
+        /// The client's bytes were not TLS we accept (rustls sent an alert).
+        Alert => "alert",
+        /// The connection failed under the handshake.
+        Io => "io",
+        /// `handshake_timeout` passed.
+        Timeout => "timeout",
+    }
+);
+
+label_values!(
+    /// `config_reloads_total{result}`.
+    ReloadOutcome {
+        Success => "success",
+        Failure => "failure",
+    }
+);
+
+label_values!(
+    /// `health_checks_total{result}`.
+    CheckResult {
+        Success => "success",
+        Failure => "failure",
+    }
+);
+
+/// One counter per status code of a labelled family, each resolved from the family the first time
+/// its code is counted and read lock-free after that. Resolving every code up front would publish
+/// hundreds of series that stay at zero; resolving per request costs a hash of every label and a
+/// lock in prometheus each time.
+///
+/// Codes are grouped by class (1xx to 9xx), each class's hundred slots allocated when its first
+/// code is seen: a few hundred bytes for a pair that sees nothing, 1.6 KiB per class in use.
+#[derive(Debug, Default)]
+pub struct CodeCounters {
+    classes: [OnceLock<Box<[OnceLock<IntCounter>; 100]>>; 9],
+}
+
+impl CodeCounters {
+    /// The counter for `code`, made with `resolve(code's text)` on first use.
+    pub fn get(&self, code: StatusCode, resolve: impl FnOnce(&str) -> IntCounter) -> &IntCounter {
+        // `StatusCode` holds 100..=999 only.
+        let code16 = code.as_u16();
+        let class = self.classes[usize::from(code16 / 100) - 1]
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        class[usize::from(code16 % 100)].get_or_init(|| resolve(code.as_str()))
+    }
+}
+
+/// What one request is counted under, for one listener and target group pair ("" for answers
+/// that no group gave): resolved when a snapshot is attached, so a request counts with an
+/// `Arc` clone instead of a lookup by label values.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    /// The listener's name, for the `listener` label.
+    listener: Arc<str>,
+    /// The group's name, for the `target_group` label; `None` for `""`.
+    group: Option<Arc<str>>,
+    /// `requests_total` (a handle on the family, which the codes resolve from).
+    requests_total: IntCounterVec,
+    /// `requests_total` for this pair, by code.
+    codes: CodeCounters,
+    /// The group's `target_response_seconds`.
+    response_seconds: Option<Histogram>,
+}
+
+impl RequestMetrics {
+    /// The pair's handles; `group` with its resolved histogram.
+    pub fn new(
+        metrics: &Metrics,
+        listener: Arc<str>,
+        group: Option<(Arc<str>, Histogram)>,
+    ) -> Self {
+        let (group, response_seconds) = group.unzip();
+        RequestMetrics {
+            listener,
+            group,
+            requests_total: metrics.requests_total.clone(),
+            codes: CodeCounters::default(),
+            response_seconds,
+        }
+    }
+
+    /// The target group's name, if a group answered.
+    pub fn group(&self) -> Option<&Arc<str>> {
+        self.group.as_ref()
+    }
+
+    /// Counts a request answered with `code`.
+    pub fn count(&self, code: StatusCode) {
+        self.codes
+            .get(code, |c| {
+                self.requests_total.with_label_values(&[
+                    &*self.listener,
+                    self.group.as_deref().unwrap_or(""),
+                    c,
+                ])
+            })
+            .inc();
+    }
+
+    /// Observes the time from sending a request to the target's response head.
+    pub fn observe_target_response(&self, seconds: f64) {
+        if let Some(h) = &self.response_seconds {
+            h.observe(seconds);
+        }
+    }
+}
 
 /// One instance per running seawall (tests run several in one process, so nothing is global).
 pub struct Metrics {
@@ -40,6 +181,14 @@ pub struct Metrics {
     pub unhealthy_targets: IntGaugeVec,
     /// Active health-check probes by target group and result (`success` or `failure`).
     pub health_checks_total: IntCounterVec,
+    /// `tls_handshakes_total` by [`HandshakeKind`], resolved once.
+    handshakes: Box<[IntCounter]>,
+    /// `tls_handshake_errors_total` by [`HandshakeFailure`], resolved once.
+    handshake_errors: Box<[IntCounter]>,
+    /// `config_reloads_total` by [`ReloadOutcome`], resolved once.
+    reloads: Box<[IntCounter]>,
+    /// `elb_responses_total` by code, resolved on first use of each.
+    elb_responses: CodeCounters,
 }
 
 impl Metrics {
@@ -88,20 +237,23 @@ impl Metrics {
             .expect("unique");
         // Known label values start at zero, so dashboards and alerts see the series before the
         // first event.
-        for kind in ["full", "resumed"] {
-            tls_handshakes_total.with_label_values(&[kind]);
-        }
-        for reason in ["alert", "io", "timeout"] {
-            tls_handshake_errors_total.with_label_values(&[reason]);
-        }
+        let handshakes = HandshakeKind::ALL
+            .iter()
+            .map(|k| tls_handshakes_total.with_label_values(&[k.as_str()]))
+            .collect();
+        let handshake_errors = HandshakeFailure::ALL
+            .iter()
+            .map(|r| tls_handshake_errors_total.with_label_values(&[r.as_str()]))
+            .collect();
         let config_reloads_total = counter_vec(
             "config_reloads_total",
             "Configuration reloads, by result (success or failure).",
             &["result"],
         );
-        for result in ["success", "failure"] {
-            config_reloads_total.with_label_values(&[result]);
-        }
+        let reloads = ReloadOutcome::ALL
+            .iter()
+            .map(|r| config_reloads_total.with_label_values(&[r.as_str()]))
+            .collect();
         let health_checks_total = counter_vec(
             "health_checks_total",
             "Active health-check probes, by target group and result (success or failure).",
@@ -155,7 +307,33 @@ impl Metrics {
             healthy_targets,
             unhealthy_targets,
             health_checks_total,
+            handshakes,
+            handshake_errors,
+            reloads,
+            elb_responses: CodeCounters::default(),
         }
+    }
+
+    /// Counts a completed TLS handshake.
+    pub fn tls_handshake(&self, kind: HandshakeKind) {
+        self.handshakes[kind as usize].inc();
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn tls_handshake_error(&self, reason: HandshakeFailure) {
+        self.handshake_errors[reason as usize].inc();
+    }
+
+    /// Counts a configuration reload.
+    pub fn config_reload(&self, result: ReloadOutcome) {
+        self.reloads[result as usize].inc();
+    }
+
+    /// Counts an answer seawall made itself.
+    pub fn elb_response(&self, code: StatusCode) {
+        self.elb_responses
+            .get(code, |c| self.elb_responses_total.with_label_values(&[c]))
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -171,5 +349,63 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_counters_resolve_each_code_once_and_only_when_counted() {
+        let m = Metrics::new();
+        let family = &m.requests_total;
+        let cache = CodeCounters::default();
+        let mut resolved = Vec::new();
+        for code in [200, 200, 404, 999, 100, 200, 464] {
+            let code = StatusCode::from_u16(code).unwrap();
+            cache
+                .get(code, |c| {
+                    resolved.push(c.to_string());
+                    family.with_label_values(&["l", "g", c])
+                })
+                .inc();
+        }
+        assert_eq!(resolved, ["200", "404", "999", "100", "464"]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"seawall_requests_total{code="200",listener="l",target_group="g"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"seawall_requests_total{code="464",listener="l",target_group="g"} 1"#),
+            "{text}"
+        );
+        // No series for codes never counted.
+        assert!(!text.contains(r#"code="201""#), "{text}");
+    }
+
+    #[test]
+    fn typed_label_values_keep_the_published_series() {
+        let m = Metrics::new();
+        m.tls_handshake(HandshakeKind::Resumed);
+        m.tls_handshake_error(HandshakeFailure::Timeout);
+        m.config_reload(ReloadOutcome::Failure);
+        let text = m.render();
+        for line in [
+            r#"seawall_tls_handshakes_total{kind="full"} 0"#,
+            r#"seawall_tls_handshakes_total{kind="resumed"} 1"#,
+            r#"seawall_tls_handshake_errors_total{reason="alert"} 0"#,
+            r#"seawall_tls_handshake_errors_total{reason="io"} 0"#,
+            r#"seawall_tls_handshake_errors_total{reason="timeout"} 1"#,
+            r#"seawall_config_reloads_total{result="failure"} 1"#,
+            r#"seawall_config_reloads_total{result="success"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(
+            m.config_reloads_total.with_label_values(&["failure"]).get(),
+            1
+        );
     }
 }

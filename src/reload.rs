@@ -25,6 +25,7 @@ use crate::config::validate::{CertificateSource, Config};
 use crate::config::{self, ConfigErrors, Source};
 use crate::control::{self, Control};
 use crate::listener::{BindError, ListenerSet};
+use crate::metrics::ReloadOutcome;
 
 /// File events closer together than this are one change (an editor's temp file and rename, a
 /// Kubernetes symlink swap).
@@ -429,10 +430,7 @@ pub async fn run(
         match &result {
             Ok(info) => {
                 info!(cause, generation = info.generation, file = %info.path, "config reloaded");
-                metrics
-                    .config_reloads_total
-                    .with_label_values(&["success"])
-                    .inc();
+                metrics.config_reload(ReloadOutcome::Success);
                 metrics.config_generation.set(info.generation as i64);
                 metrics
                     .config_last_reload_success_timestamp_seconds
@@ -443,10 +441,7 @@ pub async fn run(
                     cause,
                     "config reload failed; the running configuration stays in force:\n{e}"
                 );
-                metrics
-                    .config_reloads_total
-                    .with_label_values(&["failure"])
-                    .inc();
+                metrics.config_reload(ReloadOutcome::Failure);
             }
         }
         if let Some(reply) = reply {

@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::routing::{GroupId, Router};
 use crate::server::Limits;
 use crate::targets::{self, Origin, Registry, TargetGroup, Update};
+use crate::tls::ListenerTls;
 
 /// All the data plane is handed: the configuration in force and where to count. The control side
 /// stores new snapshots; listeners, connections and requests only `load()` them.
@@ -66,11 +66,30 @@ impl Compiled {
                     in_use: plan.in_use,
                 }
             })
+            .collect::<Vec<Group>>();
+        let listener_metrics = self
+            .listeners
+            .iter()
+            .map(|l| ListenerMetrics {
+                direct: Arc::new(RequestMetrics::new(metrics, l.name.clone(), None)),
+                groups: target_groups
+                    .iter()
+                    .map(|g| {
+                        let histogram = g.group.response_seconds.clone();
+                        Arc::new(RequestMetrics::new(
+                            metrics,
+                            l.name.clone(),
+                            Some((g.group.name.clone(), histogram)),
+                        ))
+                    })
+                    .collect(),
+            })
             .collect();
         Snapshot {
             limits: self.limits,
             max_connections: self.max_connections,
             listeners: self.listeners,
+            listener_metrics,
             target_groups,
         }
     }
@@ -83,14 +102,31 @@ pub struct Snapshot {
     /// Open client connections per listener; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
     pub listeners: Vec<Listener>,
+    /// Beside `listeners`, in the same order (built from them in [`Compiled::attach`]).
+    listener_metrics: Vec<ListenerMetrics>,
     /// Indexed by the routers' [`GroupId`]s.
     pub target_groups: Vec<Group>,
+}
+
+/// A listener's request metrics, per target group its requests may be counted under.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    /// For answers no group gave (fixed responses, redirects, errors before a group was chosen).
+    pub direct: Arc<RequestMetrics>,
+    /// Indexed by [`GroupId`], every group of the snapshot (a few hundred bytes each until used).
+    pub groups: Box<[Arc<RequestMetrics>]>,
 }
 
 impl Snapshot {
     /// A listener by name (listeners are few; a scan beats hashing).
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// A listener by name, with its request metrics.
+    pub fn served(&self, name: &str) -> Option<(&Listener, &ListenerMetrics)> {
+        let i = self.listeners.iter().position(|l| &*l.name == name)?;
+        Some((&self.listeners[i], &self.listener_metrics[i]))
     }
 
     /// The group a router's forward names.
@@ -135,6 +171,6 @@ pub struct Listener {
     pub bind: SocketAddr,
     pub protocol: Protocol,
     /// `Some` for https listeners.
-    pub tls: Option<Arc<ServerConfig>>,
+    pub tls: Option<ListenerTls>,
     pub router: Router,
 }

@@ -70,9 +70,13 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
         let tls = match l.protocol {
             Protocol::Http => None,
             Protocol::Https => {
-                let chosen: Vec<&LoadedCert> = l.certificates.iter().map(|&c| &certs[c]).collect();
+                let chosen: Vec<(Arc<str>, &LoadedCert)> = l
+                    .certificates
+                    .iter()
+                    .map(|&c| (cfg.certificates[c].name.as_str().into(), &certs[c]))
+                    .collect();
                 let alpn: Vec<Vec<u8>> = l.alpn.iter().map(|a| a.id().to_vec()).collect();
-                match tls::server_config(&chosen, l.tls_policy, &alpn) {
+                match tls::listener_tls(&chosen, l.tls_policy, &alpn) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errs.push(src.error(format!("listeners[{i}].certificates"), e.to_string()));
@@ -258,6 +262,9 @@ mod tests {
             .as_ref()
             .expect("an https listener");
         // The listener offers the default ALPN list, in its order.
-        assert_eq!(tls.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            tls.config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 }

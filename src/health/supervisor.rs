@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::checker::{Check, Counter};
 use super::probe::{ProbeError, Prober};
-use crate::metrics::Metrics;
+use crate::metrics::{CheckResult, Metrics};
 use crate::protocol::ProtocolVersion;
 use crate::snapshot::{Group, Plane};
 use crate::targets::{initial_reason, GroupState, HealthCheck, State, Target, TargetGroup};
@@ -134,8 +134,12 @@ impl GroupMetrics {
         GroupMetrics {
             healthy: m.healthy_targets.with_label_values(&[group]),
             unhealthy: m.unhealthy_targets.with_label_values(&[group]),
-            success: m.health_checks_total.with_label_values(&[group, "success"]),
-            failure: m.health_checks_total.with_label_values(&[group, "failure"]),
+            success: m
+                .health_checks_total
+                .with_label_values(&[group, CheckResult::Success.as_str()]),
+            failure: m
+                .health_checks_total
+                .with_label_values(&[group, CheckResult::Failure.as_str()]),
         }
     }
 
@@ -143,8 +147,10 @@ impl GroupMetrics {
     fn remove(m: &Metrics, group: &str) {
         let _ = m.healthy_targets.remove_label_values(&[group]);
         let _ = m.unhealthy_targets.remove_label_values(&[group]);
-        for result in ["success", "failure"] {
-            let _ = m.health_checks_total.remove_label_values(&[group, result]);
+        for result in CheckResult::ALL {
+            let _ = m
+                .health_checks_total
+                .remove_label_values(&[group, result.as_str()]);
         }
     }
 }

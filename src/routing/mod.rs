@@ -5,20 +5,46 @@
 mod redirect;
 mod wildcard;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 pub use redirect::{RedirectError, RedirectRequest, RedirectTemplate};
 pub use wildcard::{PatternError, Wildcard};
 
-/// What the router needs of a request.
+/// The whole request as the router sees it, borrowed from it: every condition of ALB's rule
+/// language (host, path, method, headers, query string, source IP) reads from here, so new
+/// conditions are added in this module alone.
+#[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     /// Host without port, as the client wrote it (matching folds case).
     pub host: &'a str,
     /// Path without the query string.
     pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    /// The query string without its `?`; empty when there is none.
+    pub query: &'a str,
+    /// The client's address as the connection shows it (not `X-Forwarded-For`, as for ALB's
+    /// `source-ip` condition).
+    pub client_ip: IpAddr,
+}
+
+/// Which rule decided a request: ALB's `matched_rule_priority` (`0` for the default action in
+/// its logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Rule(u32),
+    Default,
+}
+
+/// The router's answer: the action and which rule gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    pub priority: Priority,
+    pub action: &'a Action,
 }
 
 /// A listener's rules and default action.
@@ -77,11 +103,17 @@ impl Router {
     }
 
     /// The action for a request: the lowest-priority matching rule's, else the default.
-    pub fn find(&self, req: &RequestView<'_>) -> &Action {
-        self.rules
-            .iter()
-            .find(|r| r.matches(req))
-            .map_or(&self.default_action, |r| &r.action)
+    pub fn find(&self, req: &RequestView<'_>) -> Matched<'_> {
+        match self.rules.iter().find(|r| r.matches(req)) {
+            Some(r) => Matched {
+                priority: Priority::Rule(r.priority),
+                action: &r.action,
+            },
+            None => Matched {
+                priority: Priority::Default,
+                action: &self.default_action,
+            },
+        }
     }
 }
 
@@ -131,11 +163,27 @@ mod tests {
             ],
             fixed("default"),
         );
-        let find = |host, path| body(router.find(&RequestView { host, path })).to_vec();
+        let headers = HeaderMap::new();
+        let view = |host, path| RequestView {
+            host,
+            path,
+            method: &Method::GET,
+            headers: &headers,
+            query: "",
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+        };
+        let find = |host, path| body(router.find(&view(host, path)).action).to_vec();
         assert_eq!(find("API.test", "/v1/x"), b"api-v1");
         assert_eq!(find("api.test", "/v2/x"), b"api");
         assert_eq!(find("eu.api.test", "/static/a"), b"api");
         assert_eq!(find("other.test", "/static/a"), b"static");
         assert_eq!(find("other.test", "/"), b"default");
+
+        // The router says which rule decided.
+        let priority = |host, path| router.find(&view(host, path)).priority;
+        assert_eq!(priority("API.test", "/v1/x"), Priority::Rule(1));
+        assert_eq!(priority("eu.api.test", "/static/a"), Priority::Rule(2));
+        assert_eq!(priority("other.test", "/static/a"), Priority::Rule(3));
+        assert_eq!(priority("other.test", "/"), Priority::Default);
     }
 }

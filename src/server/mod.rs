@@ -20,9 +20,12 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
+use crate::metrics::{HandshakeFailure, HandshakeKind};
 use crate::protocol::Protocol;
-use crate::proxy::{self, ConnContext};
+use crate::proxy::record::Certificate;
+use crate::proxy::{self, ConnContext, TlsFacts};
 use crate::snapshot::Plane;
+use crate::tls::ListenerTls;
 use activity::{Activity, HeadGuard, HeadLimits};
 
 /// What every connection of one listener shares.
@@ -81,10 +84,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
     let _ = tcp.set_nodelay(true);
     match &compiled.tls {
         Some(tls) => {
-            let Some((stream, h2)) = handshake(tcp, tls, peer, &listener, rt).await else {
+            let Some((stream, h2, facts)) = handshake(tcp, tls, peer, &listener, rt).await else {
                 return;
             };
-            serve_http(stream, h2, peer, &listener, rt).await;
+            serve_http(stream, h2, peer, Some(facts), &listener, rt).await;
         }
         None => {
             // As for a handshake: a client that connected before a drain may still be sending
@@ -96,22 +99,23 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
                 },
                 _ = drained(&listener.stop) => return,
             };
-            serve_http(tcp, h2, peer, &listener, rt).await;
+            serve_http(tcp, h2, peer, None, &listener, rt).await;
         }
     }
 }
 
-/// The TLS handshake, within `handshake_timeout`, counted in the metrics: the stream and whether
-/// ALPN chose HTTP/2, or `None` when it failed (or a drain cut the wait short).
+/// The TLS handshake, within `handshake_timeout`, counted in the metrics: the stream, whether
+/// ALPN chose HTTP/2 and what the handshake settled for the connection's requests' records, or
+/// `None` when it failed (or a drain cut the wait short).
 async fn handshake(
     tcp: TcpStream,
-    tls: &Arc<rustls::ServerConfig>,
+    tls: &ListenerTls,
     peer: SocketAddr,
     listener: &ListenerContext,
     rt: &Limits,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, TlsFacts)> {
     let metrics = &listener.plane.metrics;
-    let acceptor = TlsAcceptor::from(tls.clone());
+    let acceptor = TlsAcceptor::from(tls.config.clone());
     // A drain (listener removed, process stopping) does not cut a handshake short: the client
     // connected before it and is owed an answer. It only bounds the wait.
     let handshake = tokio::select! {
@@ -121,38 +125,43 @@ async fn handshake(
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            let reason = if e.kind() == std::io::ErrorKind::InvalidData {
-                "alert"
+            metrics.tls_handshake_error(if e.kind() == std::io::ErrorKind::InvalidData {
+                HandshakeFailure::Alert
             } else {
-                "io"
-            };
-            metrics
-                .tls_handshake_errors_total
-                .with_label_values(&[reason])
-                .inc();
+                HandshakeFailure::Io
+            });
             debug!(%peer, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
-            metrics
-                .tls_handshake_errors_total
-                .with_label_values(&["timeout"])
-                .inc();
+            metrics.tls_handshake_error(HandshakeFailure::Timeout);
             debug!(%peer, "TLS handshake timed out");
             return None;
         }
     };
     let conn = stream.get_ref().1;
     let kind = match conn.handshake_kind() {
-        Some(rustls::HandshakeKind::Resumed) => "resumed",
-        _ => "full",
+        Some(rustls::HandshakeKind::Resumed) => HandshakeKind::Resumed,
+        _ => HandshakeKind::Full,
     };
-    metrics
-        .tls_handshakes_total
-        .with_label_values(&[kind])
-        .inc();
+    metrics.tls_handshake(kind);
     let h2 = conn.alpn_protocol() == Some(b"h2");
-    Some((stream, h2))
+    let sni = conn.server_name();
+    let facts = TlsFacts {
+        version: conn
+            .protocol_version()
+            .expect("known once the handshake is done"),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .expect("known once the handshake is done")
+            .suite(),
+        certificate: match kind {
+            HandshakeKind::Resumed => Certificate::SessionReused,
+            HandshakeKind::Full => Certificate::Named(tls.chosen_certificate(sni)),
+        },
+        sni: sni.map(Arc::from),
+    };
+    Some((stream, h2, facts))
 }
 
 /// Resolves [`DRAIN_IDLE_GRACE`] after a drain begins: how long a connection accepted before it
@@ -191,6 +200,7 @@ fn serve_http<'a, S>(
     io: S,
     h2: bool,
     peer: SocketAddr,
+    tls: Option<TlsFacts>,
     listener: &'a Arc<ListenerContext>,
     rt: &'a Limits,
 ) -> impl Future<Output = ()> + 'a
@@ -209,6 +219,7 @@ where
         peer_ip: HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a valid header value"),
         activity: activity.clone(),
+        tls,
     });
     async move {
         // The request's future is boxed: hyper keeps a slot the size of the service's future
@@ -217,7 +228,7 @@ where
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
             Box::pin(
-                async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, &ctx).await) },
+                async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, ctx).await) },
             )
         });
         let mut life = Lifecycle {

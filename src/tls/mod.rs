@@ -115,6 +115,21 @@ pub fn provider() -> CryptoProvider {
 /// Stateful resumption cache size per listener: enough for a busy edge without unbounded growth.
 const SESSION_CACHE_ENTRIES: usize = 8192;
 
+/// A listener's TLS: the rustls configuration every handshake shares, and its certificate
+/// resolver, which the connection asks afterwards which certificate it was served.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub config: Arc<ServerConfig>,
+    resolver: Arc<SniResolver>,
+}
+
+impl ListenerTls {
+    /// The configured name of the certificate a full handshake for `server_name` was served.
+    pub fn chosen_certificate(&self, server_name: Option<&str>) -> Arc<str> {
+        self.resolver.chosen_name(server_name).clone()
+    }
+}
+
 /// Builds a listener's TLS configuration. `certs` is in the listener's order: the first one is
 /// served when SNI names nothing that a certificate covers.
 pub fn server_config(
@@ -122,18 +137,36 @@ pub fn server_config(
     policy: Policy,
     alpn: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let named: Vec<(Arc<str>, &LoadedCert)> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Arc::from(i.to_string()), *c))
+        .collect();
+    Ok(listener_tls(&named, policy, alpn)?.config)
+}
+
+/// [`server_config`] with the certificates' configured names, which the connections' records
+/// report.
+pub fn listener_tls(
+    certs: &[(Arc<str>, &LoadedCert)],
+    policy: Policy,
+    alpn: &[Vec<u8>],
+) -> Result<ListenerTls, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match policy {
         Policy::Tls13Only => &[&rustls::version::TLS13],
         Policy::Tls13And12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let resolver = SniResolver::new(certs).ok_or(rustls::Error::NoCertificatesPresented)?;
+    let resolver = Arc::new(SniResolver::new(certs).ok_or(rustls::Error::NoCertificatesPresented)?);
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(versions)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = alpn.to_vec();
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-    Ok(Arc::new(cfg))
+    Ok(ListenerTls {
+        config: Arc::new(cfg),
+        resolver,
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 
 pub mod connect;
 pub mod pool;
+pub mod retry;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,12 +23,16 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::http_tokens;
+
 /// A forwarded request's body: the client's, streamed through as hyper received it, or none. A
 /// request without a body can be sent again (a retry on another target), so it never carries the
 /// client's `Incoming`.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    Stream(Incoming),
+    /// The client's body, and the count of its bytes read so far (the request's record reads it;
+    /// the body itself goes to the target connection's task).
+    Stream(Incoming, Arc<AtomicU64>),
     Empty,
 }
 
@@ -39,21 +45,29 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Stream(b, read) => {
+                let frame = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &frame {
+                    if let Some(data) = f.data_ref() {
+                        read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                frame
+            }
             UpstreamBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Stream(b, _) => b.is_end_stream(),
             UpstreamBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Stream(b, _) => b.size_hint(),
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -196,17 +210,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// The options of a `Connection` value that name other headers: all but `close` and those
 /// handled as hop-by-hop anyway (`keep-alive`, `upgrade`).
 fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
-    value
-        .to_str()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| {
-            !t.is_empty()
-                && !["keep-alive", "close", "upgrade"]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k))
-        })
+    http_tokens::value_tokens(value).filter(|t| {
+        !["keep-alive", "close", "upgrade"]
+            .iter()
+            .any(|k| t.eq_ignore_ascii_case(k))
+    })
 }
 
 /// What the forwarded headers say about the client side of the connection.
@@ -225,7 +233,7 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 pub const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
 /// Adds `X-Forwarded-For` (appending the client to any list the client sent, as ALB does),
-/// `X-Forwarded-Proto`, `X-Forwarded-Port`, and an `X-Amzn-Trace-Id` when the request has none.
+/// `X-Forwarded-Proto` and `X-Forwarded-Port`. The trace id is [`ensure_trace_id`]'s.
 pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
     let ip = f.client_ip.as_bytes();
     // Every XFF line the client sent, in order, then the client: `get` would keep the first only.
@@ -248,13 +256,49 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     headers.insert(X_FORWARDED_PORT, f.port.clone());
-    if !headers.contains_key(X_AMZN_TRACE_ID) {
-        headers.insert(X_AMZN_TRACE_ID, trace_id());
+}
+
+/// A request's `X-Amzn-Trace-Id`, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceId {
+    /// One seawall made, by value: a clone of the header's own bytes would allocate (the buffer
+    /// of a value made from a slice is only shared on its first clone), this costs a copy.
+    Made([u8; TRACE_ID_LEN]),
+    /// The client's, shared with the request's header.
+    Client(HeaderValue),
+}
+
+impl TraceId {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            TraceId::Made(id) => id,
+            TraceId::Client(v) => v.as_bytes(),
+        }
+    }
+}
+
+/// The length of the trace ids seawall makes.
+pub const TRACE_ID_LEN: usize = 40;
+
+/// The request's `X-Amzn-Trace-Id`: the client's, or a new one added to the request. Made once
+/// per request; the request's record keeps it too.
+pub fn ensure_trace_id(headers: &mut HeaderMap) -> TraceId {
+    match headers.entry(X_AMZN_TRACE_ID) {
+        header::Entry::Occupied(e) => TraceId::Client(e.get().clone()),
+        header::Entry::Vacant(e) => {
+            let id = new_trace_id();
+            e.insert(HeaderValue::from_bytes(&id).expect("hex digits are a valid header value"));
+            TraceId::Made(id)
+        }
     }
 }
 
 /// `Root=1-<8 hex digits of the epoch second>-<24 hex digits>`, ALB's request id.
 pub fn trace_id() -> HeaderValue {
+    HeaderValue::from_bytes(&new_trace_id()).expect("hex digits are a valid header value")
+}
+
+fn new_trace_id() -> [u8; TRACE_ID_LEN] {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -263,7 +307,7 @@ pub fn trace_id() -> HeaderValue {
     put_hex(&mut id[7..15], u64::from(secs as u32));
     put_hex(&mut id[16..32], fastrand::u64(..));
     put_hex(&mut id[32..40], u64::from(fastrand::u32(..)));
-    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+    id
 }
 
 /// Writes the low `out.len()` hex digits of `v` into `out`, most significant first.
@@ -339,6 +383,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
         h.insert(X_AMZN_TRACE_ID, "Root=1-00000000-abc".parse().unwrap());
         add_forwarded(&mut h, &f);
+        assert_eq!(ensure_trace_id(&mut h).as_bytes(), b"Root=1-00000000-abc");
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_PORT], "8443");
@@ -347,8 +392,11 @@ mod tests {
         // Without a list from the client, the client alone; a new trace id is added.
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, &f);
+        let made = ensure_trace_id(&mut h);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
         assert!(h.contains_key(X_AMZN_TRACE_ID));
+        assert_eq!(h[X_AMZN_TRACE_ID].as_bytes(), made.as_bytes());
+        assert!(matches!(made, TraceId::Made(_)));
     }
 
     #[test]

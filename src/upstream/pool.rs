@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::connect::{self, Alpn, ConnectError};
+use super::retry::{Decision, Failure, Retry};
 use super::UpstreamBody;
 
 /// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
@@ -238,10 +239,11 @@ impl Pool {
         &self,
         mut req: Request<UpstreamBody>,
         settings: &Settings,
-        mut reuse: Reuse,
+        reuse: Reuse,
     ) -> Result<(Response<Incoming>, Lease), Error> {
+        let mut retry = Retry::for_attempt(reuse);
         loop {
-            let pooled = match reuse {
+            let pooled = match retry.reuse() {
                 Reuse::Pooled => self.checkout_h1(settings.shape),
                 Reuse::NewConnection => {
                     self.shared
@@ -267,12 +269,13 @@ impl Pool {
                     return Ok((resp, lease));
                 }
                 Err(mut e) => match e.take_message() {
-                    // Once, on a new connection, whose failure is final.
-                    Some(unsent) if reused => {
+                    Some(unsent)
+                        if retry.after(Failure::Unsent { reused }) == Decision::NewConnection =>
+                    {
                         debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on a new one");
                         req = unsent;
-                        reuse = Reuse::NewConnection;
                     }
+                    // The proxy's to decide (see `retry`).
                     None if reused && closed_under(e.error()) => {
                         return Err(Error::Stale(Arc::new(e.into_error())))
                     }
@@ -335,7 +338,7 @@ impl Pool {
         mut req: Request<UpstreamBody>,
         settings: &Settings,
     ) -> Result<Response<Incoming>, Error> {
-        let mut retried = false;
+        let mut retry = Retry::for_attempt(Reuse::Pooled);
         loop {
             let (mut send, cell, reused) = self.checkout_h2(settings).await?;
             match send.try_send_request(req).await {
@@ -343,8 +346,9 @@ impl Pool {
                 Err(mut e) => match e.take_message() {
                     // The shared connection went away (GOAWAY, closed) under the request: sent
                     // once more, on the connection made (or being made) next.
-                    Some(unsent) if reused && !retried => {
-                        retried = true;
+                    Some(unsent)
+                        if retry.after(Failure::Unsent { reused }) == Decision::NewConnection =>
+                    {
                         debug!(target = %self.shared.addr, error = %e.error(), "HTTP/2 connection closed before the request went out; reconnecting");
                         self.forget_h2(&cell);
                         req = unsent;

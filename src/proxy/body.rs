@@ -1,0 +1,265 @@
+//! The response body handed to the client connection, and what it keeps alive until it ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::record::Record;
+use crate::targets::OutstandingGuard;
+use crate::upstream::pool::Lease;
+
+/// A response body as the client connection gets it: the answer, and the request's record, which
+/// keeps the request counted as in flight (for the connection's idle timer) and is finished when
+/// the body ends or is dropped.
+pub struct ResponseBody {
+    reply: Reply,
+    /// `None` only in tests; finished (metrics counted) when the body ends or is dropped.
+    pub(super) record: Option<Record>,
+}
+
+/// The answer `respond` makes: bytes seawall made, or a target's body streamed through with the
+/// guard that counts it as outstanding on its target. Kept apart from the record until
+/// `proxy::handle` joins them, so that the responses moved about on the way (a few times per
+/// level) do not carry the record's couple of hundred bytes each time.
+pub(super) struct Reply {
+    inner: Inner,
+    /// The target a streamed body comes from; `None` for seawall's own bytes.
+    target: Option<TargetWatch>,
+}
+
+/// The target a streamed body comes from: counted as outstanding while the body lives, and cut
+/// when the target's draining time ends.
+pub(super) struct TargetWatch {
+    pub(super) outstanding: OutstandingGuard,
+    /// The HTTP/1 connection the body comes on, back to the target's pool when the body ends.
+    pub(super) lease: Option<Lease>,
+    /// Created the first time the body waits for the target, so a body that never waits costs
+    /// no allocation.
+    pub(super) closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ResponseBody {
+    pub(super) fn new(reply: Reply, record: Record) -> Self {
+        ResponseBody {
+            reply,
+            record: Some(record),
+        }
+    }
+}
+
+impl Reply {
+    pub(super) fn full(bytes: Bytes) -> Self {
+        Reply {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            target: None,
+        }
+    }
+
+    /// A target's body, streamed through while `watch` counts it on its target.
+    pub(super) fn upstream(body: Incoming, watch: TargetWatch) -> Self {
+        Reply {
+            inner: Inner::Upstream(body),
+            target: Some(watch),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the target's deregistration delay ended while its response was streaming")]
+struct TargetClosed;
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    // The end as hyper's server sees it (it stops polling once the length is
+                    // read), or as the stream ends. An error leaves the connection unreturned.
+                    let ended = match &frame {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if ended {
+                        if let Some(watch) = &mut this.target {
+                            if let Some(lease) = watch.lease.take() {
+                                watch.outstanding.target().pool().give_back(lease);
+                            }
+                        }
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
+                Poll::Pending => {
+                    if let Some(watch) = &mut this.target {
+                        let closed = watch.closed.get_or_insert_with(|| {
+                            Box::pin(
+                                watch
+                                    .outstanding
+                                    .target()
+                                    .closed()
+                                    .clone()
+                                    .cancelled_owned(),
+                            )
+                        });
+                        if closed.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(TargetClosed.into())));
+                        }
+                    }
+                    Poll::Pending
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.reply).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(r)) = (&frame, &mut this.record) {
+            // ALB's `sent_bytes` (body bytes here).
+            if let Some(d) = f.data_ref() {
+                r.facts.sent_bytes += d.len() as u64;
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reply.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.reply.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use http::{HeaderValue, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::protocol::Protocol;
+    use crate::proxy::ConnContext;
+    use crate::server::activity::Activity;
+    use crate::server::{Limits, ListenerContext};
+    use crate::snapshot::{Compiled, Plane};
+    use crate::targets::Registry;
+
+    fn conn() -> Arc<ConnContext> {
+        let metrics = Arc::new(Metrics::new());
+        let limit = Duration::from_secs(1);
+        let snapshot = Compiled {
+            limits: Limits {
+                idle_timeout: limit,
+                header_timeout: limit,
+                handshake_timeout: limit,
+                max_header_bytes: 1024,
+            },
+            max_connections: 1,
+            listeners: Vec::new(),
+            target_groups: Vec::new(),
+        }
+        .attach(&Registry::default(), &metrics);
+        Arc::new(ConnContext {
+            listener: Arc::new(ListenerContext {
+                name: "l".into(),
+                protocol: Protocol::Http,
+                port: 80,
+                port_header: HeaderValue::from_static("80"),
+                plane: Arc::new(Plane {
+                    snapshot: ArcSwap::from_pointee(snapshot),
+                    metrics,
+                }),
+                stop: Default::default(),
+            }),
+            peer: "10.0.0.1:5000".parse().unwrap(),
+            peer_ip: HeaderValue::from_static("10.0.0.1"),
+            activity: Activity::new(),
+            tls: None,
+        })
+    }
+
+    fn count(conn: &ConnContext) -> (String, String) {
+        let text = conn.listener.plane.metrics.render();
+        let find = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or("")
+                .to_string()
+        };
+        (
+            find(r#"seawall_requests_total{code="200",listener="l",target_group="""#),
+            find(r#"seawall_elb_responses_total{code="200"}"#),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_record_counts_bytes_sent_and_is_counted_once_when_the_body_ends() {
+        let conn = conn();
+        let mut record = Record::new(conn.clone());
+        record.facts.status = Some(StatusCode::OK);
+        let mut body = ResponseBody::new(Reply::full(Bytes::from_static(b"hello")), record);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(body.frame().await.is_none());
+        assert_eq!(body.record.as_ref().unwrap().facts.sent_bytes, 5);
+        assert_eq!(count(&conn), (String::new(), String::new()), "not yet");
+        drop(body);
+        let (requests, elb) = count(&conn);
+        assert!(requests.ends_with(" 1"), "{requests}");
+        assert!(elb.ends_with(" 1"), "{elb}");
+    }
+
+    #[tokio::test]
+    async fn a_request_left_unanswered_is_not_counted() {
+        let conn = conn();
+        drop(Record::new(conn.clone()));
+        let text = conn.listener.plane.metrics.render();
+        assert!(!text.contains("seawall_requests_total{"), "{text}");
+    }
+}

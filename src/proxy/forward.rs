@@ -1,0 +1,160 @@
+//! A forward: the request rewritten for a target of the group, sent (and resent as [`Retry`]
+//! decides), and the target's answer streamed back or handed to a tunnel.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use super::body::{Reply, TargetWatch};
+use super::record::Facts;
+use super::{headers, incompatible, upgrade, ConnContext};
+use crate::error::RequestError;
+use crate::targets::TargetGroup;
+use crate::upstream::retry::{Decision, Failure, Retry};
+use crate::upstream::{pool, ForwardedFor, UpstreamBody};
+
+#[allow(clippy::manual_async_fn)] // see `proxy::handle`
+pub(super) fn forward<'a>(
+    mut req: Request<Incoming>,
+    ctx: &'a ConnContext,
+    tg: &'a Arc<TargetGroup>,
+    facts: &'a mut Facts,
+) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
+    async move {
+        let upgrade = headers::is_upgrade(&req);
+        if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
+            return Err(RequestError::IncompatibleProtocol(why));
+        }
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        let trace_id = headers::rewrite_request(
+            &mut parts,
+            tg.protocol_version,
+            upgrade,
+            &ForwardedFor {
+                client_ip: &ctx.peer_ip,
+                proto: ctx.listener.protocol.as_str(),
+                port: &ctx.listener.port_header,
+            },
+        );
+        facts.trace_id = Some(trace_id);
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let body = if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            let read = Arc::new(AtomicU64::new(0));
+            facts.received = Some(read.clone());
+            UpstreamBody::Stream(body, read)
+        };
+        let replayable = !upgrade
+            && matches!(body, UpstreamBody::Empty)
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut retry = Retry::new(replayable);
+
+        let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
+        let mut body = Some(body);
+        facts.timing.sent = Some(Instant::now());
+        let (mut resp, outstanding, mut lease) = loop {
+            facts.target = Some(target.addr);
+            let outstanding = target.begin();
+            let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
+            *request.method_mut() = parts.method.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = if retry.may_resend() {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            *request.uri_mut() = headers::target_uri(&path, request.headers_mut(), tg, &target)?;
+            let sent = tokio::time::timeout(
+                tg.response_timeout,
+                target.pool().send(request, &tg.upstream, retry.reuse()),
+            );
+            let answer = tokio::select! {
+                answer = sent => answer,
+                // The target's deregistration delay ended while it still owed the response head.
+                _ = target.closed().cancelled() => {
+                    return Err(RequestError::TargetReset("the target was deregistered".into()))
+                }
+            };
+            let e = match answer {
+                Err(_) => return Err(RequestError::ResponseTimeout),
+                Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
+                Ok(Err(e)) => e,
+            };
+            debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
+            let err = RequestError::from_upstream(&e);
+            // The target never saw the request: it refused the connection, or did not answer
+            // it at all (a stopped container's address usually times out).
+            let unreachable = match &err {
+                RequestError::ConnectFailed(detail) => Some(format!("connection failed: {detail}")),
+                RequestError::ConnectTimeout => Some("connection timed out".to_string()),
+                _ => None,
+            };
+            let failure = match (&e, &unreachable) {
+                (pool::Error::Stale(_), _) => Failure::Stale,
+                (_, Some(reason)) => {
+                    // Passive health: a dead target costs one failed request, not a
+                    // health-check interval.
+                    if target.mark_failed(reason.clone()) {
+                        warn!(target_group = %tg.name, target = %target.addr, %reason, "target unhealthy (passive)");
+                    }
+                    Failure::Unreachable
+                }
+                _ => Failure::Other,
+            };
+            match retry.after(failure) {
+                // The target is up; it closed an idle connection as the request went out.
+                Decision::NewConnection => continue,
+                Decision::AnotherTarget => match tg.pick_healthy() {
+                    Some(next) => target = next,
+                    None => return Err(err),
+                },
+                Decision::GiveUp => return Err(err),
+            }
+        };
+        facts.timing.head = Some(Instant::now());
+        facts.target_status = Some(resp.status());
+
+        let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::rewrite_response(resp.headers_mut(), switched);
+        if let (Some(client_side), true) = (client_upgrade, switched) {
+            return Ok(upgrade::hand_off(
+                client_side,
+                resp,
+                outstanding,
+                lease,
+                ctx,
+            ));
+        }
+        let (parts, body) = resp.into_parts();
+        if body.is_end_stream() {
+            // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
+            if let Some(lease) = lease.take() {
+                outstanding.target().pool().give_back(lease);
+            }
+        }
+        Ok(Response::from_parts(
+            parts,
+            Reply::upstream(
+                body,
+                TargetWatch {
+                    outstanding,
+                    closed: None,
+                    lease,
+                },
+            ),
+        ))
+    }
+}

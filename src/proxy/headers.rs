@@ -1,0 +1,97 @@
+//! The header rewriting a forwarded request and its response get, and the request's form on the
+//! target's side.
+
+use http::header::{self, HeaderValue};
+use http::{request, HeaderMap, Request, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::error::RequestError;
+use crate::http_tokens;
+use crate::protocol::ProtocolVersion;
+use crate::targets::{Target, TargetGroup};
+use crate::upstream::{self, ForwardedFor, TraceId};
+
+/// An HTTP/1.1 request asking to switch protocols (WebSocket).
+pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && http_tokens::has_token(req.headers().get_all(header::CONNECTION), "upgrade")
+}
+
+/// Rewrites a request's head for a target speaking `version`: Host from HTTP/2's `:authority`,
+/// hop-by-hop headers out (but `TE: trailers` for HTTP/2 targets, and `Connection: upgrade` for an
+/// upgrade), `X-Forwarded-*` and the trace id in. Returns the trace id, made once here.
+pub(super) fn rewrite_request(
+    parts: &mut request::Parts,
+    version: ProtocolVersion,
+    upgrade: bool,
+    forwarded: &ForwardedFor<'_>,
+) -> TraceId {
+    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+        // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
+        // otherwise get the target's ip:port as Host (see `target_uri`); an HTTP/2 target gets
+        // the target's ip:port as :authority, so Host is where it finds the client's host.
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    // `TE: trailers` is the one TE that HTTP/2 carries, and gRPC servers may require it.
+    let te_trailers = version != ProtocolVersion::Http1
+        && http_tokens::has_token(parts.headers.get_all(header::TE), "trailers");
+    upstream::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    upstream::add_forwarded(&mut parts.headers, forwarded);
+    parts.version = match version {
+        ProtocolVersion::Http1 => Version::HTTP_11,
+        ProtocolVersion::Http2 | ProtocolVersion::Grpc => Version::HTTP_2,
+    };
+    upstream::ensure_trace_id(&mut parts.headers)
+}
+
+/// The request target as the target's protocol writes it, the forms hyper-util's client used to
+/// write, which targets keep seeing: an HTTP/1 request line in origin-form, with the client's Host
+/// (the target's address when the client sent none, as from HTTP/1.0); an HTTP/2 request with the
+/// target's address as `:authority`.
+pub(super) fn target_uri(
+    path: &http::uri::PathAndQuery,
+    headers: &mut HeaderMap,
+    tg: &TargetGroup,
+    target: &Target,
+) -> Result<Uri, RequestError> {
+    if tg.protocol_version == ProtocolVersion::Http1 {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(
+                header::HOST,
+                upstream::host_header(&target.authority, &tg.scheme),
+            );
+        }
+        Ok(Uri::from(path.clone()))
+    } else {
+        Uri::builder()
+            .scheme(tg.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|_| RequestError::BadRequest("unrepresentable request target"))
+    }
+}
+
+/// Rewrites a target's response head for the client: hop-by-hop headers out, except what a
+/// switch of protocols (`switched`) needs, which gets `Connection: upgrade` back.
+pub(super) fn rewrite_response(headers: &mut HeaderMap, switched: bool) {
+    upstream::strip_hop_by_hop(headers, switched);
+    if switched {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}

@@ -1,0 +1,300 @@
+//! One record per request (rpxy's `HttpMessageLog` is the model): made when the request arrives,
+//! filled by TLS, routing and the forward as the request goes, and finished once, when the
+//! response body ends or is dropped. The metrics are observed from it; the access log will write
+//! it out.
+//!
+//! Nothing here allocates per request: names are `Arc<str>` clones held by the metric handles,
+//! times are `Instant`s, statuses `StatusCode`s; what the connection knows (TLS) is computed once
+//! per connection and shared.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use super::ConnContext;
+use crate::error::RequestError;
+use crate::metrics::RequestMetrics;
+use crate::routing::Priority;
+use crate::server::activity::RequestGuard;
+use crate::upstream::TraceId;
+
+/// What a TLS connection's handshake settled, once per connection.
+#[derive(Debug, Clone)]
+pub struct TlsFacts {
+    /// ALB's `ssl_protocol`.
+    pub version: rustls::ProtocolVersion,
+    /// ALB's `ssl_cipher`.
+    pub cipher: rustls::CipherSuite,
+    /// The server name the client asked for (SNI), if any.
+    pub sni: Option<Arc<str>>,
+    /// ALB's `chosen_cert_arn`: which certificate was served.
+    pub certificate: Certificate,
+}
+
+/// The certificate a connection was served, as ALB logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Certificate {
+    /// The certificate's name in the configuration.
+    Named(Arc<str>),
+    /// A resumed session: no certificate was sent (ALB writes `session-reused`).
+    SessionReused,
+}
+
+impl Certificate {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Certificate::Named(n) => n,
+            Certificate::SessionReused => "session-reused",
+        }
+    }
+}
+
+/// ALB's `actions_executed`: what seawall did with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Forward,
+    FixedResponse,
+    Redirect,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Forward => "forward",
+            ActionKind::FixedResponse => "fixed-response",
+            ActionKind::Redirect => "redirect",
+        }
+    }
+}
+
+/// When the request passed each point of its way: ALB's three processing times.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The request head was handed to seawall's service.
+    pub arrived: Instant,
+    /// The request was first sent towards a target (a retry keeps the first send).
+    pub sent: Option<Instant>,
+    /// The target's response head arrived.
+    pub head: Option<Instant>,
+    /// The response was handed to the client connection to write.
+    pub responded: Option<Instant>,
+}
+
+impl Timing {
+    pub fn new(arrived: Instant) -> Self {
+        Timing {
+            arrived,
+            sent: None,
+            head: None,
+            responded: None,
+        }
+    }
+
+    /// ALB's `request_processing_time`: arrival to sent to the target; `None` (ALB's -1) when
+    /// it never was.
+    pub fn request_processing(&self) -> Option<Duration> {
+        Some(self.sent?.saturating_duration_since(self.arrived))
+    }
+
+    /// ALB's `target_processing_time`: sent to the target's response head.
+    pub fn target_processing(&self) -> Option<Duration> {
+        Some(self.head?.saturating_duration_since(self.sent?))
+    }
+
+    /// ALB's `response_processing_time`: the target's response head to the response being
+    /// handed to the client connection (ALB measures to its first byte out; this is as close as
+    /// the hot path gets without a clock read per body frame).
+    pub fn response_processing(&self) -> Option<Duration> {
+        Some(self.responded?.saturating_duration_since(self.head?))
+    }
+}
+
+/// What one request met, filled as it goes. Fields stay `None` for what did not happen.
+#[derive(Debug)]
+pub struct Facts {
+    pub timing: Timing,
+    /// ALB's `matched_rule_priority`; `None` when the request was refused before routing.
+    pub rule: Option<Priority>,
+    /// ALB's `actions_executed`.
+    pub action: Option<ActionKind>,
+    /// The listener and target group pair the request counts under (its metric handles, and
+    /// the group's name); `None` when refused before routing.
+    pub metrics: Option<Arc<RequestMetrics>>,
+    /// The target the request was (last) sent to.
+    pub target: Option<SocketAddr>,
+    /// seawall's answer (ALB's `elb_status_code`); `None` until there is one, so that a request
+    /// whose client left before it is not counted.
+    pub status: Option<StatusCode>,
+    /// The target's answer (ALB's `target_status_code`), when one came.
+    pub target_status: Option<StatusCode>,
+    /// Request body bytes read from the client: counted by the forwarded body as it streams,
+    /// only for requests that have one.
+    pub received: Option<Arc<AtomicU64>>,
+    /// Response body bytes handed to the client connection.
+    pub sent_bytes: u64,
+    /// The `X-Amzn-Trace-Id` the target was sent (the client's, or one seawall made).
+    pub trace_id: Option<TraceId>,
+    /// Why seawall answered itself (ALB's `error_reason`), if it did.
+    pub error: Option<RequestError>,
+}
+
+impl Facts {
+    pub fn new(arrived: Instant) -> Self {
+        Facts {
+            timing: Timing::new(arrived),
+            rule: None,
+            action: None,
+            metrics: None,
+            target: None,
+            status: None,
+            target_status: None,
+            received: None,
+            sent_bytes: 0,
+            trace_id: None,
+            error: None,
+        }
+    }
+
+    /// Request body bytes read from the client so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received
+            .as_ref()
+            .map_or(0, |r| r.load(Ordering::Relaxed))
+    }
+}
+
+/// A request's record. Dropping it finishes it: the metrics are counted then, once.
+pub struct Record {
+    /// The connection the request came on: listener, client address and port, TLS facts.
+    pub conn: Arc<ConnContext>,
+    /// What the request met, filled by `respond` and the forward, read when the record ends.
+    pub facts: Facts,
+    /// Keeps the request counted as in flight on its connection (the idle timer) while the
+    /// record lives; dropped after the metrics are counted.
+    _in_flight: RequestGuard,
+}
+
+impl Record {
+    /// Begins the record of a request that has just arrived on `conn`.
+    pub fn new(conn: Arc<ConnContext>) -> Self {
+        let in_flight = conn.activity.begin_request();
+        Record {
+            conn,
+            facts: Facts::new(Instant::now()),
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("listener", &self.conn.listener.name)
+            .field("peer", &self.conn.peer)
+            .field("facts", &self.facts)
+            .finish()
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let f = &self.facts;
+        let Some(status) = f.status else {
+            return;
+        };
+        let metrics = &self.conn.listener.plane.metrics;
+        match &f.metrics {
+            Some(m) => m.count(status),
+            // Refused before routing: rare, so resolved on the spot.
+            None => metrics
+                .requests_total
+                .with_label_values(&[&*self.conn.listener.name, "", status.as_str()])
+                .inc(),
+        }
+        let from_group = f.metrics.as_ref().is_some_and(|m| m.group().is_some());
+        if !from_group || f.error.is_some() {
+            metrics.elb_response(status);
+        }
+        if let (Some(m), Some(t)) = (&f.metrics, f.timing.target_processing()) {
+            m.observe_target_response(t.as_secs_f64());
+        }
+        self.log(status);
+    }
+}
+
+impl Record {
+    /// Writes the finished record at debug level under the target `seawall::access`
+    /// (`RUST_LOG=seawall::access=debug`): what the access log will write, in ALB's terms. A
+    /// disabled level costs one check of the callsite.
+    fn log(&self, status: StatusCode) {
+        let f = &self.facts;
+        let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
+        let tls = self.conn.tls.as_ref();
+        tracing::debug!(
+            target: "seawall::access",
+            listener = %self.conn.listener.name,
+            client = %self.conn.peer,
+            ssl_protocol = ?tls.map(|t| t.version),
+            ssl_cipher = ?tls.map(|t| t.cipher),
+            sni = tls.and_then(|t| t.sni.as_deref()).unwrap_or("-"),
+            certificate = tls.map_or("-", |t| t.certificate.as_str()),
+            rule = ?f.rule,
+            action = f.action.map_or("-", ActionKind::as_str),
+            target_group = f.metrics.as_ref().and_then(|m| m.group()).map_or("-", |g| g),
+            target = ?f.target,
+            request_processing_ms = ms(f.timing.request_processing()),
+            target_processing_ms = ms(f.timing.target_processing()),
+            response_processing_ms = ms(f.timing.response_processing()),
+            elb_status = status.as_u16(),
+            target_status = f.target_status.map_or(0, |s| s.as_u16()),
+            received_bytes = f.received_bytes(),
+            sent_bytes = f.sent_bytes,
+            trace_id = %String::from_utf8_lossy(f.trace_id.as_ref().map_or(b"-", |t| t.as_bytes())),
+            error = ?f.error,
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processing_times_are_albs_three_and_absent_when_not_reached() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = Timing::new(t0);
+        assert_eq!(t.request_processing(), None);
+        assert_eq!(t.target_processing(), None);
+        assert_eq!(t.response_processing(), None);
+        t.responded = Some(t0 + ms(1));
+        assert_eq!(t.response_processing(), None, "never forwarded");
+        t.sent = Some(t0 + ms(2));
+        t.head = Some(t0 + ms(7));
+        t.responded = Some(t0 + ms(8));
+        assert_eq!(t.request_processing(), Some(ms(2)));
+        assert_eq!(t.target_processing(), Some(ms(5)));
+        assert_eq!(t.response_processing(), Some(ms(1)));
+    }
+
+    #[test]
+    fn received_bytes_read_the_shared_count() {
+        let mut f = Facts::new(Instant::now());
+        assert_eq!(f.received_bytes(), 0);
+        let count = Arc::new(AtomicU64::new(0));
+        f.received = Some(count.clone());
+        count.fetch_add(42, Ordering::Relaxed);
+        assert_eq!(f.received_bytes(), 42);
+    }
+
+    #[test]
+    fn labels_are_albs() {
+        assert_eq!(ActionKind::FixedResponse.as_str(), "fixed-response");
+        assert_eq!(Certificate::SessionReused.as_str(), "session-reused");
+        assert_eq!(Certificate::Named("web".into()).as_str(), "web");
+    }
+}
