@@ -41,7 +41,7 @@
 //! - [`health`] checks every target and writes its state into atomics the data plane reads;
 //! - [`upgrade`] hands the sockets to a new binary.
 //!
-//! [`app`] is the composition root that builds both planes and starts them. [`bench`] is the
+//! [`app`] is the composition root that builds both planes and starts them. [`mod@bench`] is the
 //! `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
 
 #![forbid(unsafe_code)]

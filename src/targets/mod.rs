@@ -354,7 +354,7 @@ pub struct TargetGroup {
     pub slow_start: Duration,
     pub state: Arc<GroupState>,
     balancer: Box<dyn Balancer>,
-    /// [TargetResponseTime] of this group, resolved once per snapshot rather than per request.
+    /// \[TargetResponseTime\] of this group, resolved once per snapshot rather than per request.
     pub response_seconds: prometheus::Histogram,
     /// How its targets' pools connect. A reload keeps the targets, and with them their pooled
     /// connections, unless it changes what those connections are (see [`pool::Shape`]).
