@@ -20,6 +20,16 @@ pub fn value_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The comma-separated parts of one header line as bytes, trimmed, empty ones kept: for the
+/// framing headers (Content-Length, Transfer-Encoding), where a stray comma or a byte that is not
+/// text must be seen and judged rather than skipped.
+pub fn raw_parts(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Whether any line of a header lists `token` (ASCII case folded, as for every token of these
 /// headers).
 pub fn has_token(lines: GetAll<'_, HeaderValue>, token: &str) -> bool {
@@ -37,6 +47,13 @@ mod tests {
             h.append(CONNECTION, HeaderValue::from_bytes(l).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn raw_parts_keep_every_byte_and_empty_parts() {
+        let v = HeaderValue::from_bytes(b" 5 ,, 6\xff").unwrap();
+        let parts: Vec<&[u8]> = raw_parts(&v).collect();
+        assert_eq!(parts, [&b"5"[..], b"", b"6\xff"]);
     }
 
     #[test]

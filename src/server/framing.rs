@@ -18,6 +18,8 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Version};
 
+use crate::http_tokens;
+
 /// What the scan of a raw HTTP/1 request head saw before hyper parsed it.
 ///
 /// Counts are of header lines, whatever their values, and saturate: more than a few is as
@@ -199,11 +201,7 @@ pub fn judge(
     let mut first: Option<&[u8]> = None;
     let mut repeated = false;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
+        for part in http_tokens::raw_parts(value) {
             match first {
                 None => first = Some(part),
                 Some(f) if f == part => repeated = true,
@@ -244,11 +242,7 @@ pub fn judge(
     let mut other = false;
     for value in headers.get_all(header::TRANSFER_ENCODING) {
         any = true;
-        for coding in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
+        for coding in http_tokens::raw_parts(value) {
             if coding.eq_ignore_ascii_case(b"chunked") {
                 chunked += 1;
             } else {
