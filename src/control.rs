@@ -57,7 +57,11 @@ pub struct Settings {
 impl Settings {
     pub fn of(cfg: &Config) -> Self {
         Settings {
-            admin_token: cfg.admin.as_ref().and_then(|a| a.token.clone()),
+            admin_token: cfg
+                .admin
+                .as_ref()
+                .and_then(|a| a.token.as_ref())
+                .map(|t| AdminToken::new(t.expose())),
             binary: cfg.runtime.binary.clone(),
             drain_timeout: cfg.runtime.drain_timeout,
         }

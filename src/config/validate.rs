@@ -14,7 +14,6 @@ use super::{
     ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawHealthCheck, RawListener,
     RawRedirect, RawTargetGroup, Source, ENV_PREFIX,
 };
-use crate::admin::AdminToken;
 use crate::balancer::Algorithm;
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
@@ -36,7 +35,24 @@ pub struct Config {
 pub struct AdminConfig {
     pub bind: SocketAddr,
     /// When set, the admin API's mutating endpoints need it as a bearer token.
-    pub token: Option<AdminToken>,
+    pub token: Option<Secret>,
+}
+
+/// A value that must not reach a log: its `Debug` output hides it, so that printing a
+/// configuration does not leak it. The admin side turns it into its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// The most `runtime.max_connections` can be.
@@ -261,7 +277,7 @@ fn admin_token(
     raw: &str,
     env: &Environment,
     errs: &mut Vec<ConfigError>,
-) -> Option<AdminToken> {
+) -> Option<Secret> {
     let value = match raw.strip_prefix(ENV_PREFIX) {
         Some("") => {
             errs.push(src.error("admin.token", "\"env:\" needs a variable name"));
@@ -295,7 +311,7 @@ fn admin_token(
         ));
         return None;
     }
-    Some(AdminToken::new(value))
+    Some(Secret(value))
 }
 
 fn runtime(

@@ -1063,10 +1063,14 @@ fn admin(token: &str) -> String {
 #[test]
 fn admin_token_from_the_file_or_the_environment() {
     let cfg = valid(&admin("s3cret"));
-    assert!(cfg.admin.unwrap().token.is_some());
+    assert!(
+        !format!("{cfg:?}").contains("s3cret"),
+        "a printed configuration hides the token"
+    );
+    assert_eq!(cfg.admin.unwrap().token.unwrap().expose(), "s3cret");
     let env = env().with_var("SEAWALL_TOKEN", "from-env");
     let cfg = validate_in(&admin("env:SEAWALL_TOKEN"), &env).unwrap();
-    assert!(cfg.admin.unwrap().token.is_some());
+    assert_eq!(cfg.admin.unwrap().token.unwrap().expose(), "from-env");
     let cfg = valid(&format!("[admin]\nbind = \"127.0.0.1:0\"\n{ANSWER}"));
     assert!(cfg.admin.unwrap().token.is_none());
 }
