@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::metrics::RequestMetrics;
 use crate::protocol::Protocol;
 use crate::server::{self, ListenerContext};
 use crate::snapshot::{Listener, Plane};
@@ -327,6 +328,11 @@ impl ListenerSet {
                 protocol: id.protocol,
                 port: local.port(),
                 port_header: HeaderValue::from(local.port()),
+                direct: Arc::new(RequestMetrics::new(
+                    &self.plane.metrics,
+                    id.name.clone(),
+                    None,
+                )),
                 plane: self.plane.clone(),
                 stop: self.shutdown.child_token(),
             });

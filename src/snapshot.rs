@@ -71,7 +71,6 @@ impl Compiled {
             .listeners
             .iter()
             .map(|l| ListenerMetrics {
-                direct: Arc::new(RequestMetrics::new(metrics, l.name.clone(), None)),
                 groups: target_groups
                     .iter()
                     .map(|g| {
@@ -108,11 +107,10 @@ pub struct Snapshot {
     pub target_groups: Vec<Group>,
 }
 
-/// A listener's request metrics, per target group its requests may be counted under.
+/// A listener's request metrics, per target group its requests may be counted under. Answers no
+/// group gave are counted by the listener itself (`server::ListenerContext::direct`).
 #[derive(Debug)]
 pub struct ListenerMetrics {
-    /// For answers no group gave (fixed responses, redirects, errors before a group was chosen).
-    pub direct: Arc<RequestMetrics>,
     /// Indexed by [`GroupId`], every group of the snapshot (a few hundred bytes each until used).
     pub groups: Box<[Arc<RequestMetrics>]>,
 }

@@ -209,6 +209,11 @@ mod tests {
         .attach(&Registry::default(), &metrics);
         Arc::new(ConnContext {
             listener: Arc::new(ListenerContext {
+                direct: Arc::new(crate::metrics::RequestMetrics::new(
+                    &metrics,
+                    "l".into(),
+                    None,
+                )),
                 name: "l".into(),
                 protocol: Protocol::Http,
                 port: 80,

@@ -134,26 +134,21 @@ fn respond<'a>(
                 client_ip: ctx.peer.ip(),
             });
             facts.rule = Some(matched.priority);
-            // The group is taken from the snapshot the router came from.
-            let (resolved, counted) = match matched.action {
-                Action::Forward(id) => (
-                    Resolved::Forward(snapshot.group(*id).clone()),
-                    &metrics.groups[id.0],
-                ),
-                Action::FixedResponse(f) => (Resolved::FixedResponse(f.clone()), &metrics.direct),
-                Action::Redirect(t) => (Resolved::Redirect(t.clone()), &metrics.direct),
-            };
-            facts.metrics = Some(counted.clone());
-            resolved
+            // The group is taken from the snapshot the router came from. Answers seawall makes
+            // itself are counted by the listener (the record's default).
+            match matched.action {
+                Action::Forward(id) => {
+                    facts.metrics = Some(metrics.groups[id.0].clone());
+                    Resolved::Forward(snapshot.group(*id).clone())
+                }
+                Action::FixedResponse(f) => Resolved::FixedResponse(f.clone()),
+                Action::Redirect(t) => Resolved::Redirect(t.clone()),
+            }
         };
         match resolved {
             Resolved::FixedResponse(f) => {
                 facts.action = Some(ActionKind::FixedResponse);
-                facts.trace_id = req
-                    .headers()
-                    .get(X_AMZN_TRACE_ID)
-                    .cloned()
-                    .map(TraceId::Client);
+                facts.trace_id = client_trace_id(&req);
                 let mut resp = Response::new(Reply::full(f.body));
                 *resp.status_mut() = f.status;
                 resp.headers_mut()
@@ -162,11 +157,7 @@ fn respond<'a>(
             }
             Resolved::Redirect(t) => {
                 facts.action = Some(ActionKind::Redirect);
-                facts.trace_id = req
-                    .headers()
-                    .get(X_AMZN_TRACE_ID)
-                    .cloned()
-                    .map(TraceId::Client);
+                facts.trace_id = client_trace_id(&req);
                 let location = t.location(&RedirectRequest {
                     protocol: ctx.listener.protocol.as_str(),
                     host: strip_port(host),
@@ -188,6 +179,15 @@ fn respond<'a>(
             }
         }
     }
+}
+
+/// The trace id a client sent, for the record of an answer seawall makes itself (a forward makes
+/// one when the client sent none: `upstream::ensure_trace_id`).
+fn client_trace_id(req: &Request<Incoming>) -> Option<TraceId> {
+    req.headers()
+        .get(X_AMZN_TRACE_ID)
+        .cloned()
+        .map(TraceId::Client)
 }
 
 /// Rejects requests whose body framing two parsers could read differently (request smuggling), as

@@ -121,7 +121,8 @@ pub struct Facts {
     /// ALB's `actions_executed`.
     pub action: Option<ActionKind>,
     /// The listener and target group pair the request counts under (its metric handles, and
-    /// the group's name); `None` when refused before routing.
+    /// the group's name); `None` when no group answered, and the listener's own counters
+    /// (`ListenerContext::direct`) count it.
     pub metrics: Option<Arc<RequestMetrics>>,
     /// The target the request was (last) sent to.
     pub target: Option<SocketAddr>,
@@ -205,18 +206,11 @@ impl Drop for Record {
         let Some(status) = f.status else {
             return;
         };
-        let metrics = &self.conn.listener.plane.metrics;
-        match &f.metrics {
-            Some(m) => m.count(status),
-            // Refused before routing: rare, so resolved on the spot.
-            None => metrics
-                .requests_total
-                .with_label_values(&[&*self.conn.listener.name, "", status.as_str()])
-                .inc(),
-        }
-        let from_group = f.metrics.as_ref().is_some_and(|m| m.group().is_some());
-        if !from_group || f.error.is_some() {
-            metrics.elb_response(status);
+        // A group's pair when a group answered; else the listener's own counters.
+        let counted = f.metrics.as_deref().unwrap_or(&self.conn.listener.direct);
+        counted.count(status);
+        if counted.group().is_none() || f.error.is_some() {
+            self.conn.listener.plane.metrics.elb_response(status);
         }
         if let (Some(m), Some(t)) = (&f.metrics, f.timing.target_processing()) {
             m.observe_target_response(t.as_secs_f64());

@@ -20,7 +20,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use crate::metrics::{HandshakeFailure, HandshakeKind};
+use crate::metrics::{HandshakeFailure, HandshakeKind, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
 use crate::proxy::{self, ConnContext, TlsFacts};
@@ -37,6 +37,10 @@ pub struct ListenerContext {
     pub port_header: HeaderValue,
     /// The configuration in force and the metrics: all the data plane sees of the process.
     pub plane: Arc<Plane>,
+    /// `requests_total` for answers no target group gave (fixed responses, redirects, requests
+    /// refused before routing): its labels do not change with the configuration, so it lives
+    /// as long as the listener, across snapshots.
+    pub direct: Arc<RequestMetrics>,
     /// Cancelled when the listener is removed by a reload or the process drains: its connections
     /// finish their requests and close.
     pub stop: tokio_util::sync::CancellationToken,
