@@ -412,12 +412,33 @@ impl TargetGroup {
         }
     }
 
-    /// A healthy target for a retry (the failed one was marked unhealthy, so it is not chosen).
-    pub fn pick_healthy(&self) -> Option<Arc<Target>> {
-        let members = self.state.members.load();
-        self.balancer
-            .pick(&members, Eligible::Healthy, &self.pick_context())
-            .cloned()
+    /// Another target for a request that could not reach `failed`: a healthy one, else (ALB's
+    /// fail-open) one that is not draining, so a group whose targets are all `initial` still
+    /// moves the request; never `failed` itself, whatever state its failure left it in. Runs only
+    /// after a failure, so it may copy the list.
+    pub fn pick_another(&self, failed: &Arc<Target>) -> Option<Arc<Target>> {
+        let ctx = self.pick_context();
+        let mut members = self.state.members.load_full();
+        loop {
+            let others: Vec<Arc<Target>> = members
+                .iter()
+                .filter(|t| !Arc::ptr_eq(t, failed))
+                .cloned()
+                .collect();
+            let picked = self
+                .balancer
+                .pick(&others, Eligible::Healthy, &ctx)
+                .or_else(|| self.balancer.pick(&others, Eligible::NotDraining, &ctx));
+            if let Some(t) = picked {
+                return Some(t.clone());
+            }
+            // As in `pick`: only an unchanged list means there is nothing to pick.
+            let latest = self.state.members.load_full();
+            if Arc::ptr_eq(&latest, &members) {
+                return None;
+            }
+            members = latest;
+        }
     }
 
     fn pick_context(&self) -> PickContext {
@@ -536,5 +557,64 @@ mod tests {
         first[0].set_state(State::Unhealthy, None);
         first[0].set_state(State::Healthy, None);
         assert!(first[0].slow_start_weight(ramp, Instant::now()) < 0.2);
+    }
+
+    fn group_of(reg: &Registry, name: &str) -> TargetGroup {
+        let settings = Settings {
+            name: name.into(),
+            protocol: Protocol::Http,
+            protocol_version: ProtocolVersion::Http1,
+            algorithm: Algorithm::RoundRobin,
+            deregistration_delay: Duration::ZERO,
+            slow_start: Duration::ZERO,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+        };
+        TargetGroup::new(&settings, reg.group(name), &Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn another_target_is_any_but_the_failed_one_healthy_first() {
+        let reg = Registry::default();
+        let tg = group_of(&reg, "web");
+        let t = add(&tg.state, &[1, 2, 3], Origin::Config);
+        let (failed, b, c) = (&t[0], &t[1], &t[2]);
+
+        // Nobody healthy yet (all `initial`): fail-open, but never back to the failed one, in
+        // whatever state the failure left it.
+        for failed_state in [State::Initial, State::Unhealthy, State::Healthy] {
+            failed.set_state(failed_state, None);
+            for _ in 0..6 {
+                let next = tg.pick_another(failed).unwrap();
+                assert!(!Arc::ptr_eq(&next, failed), "{failed_state:?}");
+            }
+        }
+        failed.set_state(State::Unhealthy, None);
+
+        // A healthy one is preferred.
+        c.set_state(State::Healthy, None);
+        for _ in 0..6 {
+            assert!(Arc::ptr_eq(&tg.pick_another(failed).unwrap(), c));
+        }
+
+        // Draining and unused targets are never chosen.
+        tg.state.apply(
+            Origin::Api,
+            Update::Remove(vec![addr(3)]),
+            Duration::from_secs(60),
+        );
+        for _ in 0..6 {
+            assert!(Arc::ptr_eq(&tg.pick_another(failed).unwrap(), b));
+        }
+        tg.state.apply(
+            Origin::Api,
+            Update::Remove(vec![addr(2)]),
+            Duration::from_secs(60),
+        );
+        assert!(
+            tg.pick_another(failed).is_none(),
+            "only the failed one is left"
+        );
+        assert!(Arc::ptr_eq(&tg.pick().unwrap(), failed));
     }
 }
