@@ -391,7 +391,12 @@ healthy_threshold = 2"#;
     let added = sw
         .group("slow")
         .unwrap()
-        .apply(Origin::Api, Update::Add(vec![new.addr]), Duration::ZERO)
+        .apply(
+            Origin::Api,
+            Update::Add(vec![new.addr.into()]),
+            Duration::ZERO,
+        )
+        .unwrap()
         .added;
     assert_eq!(added.len(), 1);
     let took = wait_state(&sw, "slow", new.addr, State::Healthy).await;
@@ -401,11 +406,14 @@ healthy_threshold = 2"#;
     // Deregistered: draining, and its probes stop.
     wait_state(&sw, "fast", b2.addr, State::Healthy).await;
     wait_state(&sw, "fast", b3.addr, State::Healthy).await;
-    sw.group("fast").unwrap().apply(
-        Origin::Api,
-        Update::Remove(vec![b3.addr]),
-        Duration::from_secs(60),
-    );
+    sw.group("fast")
+        .unwrap()
+        .apply(
+            Origin::Api,
+            Update::Remove(vec![b3.addr]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
     // A probe already under way may still land.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let probes = b3.probes();
@@ -963,8 +971,10 @@ unhealthy_threshold = 2"#;
         // and must not start a second task for one it checks already.
         if churned < 4 && start.elapsed() > Duration::from_millis(250 * (churned + 1)) {
             let extra = dead_port();
-            g.apply(Origin::Api, Update::Add(vec![extra]), Duration::ZERO);
-            g.apply(Origin::Api, Update::Remove(vec![extra]), Duration::ZERO);
+            g.apply(Origin::Api, Update::Add(vec![extra.into()]), Duration::ZERO)
+                .unwrap();
+            g.apply(Origin::Api, Update::Remove(vec![extra]), Duration::ZERO)
+                .unwrap();
             churned += 1;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
