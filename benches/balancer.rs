@@ -19,7 +19,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use seawall::config::compile::load_and_compile;
 use seawall::config::{self, Source};
-use seawall::targets::{Origin, State, TargetGroup, Update};
+use seawall::targets::{Origin, Registration, State, TargetGroup, Update};
 
 const TARGETS: u16 = 1000;
 
@@ -50,19 +50,21 @@ slow_start = "{slow_start}"
     snapshot.target_groups[0].group.clone()
 }
 
-fn addrs(range: std::ops::Range<u16>) -> Vec<SocketAddr> {
+fn addrs(range: std::ops::Range<u16>) -> Vec<Registration> {
     range
-        .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)))
+        .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)).into())
         .collect()
 }
 
 /// Registers `TARGETS` targets and puts every one in `state`.
 fn populate(tg: &TargetGroup, state: State) {
-    tg.state.apply(
-        Origin::Config,
-        Update::Add(addrs(0..TARGETS)),
-        Duration::ZERO,
-    );
+    tg.state
+        .apply(
+            Origin::Config,
+            Update::Add(addrs(0..TARGETS)),
+            Duration::ZERO,
+        )
+        .expect("an addition is never refused");
     for t in tg.state.members().iter() {
         t.set_state(state, None);
     }
@@ -89,10 +91,12 @@ fn bench(c: &mut Criterion) {
         // The first target is registered alone into the empty group, so it is spared the ramp;
         // the others join a group with a healthy target and ramp from a tenth of their weight.
         tg.state
-            .apply(Origin::Config, Update::Add(addrs(0..1)), Duration::ZERO);
+            .apply(Origin::Config, Update::Add(addrs(0..1)), Duration::ZERO)
+            .expect("an addition is never refused");
         tg.state.members()[0].set_state(State::Healthy, None);
         tg.state
-            .apply(Origin::Api, Update::Add(addrs(1..TARGETS)), Duration::ZERO);
+            .apply(Origin::Api, Update::Add(addrs(1..TARGETS)), Duration::ZERO)
+            .expect("an addition is never refused");
         for t in tg.state.members().iter() {
             t.set_state(State::Healthy, None);
         }

@@ -3,10 +3,13 @@
 //!
 //! - `GET /healthz`, `GET /ready`, `GET /metrics`;
 //! - `GET /targets`: every group's targets in the shape of `aws elbv2 describe-target-health`,
-//!   with seawall's own `Source` and `InFlight` beside ALB's fields;
+//!   with seawall's own fields beside ALB's: `Source` (the origins that registered the target,
+//!   joined with `+` in a fixed order: `config`, `api`, `discovery`, `config+api`, ...),
+//!   `TaskArn` (only for a target discovery registered: its ECS task) and `InFlight`;
 //! - `POST /targets/register` and `POST /targets/deregister` (ALB's RegisterTargets and
 //!   DeregisterTargets) with `{"target_group": "<name>", "targets": ["<ip>:<port>", ...]}`,
-//!   answering with the group's new state. When `[admin] token` is set they need
+//!   answering with the group's new state. Deregistering a target discovery registered is
+//!   refused (409) and changes nothing. When `[admin] token` is set they need
 //!   `Authorization: Bearer <token>`; reads stay open.
 
 use std::convert::Infallible;
@@ -30,7 +33,7 @@ use tracing::{debug, info};
 
 use crate::control::Control;
 use crate::snapshot::Group;
-use crate::targets::{Origin, Target, Update};
+use crate::targets::{MembershipError, Origin, Registration, Target, Update};
 
 /// A request body larger than this is refused (413): a register call with a thousand targets
 /// is about 25 KiB.
@@ -293,8 +296,12 @@ struct TargetHealthDescription {
     /// A string, as ALB gives it.
     health_check_port: String,
     target_health: TargetHealth,
-    /// seawall's own: where the target came from (`config`, `api`, `discovery`).
-    source: &'static str,
+    /// seawall's own: the origins that register the target, joined with `+` (`config+api`). A
+    /// string whatever their number, so readers of the one-origin form keep working.
+    source: String,
+    /// seawall's own: the ECS task behind a target discovery registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_arn: Option<String>,
     /// seawall's own: requests sent to the target whose response has not finished.
     in_flight: usize,
 }
@@ -343,7 +350,8 @@ fn describe_target(t: &Target, health_check_port: Option<u16>) -> TargetHealthDe
             reason: reason.as_ref().map(|r| r.code),
             description: reason.map(|r| r.description),
         },
-        source: t.origin.as_str(),
+        source: t.sources().to_string(),
+        task_arn: t.task_arn().map(|arn| arn.to_string()),
         in_flight: t.outstanding(),
     }
 }
@@ -403,10 +411,15 @@ async fn change_targets(req: Request<Incoming>, control: &Control, change: Chang
     let listed: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
     match change {
         Change::Register => {
-            let added = tg
-                .state
-                .apply(Origin::Api, Update::Add(addrs), tg.deregistration_delay)
-                .added;
+            let regs = addrs.into_iter().map(Registration::from).collect();
+            let added =
+                match tg
+                    .state
+                    .apply(Origin::Api, Update::Add(regs), tg.deregistration_delay)
+                {
+                    Ok(applied) => applied.added,
+                    Err(e) => return membership_error(&e),
+                };
             info!(target_group = %tg.name, targets = ?listed, added = added.len(), "targets registered via the admin API");
         }
         Change::Deregister => {
@@ -429,14 +442,27 @@ async fn change_targets(req: Request<Incoming>, control: &Control, change: Chang
                     ),
                 );
             }
-            let started = tg
-                .state
-                .apply(Origin::Api, Update::Remove(addrs), tg.deregistration_delay)
-                .draining;
+            let started =
+                match tg
+                    .state
+                    .apply(Origin::Api, Update::Remove(addrs), tg.deregistration_delay)
+                {
+                    Ok(applied) => applied.draining,
+                    Err(e) => return membership_error(&e),
+                };
             info!(target_group = %tg.name, targets = ?listed, draining = started.len(), delay = ?tg.deregistration_delay, "targets deregistered via the admin API");
         }
     }
     json(StatusCode::OK, &describe(cg))
+}
+
+/// The answer to a membership change the target group refused (nothing changed).
+fn membership_error(e: &MembershipError) -> Resp {
+    let status = match e {
+        // The request is well formed; the targets' state (discovery owns them) forbids it.
+        MembershipError::Discovered { .. } => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
 }
 
 /// Why a request body was not read.

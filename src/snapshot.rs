@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tracing::warn;
 
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::protocol::Protocol;
@@ -143,11 +144,16 @@ impl Snapshot {
     pub fn apply_membership(&self) {
         for g in &self.target_groups {
             g.group.state.set_in_use(g.in_use);
-            g.group.state.apply(
-                Origin::Config,
-                Update::Reset(g.configured_targets.clone()),
-                g.group.deregistration_delay,
-            );
+            let configured = g.configured_targets.iter().copied().map(Into::into);
+            let reset = Update::Reset(configured.collect());
+            // Only a removal can be refused; should a reset ever be, the group keeps its targets.
+            if let Err(e) = g
+                .group
+                .state
+                .apply(Origin::Config, reset, g.group.deregistration_delay)
+            {
+                warn!(target_group = %g.group.name, error = %e, "configured targets not applied");
+            }
         }
     }
 }

@@ -217,6 +217,10 @@ async fn targets_are_described_in_albs_shape() {
         assert_eq!(d["Target"]["Port"], be.addr.port());
         assert_eq!(d["HealthCheckPort"], be.addr.port().to_string());
         assert_eq!(d["Source"], "config");
+        assert!(
+            d.get("TaskArn").is_none(),
+            "only discovered targets have one: {d}"
+        );
         assert_eq!(d["InFlight"], 0);
         let health = &d["TargetHealth"];
         // A health checker, where one runs, may already have passed the target.
@@ -429,6 +433,118 @@ async fn streams_still_open_when_the_delay_ends_are_cut() {
         );
     }
     open_gate("admin-cut");
+}
+
+/// `Source` and `TaskArn` of the target at `addr` in `group`.
+fn source_of(group: &Value, addr: SocketAddr) -> (String, Option<String>) {
+    let d = target_of(group, addr).unwrap_or_else(|| panic!("{addr} not in {group}"));
+    (
+        d["Source"].as_str().unwrap().to_string(),
+        d.get("TaskArn")
+            .map(|arn| arn.as_str().unwrap().to_string()),
+    )
+}
+
+#[tokio::test]
+async fn a_target_the_file_and_the_api_both_register_stays_until_both_let_go() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let delay = "deregistration_delay = \"30s\"";
+    let sw = Seawall::start(&config("", &[group("app", &[a.addr, b.addr], delay)]));
+    let path = sw.dir.path().join("seawall.toml");
+    set_healthy(&sw, "app", b.addr);
+
+    // Registered by the API too: one target, two sources.
+    let got = change(&sw, "register", "app", &[b.addr]).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    let app = got.json();
+    assert_eq!(app["TargetHealthDescriptions"].as_array().unwrap().len(), 2);
+    assert_eq!(source_of(&app, b.addr), ("config+api".into(), None));
+    assert_eq!(source_of(&app, a.addr), ("config".into(), None));
+    assert_eq!(state_of(&app, b.addr), "healthy", "its health is kept");
+
+    // The file lets go of it: the API still holds it.
+    replace(&path, &config("", &[group("app", &[a.addr], delay)]));
+    let reloaded = admin(&sw, Method::POST, "/reload", &[], Bytes::new()).await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.text());
+    let all = targets(&sw).await;
+    let app = group_of(&all, "app");
+    assert_eq!(source_of(app, b.addr), ("api".into(), None), "{app}");
+    assert_eq!(state_of(app, b.addr), "healthy", "{app}");
+    assert_eq!(app["TargetHealthDescriptions"].as_array().unwrap().len(), 2);
+
+    // The API lets go too: now it drains, and says who registered it last.
+    let got = change(&sw, "deregister", "app", &[b.addr]).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    let app = got.json();
+    assert_eq!(state_of(&app, b.addr), "draining");
+    assert_eq!(source_of(&app, b.addr), ("api".into(), None));
+}
+
+#[tokio::test]
+async fn discovered_targets_show_their_task_and_cannot_be_deregistered() {
+    use seawall::targets::{Origin, Registration, Update};
+    let (a, c, d) = (
+        Backend::start("a").await,
+        Backend::start("c").await,
+        Backend::start("d").await,
+    );
+    let delay = "deregistration_delay = \"30s\"";
+    let sw = Seawall::start(&config("", &[group("app", &[a.addr, c.addr], delay)]));
+    let arn = |id: &str| format!("arn:aws:ecs:eu-west-1:123456789012:task/prod/{id}");
+    // What ECS discovery does at each refresh, without ECS.
+    let discovered = [(d.addr, arn("d1")), (a.addr, arn("a1"))]
+        .into_iter()
+        .map(|(addr, task)| Registration {
+            addr,
+            task_arn: Some(task.into()),
+        })
+        .collect();
+    sw.group("app")
+        .unwrap()
+        .apply(
+            Origin::Discovery,
+            Update::Reset(discovered),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+
+    let all = targets(&sw).await;
+    let app = group_of(&all, "app");
+    assert_eq!(
+        source_of(app, d.addr),
+        ("discovery".into(), Some(arn("d1")))
+    );
+    assert_eq!(
+        source_of(app, a.addr),
+        ("config+discovery".into(), Some(arn("a1")))
+    );
+    assert_eq!(source_of(app, c.addr), ("config".into(), None), "{app}");
+
+    // Refused whole, with what to do instead; nothing drains, not even the configured target
+    // named beside it.
+    for (asked, refused) in [(vec![c.addr, d.addr], d.addr), (vec![a.addr], a.addr)] {
+        let got = change(&sw, "deregister", "app", &asked).await;
+        assert_json_error(&got, StatusCode::CONFLICT);
+        let task = if refused == d.addr {
+            arn("d1")
+        } else {
+            arn("a1")
+        };
+        assert_eq!(
+            got.json()["error"],
+            format!("target {refused} in target group \"app\" was registered by ECS discovery (task {task}); stop the task or change the discovery block instead"),
+        );
+    }
+    let all = targets(&sw).await;
+    let app = group_of(&all, "app");
+    for t in [a.addr, c.addr, d.addr] {
+        assert_ne!(state_of(app, t), "draining", "{app}");
+    }
+
+    // The configured target alone may go.
+    let got = change(&sw, "deregister", "app", &[c.addr]).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(state_of(&got.json(), c.addr), "draining");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -391,7 +391,12 @@ healthy_threshold = 2"#;
     let added = sw
         .group("slow")
         .unwrap()
-        .apply(Origin::Api, Update::Add(vec![new.addr]), Duration::ZERO)
+        .apply(
+            Origin::Api,
+            Update::Add(vec![new.addr.into()]),
+            Duration::ZERO,
+        )
+        .unwrap()
         .added;
     assert_eq!(added.len(), 1);
     let took = wait_state(&sw, "slow", new.addr, State::Healthy).await;
@@ -401,11 +406,14 @@ healthy_threshold = 2"#;
     // Deregistered: draining, and its probes stop.
     wait_state(&sw, "fast", b2.addr, State::Healthy).await;
     wait_state(&sw, "fast", b3.addr, State::Healthy).await;
-    sw.group("fast").unwrap().apply(
-        Origin::Api,
-        Update::Remove(vec![b3.addr]),
-        Duration::from_secs(60),
-    );
+    sw.group("fast")
+        .unwrap()
+        .apply(
+            Origin::Api,
+            Update::Remove(vec![b3.addr]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
     // A probe already under way may still land.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let probes = b3.probes();
@@ -783,6 +791,66 @@ async fn a_refused_connection_marks_the_target_unhealthy_at_once_and_only_a_get_
     assert_eq!(writes_dead.state(), State::Unhealthy);
 }
 
+/// A group none of whose targets has passed a check (all `initial`, say, just discovered) serves
+/// by fail-open; a GET whose connection is refused then moves to another target all the same,
+/// rather than answering 502 for want of a healthy one. A POST with a body still does not move.
+#[tokio::test]
+async fn a_refused_get_moves_to_another_target_even_when_none_is_healthy() {
+    let live = Backend::start("live").await;
+    let dead = dead_port();
+    let targets = [dead, live.addr];
+    // Neither can pass a check: one answers 500 on the health path, the other refuses.
+    let health = format!("{SLOW}\npath = \"/status?code=500\"");
+    let sw = Seawall::start(&config(
+        ADMIN,
+        &[
+            group("reads", &targets, &health),
+            group("writes", &targets, &health),
+        ],
+    ));
+    let (reads_dead, writes_dead) = (member(&sw, "reads", dead), member(&sw, "writes", dead));
+    let none_healthy = |name: &str| {
+        sw.group(name)
+            .unwrap()
+            .members()
+            .iter()
+            .all(|t| t.state() != State::Healthy)
+    };
+
+    // GETs until the dead target has been picked first twice: every one is answered by the live
+    // target, the ones that met the refused connection after their single retry.
+    let mut gets = 0;
+    while reads_dead.passive_failures() < 2 {
+        assert!(gets < 20, "the dead target was picked too rarely");
+        assert!(none_healthy("reads"));
+        let (status, id) = through(&sw, "reads").await;
+        gets += 1;
+        assert_eq!(
+            (status, id.as_deref()),
+            (200, Some("live")),
+            "GET {gets}: a GET whose connection was refused moves to the other target"
+        );
+    }
+    assert_eq!(live.hits(), gets, "each GET reached the live target once");
+    assert!(none_healthy("reads"));
+
+    // POSTs with a body until one has been sent to the dead target: that one is not retried.
+    let mut posts = 0;
+    let hits = live.hits();
+    let last = loop {
+        assert!(posts < 20, "the dead target was never picked");
+        let got = post(&sw, "writes", "hello").await;
+        posts += 1;
+        if writes_dead.passive_failures() > 0 {
+            break got;
+        }
+        assert_eq!(got.status, 200, "POST {posts}: {}", got.text());
+    };
+    assert_eq!(last.status, 502, "POST {posts}: {}", last.text());
+    assert_eq!(live.hits(), hits + posts - 1);
+    assert!(none_healthy("writes"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // State changes in the log
 
@@ -903,8 +971,10 @@ unhealthy_threshold = 2"#;
         // and must not start a second task for one it checks already.
         if churned < 4 && start.elapsed() > Duration::from_millis(250 * (churned + 1)) {
             let extra = dead_port();
-            g.apply(Origin::Api, Update::Add(vec![extra]), Duration::ZERO);
-            g.apply(Origin::Api, Update::Remove(vec![extra]), Duration::ZERO);
+            g.apply(Origin::Api, Update::Add(vec![extra.into()]), Duration::ZERO)
+                .unwrap();
+            g.apply(Origin::Api, Update::Remove(vec![extra]), Duration::ZERO)
+                .unwrap();
             churned += 1;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -6,17 +6,19 @@
 //! next change of its targets and says it as an [`Update`]. [`follow`] applies each update to its
 //! group through the one membership entry point, as [`Origin::Discovery`], so discovered targets
 //! go through the same registration, health checks and draining as any other, and a reload of
-//! the file leaves them alone. [`Static`] is the simplest source: a fixed list.
+//! the file leaves them alone. An address the file or the API registers too stays until every
+//! one of them lets go; the admin API cannot deregister a discovered target. A source that knows
+//! which task is behind an address says so in its [`Registration`]s, so that a new task on an old
+//! one's host port is checked afresh. [`Static`] is the simplest source: a fixed list.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::targets::{GroupState, Origin, Update};
+use crate::targets::{GroupState, Origin, Registration, Update};
 
 /// Why a source could not say what its targets are this time. The group keeps the targets it
 /// has: a failed lookup is no evidence that they are gone.
@@ -41,11 +43,11 @@ pub trait TargetSource: Send {
 /// A fixed list of targets: one [`Update::Reset`], then nothing more.
 #[derive(Debug, Clone)]
 pub struct Static {
-    targets: Option<Vec<SocketAddr>>,
+    targets: Option<Vec<Registration>>,
 }
 
 impl Static {
-    pub fn new(targets: Vec<SocketAddr>) -> Self {
+    pub fn new(targets: Vec<Registration>) -> Self {
         Static {
             targets: Some(targets),
         }
@@ -82,18 +84,22 @@ pub async fn follow<S: TargetSource>(
         };
         match next {
             None => return,
-            Some(Ok(update)) => {
-                let applied = group.apply(Origin::Discovery, update, delay);
-                if !applied.added.is_empty() || !applied.draining.is_empty() {
-                    info!(
-                        target_group = %group.name,
-                        source = %name,
-                        added = applied.added.len(),
-                        draining = applied.draining.len(),
-                        "discovered targets changed"
-                    );
+            Some(Ok(update)) => match group.apply(Origin::Discovery, update, delay) {
+                Ok(applied) => {
+                    if !applied.added.is_empty() || !applied.draining.is_empty() {
+                        info!(
+                            target_group = %group.name,
+                            source = %name,
+                            added = applied.added.len(),
+                            draining = applied.draining.len(),
+                            "discovered targets changed"
+                        );
+                    }
                 }
-            }
+                Err(e) => {
+                    warn!(target_group = %group.name, source = %name, error = %e, "discovered targets not applied; the group keeps its targets");
+                }
+            },
             Some(Err(e)) => {
                 warn!(target_group = %group.name, error = %e, "target discovery failed; the group keeps its targets");
             }
@@ -104,7 +110,8 @@ pub async fn follow<S: TargetSource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::{Registry, State};
+    use crate::targets::{Registry, Sources, State};
+    use std::net::SocketAddr;
     use tokio::sync::mpsc;
 
     fn addr(p: u16) -> SocketAddr {
@@ -145,7 +152,12 @@ mod tests {
     async fn discovered_targets_join_and_drain_beside_configured_ones() {
         let registry = Registry::default();
         let g = registry.group("api");
-        g.apply(Origin::Config, Update::Reset(vec![addr(1)]), Duration::ZERO);
+        g.apply(
+            Origin::Config,
+            Update::Reset(vec![addr(1).into()]),
+            Duration::ZERO,
+        )
+        .unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let task = tokio::spawn(follow(
@@ -155,14 +167,15 @@ mod tests {
             stop.clone(),
         ));
 
-        tx.send(Ok(Update::Reset(vec![addr(2), addr(3)]))).unwrap();
+        tx.send(Ok(Update::Reset(vec![addr(2).into(), addr(3).into()])))
+            .unwrap();
         settle().await;
         assert_eq!(ports(&g, State::Initial), [1, 2, 3]);
         assert!(g
             .members()
             .iter()
             .filter(|t| t.addr != addr(1))
-            .all(|t| t.origin == Origin::Discovery));
+            .all(|t| t.sources() == Sources::from(Origin::Discovery)));
 
         // A failed lookup changes nothing; the next answer drains what left.
         tx.send(Err(SourceError {
@@ -170,13 +183,14 @@ mod tests {
             reason: "throttled".into(),
         }))
         .unwrap();
-        tx.send(Ok(Update::Reset(vec![addr(3)]))).unwrap();
+        tx.send(Ok(Update::Reset(vec![addr(3).into()]))).unwrap();
         settle().await;
         assert_eq!(ports(&g, State::Draining), [2]);
         assert_eq!(ports(&g, State::Initial), [1, 3]);
 
         // A reload of the file resets only its own targets.
-        g.apply(Origin::Config, Update::Reset(vec![]), Duration::ZERO);
+        g.apply(Origin::Config, Update::Reset(vec![]), Duration::ZERO)
+            .unwrap();
         assert_eq!(ports(&g, State::Initial), [3]);
 
         stop.cancel();
@@ -189,7 +203,7 @@ mod tests {
         let g = registry.group("web");
         let stop = CancellationToken::new();
         let task = tokio::spawn(follow(
-            Static::new(vec![addr(7)]),
+            Static::new(vec![addr(7).into()]),
             g.clone(),
             Duration::ZERO,
             stop.clone(),

@@ -117,7 +117,7 @@ pub(super) fn forward<'a>(
             match retry.after(failure) {
                 // The target is up; it closed an idle connection as the request went out.
                 Decision::NewConnection => continue,
-                Decision::AnotherTarget => match tg.pick_healthy() {
+                Decision::AnotherTarget => match tg.pick_another(&target) {
                     Some(next) => target = next,
                     None => return Err(err),
                 },

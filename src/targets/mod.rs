@@ -24,25 +24,46 @@ use tokio::time::Instant;
 
 pub use health_check::HealthCheck;
 pub use matcher::{Matcher, MatcherError};
-pub use target::{Eligible, Origin, OutstandingGuard, Reason, State, Target};
+pub use target::{Eligible, Origin, OutstandingGuard, Reason, Sources, State, Target};
 
 use crate::balancer::{self, Algorithm, Balancer, PickContext};
 use crate::metrics::Metrics;
 use crate::protocol::{Protocol, ProtocolVersion};
 use crate::upstream::pool;
 
+/// What a source registers: an address, and for a discovered ECS task, the task's ARN. The ARN
+/// tells a new task apart from an old one that had the same host port on the same instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub addr: SocketAddr,
+    pub task_arn: Option<Arc<str>>,
+}
+
+impl From<SocketAddr> for Registration {
+    fn from(addr: SocketAddr) -> Registration {
+        Registration {
+            addr,
+            task_arn: None,
+        }
+    }
+}
+
 /// A change to a group's targets, from one [`Origin`]. Every source of membership (the
 /// configuration on reload, the admin API, discovery) speaks in these, through
-/// [`GroupState::apply`].
+/// [`GroupState::apply`]. A target is registered while any origin registers it (its
+/// [`Sources`]); it drains when the last one lets go, or when it is removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
-    /// The origin's targets are exactly these now: missing ones are registered, the origin's
-    /// others drain. Targets of other origins are left alone (a reload does not undo the API).
-    Reset(Vec<SocketAddr>),
-    /// ALB's RegisterTargets: an address registered and not draining is left as it is; a
-    /// draining one is registered anew beside it.
-    Add(Vec<SocketAddr>),
-    /// ALB's DeregisterTargets: these addresses drain, whoever registered them.
+    /// The origin registers exactly these now. A target it registered that is not among them,
+    /// or whose task ARN differs from the one registered at its address now (a new task on an
+    /// old task's host port), is let go by the origin; missing ones are registered. Other
+    /// origins' registrations are left alone (a reload does not undo the API).
+    Reset(Vec<Registration>),
+    /// ALB's RegisterTargets: an address registered and not draining is left as it is (the
+    /// origin joins its sources); a draining one is registered anew beside it.
+    Add(Vec<Registration>),
+    /// ALB's DeregisterTargets: these addresses drain, whoever registered them; but what
+    /// discovery registered only discovery may remove (see [`MembershipError`]).
     Remove(Vec<SocketAddr>),
 }
 
@@ -51,6 +72,61 @@ pub enum Update {
 pub struct Applied {
     pub added: Vec<Arc<Target>>,
     pub draining: Vec<Arc<Target>>,
+}
+
+/// Why [`GroupState::apply`] refused an update. A refused update changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// A `Remove` from another origin named targets that discovery registered: discovery owns
+    /// them, and would register them again at its next refresh, so a removal by hand would not
+    /// last.
+    #[error("{}", discovered_message(group, targets))]
+    Discovered {
+        group: Arc<str>,
+        /// The targets refused, with the ECS task behind each where discovery gave one.
+        targets: Vec<Registration>,
+    },
+}
+
+fn discovered_message(group: &str, targets: &[Registration]) -> String {
+    let tasks = targets.iter().filter(|t| t.task_arn.is_some()).count();
+    let by = if tasks > 0 {
+        "ECS discovery"
+    } else {
+        "discovery"
+    };
+    let stop = match tasks {
+        0 => "",
+        1 => "stop the task or ",
+        _ => "stop the tasks or ",
+    };
+    let head = match targets {
+        [one] => {
+            let task = one
+                .task_arn
+                .as_ref()
+                .map(|arn| format!(" (task {arn})"))
+                .unwrap_or_default();
+            format!(
+                "target {} in target group {group:?} was registered by {by}{task}",
+                one.addr
+            )
+        }
+        _ => {
+            let listed: Vec<String> = targets
+                .iter()
+                .map(|t| match &t.task_arn {
+                    Some(arn) => format!("{} (task {arn})", t.addr),
+                    None => t.addr.to_string(),
+                })
+                .collect();
+            format!(
+                "targets {} in target group {group:?} were registered by {by}",
+                listed.join(", ")
+            )
+        }
+    };
+    format!("{head}; {stop}change the discovery block instead")
 }
 
 /// Every group's state, by name, and the groups a reload removed while their targets drain.
@@ -105,8 +181,8 @@ impl Registry {
         });
         let mut names = Vec::new();
         for g in removed {
-            let addrs: Vec<SocketAddr> = g.members().iter().map(|t| t.addr).collect();
-            g.deregister(&addrs, delay(&g.name));
+            // Discovered targets too: with the group gone, nothing would ever deregister them.
+            g.drain_all(delay(&g.name));
             names.push(g.name.clone());
             self.retired.lock().expect("not poisoned").push(g);
         }
@@ -178,65 +254,116 @@ impl GroupState {
 
     /// The one way a group's membership changes. Targets that leave drain for `delay` (the
     /// group's deregistration delay), taking no new requests, then are dropped by the sweeper.
-    pub fn apply(&self, origin: Origin, update: Update, delay: Duration) -> Applied {
-        match update {
-            Update::Add(addrs) => Applied {
-                added: self.register(&addrs, origin, &[]),
+    /// Only a `Remove` can be refused, and then nothing changes.
+    pub fn apply(
+        &self,
+        origin: Origin,
+        update: Update,
+        delay: Duration,
+    ) -> Result<Applied, MembershipError> {
+        let w = self.write.lock().expect("not poisoned");
+        let members = self.members.load_full();
+        let applied = match update {
+            Update::Add(regs) => Applied {
+                added: self.register(&members, &regs, origin, &[]),
                 draining: Vec::new(),
             },
-            Update::Remove(addrs) => Applied {
-                added: Vec::new(),
-                draining: self.deregister(&addrs, delay),
-            },
-            Update::Reset(addrs) => {
-                let gone: Vec<SocketAddr> = self
-                    .members
-                    .load()
+            Update::Remove(addrs) => {
+                // In the order asked, so that a refusal lists them so.
+                let at: Vec<Arc<Target>> = addrs
                     .iter()
-                    .filter(|t| t.origin == origin && !addrs.contains(&t.addr))
-                    .map(|t| t.addr)
+                    .flat_map(|a| members.iter().filter(move |t| t.addr == *a))
+                    .filter(|t| t.state() != State::Draining)
+                    .cloned()
                     .collect();
-                // Registered first: a moment with every configured target draining and none
-                // new would answer 503 to the requests that pick in it.
-                let added = self.register(&addrs, origin, &gone);
+                if origin != Origin::Discovery {
+                    let discovered: Vec<Registration> = at
+                        .iter()
+                        .filter(|t| t.sources().contains(Origin::Discovery))
+                        .map(|t| Registration {
+                            addr: t.addr,
+                            task_arn: t.task_arn(),
+                        })
+                        .collect();
+                    if !discovered.is_empty() {
+                        return Err(MembershipError::Discovered {
+                            group: self.name.clone(),
+                            targets: discovered,
+                        });
+                    }
+                }
                 Applied {
-                    added,
-                    draining: self.deregister(&gone, delay),
+                    added: Vec::new(),
+                    draining: self.drain(&at, delay),
                 }
             }
+            Update::Reset(regs) => {
+                let mut leaving = Vec::new();
+                for t in members.iter() {
+                    if t.state() == State::Draining || !t.sources().contains(origin) {
+                        continue;
+                    }
+                    // A registration with a task ARN keeps only the target of that same task: a
+                    // new task on an old task's host port is another target, checked afresh.
+                    let kept = regs.iter().any(|r| {
+                        r.addr == t.addr && (r.task_arn.is_none() || r.task_arn == t.task_arn())
+                    });
+                    if !kept && t.release(origin) {
+                        leaving.push(t.clone());
+                    }
+                }
+                // Registered first: a moment with every configured target draining and none
+                // new would answer 503 to the requests that pick in it.
+                let added = self.register(&members, &regs, origin, &leaving);
+                Applied {
+                    added,
+                    draining: self.drain(&leaving, delay),
+                }
+            }
+        };
+        drop(w);
+        if delay.is_zero() && !applied.draining.is_empty() {
+            self.sweep(Instant::now());
         }
+        Ok(applied)
     }
 
-    /// Registers `addrs`, with the targets at `leaving` about to drain: they do not count as
-    /// healthy members that a new target would have to slow-start beside.
+    /// Registers `regs` for `origin` over `members` (loaded under the write lock), with the
+    /// targets in `leaving` about to drain: they neither take a registration nor count as healthy
+    /// members that a new target would have to slow-start beside. An address with a target that
+    /// stays gets `origin` in its sources; any other gets a new target. Publishes the new list.
     fn register(
         &self,
-        addrs: &[SocketAddr],
+        members: &[Arc<Target>],
+        regs: &[Registration],
         origin: Origin,
-        leaving: &[SocketAddr],
+        leaving: &[Arc<Target>],
     ) -> Vec<Arc<Target>> {
-        let _w = self.write.lock().expect("not poisoned");
-        let mut members = self.members.load().to_vec();
+        let is_leaving = |t: &Arc<Target>| leaving.iter().any(|l| Arc::ptr_eq(l, t));
+        let mut members = members.to_vec();
         let mut added = Vec::new();
         let none_healthy = !members
             .iter()
-            .any(|t| t.state() == State::Healthy && !leaving.contains(&t.addr));
+            .any(|t| t.state() == State::Healthy && !is_leaving(t));
         let in_use = self.in_use.load(Ordering::Acquire);
-        for &addr in addrs {
-            let present = members
+        for reg in regs {
+            let staying = members
                 .iter()
-                .any(|t| t.addr == addr && t.state() != State::Draining);
-            if !present {
-                let t = Arc::new(Target::new(addr, origin));
-                if none_healthy {
-                    t.skip_first_slow_start();
-                }
-                if !in_use {
-                    t.set_state(State::Unused, Some(not_in_use_reason()));
-                }
-                members.push(t.clone());
-                added.push(t);
+                .find(|t| t.addr == reg.addr && t.state() != State::Draining && !is_leaving(t));
+            if let Some(t) = staying {
+                t.join(origin, reg.task_arn.clone());
+                continue;
             }
+            let t = Arc::new(Target::new(reg.addr, origin));
+            t.join(origin, reg.task_arn.clone());
+            if none_healthy {
+                t.skip_first_slow_start();
+            }
+            if !in_use {
+                t.set_state(State::Unused, Some(not_in_use_reason()));
+            }
+            members.push(t.clone());
+            added.push(t);
         }
         if !added.is_empty() {
             self.publish(members);
@@ -244,28 +371,33 @@ impl GroupState {
         added
     }
 
-    /// Starts draining the targets at `addrs`; with no delay they are dropped at once.
-    fn deregister(&self, addrs: &[SocketAddr], delay: Duration) -> Vec<Arc<Target>> {
-        let _w = self.write.lock().expect("not poisoned");
-        let members = self.members.load();
+    /// Starts draining `targets` (by identity: a new target may share a draining one's
+    /// address). The caller holds the write lock, and sweeps when `delay` is zero.
+    fn drain(&self, targets: &[Arc<Target>], delay: Duration) -> Vec<Arc<Target>> {
         let until = Instant::now() + delay;
-        let mut started = Vec::new();
-        for t in members.iter().filter(|t| addrs.contains(&t.addr)) {
-            if t.start_draining() {
-                started.push(t.clone());
-            }
-        }
+        let started: Vec<Arc<Target>> = targets
+            .iter()
+            .filter(|t| t.start_draining())
+            .cloned()
+            .collect();
         if !started.is_empty() {
             let mut draining = self.draining.lock().expect("not poisoned");
             draining.extend(started.iter().map(|t| (t.clone(), until)));
             drop(draining);
-            self.publish(members.to_vec());
-        }
-        if delay.is_zero() {
-            drop(_w);
-            self.sweep(Instant::now());
+            self.publish(self.members.load().to_vec());
         }
         started
+    }
+
+    /// Drains every member, whoever registered it: the group itself is going.
+    fn drain_all(&self, delay: Duration) {
+        let w = self.write.lock().expect("not poisoned");
+        let members = self.members.load_full();
+        self.drain(&members, delay);
+        drop(w);
+        if delay.is_zero() {
+            self.sweep(Instant::now());
+        }
     }
 
     /// Drops targets whose draining time is over, and closes what is still open to them.
@@ -412,12 +544,33 @@ impl TargetGroup {
         }
     }
 
-    /// A healthy target for a retry (the failed one was marked unhealthy, so it is not chosen).
-    pub fn pick_healthy(&self) -> Option<Arc<Target>> {
-        let members = self.state.members.load();
-        self.balancer
-            .pick(&members, Eligible::Healthy, &self.pick_context())
-            .cloned()
+    /// Another target for a request that could not reach `failed`: a healthy one, else (ALB's
+    /// fail-open) one that is not draining, so a group whose targets are all `initial` still
+    /// moves the request; never `failed` itself, whatever state its failure left it in. Runs only
+    /// after a failure, so it may copy the list.
+    pub fn pick_another(&self, failed: &Arc<Target>) -> Option<Arc<Target>> {
+        let ctx = self.pick_context();
+        let mut members = self.state.members.load_full();
+        loop {
+            let others: Vec<Arc<Target>> = members
+                .iter()
+                .filter(|t| !Arc::ptr_eq(t, failed))
+                .cloned()
+                .collect();
+            let picked = self
+                .balancer
+                .pick(&others, Eligible::Healthy, &ctx)
+                .or_else(|| self.balancer.pick(&others, Eligible::NotDraining, &ctx));
+            if let Some(t) = picked {
+                return Some(t.clone());
+            }
+            // As in `pick`: only an unchanged list means there is nothing to pick.
+            let latest = self.state.members.load_full();
+            if Arc::ptr_eq(&latest, &members) {
+                return None;
+            }
+            members = latest;
+        }
     }
 
     fn pick_context(&self) -> PickContext {
@@ -436,9 +589,44 @@ mod tests {
         ([127, 0, 0, 1], p).into()
     }
 
+    fn regs(ports: &[u16]) -> Vec<Registration> {
+        ports.iter().map(|&p| addr(p).into()).collect()
+    }
+
+    /// A registration of `port` for the ECS task `arn`.
+    fn task(port: u16, arn: &str) -> Registration {
+        Registration {
+            addr: addr(port),
+            task_arn: Some(arn.into()),
+        }
+    }
+
     fn add(g: &GroupState, ports: &[u16], origin: Origin) -> Vec<Arc<Target>> {
-        let addrs = ports.iter().map(|&p| addr(p)).collect();
-        g.apply(origin, Update::Add(addrs), Duration::ZERO).added
+        g.apply(origin, Update::Add(regs(ports)), Duration::ZERO)
+            .unwrap()
+            .added
+    }
+
+    fn reset(g: &GroupState, origin: Origin, regs: Vec<Registration>) -> Applied {
+        g.apply(origin, Update::Reset(regs), Duration::from_secs(60))
+            .unwrap()
+    }
+
+    /// The one member at `port` that is not draining.
+    fn live(g: &GroupState, port: u16) -> Arc<Target> {
+        let m = g.members();
+        let mut at = m
+            .iter()
+            .filter(|t| t.addr == addr(port) && t.state() != State::Draining);
+        let t = at
+            .next()
+            .unwrap_or_else(|| panic!("no live target at {port}"));
+        assert!(at.next().is_none(), "two live targets at {port}");
+        t.clone()
+    }
+
+    fn sources(origins: &[Origin]) -> Sources {
+        origins.iter().copied().collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -447,13 +635,16 @@ mod tests {
         let g = reg.group("web");
         add(&g, &[1, 2], Origin::Config);
         let t1 = g.members()[0].clone();
-        let applied = g.apply(
-            Origin::Api,
-            Update::Remove(vec![addr(1)]),
-            Duration::from_secs(10),
-        );
+        let applied = g
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(1)]),
+                Duration::from_secs(10),
+            )
+            .unwrap();
         assert_eq!(applied.draining.len(), 1);
         assert_eq!(t1.state(), State::Draining);
+        assert_eq!(t1.sources(), Origin::Config.into(), "kept for the record");
         assert_eq!(
             g.members().len(),
             2,
@@ -473,21 +664,290 @@ mod tests {
         add(&g, &[1], Origin::Config);
         add(&g, &[9], Origin::Api);
         g.members()[0].set_state(State::Unhealthy, None);
-        g.apply(
-            Origin::Config,
-            Update::Reset(vec![addr(1), addr(2)]),
-            Duration::ZERO,
-        );
-        let m = g.members();
-        let find = |p| m.iter().find(|t| t.addr == addr(p)).unwrap().clone();
-        assert_eq!(find(1).state(), State::Unhealthy, "kept, not reset");
-        assert_eq!(find(2).state(), State::Initial);
-        assert_eq!(find(9).origin, Origin::Api);
-        drop(m);
-        g.apply(Origin::Config, Update::Reset(vec![]), Duration::ZERO);
+        g.apply(Origin::Config, Update::Reset(regs(&[1, 2])), Duration::ZERO)
+            .unwrap();
+        assert_eq!(live(&g, 1).state(), State::Unhealthy, "kept, not reset");
+        assert_eq!(live(&g, 2).state(), State::Initial);
+        assert_eq!(live(&g, 9).sources(), Origin::Api.into());
+        g.apply(Origin::Config, Update::Reset(vec![]), Duration::ZERO)
+            .unwrap();
         let ports: Vec<u16> = g.members().iter().map(|t| t.addr.port()).collect();
         assert_eq!(ports, [9]);
         assert!(Arc::ptr_eq(&reg.group("web"), &g));
+    }
+
+    #[test]
+    fn sources_list_in_a_fixed_order() {
+        let all = sources(&[Origin::Discovery, Origin::Config, Origin::Api]);
+        assert_eq!(all.to_string(), "config+api+discovery");
+        assert_eq!(
+            all.iter().collect::<Vec<_>>(),
+            [Origin::Config, Origin::Api, Origin::Discovery]
+        );
+        let two = sources(&[Origin::Api, Origin::Config]);
+        assert_eq!(two.to_string(), "config+api");
+        assert_eq!(format!("{two:?}"), "Sources(config+api)");
+        assert_eq!(Sources::from(Origin::Discovery).to_string(), "discovery");
+        assert!(two.contains(Origin::Api) && !two.contains(Origin::Discovery));
+        assert_eq!(two.without(Origin::Api), Origin::Config.into());
+        assert!(two.without(Origin::Api).without(Origin::Config).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_address_registered_again_gains_a_source_not_a_target() {
+        let reg = Registry::default();
+        let g = reg.group("web");
+        let t = add(&g, &[1], Origin::Config).remove(0);
+        t.set_state(State::Healthy, None);
+        let generation = *g.subscribe().borrow();
+        assert!(add(&g, &[1], Origin::Api).is_empty(), "no new target");
+        let applied = reset(&g, Origin::Discovery, vec![task(1, "task-a")]);
+        assert!(applied.added.is_empty() && applied.draining.is_empty());
+        assert_eq!(g.members().len(), 1);
+        assert!(Arc::ptr_eq(&live(&g, 1), &t));
+        assert_eq!(t.state(), State::Healthy, "its health is kept");
+        assert_eq!(
+            t.sources(),
+            sources(&[Origin::Config, Origin::Api, Origin::Discovery])
+        );
+        assert_eq!(t.task_arn().as_deref(), Some("task-a"));
+        assert_eq!(
+            *g.subscribe().borrow(),
+            generation,
+            "the published list did not change"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_drains_only_when_the_last_origin_lets_go() {
+        let reg = Registry::default();
+        let g = reg.group("web");
+        add(&g, &[1], Origin::Config);
+        add(&g, &[1], Origin::Api);
+        reset(&g, Origin::Discovery, vec![task(1, "task-a")]);
+        let t = live(&g, 1);
+
+        // The file no longer lists it: the API and discovery still do.
+        let applied = reset(&g, Origin::Config, vec![]);
+        assert!(applied.draining.is_empty());
+        assert_eq!(t.sources(), sources(&[Origin::Api, Origin::Discovery]));
+
+        // Discovery lets go: its task goes with it.
+        assert!(reset(&g, Origin::Discovery, vec![]).draining.is_empty());
+        assert_eq!(t.sources(), Origin::Api.into());
+        assert_eq!(t.task_arn(), None);
+        assert_ne!(t.state(), State::Draining);
+
+        // A reset of an origin that does not register it changes nothing.
+        assert!(reset(&g, Origin::Config, vec![]).draining.is_empty());
+
+        // The API's removal drains it.
+        let applied = g
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(1)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(applied.draining.len(), 1);
+        assert_eq!(t.state(), State::Draining);
+
+        // And the last one of a reset letting go drains too, keeping its sources for the record.
+        reset(&g, Origin::Discovery, vec![task(2, "task-b")]);
+        let d = live(&g, 2);
+        let applied = reset(&g, Origin::Discovery, vec![]);
+        assert!(Arc::ptr_eq(&applied.draining[0], &d));
+        assert_eq!(d.state(), State::Draining);
+        assert_eq!(d.sources(), Origin::Discovery.into());
+        assert_eq!(d.task_arn().as_deref(), Some("task-b"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_task_on_an_old_tasks_port_is_a_new_target_and_only_the_old_drains() {
+        let reg = Registry::default();
+        let g = reg.group("api");
+        reset(
+            &g,
+            Origin::Discovery,
+            vec![task(1, "old"), task(2, "other")],
+        );
+        let old = live(&g, 1);
+        old.set_state(State::Healthy, None);
+        let other = live(&g, 2);
+
+        let applied = reset(
+            &g,
+            Origin::Discovery,
+            vec![task(1, "new"), task(2, "other")],
+        );
+        assert_eq!(applied.added.len(), 1);
+        assert_eq!(applied.draining.len(), 1);
+        let new = live(&g, 1);
+        assert!(Arc::ptr_eq(&applied.added[0], &new));
+        assert!(Arc::ptr_eq(&applied.draining[0], &old));
+        assert_eq!(old.state(), State::Draining);
+        assert_eq!(old.task_arn().as_deref(), Some("old"));
+        assert_eq!(new.state(), State::Initial, "checked afresh");
+        assert_eq!(new.task_arn().as_deref(), Some("new"));
+        assert_eq!(new.sources(), Origin::Discovery.into());
+        assert_ne!(other.state(), State::Draining);
+        assert_eq!(g.members().len(), 3);
+
+        // The next refresh says the same: nothing changes, the new target is not drained.
+        let applied = reset(
+            &g,
+            Origin::Discovery,
+            vec![task(1, "new"), task(2, "other")],
+        );
+        assert!(applied.added.is_empty() && applied.draining.is_empty());
+        assert_eq!(new.state(), State::Initial);
+
+        // The old one's delay ends: it alone is dropped.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(reg.sweep(Instant::now()), [("api".into(), 1)]);
+        assert!(old.closed().is_cancelled());
+        assert!(!new.closed().is_cancelled());
+        assert_eq!(g.members().len(), 2);
+        assert!(Arc::ptr_eq(&live(&g, 1), &new));
+    }
+
+    #[tokio::test]
+    async fn a_new_task_replacing_the_only_target_is_published_before_the_old_drains() {
+        let reg = Registry::default();
+        let g = reg.group("api");
+        reset(&g, Origin::Discovery, vec![task(1, "old")]);
+        let old = live(&g, 1);
+        let before = *g.subscribe().borrow();
+        reset(&g, Origin::Discovery, vec![task(1, "new")]);
+        // Two publications: the list with the new target (while the old still serves), then the
+        // old one's drain.
+        assert_eq!(*g.subscribe().borrow(), before + 2);
+        assert_eq!(old.state(), State::Draining);
+        assert_eq!(live(&g, 1).task_arn().as_deref(), Some("new"));
+    }
+
+    #[tokio::test]
+    async fn a_new_task_at_an_address_another_origin_registers_keeps_the_target() {
+        let reg = Registry::default();
+        let g = reg.group("api");
+        add(&g, &[1], Origin::Config);
+        reset(&g, Origin::Discovery, vec![task(1, "old")]);
+        let t = live(&g, 1);
+        t.set_state(State::Healthy, None);
+        let applied = reset(&g, Origin::Discovery, vec![task(1, "new")]);
+        assert!(applied.added.is_empty() && applied.draining.is_empty());
+        assert!(Arc::ptr_eq(&live(&g, 1), &t));
+        assert_eq!(t.state(), State::Healthy);
+        assert_eq!(t.task_arn().as_deref(), Some("new"));
+        assert_eq!(t.sources(), sources(&[Origin::Config, Origin::Discovery]));
+    }
+
+    #[tokio::test]
+    async fn a_registration_at_a_draining_targets_address_is_a_new_target() {
+        let reg = Registry::default();
+        let g = reg.group("api");
+        reset(&g, Origin::Discovery, vec![task(1, "old")]);
+        let old = live(&g, 1);
+        reset(&g, Origin::Discovery, vec![]);
+        assert_eq!(old.state(), State::Draining);
+
+        let applied = reset(&g, Origin::Discovery, vec![task(1, "new")]);
+        assert_eq!(applied.added.len(), 1);
+        assert!(applied.draining.is_empty());
+        let new = live(&g, 1);
+        assert!(!Arc::ptr_eq(&new, &old));
+        assert_eq!(new.task_arn().as_deref(), Some("new"));
+        assert_eq!(old.task_arn().as_deref(), Some("old"));
+
+        // The same for the API's RegisterTargets after a DeregisterTargets.
+        add(&g, &[2], Origin::Config);
+        let first = live(&g, 2);
+        g.apply(
+            Origin::Api,
+            Update::Remove(vec![addr(2)]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let again = add(&g, &[2], Origin::Api).remove(0);
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(first.state(), State::Draining);
+        assert_eq!(again.sources(), Origin::Api.into());
+        assert!(Arc::ptr_eq(&live(&g, 2), &again));
+    }
+
+    #[tokio::test]
+    async fn removing_a_discovered_target_is_refused_and_changes_nothing() {
+        let reg = Registry::default();
+        let g = reg.group("api");
+        add(&g, &[1, 3], Origin::Config);
+        let arn = "arn:aws:ecs:eu-west-1:123456789012:task/prod/0f1e2d";
+        reset(&g, Origin::Discovery, vec![task(2, arn), task(3, "task-3")]);
+        let before = g.members().clone();
+
+        let refused = g
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(1), addr(2)]),
+                Duration::ZERO,
+            )
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            MembershipError::Discovered {
+                group: "api".into(),
+                targets: vec![task(2, arn)],
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            format!("target 127.0.0.1:2 in target group \"api\" was registered by ECS discovery (task {arn}); stop the task or change the discovery block instead")
+        );
+        assert!(Arc::ptr_eq(&g.members(), &before), "nothing published");
+        assert!(g.members().iter().all(|t| t.state() == State::Initial));
+
+        // Registered by the file too: still discovery's.
+        let refused = g
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(2), addr(3)]),
+                Duration::ZERO,
+            )
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!("targets 127.0.0.1:2 (task {arn}), 127.0.0.1:3 (task task-3) in target group \"api\" were registered by ECS discovery; stop the tasks or change the discovery block instead")
+        );
+        assert!(g.members().iter().all(|t| t.state() == State::Initial));
+
+        // Discovery itself may remove what it registered; the file's own target is free.
+        let applied = g
+            .apply(
+                Origin::Discovery,
+                Update::Remove(vec![addr(2)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(applied.draining.len(), 1);
+        let applied = g
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(1)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(applied.draining.len(), 1);
+    }
+
+    #[test]
+    fn a_refusal_without_a_task_names_discovery_alone() {
+        let one = MembershipError::Discovered {
+            group: "web".into(),
+            targets: vec![addr(7).into()],
+        };
+        assert_eq!(
+            one.to_string(),
+            "target 127.0.0.1:7 in target group \"web\" was registered by discovery; change the discovery block instead"
+        );
     }
 
     #[tokio::test]
@@ -508,14 +968,18 @@ mod tests {
         let reg = Registry::default();
         let old = reg.group("old");
         add(&old, &[1], Origin::Config);
+        reset(&old, Origin::Discovery, vec![task(2, "task-2")]);
         reg.group("kept");
         let retired = reg.retire_others(&["kept"], |_| Duration::from_secs(5));
         assert_eq!(retired, [Arc::<str>::from("old")]);
         assert!(reg.get("old").is_none());
-        assert_eq!(old.members()[0].state(), State::Draining);
+        assert!(
+            old.members().iter().all(|t| t.state() == State::Draining),
+            "discovered targets too"
+        );
         assert!(reg.sweep(Instant::now()).is_empty());
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(reg.sweep(Instant::now()), [("old".into(), 1)]);
+        assert_eq!(reg.sweep(Instant::now()), [("old".into(), 2)]);
         assert!(reg.retired.lock().unwrap().is_empty());
     }
 
@@ -536,5 +1000,81 @@ mod tests {
         first[0].set_state(State::Unhealthy, None);
         first[0].set_state(State::Healthy, None);
         assert!(first[0].slow_start_weight(ramp, Instant::now()) < 0.2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_replacing_the_only_healthy_one_is_spared_slow_start() {
+        let ramp = Duration::from_secs(100);
+        let reg = Registry::default();
+        let g = reg.group("api");
+        reset(&g, Origin::Discovery, vec![task(1, "old")]);
+        live(&g, 1).set_state(State::Healthy, None);
+        reset(&g, Origin::Discovery, vec![task(1, "new")]);
+        let new = live(&g, 1);
+        new.set_state(State::Healthy, None);
+        assert_eq!(new.slow_start_weight(ramp, Instant::now()), 1.0);
+    }
+
+    fn group_of(reg: &Registry, name: &str) -> TargetGroup {
+        let settings = Settings {
+            name: name.into(),
+            protocol: Protocol::Http,
+            protocol_version: ProtocolVersion::Http1,
+            algorithm: Algorithm::RoundRobin,
+            deregistration_delay: Duration::ZERO,
+            slow_start: Duration::ZERO,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+        };
+        TargetGroup::new(&settings, reg.group(name), &Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn another_target_is_any_but_the_failed_one_healthy_first() {
+        let reg = Registry::default();
+        let tg = group_of(&reg, "web");
+        let t = add(&tg.state, &[1, 2, 3], Origin::Config);
+        let (failed, b, c) = (&t[0], &t[1], &t[2]);
+
+        // Nobody healthy yet (all `initial`): fail-open, but never back to the failed one, in
+        // whatever state the failure left it.
+        for failed_state in [State::Initial, State::Unhealthy, State::Healthy] {
+            failed.set_state(failed_state, None);
+            for _ in 0..6 {
+                let next = tg.pick_another(failed).unwrap();
+                assert!(!Arc::ptr_eq(&next, failed), "{failed_state:?}");
+            }
+        }
+        failed.set_state(State::Unhealthy, None);
+
+        // A healthy one is preferred.
+        c.set_state(State::Healthy, None);
+        for _ in 0..6 {
+            assert!(Arc::ptr_eq(&tg.pick_another(failed).unwrap(), c));
+        }
+
+        // Draining and unused targets are never chosen.
+        tg.state
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(3)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        for _ in 0..6 {
+            assert!(Arc::ptr_eq(&tg.pick_another(failed).unwrap(), b));
+        }
+        tg.state
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(2)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(
+            tg.pick_another(failed).is_none(),
+            "only the failed one is left"
+        );
+        assert!(Arc::ptr_eq(&tg.pick().unwrap(), failed));
     }
 }

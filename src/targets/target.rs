@@ -1,6 +1,7 @@
 //! One target and its run-time state: health (as ALB names it), in-flight requests, slow-start
 //! clock and draining. Every field the data plane reads is atomic.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,7 +50,8 @@ impl State {
     }
 }
 
-/// Where a target came from. A reload reconciles only `Config` targets; the others are kept.
+/// A source of membership. A target stays registered while any source registers it, so a reload
+/// (which speaks for `Config`) never undoes what the API or discovery registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Config,
@@ -58,6 +60,9 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// Every origin, in the order [`Sources`] lists them.
+    pub const ALL: [Origin; 3] = [Origin::Config, Origin::Api, Origin::Discovery];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::Config => "config",
@@ -65,6 +70,77 @@ impl Origin {
             Origin::Discovery => "discovery",
         }
     }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The set of origins that registered a target. Listed and shown in a fixed order (config, api,
+/// discovery), so `/targets` reads the same whichever source came first.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Sources(u8);
+
+impl Sources {
+    pub fn contains(self, origin: Origin) -> bool {
+        self.0 & origin.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn with(self, origin: Origin) -> Sources {
+        Sources(self.0 | origin.bit())
+    }
+
+    pub fn without(self, origin: Origin) -> Sources {
+        Sources(self.0 & !origin.bit())
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Origin> {
+        Origin::ALL.into_iter().filter(move |o| self.contains(*o))
+    }
+}
+
+impl From<Origin> for Sources {
+    fn from(origin: Origin) -> Sources {
+        Sources(origin.bit())
+    }
+}
+
+impl FromIterator<Origin> for Sources {
+    fn from_iter<I: IntoIterator<Item = Origin>>(iter: I) -> Sources {
+        iter.into_iter().fold(Sources::default(), Sources::with)
+    }
+}
+
+/// The origins joined with `+`: `config+api`.
+impl fmt::Display for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, o) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(o.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sources({self})")
+    }
+}
+
+/// Who registers a target, and the task behind it. Membership bookkeeping of the control side:
+/// the data plane never reads it.
+#[derive(Debug, Default)]
+struct Registered {
+    sources: Sources,
+    /// The ECS task discovery registered the address for; cleared when discovery lets go.
+    task_arn: Option<Arc<str>>,
 }
 
 /// ALB's reason code for a state, with a human description.
@@ -101,7 +177,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// `ip:port`, built once because every forwarded request's URI needs it.
     pub authority: Authority,
-    pub origin: Origin,
+    /// Behind a lock, not atomics: only membership changes and `/targets` read it.
+    registered: Mutex<Registered>,
     state: AtomicU8,
     /// Requests sent to this target whose response has not finished yet.
     outstanding: AtomicUsize,
@@ -122,6 +199,7 @@ pub struct Target {
 }
 
 impl Target {
+    /// A target `origin` registered, in state `initial`.
     pub fn new(addr: SocketAddr, origin: Origin) -> Self {
         let closed = CancellationToken::new();
         Target {
@@ -130,7 +208,10 @@ impl Target {
                 .to_string()
                 .parse()
                 .expect("a socket address is a valid authority"),
-            origin,
+            registered: Mutex::new(Registered {
+                sources: origin.into(),
+                task_arn: None,
+            }),
             state: AtomicU8::new(State::Initial as u8),
             outstanding: AtomicUsize::new(0),
             healthy_since_ms: AtomicU64::new(0),
@@ -143,6 +224,46 @@ impl Target {
             pool: Pool::new(addr, closed.clone()),
             closed,
         }
+    }
+
+    /// The origins that register the target. A draining target keeps those it had when it began
+    /// to drain, so that `/targets` still says where it came from.
+    pub fn sources(&self) -> Sources {
+        self.registered.lock().expect("not poisoned").sources
+    }
+
+    /// The ECS task behind the target, while discovery registers it (and, once it drains, the
+    /// task it drained for).
+    pub fn task_arn(&self) -> Option<Arc<str>> {
+        self.registered
+            .lock()
+            .expect("not poisoned")
+            .task_arn
+            .clone()
+    }
+
+    /// `origin` registers the target too; a task ARN given replaces the one recorded.
+    pub(super) fn join(&self, origin: Origin, task_arn: Option<Arc<str>>) {
+        let mut r = self.registered.lock().expect("not poisoned");
+        r.sources = r.sources.with(origin);
+        if task_arn.is_some() {
+            r.task_arn = task_arn;
+        }
+    }
+
+    /// `origin` no longer registers the target. Returns true when it was the last origin to: the
+    /// target is to drain, and keeps its sources (and task) for the record.
+    pub(super) fn release(&self, origin: Origin) -> bool {
+        let mut r = self.registered.lock().expect("not poisoned");
+        let rest = r.sources.without(origin);
+        if rest.is_empty() {
+            return true;
+        }
+        r.sources = rest;
+        if origin == Origin::Discovery {
+            r.task_arn = None;
+        }
+        false
     }
 
     pub fn state(&self) -> State {

@@ -29,7 +29,8 @@ pub enum Failure {
 pub enum Decision {
     /// Send it again to the same target, on a connection made for it.
     NewConnection,
-    /// Send it to another (healthy) target, if there is one.
+    /// Send it to another target, if there is one (a healthy one first; see
+    /// `TargetGroup::pick_another`).
     AnotherTarget,
     GiveUp,
 }
