@@ -422,6 +422,29 @@ pub struct RawTargetGroup {
     pub connect_timeout: Option<DurationStr>,
     pub response_timeout: Option<DurationStr>,
     pub health_check: Option<RawHealthCheck>,
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// `[target_groups.discovery]`: where else the group's targets come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub ecs: Option<RawEcs>,
+}
+
+/// `[target_groups.discovery.ecs]`: the running tasks of an ECS service (or task family).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEcs {
+    pub cluster: String,
+    pub service: Option<String>,
+    pub family: Option<String>,
+    pub container: String,
+    pub container_port: i64,
+    pub refresh: Option<DurationStr>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub healthy_tasks_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -11,10 +11,11 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawHealthCheck, RawListener,
-    RawRedirect, RawTargetGroup, Source, ENV_PREFIX,
+    ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawDiscovery, RawEcs,
+    RawHealthCheck, RawListener, RawRedirect, RawTargetGroup, Source, ENV_PREFIX,
 };
 use crate::balancer::Algorithm;
+use crate::discovery::ecs;
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
 use crate::targets::{HealthCheck, Matcher};
@@ -165,6 +166,8 @@ pub struct TargetGroupConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub health_check: HealthCheck,
+    /// Where the group's targets are discovered, besides `targets` and the admin API.
+    pub discovery: Option<ecs::Settings>,
 }
 
 /// Checks a parsed file and gives the typed configuration, or every error found. Pure: what it
@@ -467,6 +470,10 @@ fn target_group(
             errs.push(src.error(format!("{path}.{key}"), "must be greater than zero"));
         }
     }
+    let discovery = tg
+        .discovery
+        .as_ref()
+        .and_then(|d| discovery(src, &format!("{path}.discovery"), d, errs));
     TargetGroupConfig {
         name: tg.name.clone(),
         protocol,
@@ -478,7 +485,162 @@ fn target_group(
         connect_timeout,
         response_timeout,
         health_check,
+        discovery,
     }
+}
+
+/// `[target_groups.discovery]`: exactly one source.
+fn discovery(
+    src: &Source,
+    path: &str,
+    raw: &RawDiscovery,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ecs::Settings> {
+    let Some(e) = &raw.ecs else {
+        errs.push(src.error(
+            path,
+            "name a source of targets: [target_groups.discovery.ecs]",
+        ));
+        return None;
+    };
+    let path = format!("{path}.ecs");
+    if !cfg!(feature = "ecs") {
+        errs.push(src.error(
+            path,
+            "this seawall was built without ECS discovery (cargo feature `ecs`); \
+             build it with its default features to use it",
+        ));
+        return None;
+    }
+    ecs_settings(src, &path, e, errs)
+}
+
+/// The longest a refresh may be: a task stopped by a deploy must be drained while its container
+/// still serves, within its stopTimeout (at most 120 s on ECS).
+const MAX_REFRESH: Duration = Duration::from_secs(3600);
+
+fn ecs_settings(
+    src: &Source,
+    path: &str,
+    e: &RawEcs,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ecs::Settings> {
+    let before = errs.len();
+    // A name or an ARN: either way one word.
+    let word_ok =
+        |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !word_ok(&e.cluster) {
+        errs.push(src.error(
+            format!("{path}.cluster"),
+            "a cluster name or ARN, without spaces",
+        ));
+    }
+    let tasks = match (&e.service, &e.family) {
+        (Some(s), None) if word_ok(s) => Some(ecs::Selector::Service(s.clone())),
+        (None, Some(f)) if word_ok(f) => Some(ecs::Selector::Family(f.clone())),
+        (Some(_), None) => {
+            errs.push(src.error(
+                format!("{path}.service"),
+                "a service name or ARN, without spaces",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errs.push(src.error(
+                format!("{path}.family"),
+                "a task definition family, without spaces",
+            ));
+            None
+        }
+        (Some(_), Some(_)) => {
+            errs.push(src.error(
+                format!("{path}.family"),
+                "give `service` or `family`, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            errs.push(src.error(
+                path,
+                "give `service` (the ECS service whose tasks to follow) or `family` (a task definition family)",
+            ));
+            None
+        }
+    };
+    if !word_ok(&e.container) {
+        errs.push(src.error(
+            format!("{path}.container"),
+            "the container's name in the task definition, without spaces",
+        ));
+    }
+    let container_port = match u16::try_from(e.container_port) {
+        Ok(p) if p != 0 => p,
+        _ => {
+            errs.push(src.error(format!("{path}.container_port"), "a port from 1 to 65535"));
+            0
+        }
+    };
+    let refresh = e.refresh.map_or(ecs::Settings::DEFAULT_REFRESH, |d| d.0);
+    if !(Duration::from_secs(1)..=MAX_REFRESH).contains(&refresh) {
+        errs.push(src.error(
+            format!("{path}.refresh"),
+            "from 1s (ECS's API rate limits) to 1h",
+        ));
+    }
+    if let Some(r) = &e.region {
+        if r.is_empty()
+            || !r
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            errs.push(src.error(
+                format!("{path}.region"),
+                format!("{r:?} is not an AWS region name (like \"us-east-1\")"),
+            ));
+        }
+    }
+    if let Some(url) = &e.endpoint {
+        if let Err(reason) = endpoint(url) {
+            errs.push(src.error(format!("{path}.endpoint"), reason));
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(ecs::Settings {
+        cluster: e.cluster.clone(),
+        tasks: tasks?,
+        container: e.container.clone(),
+        container_port,
+        refresh,
+        region: e.region.clone(),
+        endpoint: e.endpoint.clone(),
+        healthy_tasks_only: e.healthy_tasks_only.unwrap_or(false),
+    })
+}
+
+/// An endpoint override: an `http` or `https` URL of a host, with no path beyond `/`.
+fn endpoint(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "{url:?}: the URL must start with http:// or https://"
+            ))
+        }
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(format!("{url:?}: the URL needs a host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{url:?}: give the endpoint's scheme, host and port only"
+        ));
+    }
+    Ok(())
 }
 
 /// `health_check.port`: where checks connect.

@@ -1162,3 +1162,145 @@ fn errors_without_a_line_come_first() {
     let lines: Vec<Option<usize>> = errs.iter().map(|e| e.0).collect();
     assert_eq!(lines, [None, Some(2)]);
 }
+
+/// A file whose group `app` has a `[discovery.ecs]` with `keys`, whose header is line 4 and keys start at line 5.
+fn ecs(keys: &str) -> String {
+    group(&format!("\n  [target_groups.discovery.ecs]\n{keys}"))
+}
+
+const ECS_MINIMAL: &str =
+    "cluster = \"prod\"\nservice = \"api\"\ncontainer = \"app\"\ncontainer_port = 8080";
+
+#[cfg(feature = "ecs")]
+#[test]
+fn an_ecs_block_takes_the_defaults_of_config_md() {
+    let cfg = valid(&ecs(ECS_MINIMAL));
+    let d = cfg.target_groups[0].discovery.clone().unwrap();
+    assert_eq!(
+        d,
+        ecs::Settings {
+            cluster: "prod".into(),
+            tasks: ecs::Selector::Service("api".into()),
+            container: "app".into(),
+            container_port: 8080,
+            refresh: Duration::from_secs(10),
+            region: None,
+            endpoint: None,
+            healthy_tasks_only: false,
+        }
+    );
+    let cfg = valid(&ecs(
+        "cluster = \"arn:aws:ecs:us-east-1:1:cluster/prod\"\nfamily = \"api-task\"\n\
+         container = \"app\"\ncontainer_port = 80\nrefresh = \"2s\"\nregion = \"eu-west-1\"\n\
+         endpoint = \"http://127.0.0.1:5055\"\nhealthy_tasks_only = true",
+    ));
+    let d = cfg.target_groups[0].discovery.clone().unwrap();
+    assert_eq!(d.tasks, ecs::Selector::Family("api-task".into()));
+    assert_eq!(
+        (
+            d.refresh,
+            d.region.as_deref(),
+            d.endpoint.as_deref(),
+            d.healthy_tasks_only
+        ),
+        (
+            Duration::from_secs(2),
+            Some("eu-west-1"),
+            Some("http://127.0.0.1:5055"),
+            true
+        )
+    );
+}
+
+#[cfg(feature = "ecs")]
+#[test]
+fn an_ecs_block_names_its_tasks_once() {
+    fails(
+        &ecs("cluster = \"prod\"\ncontainer = \"app\"\ncontainer_port = 8080"),
+        4,
+        "target_groups[0].discovery.ecs",
+        "give `service`",
+    );
+    fails(
+        &ecs(&format!("{ECS_MINIMAL}\nfamily = \"api\"")),
+        9,
+        "target_groups[0].discovery.ecs.family",
+        "not both",
+    );
+}
+
+#[cfg(feature = "ecs")]
+#[test]
+fn bad_ecs_values_are_named_with_their_line() {
+    let m = ECS_MINIMAL;
+    fails(
+        &ecs(&m.replace("8080", "0")),
+        8,
+        "target_groups[0].discovery.ecs.container_port",
+        "from 1 to 65535",
+    );
+    fails(
+        &ecs(&m.replace("8080", "70000")),
+        8,
+        "target_groups[0].discovery.ecs.container_port",
+        "from 1 to 65535",
+    );
+    fails(
+        &ecs(&m.replace("\"prod\"", "\"my cluster\"")),
+        5,
+        "target_groups[0].discovery.ecs.cluster",
+        "without spaces",
+    );
+    fails(
+        &ecs(&m.replace("container = \"app\"", "container = \"\"")),
+        7,
+        "target_groups[0].discovery.ecs.container",
+        "container's name",
+    );
+    fails(
+        &ecs(&format!("{m}\nrefresh = \"500ms\"")),
+        9,
+        "target_groups[0].discovery.ecs.refresh",
+        "from 1s",
+    );
+    fails(
+        &ecs(&format!("{m}\nregion = \"US East\"")),
+        9,
+        "target_groups[0].discovery.ecs.region",
+        "not an AWS region",
+    );
+    for (url, why) in [
+        ("127.0.0.1:5055", "http:// or https://"),
+        ("ftp://127.0.0.1", "http:// or https://"),
+        ("http://127.0.0.1:5055/ecs", "scheme, host and port only"),
+    ] {
+        fails(
+            &ecs(&format!("{m}\nendpoint = \"{url}\"")),
+            9,
+            "target_groups[0].discovery.ecs.endpoint",
+            why,
+        );
+    }
+}
+
+#[test]
+fn a_discovery_block_needs_a_source() {
+    fails(
+        &group("\n  [target_groups.discovery]"),
+        4,
+        "target_groups[0].discovery",
+        "[target_groups.discovery.ecs]",
+    );
+}
+
+/// Built only without the `ecs` feature (`.ci/run` runs it so).
+#[cfg(not(feature = "ecs"))]
+#[test]
+fn a_build_without_ecs_refuses_a_discovery_block_clearly() {
+    fails(
+        &ecs(ECS_MINIMAL),
+        4,
+        "target_groups[0].discovery.ecs",
+        "built without ECS discovery (cargo feature `ecs`)",
+    );
+}
