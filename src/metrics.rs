@@ -181,6 +181,16 @@ pub struct Metrics {
     pub unhealthy_targets: IntGaugeVec,
     /// Active health-check probes by target group and result (`success` or `failure`).
     pub health_checks_total: IntCounterVec,
+    /// Targets the last successful discovery refresh found, by target group.
+    pub discovery_targets: IntGaugeVec,
+    /// Failed discovery refreshes and partial answers, by target group and reason.
+    pub discovery_errors_total: IntCounterVec,
+    /// When a group's discovery last refreshed successfully (Unix seconds).
+    pub discovery_last_success_timestamp_seconds: IntGaugeVec,
+    /// Calls to the ECS and EC2 APIs, by API (`ListTasks`, `DescribeTasks`, ...).
+    pub discovery_api_calls_total: IntCounterVec,
+    /// How long one discovery refresh took (listing, describing, resolving), by target group.
+    pub discovery_refresh_seconds: HistogramVec,
     /// `tls_handshakes_total` by [`HandshakeKind`], resolved once.
     handshakes: Box<[IntCounter]>,
     /// `tls_handshake_errors_total` by [`HandshakeFailure`], resolved once.
@@ -268,6 +278,38 @@ impl Metrics {
         let healthy_targets = gauge_vec("healthy_targets", "Healthy targets, by target group.");
         let unhealthy_targets =
             gauge_vec("unhealthy_targets", "Unhealthy targets, by target group.");
+        let discovery_targets = gauge_vec(
+            "discovery_targets",
+            "Targets found by the last successful discovery refresh, by target group.",
+        );
+        let discovery_last_success_timestamp_seconds = gauge_vec(
+            "discovery_last_success_timestamp_seconds",
+            "When discovery last refreshed a target group successfully, in Unix seconds.",
+        );
+        let discovery_errors_total = counter_vec(
+            "discovery_errors_total",
+            "Failed discovery refreshes and partial answers, by target group and reason.",
+            &["target_group", "reason"],
+        );
+        let discovery_api_calls_total = counter_vec(
+            "discovery_api_calls_total",
+            "Calls to the ECS and EC2 APIs made by discovery, by API.",
+            &["api"],
+        );
+        let discovery_refresh_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "discovery_refresh_seconds",
+                "Time one discovery refresh took (listing, describing and resolving tasks).",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["target_group"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(discovery_refresh_seconds.clone()))
+            .expect("unique");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique");
@@ -307,6 +349,11 @@ impl Metrics {
             healthy_targets,
             unhealthy_targets,
             health_checks_total,
+            discovery_targets,
+            discovery_errors_total,
+            discovery_last_success_timestamp_seconds,
+            discovery_api_calls_total,
+            discovery_refresh_seconds,
             handshakes,
             handshake_errors,
             reloads,
