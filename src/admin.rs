@@ -141,7 +141,20 @@ async fn handle(req: Request<Incoming>, control: &Control) -> Resp {
         "/healthz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/ready" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/ready" if control.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" if control.ready.load(Ordering::Acquire) => {
+            let waiting = control.discovery.waiting();
+            if waiting.is_empty() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "starting: waiting for the first discovery of target groups {}\n",
+                        waiting.join(", ")
+                    ),
+                )
+            }
+        }
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         "/metrics" => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -94,7 +94,9 @@ impl App {
             upgrade: upgrade_tx,
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
+            discovery: Arc::default(),
         });
+        control.follow_discovery(&cfg);
         let workers = rt.worker_threads();
         // One worker: the data thread itself runs every task (see `start`), which spares the
         // multi-threaded scheduler's cross-thread bookkeeping on every wake-up of the hot path.

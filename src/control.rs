@@ -1,5 +1,5 @@
 //! The control thread: its own OS thread and current-thread runtime, so that health checks, the
-//! admin API and (later) reloads and discovery never take a data-plane worker, and the admin API
+//! admin API, reloads and discovery never take a data-plane worker, and the admin API
 //! answers even when the data plane is saturated.
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminToken};
 use crate::config::Config;
+use crate::discovery::{self, Discovery, Plan};
 use crate::reload::{self, ConfigInfo, ReloadRequest, Reloader};
 use crate::snapshot::Plane;
 use crate::targets::Registry;
@@ -41,6 +42,27 @@ pub struct Control {
     pub shutdown: CancellationToken,
     /// True once every listener accepts.
     pub ready: AtomicBool,
+    /// The discovery watchers' plans and first answers.
+    pub discovery: Arc<Discovery>,
+}
+
+impl Control {
+    /// Hands discovery the blocks of `cfg`, the configuration now in force (its groups are in
+    /// the registry by then).
+    pub fn follow_discovery(&self, cfg: &Config) {
+        let plans = cfg
+            .target_groups
+            .iter()
+            .filter_map(|tg| {
+                Some(Plan {
+                    settings: tg.discovery.clone()?,
+                    group: self.registry.group(&tg.name),
+                    deregistration_delay: tg.deregistration_delay,
+                })
+            })
+            .collect();
+        self.discovery.follow(plans);
+    }
 }
 
 /// `[admin]` and `[runtime]` settings that only the control side reads.
@@ -112,6 +134,11 @@ pub fn spawn(
                 }
                 tokio::spawn(sweep_draining(control.clone(), stop.clone()));
                 tokio::spawn(crate::health::run(control.plane.clone(), stop.clone()));
+                tokio::spawn(discovery::run(
+                    control.discovery.clone(),
+                    control.plane.metrics.clone(),
+                    stop.clone(),
+                ));
                 tokio::spawn(reload::run(reloader, reloads, stop.clone()));
                 tokio::spawn(upgrade::run(upgrader, upgrades, stop.clone()));
                 stop.cancelled().await;

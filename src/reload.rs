@@ -244,6 +244,7 @@ impl Reloader {
         for name in c.registry.retire_others(&groups, delay) {
             info!(target_group = %name, "target group removed; its targets drain");
         }
+        c.follow_discovery(&cfg);
         self.listeners
             .commit(bound, &snapshot.listeners, snapshot.max_connections);
         let restart_needed = self.started_with.differences(&StartOnly::of(&cfg));

@@ -11,7 +11,13 @@
 //! which task is behind an address says so in its [`Registration`]s, so that a new task on an old
 //! one's host port is checked afresh. [`Static`] is the simplest source: a fixed list.
 
+pub mod ecs;
+mod supervisor;
+
+pub use supervisor::{run, Discovery, Plan};
+
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,12 +75,14 @@ impl TargetSource for Static {
 }
 
 /// Applies `source`'s updates to `group` until the source ends or `stop` is cancelled. Targets
-/// that leave drain for `delay` (the group's deregistration delay).
+/// that leave drain for `delay` (the group's deregistration delay). `answered` is set once the
+/// source has said what its targets are.
 pub async fn follow<S: TargetSource>(
     mut source: S,
     group: Arc<GroupState>,
     delay: Duration,
     stop: CancellationToken,
+    answered: Arc<AtomicBool>,
 ) {
     let name = source.name();
     loop {
@@ -86,6 +94,7 @@ pub async fn follow<S: TargetSource>(
             None => return,
             Some(Ok(update)) => match group.apply(Origin::Discovery, update, delay) {
                 Ok(applied) => {
+                    answered.store(true, Ordering::Release);
                     if !applied.added.is_empty() || !applied.draining.is_empty() {
                         info!(
                             target_group = %group.name,
@@ -165,6 +174,7 @@ mod tests {
             g.clone(),
             Duration::from_secs(60),
             stop.clone(),
+            Arc::default(),
         ));
 
         tx.send(Ok(Update::Reset(vec![addr(2).into(), addr(3).into()])))
@@ -207,6 +217,7 @@ mod tests {
             g.clone(),
             Duration::ZERO,
             stop.clone(),
+            Arc::default(),
         ));
         settle().await;
         assert_eq!(ports(&g, State::Initial), [7]);
