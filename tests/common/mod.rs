@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod config;
+#[cfg(feature = "ecs")]
+pub mod ecs;
 pub mod process;
 pub mod target;
 

@@ -54,7 +54,19 @@ impl Proc {
     /// Starts `seawall run --config FILE` and waits until it has logged the address of every
     /// listener in `listeners` (and of the admin server when `admin`).
     pub async fn start(config: &Path, listeners: &[&str], admin: bool) -> Proc {
-        let mut child = cmd()
+        Self::start_with(config, listeners, admin, |_| {}).await
+    }
+
+    /// As [`Proc::start`], with the command adjusted first (its environment, say).
+    pub async fn start_with(
+        config: &Path,
+        listeners: &[&str],
+        admin: bool,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Proc {
+        let mut command = cmd();
+        adjust(&mut command);
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())
