@@ -900,3 +900,24 @@ async fn discovered_targets_sit_beside_api_ones_and_a_reused_host_port_is_a_new_
     assert_eq!(get(sw.addr("api"), false, "x", "/").await.status, 200);
     assert!(reborn.hits() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_the_first_refresh_of_each_discovery_group() {
+    let mut fleet = Fleet::new(1).await;
+    let a = fleet.launch("api", 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    fleet.emu.pause();
+    let sw = seawall(
+        dir.path(),
+        &config(&[group("api", "api", &fleet.emu.url(), "")]),
+        &["api"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = get(sw.admin(), false, "admin", "/ready").await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("api"), "{}", ready.text());
+    fleet.emu.resume();
+    sw.wait_ready().await;
+    wait_targets(&sw, "api", &[(fleet.addr(&a), "healthy")]).await;
+}
