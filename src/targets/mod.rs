@@ -524,48 +524,51 @@ impl TargetGroup {
     /// draining; `None` when the group has no such target.
     pub fn pick(&self) -> Option<Arc<Target>> {
         let ctx = self.pick_context();
-        let mut members = self.state.members.load();
-        loop {
-            let picked = self
-                .balancer
-                .pick(&members, Eligible::Healthy, &ctx)
-                .or_else(|| self.balancer.pick(&members, Eligible::NotDraining, &ctx));
-            if let Some(t) = picked {
-                return Some(t.clone());
-            }
-            // States are read live but the list was loaded before: a reload may have drained
-            // every target of it since, having published their replacements first. Only an
-            // unchanged list means there is nothing to pick.
-            let latest = self.state.members.load();
-            if Arc::ptr_eq(&latest, &members) {
-                return None;
-            }
-            members = latest;
-        }
+        self.pick_in(|members| self.fail_open(members, &ctx).cloned())
     }
 
-    /// Another target for a request that could not reach `failed`: a healthy one, else (ALB's
-    /// fail-open) one that is not draining, so a group whose targets are all `initial` still
-    /// moves the request; never `failed` itself, whatever state its failure left it in. Runs only
-    /// after a failure, so it may copy the list.
+    /// Another target for a request that could not reach `failed`: chosen as [`Self::pick`]
+    /// chooses, so a group whose targets are all `initial` still moves the request, but never
+    /// `failed` itself, whatever state its failure left it in. Runs only after a failure, so it
+    /// may copy the list.
     pub fn pick_another(&self, failed: &Arc<Target>) -> Option<Arc<Target>> {
         let ctx = self.pick_context();
-        let mut members = self.state.members.load_full();
-        loop {
+        self.pick_in(|members| {
             let others: Vec<Arc<Target>> = members
                 .iter()
                 .filter(|t| !Arc::ptr_eq(t, failed))
                 .cloned()
                 .collect();
-            let picked = self
-                .balancer
-                .pick(&others, Eligible::Healthy, &ctx)
-                .or_else(|| self.balancer.pick(&others, Eligible::NotDraining, &ctx));
-            if let Some(t) = picked {
-                return Some(t.clone());
+            self.fail_open(&others, &ctx).cloned()
+        })
+    }
+
+    /// A healthy target of `targets`, else one that is not draining.
+    fn fail_open<'a>(
+        &self,
+        targets: &'a [Arc<Target>],
+        ctx: &PickContext,
+    ) -> Option<&'a Arc<Target>> {
+        self.balancer
+            .pick(targets, Eligible::Healthy, ctx)
+            .or_else(|| self.balancer.pick(targets, Eligible::NotDraining, ctx))
+    }
+
+    /// What `choose` picks from the members, loaded again while it finds none and the list has
+    /// changed meanwhile.
+    fn pick_in(
+        &self,
+        choose: impl Fn(&[Arc<Target>]) -> Option<Arc<Target>>,
+    ) -> Option<Arc<Target>> {
+        let mut members = self.state.members.load();
+        loop {
+            if let Some(t) = choose(&members) {
+                return Some(t);
             }
-            // As in `pick`: only an unchanged list means there is nothing to pick.
-            let latest = self.state.members.load_full();
+            // States are read live but the list was loaded before: a reload may have drained
+            // every target of it since, having published their replacements first. Only an
+            // unchanged list means there is nothing to pick.
+            let latest = self.state.members.load();
             if Arc::ptr_eq(&latest, &members) {
                 return None;
             }
