@@ -149,7 +149,9 @@ async fn sync(
             .lock()
             .expect("not poisoned")
             .remove(&name);
-        let still_planned = wanted.iter().any(|p| p.group.name == name);
+        // By state, not name: a group removed and added again by two quick reloads is a new
+        // state, and the old one (retired, draining) must not keep what this watcher found.
+        let still_planned = wanted.iter().any(|p| Arc::ptr_eq(&p.group, &w.plan.group));
         if !still_planned {
             // The block is gone: what it found drains, as deregistered targets do.
             let emptied = w.plan.group.apply(
