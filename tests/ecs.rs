@@ -66,6 +66,13 @@ impl Fleet {
         self.containers[arn].addr
     }
 
+    /// seawall with one group, `api`, following service `api` (`extra`: further keys of its
+    /// discovery block).
+    async fn seawall(&self, dir: &Path, extra: &str) -> Proc {
+        let text = config(&[group("api", "api", &self.emu.url(), extra)]);
+        seawall(dir, &text, &["api"]).await
+    }
+
     /// ECS stopping a task: desiredStatus STOPPED at once; the container keeps serving for
     /// `linger` (its stopTimeout), then exits and the task is STOPPED.
     fn stop(&self, arn: &str, linger: Duration) -> tokio::task::JoinHandle<()> {
@@ -91,13 +98,7 @@ impl Fleet {
 async fn control_set(emu: SocketAddr, arn: &str, fields: Value) {
     let mut payload = fields;
     payload["tasks"] = json!([arn]);
-    let tcp = tokio::net::TcpStream::connect(emu).await.unwrap();
-    let mut send = common::h1(tcp).await;
-    let req = http::Request::post("/_emulator/tasks")
-        .header("host", emu.to_string())
-        .body(common::body(payload.to_string()))
-        .unwrap();
-    let got = common::read(send.send_request(req).await.unwrap()).await;
+    let got = common::post(emu, "/_emulator/tasks", payload.to_string()).await;
     assert_eq!(got.status, 200, "{}", got.text());
 }
 
@@ -252,12 +253,7 @@ async fn bridge_tasks_on_two_instances_become_targets_and_serve_and_new_ones_joi
         .start_task(CLUSTER, "api", "api", &fleet.instances[1])
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let sw = seawall(
-        dir.path(),
-        &config(&[group("api", "api", &fleet.emu.url(), "")]),
-        &["api"],
-    )
-    .await;
+    let sw = fleet.seawall(dir.path(), "").await;
     sw.wait_ready().await;
     let (pa, pb, pc) = (fleet.addr(&a), fleet.addr(&b), fleet.addr(&c));
     wait_targets(
@@ -335,12 +331,7 @@ async fn a_stopped_task_drains_while_it_still_serves_and_no_request_fails() {
     let a = fleet.launch("api", 0).await;
     let b = fleet.launch("api", 1).await;
     let dir = tempfile::tempdir().unwrap();
-    let sw = seawall(
-        dir.path(),
-        &config(&[group("api", "api", &fleet.emu.url(), "")]),
-        &["api"],
-    )
-    .await;
+    let sw = fleet.seawall(dir.path(), "").await;
     let (pa, pb) = (fleet.addr(&a), fleet.addr(&b));
     wait_targets(&sw, "api", &[(pa, "healthy"), (pb, "healthy")]).await;
 
@@ -489,12 +480,7 @@ async fn an_api_outage_keeps_the_targets_counts_errors_and_recovers() {
     let mut fleet = Fleet::new(1).await;
     let a = fleet.launch("api", 0).await;
     let dir = tempfile::tempdir().unwrap();
-    let sw = seawall(
-        dir.path(),
-        &config(&[group("api", "api", &fleet.emu.url(), "")]),
-        &["api"],
-    )
-    .await;
+    let sw = fleet.seawall(dir.path(), "").await;
     let pa = fleet.addr(&a);
     wait_targets(&sw, "api", &[(pa, "healthy")]).await;
 
@@ -628,12 +614,7 @@ async fn a_rolling_deploy_under_load_fails_no_request() {
         running.push(fleet.launch("api", i % 2).await);
     }
     let dir = tempfile::tempdir().unwrap();
-    let sw = seawall(
-        dir.path(),
-        &config(&[group("api", "api", &fleet.emu.url(), "")]),
-        &["api"],
-    )
-    .await;
+    let sw = fleet.seawall(dir.path(), "").await;
     let healthy: Vec<(SocketAddr, &str)> =
         running.iter().map(|t| (fleet.addr(t), "healthy")).collect();
     wait_targets(&sw, "api", &healthy).await;
@@ -794,13 +775,7 @@ async fn discovery_benchmark_with_500_tasks() {
 
 /// A POST to the admin API with a JSON body.
 async fn admin_post(sw: &Proc, path: &str, payload: Value) -> common::Got {
-    let tcp = tokio::net::TcpStream::connect(sw.admin()).await.unwrap();
-    let mut send = common::h1(tcp).await;
-    let req = http::Request::post(path)
-        .header("host", "admin")
-        .body(common::body(payload.to_string()))
-        .unwrap();
-    common::read(send.send_request(req).await.unwrap()).await
+    common::post(sw.admin(), path, payload.to_string()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,12 +784,7 @@ async fn discovered_targets_sit_beside_api_ones_and_a_reused_host_port_is_a_new_
     let a = fleet.launch("api", 0).await;
     let b = fleet.launch("api", 0).await;
     let dir = tempfile::tempdir().unwrap();
-    let sw = seawall(
-        dir.path(),
-        &config(&[group("api", "api", &fleet.emu.url(), "")]),
-        &["api"],
-    )
-    .await;
+    let sw = fleet.seawall(dir.path(), "").await;
     let (pa, pb) = (fleet.addr(&a), fleet.addr(&b));
     wait_targets(&sw, "api", &[(pa, "healthy"), (pb, "healthy")]).await;
 
@@ -907,12 +877,7 @@ async fn ready_waits_for_the_first_refresh_of_each_discovery_group() {
     let a = fleet.launch("api", 0).await;
     let dir = tempfile::tempdir().unwrap();
     fleet.emu.pause();
-    let sw = seawall(
-        dir.path(),
-        &config(&[group("api", "api", &fleet.emu.url(), "")]),
-        &["api"],
-    )
-    .await;
+    let sw = fleet.seawall(dir.path(), "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ready = get(sw.admin(), false, "admin", "/ready").await;
     assert_eq!(ready.status, 503);

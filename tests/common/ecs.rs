@@ -12,12 +12,7 @@ use std::time::Duration;
 
 use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode, PortMapping, TransportProtocol};
-use bytes::Bytes;
-use http::Request;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-
-use super::{body, h1, read};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -157,16 +152,10 @@ impl Emulator {
 
     /// A call to the control API.
     pub async fn control(&self, method: &str, path: &str, payload: Value) -> Value {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let mut send = h1(tcp).await;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("content-type", "application/json")
-            .body(body(Bytes::from(payload.to_string())))
-            .unwrap();
-        let got = read(send.send_request(req).await.unwrap()).await;
+        let got = match method {
+            "GET" => super::get(self.addr, false, &self.addr.to_string(), path).await,
+            _ => super::post(self.addr, path, payload.to_string()).await,
+        };
         assert_eq!(got.status, 200, "{path}: {}", got.text());
         got.json()
     }

@@ -687,6 +687,18 @@ pub async fn read(resp: Response<Incoming>) -> Got {
     }
 }
 
+/// POST of a JSON `payload` over a fresh plain HTTP/1.1 connection.
+pub async fn post(addr: SocketAddr, path: &str, payload: String) -> Got {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut send = h1(tcp).await;
+    let req = Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(body(payload))
+        .unwrap();
+    read(send.send_request(req).await.unwrap()).await
+}
+
 /// GET over a fresh HTTP/1.1 connection; `scheme` picks TLS (with SNI = host) or plain TCP.
 pub async fn get(addr: SocketAddr, https: bool, host: &str, path: &str) -> Got {
     let req = Request::get(path)
