@@ -680,7 +680,8 @@ fn refresh_elapsed(sw: &Proc, skip: usize, targets: usize) -> Option<u64> {
 #[ignore = "a benchmark: benches/discovery.sh"]
 async fn discovery_benchmark_with_500_tasks() {
     const TASKS: usize = 500;
-    let fleet = Fleet::new(1).await;
+    // Ten container instances: a t3.small fits 64 of these tasks by memory.
+    let fleet = Fleet::new(10).await;
     let arns = fleet
         .emu
         .run_tasks(CLUSTER, "api", "bulk", TASKS as i32)
