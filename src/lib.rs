@@ -36,8 +36,9 @@
 //!   [`snapshot::Compiled`]; [`snapshot::Compiled::attach`] joins it to run-time state once a
 //!   start or a [`reload`] is sure to go ahead, and the new snapshot is stored whole;
 //! - target membership changes in one place, [`targets::GroupState::apply`], whatever the source:
-//!   the file on reload, the [`admin`] API, or [`discovery`] (a [`discovery::TargetSource`]);
-//!   one sweeper drops targets whose draining is over;
+//!   the file on reload, the [`admin`] API, or [`discovery`] (a [`discovery::TargetSource`], such
+//!   as [`discovery::ecs::Ecs`], which follows an ECS service's running tasks; one watcher per
+//!   group with a discovery block); one sweeper drops targets whose draining is over;
 //! - [`health`] checks every target and writes its state into atomics the data plane reads;
 //! - [`upgrade`] hands the sockets to a new binary.
 //!

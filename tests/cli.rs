@@ -68,6 +68,7 @@ fn every_example_config_passes_check() {
         "minimal.toml",
         "tls-files.toml",
         "container.toml",
+        "ecs.toml",
     ] {
         assert!(
             files.iter().any(|f| f.ends_with(name)),
