@@ -38,11 +38,12 @@ pub struct SourceError {
 
 /// A source of one group's targets.
 pub trait TargetSource: Send {
-    /// What the source follows, for logs (`ecs:prod/api`).
+    /// What the source follows, for logs (`ecs:prod/service:api`).
     fn name(&self) -> String;
 
-    /// Waits for the next change of the source's targets; `None` when the source has ended.
-    /// A source paces itself (its refresh interval, its backoff after errors).
+    /// Waits for the source's next word on its targets (a polling source may say the same again:
+    /// applying it changes nothing); `None` when the source has ended. A source paces itself
+    /// (its refresh interval, its backoff after errors).
     fn next(&mut self) -> impl Future<Output = Option<Result<Update, SourceError>>> + Send;
 }
 
