@@ -693,6 +693,38 @@ async fn post(sw: &Seawall, listener: &str, data: &'static str) -> Got {
     read(resp).await
 }
 
+/// POSTs with a body to listener `writes` until one has been sent to `dead` (seen by its passive
+/// failure): the ones before reach `live` and answer 200; that one answers 502 and never reaches
+/// `live` (a request with a body is not retried).
+async fn post_until_the_dead_one_is_picked(
+    sw: &Seawall,
+    live: &Backend,
+    dead: &seawall::targets::Target,
+) {
+    let mut posts = 0;
+    let hits = live.hits();
+    let last = loop {
+        assert!(posts < 20, "the dead target was never picked");
+        let got = post(sw, "writes", "hello").await;
+        posts += 1;
+        if dead.passive_failures() > 0 {
+            break got;
+        }
+        assert_eq!(got.status, 200, "POST {posts}: {}", got.text());
+        assert!(
+            got.text().ends_with(" 5"),
+            "the body arrived: {}",
+            got.text()
+        );
+    };
+    assert_eq!(last.status, 502, "POST {posts}: {}", last.text());
+    assert_eq!(
+        live.hits(),
+        hits + posts - 1,
+        "the failed POST never reached the live target"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_connection_marks_the_target_unhealthy_at_once_and_only_a_get_is_retried() {
     let dying = Backend::start("dying").await;
@@ -769,25 +801,7 @@ async fn a_refused_connection_marks_the_target_unhealthy_at_once_and_only_a_get_
     }
     assert_eq!(reads_dead.passive_failures(), 1, "not picked again");
 
-    // POSTs with a body until one has been sent to the dead target: that one is not retried.
-    let mut posts = 0;
-    let hits = live.hits();
-    let last = loop {
-        assert!(posts < 20, "the dead target was never picked");
-        let got = post(&sw, "writes", "hello").await;
-        posts += 1;
-        if writes_dead.passive_failures() > 0 {
-            break got;
-        }
-        assert_eq!(got.status, 200, "POST {posts}: {}", got.text());
-        assert!(got.text().ends_with(" 5"), "{}", got.text());
-    };
-    assert_eq!(last.status, 502, "POST {posts}: {}", last.text());
-    assert_eq!(
-        live.hits(),
-        hits + posts - 1,
-        "the failed POST never reached the live target"
-    );
+    post_until_the_dead_one_is_picked(&sw, &live, &writes_dead).await;
     assert_eq!(writes_dead.state(), State::Unhealthy);
 }
 
@@ -834,20 +848,7 @@ async fn a_refused_get_moves_to_another_target_even_when_none_is_healthy() {
     assert_eq!(live.hits(), gets, "each GET reached the live target once");
     assert!(none_healthy("reads"));
 
-    // POSTs with a body until one has been sent to the dead target: that one is not retried.
-    let mut posts = 0;
-    let hits = live.hits();
-    let last = loop {
-        assert!(posts < 20, "the dead target was never picked");
-        let got = post(&sw, "writes", "hello").await;
-        posts += 1;
-        if writes_dead.passive_failures() > 0 {
-            break got;
-        }
-        assert_eq!(got.status, 200, "POST {posts}: {}", got.text());
-    };
-    assert_eq!(last.status, 502, "POST {posts}: {}", last.text());
-    assert_eq!(live.hits(), hits + posts - 1);
+    post_until_the_dead_one_is_picked(&sw, &live, &writes_dead).await;
     assert!(none_healthy("writes"));
 }
 
