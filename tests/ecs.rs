@@ -886,4 +886,22 @@ async fn ready_waits_for_the_first_refresh_of_each_discovery_group() {
     fleet.emu.resume();
     sw.wait_ready().await;
     wait_targets(&sw, "api", &[(fleet.addr(&a), "healthy")]).await;
+
+    // Readiness is a start-up gate: a reload that restarts the watcher while the API does not
+    // answer leaves a serving process ready.
+    fleet.emu.pause();
+    let text = config(&[group("api", "api", &fleet.emu.url(), "")])
+        .replace("refresh = \"1s\"", "refresh = \"2s\"");
+    std::fs::write(dir.path().join("seawall.toml"), text).unwrap();
+    sw.signal("HUP");
+    assert!(
+        eventually(SETTLE, || async {
+            sw.log().contains("restarting its watcher")
+        })
+        .await,
+        "{}",
+        sw.log()
+    );
+    assert_eq!(get(sw.admin(), false, "admin", "/ready").await.status, 200);
+    fleet.emu.resume();
 }

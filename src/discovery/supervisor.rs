@@ -48,7 +48,11 @@ impl Plan {
 #[derive(Debug)]
 pub struct Discovery {
     plans: watch::Sender<Arc<Vec<Plan>>>,
-    /// Per watched group: whether its source has answered once, and until when `/ready` waits.
+    /// The watchers of the start-up configuration have been started. Readiness is a start-up
+    /// gate: a reload that adds or changes a block does not make a serving process unready.
+    started: AtomicBool,
+    /// Per group watched since start-up: whether its source has answered once, and until when
+    /// `/ready` waits for it.
     progress: Mutex<HashMap<Arc<str>, Progress>>,
 }
 
@@ -62,6 +66,7 @@ impl Default for Discovery {
     fn default() -> Self {
         Discovery {
             plans: watch::Sender::new(Arc::new(Vec::new())),
+            started: AtomicBool::new(false),
             progress: Mutex::new(HashMap::new()),
         }
     }
@@ -73,28 +78,26 @@ impl Discovery {
         self.plans.send_replace(Arc::new(plans));
     }
 
-    /// The groups `/ready` still waits for: watched, not answered once, and within their wait.
+    /// The groups `/ready` still waits for: those of the start-up configuration that have not
+    /// answered once, within their wait.
     pub fn waiting(&self) -> Vec<Arc<str>> {
-        let now = Instant::now();
-        let mut names: Vec<Arc<str>> = self
-            .progress
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .filter(|(_, p)| !p.answered.load(Ordering::Acquire) && now < p.wait_until)
-            .map(|(name, _)| name.clone())
-            .collect();
-        // Plans not yet picked up by the watchers count as waiting too.
-        for plan in self.plans.borrow().iter() {
-            let started = self
-                .progress
+        let mut names: Vec<Arc<str>> = if self.started.load(Ordering::Acquire) {
+            let now = Instant::now();
+            self.progress
                 .lock()
                 .expect("not poisoned")
-                .contains_key(&plan.group.name);
-            if !started && !names.contains(&plan.group.name) {
-                names.push(plan.group.name.clone());
-            }
-        }
+                .iter()
+                .filter(|(_, p)| !p.answered.load(Ordering::Acquire) && now < p.wait_until)
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            // Not picked up by the watchers yet.
+            self.plans
+                .borrow()
+                .iter()
+                .map(|p| p.group.name.clone())
+                .collect()
+        };
         names.sort();
         names
     }
@@ -114,6 +117,7 @@ pub async fn run(discovery: Arc<Discovery>, metrics: Arc<Metrics>, stop: Cancell
     loop {
         let wanted = plans.borrow_and_update().clone();
         sync(&discovery, &metrics, &mut watchers, &wanted).await;
+        discovery.started.store(true, Ordering::Release);
         tokio::select! {
             changed = plans.changed() => if changed.is_err() { break },
             _ = stop.cancelled() => break,
@@ -177,14 +181,16 @@ async fn sync(
             continue;
         }
         let answered = Arc::new(AtomicBool::new(false));
-        let wait = READY_WAIT.max(plan.settings.refresh * 2);
-        discovery.progress.lock().expect("not poisoned").insert(
-            plan.group.name.clone(),
-            Progress {
-                answered: answered.clone(),
-                wait_until: Instant::now() + wait,
-            },
-        );
+        if !discovery.started.load(Ordering::Acquire) {
+            let wait = READY_WAIT.max(plan.settings.refresh * 2);
+            discovery.progress.lock().expect("not poisoned").insert(
+                plan.group.name.clone(),
+                Progress {
+                    answered: answered.clone(),
+                    wait_until: Instant::now() + wait,
+                },
+            );
+        }
         let stop = CancellationToken::new();
         info!(target_group = %plan.group.name, source = %plan.settings.describe(), refresh = ?plan.settings.refresh, "discovery started");
         let task = start(plan.clone(), metrics.clone(), answered, stop.clone());
