@@ -10,7 +10,7 @@ use prometheus::{Histogram, IntCounterVec, IntGauge};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::api::{ApiError, EcsApi, Health, NetworkMode, TaskFacts};
+use super::api::{ApiError, EcsApi, ErrorKind, Health, NetworkMode, TaskFacts};
 use super::Settings;
 use crate::discovery::{SourceError, TargetSource};
 use crate::metrics::Metrics;
@@ -160,14 +160,24 @@ impl<A: EcsApi> Ecs<A> {
         Ok(regs)
     }
 
+    /// Every page of the listing. A token handed out twice would page forever: that answer is
+    /// refused like any other bad one.
     async fn list(&self) -> Result<HashSet<String>, ApiError> {
         let mut listed = HashSet::new();
+        let mut tokens = HashSet::new();
         let mut next = None;
         loop {
             self.meters.call("ListTasks");
             let page = self.api.list_tasks(next).await?;
             listed.extend(page.task_arns);
             match page.next {
+                Some(token) if !tokens.insert(token.clone()) => {
+                    return Err(ApiError {
+                        api: "ListTasks",
+                        kind: ErrorKind::Response,
+                        detail: "the same nextToken came back twice".into(),
+                    })
+                }
                 Some(token) => next = Some(token),
                 None => return Ok(listed),
             }
@@ -176,8 +186,7 @@ impl<A: EcsApi> Ecs<A> {
 
     /// Describes the tasks not settled yet (every task, when container health counts). A task
     /// the answer lists as a failure keeps what was known of it: a partial answer changes only
-    /// what it covers.
-    /// Returns how many tasks it asked about.
+    /// what it covers. Returns how many tasks it asked about.
     async fn describe(&mut self) -> Result<usize, ApiError> {
         let healthy_only = self.settings.healthy_tasks_only;
         let mut wanted: Vec<String> = self
@@ -431,7 +440,7 @@ fn unix_now() -> i64 {
 mod tests {
     use std::sync::Mutex;
 
-    use super::super::api::{ContainerFacts, Described, ErrorKind, Page};
+    use super::super::api::{ContainerFacts, Described, Page};
     use super::super::Selector;
     use super::*;
 
@@ -759,6 +768,50 @@ mod tests {
         fake.calls();
         ecs.refresh().await.unwrap();
         assert_eq!(fake.calls(), calls(&[("ListTasks", 1)]));
+    }
+
+    /// A listing whose pages never end.
+    #[derive(Clone)]
+    struct Looping(Fake);
+
+    impl EcsApi for Looping {
+        async fn list_tasks(&self, _: Option<String>) -> Result<Page, ApiError> {
+            Ok(Page {
+                task_arns: vec!["task/1".into()],
+                next: Some("again".into()),
+            })
+        }
+        async fn describe_tasks(&self, arns: Vec<String>) -> Result<Described, ApiError> {
+            self.0.describe_tasks(arns).await
+        }
+        async fn describe_container_instances(
+            &self,
+            arns: Vec<String>,
+        ) -> Result<Vec<(String, String)>, ApiError> {
+            self.0.describe_container_instances(arns).await
+        }
+        async fn describe_instances(
+            &self,
+            ids: Vec<String>,
+        ) -> Result<Vec<(String, IpAddr)>, ApiError> {
+            self.0.describe_instances(ids).await
+        }
+        async fn describe_task_definition(&self, arn: String) -> Result<NetworkMode, ApiError> {
+            self.0.describe_task_definition(arn).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_repeats_its_token_fails_instead_of_paging_forever() {
+        let fake = world(vec![bridge(1, "ci/a", 32768)]);
+        let mut ecs = Ecs::new(
+            Looping(fake),
+            settings(false),
+            "api".into(),
+            &Metrics::new(),
+        );
+        let err = ecs.refresh().await.unwrap_err();
+        assert_eq!((err.api, err.kind), ("ListTasks", ErrorKind::Response));
     }
 
     #[tokio::test(start_paused = true)]
