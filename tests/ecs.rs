@@ -77,7 +77,7 @@ impl Fleet {
     /// `linger` (its stopTimeout), then exits and the task is STOPPED.
     fn stop(&self, arn: &str, linger: Duration) -> tokio::task::JoinHandle<()> {
         let backend = self.containers[arn].clone();
-        let emu_url = self.emu.addr;
+        let emu = self.emu.addr;
         let arn = arn.to_string();
         let ecs = self.emu.ecs.clone();
         tokio::spawn(async move {
@@ -89,7 +89,7 @@ impl Fleet {
                 .unwrap();
             tokio::time::sleep(linger).await;
             backend.kill();
-            control_set(emu_url, &arn, json!({"lastStatus": "STOPPED"})).await;
+            control_set(emu, &arn, json!({"lastStatus": "STOPPED"})).await;
         })
     }
 }

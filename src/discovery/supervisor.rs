@@ -224,7 +224,12 @@ fn start(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let api = ecs::SdkApi::load(&plan.settings).await;
+        // Reading the AWS environment may ask the instance's metadata service for the region:
+        // a stop must not wait for that (the reconciler awaits a stopped watcher).
+        let api = tokio::select! {
+            api = ecs::SdkApi::load(&plan.settings) => api,
+            _ = stop.cancelled() => return,
+        };
         let source = ecs::Ecs::new(api, plan.settings, plan.group.name.clone(), &metrics);
         super::follow(
             source,

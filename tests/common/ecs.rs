@@ -70,7 +70,7 @@ pub struct Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        // A paused emulator must be woken to die of SIGKILL's default... SIGKILL needs no waking.
+        // SIGKILL: a paused (SIGSTOPped) emulator dies of it too.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -96,13 +96,19 @@ impl Emulator {
             .spawn()
             .expect("the emulator starts");
         let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             let mut line = String::new();
             BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        });
+        // Importing moto takes about 3 s; an emulator that never says where it listens fails
+        // the test instead of hanging it (the child is killed with the reader's pipe).
+        let line = match tokio::time::timeout(Duration::from_secs(60), read).await {
+            Ok(read) => read.unwrap().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the emulator did not say where it listens within 60 s");
+            }
+        };
         let addr: SocketAddr = line
             .trim()
             .strip_prefix("listening on ")
