@@ -20,6 +20,7 @@ use crate::control::{self, Control};
 use crate::listener::{self, Bound, ListenerSet};
 use crate::metrics::Metrics;
 use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
+use crate::secrets::Secrets;
 use crate::snapshot::Plane;
 use crate::targets::Registry;
 use crate::upgrade::{self, Inherited, UpgradeRequest, Upgrader};
@@ -95,6 +96,7 @@ impl App {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
             discovery: Arc::default(),
+            secrets: Arc::new(Secrets::generate()),
         });
         control.follow_discovery(&cfg);
         let workers = rt.worker_threads();

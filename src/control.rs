@@ -18,6 +18,7 @@ use crate::admin::{self, AdminToken};
 use crate::config::Config;
 use crate::discovery::{self, Discovery, Plan};
 use crate::reload::{self, ConfigInfo, ReloadRequest, Reloader};
+use crate::secrets::Secrets;
 use crate::snapshot::Plane;
 use crate::targets::Registry;
 use crate::upgrade::{self, UpgradeRequest, Upgrader};
@@ -44,6 +45,8 @@ pub struct Control {
     pub ready: AtomicBool,
     /// The discovery watchers' plans and first answers.
     pub discovery: Arc<Discovery>,
+    /// The process's own keys (see [`crate::secrets`]); a binary upgrade hands them on.
+    pub secrets: Arc<Secrets>,
 }
 
 impl Control {

@@ -66,6 +66,7 @@ pub mod protocol;
 mod proxy;
 mod reload;
 pub mod routing;
+pub mod secrets;
 mod server;
 pub mod snapshot;
 pub mod targets;

@@ -11,7 +11,7 @@ use http::HeaderValue;
 use super::validate::{ActionConfig, CertificateSource, Config, ListenerConfig, TargetGroupConfig};
 use super::{ConfigErrors, Source};
 use crate::protocol::Protocol;
-use crate::routing::{Action, FixedResponse, GroupId, Router, Rule};
+use crate::routing::{Action, FixedResponse, Forward, GroupId, Router, Rule, WeightedGroup};
 use crate::server::Limits;
 use crate::snapshot::{Compiled, GroupPlan, Listener};
 use crate::targets;
@@ -97,7 +97,7 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
         return Err(ConfigErrors(errs));
     }
     let in_use = |i: usize| {
-        let forwards = |a: &ActionConfig| matches!(a, ActionConfig::Forward(t) if *t == i);
+        let forwards = |a: &ActionConfig| matches!(a, ActionConfig::Forward(f) if f.groups.iter().any(|&(g, _)| g == i));
         cfg.listeners
             .iter()
             .any(|l| forwards(&l.default_action) || l.rules.iter().any(|r| forwards(&r.action)))
@@ -155,7 +155,17 @@ fn router(l: &ListenerConfig) -> Router {
 
 fn action(a: &ActionConfig) -> Action {
     match a {
-        ActionConfig::Forward(i) => Action::Forward(GroupId(*i)),
+        ActionConfig::Forward(f) => Action::Forward(Forward {
+            groups: f
+                .groups
+                .iter()
+                .map(|&(g, weight)| WeightedGroup {
+                    group: GroupId(g),
+                    weight,
+                })
+                .collect(),
+            stickiness: f.stickiness,
+        }),
         ActionConfig::FixedResponse {
             status,
             content_type,

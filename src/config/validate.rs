@@ -142,14 +142,31 @@ pub struct RuleConfig {
 
 #[derive(Debug, Clone)]
 pub enum ActionConfig {
-    /// Index into `Config::target_groups`.
-    Forward(usize),
+    Forward(ForwardConfig),
     FixedResponse {
         status: StatusCode,
         content_type: String,
         body: String,
     },
     Redirect(RedirectTemplate),
+}
+
+/// A forward: one group, or several with weights (ALB's weighted forward).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// Indexes into `Config::target_groups`, with their weights (1 for a forward to one group).
+    pub groups: Vec<(usize, u16)>,
+    /// Target group stickiness.
+    pub stickiness: Option<Duration>,
+}
+
+impl ForwardConfig {
+    pub fn to(group: usize) -> Self {
+        ForwardConfig {
+            groups: vec![(group, 1)],
+            stickiness: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -947,7 +964,7 @@ fn action(
     }
     if let Some(name) = &a.forward {
         return match tgs.get(name) {
-            Some(&i) => Some(ActionConfig::Forward(i)),
+            Some(&i) => Some(ActionConfig::Forward(ForwardConfig::to(i))),
             None => {
                 errs.push(src.error(
                     format!("{path}.forward"),

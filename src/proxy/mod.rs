@@ -137,9 +137,10 @@ fn respond<'a>(
             // The group is taken from the snapshot the router came from. Answers seawall makes
             // itself are counted by the listener (the record's default).
             match matched.action {
-                Action::Forward(id) => {
+                Action::Forward(f) => {
+                    let id = f.groups[0].group;
                     facts.metrics = Some(metrics.groups[id.0].clone());
-                    Resolved::Forward(snapshot.group(*id).clone())
+                    Resolved::Forward(snapshot.group(id).clone())
                 }
                 Action::FixedResponse(f) => Resolved::FixedResponse(f.clone()),
                 Action::Redirect(t) => Resolved::Redirect(t.clone()),

@@ -2,15 +2,15 @@
 //! listener's default action when none matches. Everything is built at load time; [`Router::find`] is
 //! a pure function of the request.
 
+mod action;
 mod redirect;
 mod wildcard;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method};
 
+pub use action::{Action, FixedResponse, Forward, GroupId, WeightedGroup};
 pub use redirect::{RedirectError, RedirectRequest, RedirectTemplate};
 pub use wildcard::{PatternError, Wildcard};
 
@@ -65,26 +65,6 @@ pub struct Rule {
     pub action: Action,
 }
 
-/// A target group, by its index in the snapshot's groups: routing knows rules, not run-time
-/// target state, and the data plane resolves the index in the snapshot the router came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GroupId(pub usize);
-
-#[derive(Debug, Clone)]
-pub enum Action {
-    Forward(GroupId),
-    FixedResponse(FixedResponse),
-    Redirect(Arc<RedirectTemplate>),
-}
-
-/// A `fixed_response` action, with its header value and body built once.
-#[derive(Debug, Clone)]
-pub struct FixedResponse {
-    pub status: StatusCode,
-    pub content_type: HeaderValue,
-    pub body: Bytes,
-}
-
 impl Rule {
     fn matches(&self, req: &RequestView<'_>) -> bool {
         (self.host.is_empty() || self.host.iter().any(|w| w.matches(req.host)))
@@ -120,6 +100,8 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode};
 
     fn fixed(body: &'static str) -> Action {
         Action::FixedResponse(FixedResponse {

@@ -188,7 +188,7 @@ targets = ["10.0.0.1:80", "[::1]:81"]
     assert_eq!(l.alpn, [tls::Alpn::Http2, tls::Alpn::Http11]);
     let priorities: Vec<u32> = l.rules.iter().map(|r| r.priority).collect();
     assert_eq!(priorities, [10, 20], "rules are sorted by priority");
-    assert!(matches!(l.rules[1].action, ActionConfig::Forward(0)));
+    assert!(matches!(&l.rules[1].action, ActionConfig::Forward(f) if *f == ForwardConfig::to(0)));
 
     let tg = &cfg.target_groups[0];
     assert_eq!(
