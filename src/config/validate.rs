@@ -989,10 +989,22 @@ fn action(
             .content_type
             .clone()
             .unwrap_or_else(|| "text/plain; charset=utf-8".into());
-        if http::HeaderValue::from_str(&content_type).is_err() {
+        if !fixed_content_type(&content_type) {
             errs.push(src.error(
                 format!("{path}.fixed_response.content_type"),
-                "not a valid header value",
+                format!(
+                    "{content_type:?} is not one of ALB's content types: {} (optionally with \"; charset=utf-8\")",
+                    FIXED_CONTENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        if f.body.len() > MAX_FIXED_BODY {
+            errs.push(src.error(
+                format!("{path}.fixed_response.body"),
+                format!(
+                    "the body is {} bytes; ALB's limit is {MAX_FIXED_BODY}",
+                    f.body.len()
+                ),
             ));
         }
         return Some(ActionConfig::FixedResponse {
@@ -1003,6 +1015,29 @@ fn action(
     }
     let r = a.redirect.as_ref()?;
     redirect(src, &format!("{path}.redirect"), r, listener, errs)
+}
+
+/// ALB's fixed-response content types.
+const FIXED_CONTENT_TYPES: [&str; 5] = [
+    "text/plain",
+    "text/css",
+    "text/html",
+    "application/javascript",
+    "application/json",
+];
+
+/// ALB's largest fixed-response body.
+const MAX_FIXED_BODY: usize = 1024;
+
+/// One of ALB's five types, as ALB takes them, or with the charset seawall's own default names
+/// (the body is TOML text, so UTF-8 is the only charset it can be in).
+fn fixed_content_type(value: &str) -> bool {
+    let value = value.to_ascii_lowercase();
+    let (media, params) = match value.split_once(';') {
+        Some((media, params)) => (media.trim(), Some(params.trim())),
+        None => (value.trim(), None),
+    };
+    FIXED_CONTENT_TYPES.contains(&media) && matches!(params, None | Some("charset=utf-8"))
 }
 
 fn redirect(

@@ -642,7 +642,40 @@ fn fixed_response_status_and_content_type() {
         ),
         5,
         "listeners[0].default_action.fixed_response.content_type",
-        "not a valid header value",
+        "is not one of ALB's content types: text/plain, text/css, text/html, application/javascript, application/json",
+    );
+    fails(
+        &default_action(r#"{ fixed_response = { status = 200, content_type = "image/png" } }"#),
+        5,
+        "listeners[0].default_action.fixed_response.content_type",
+        "\"image/png\" is not one of ALB's content types",
+    );
+    fails(
+        &default_action(
+            r#"{ fixed_response = { status = 200, content_type = "text/html; charset=latin1" } }"#,
+        ),
+        5,
+        "listeners[0].default_action.fixed_response.content_type",
+        "is not one of ALB's content types",
+    );
+    for ok in ["text/css", "Application/JSON", "text/html; charset=utf-8"] {
+        valid(&default_action(&format!(
+            "{{ fixed_response = {{ status = 200, content_type = {ok:?} }} }}"
+        )));
+    }
+    // ALB's body limit is 1024 bytes.
+    let body = |n: usize| {
+        default_action(&format!(
+            "{{ fixed_response = {{ status = 200, body = \"{}\" }} }}",
+            "x".repeat(n)
+        ))
+    };
+    valid(&body(1024));
+    fails(
+        &body(1025),
+        5,
+        "listeners[0].default_action.fixed_response.body",
+        "the body is 1025 bytes; ALB's limit is 1024",
     );
     let cfg = valid(&default_action("{ fixed_response = { status = 503 } }"));
     match &cfg.listeners[0].default_action {
