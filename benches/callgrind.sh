@@ -4,6 +4,8 @@
 # made it cheaper before compare.sh can. Kernel time (about half of all CPU here) is not counted.
 #
 #   benches/callgrind.sh [keepalive|h2|handshake] [requests, default 20000]
+#   RULES=100 benches/callgrind.sh keepalive    # the listener has 100 rules; none matches the
+#                                               # measured request, which takes the default action
 #
 # seawall (the dist build, with line tables for the annotation) runs under callgrind in front of
 # an nginx backend; `seawall bench` warms the connections up, then instrumentation is switched on
@@ -20,8 +22,29 @@ need valgrind valgrind
 need openssl openssl
 
 CARGO_PROFILE_DIST_DEBUG=line-tables-only cargo build --profile dist --quiet
-bin=$PWD/target/dist/seawall
-out=$PWD/target/callgrind.out
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+bin=$target_dir/dist/seawall
+out=$target_dir/callgrind.out
+
+# extra_rules N: N-1 more rules of every condition kind after the listener's one, none of which
+# matches the measured request, so that it is tried against all N (the worst case of a listener
+# of N rules; exact-host rules are skipped by the router's host index, the others are tested).
+extra_rules() {
+    local i
+    for ((i = 2; i <= $1; i++)); do
+        case $((i % 7)) in
+            0) m="host = [\"svc$i.example.test\"]" ;;
+            1) m="host = [\"*.svc$i.example.test\"]" ;;
+            2) m="path = [\"/api/v$i/*\"]" ;;
+            3) m="header = { \"x-tenant\" = [\"t$i\"] }" ;;
+            4) m="method = [\"POST\"], path = [\"/m$i\"]" ;;
+            5) m="query = { v = [\"$i\"] }" ;;
+            6) m="source_ip = [\"10.$((i % 256)).0.0/16\"]" ;;
+        esac
+        printf '  [[listeners.rules]]\n  priority = %d\n  match = { %s }\n' "$i" "$m"
+        printf '  action = { fixed_response = { status = 200, body = "rule %d" } }\n' "$i"
+    done
+}
 
 make_workdir
 backend_port=$(free_port) port=$(free_port) admin_port=$(free_port)
@@ -47,6 +70,7 @@ cat > "$work/seawall.toml" <<EOF
 $(seawall_base "$admin_port")
 $(seawall_certificate ecdsa "$work/cert.pem" "$work/key.pem")
 $(seawall_listener web "$port" ecdsa)
+$(extra_rules "${RULES:-1}")
 
 [[target_groups]]
 name = "backend"
