@@ -4,6 +4,7 @@
 mod certs;
 mod hkdf;
 mod resolver;
+mod tickets;
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +17,7 @@ pub use certs::{
     load_pem_files, self_signed, self_signed_cached, CertError, LoadedCert, SelfSigned,
 };
 pub use resolver::SniResolver;
+pub use tickets::{TicketKeyError, TicketKeys, TicketKeysExport, ROTATION_SECS};
 
 use crate::protocol::UnknownValue;
 
