@@ -64,7 +64,8 @@ impl App {
     /// is bound when the configuration has an error.
     pub fn build(source: &Source) -> Result<App, StartError> {
         let cfg = config::load(source)?;
-        let compiled = load_and_compile(source, &cfg)?;
+        let secrets = Arc::new(Secrets::generate());
+        let compiled = load_and_compile(source, &cfg, &secrets)?;
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::new());
         let snapshot = compiled.attach(&registry, &metrics);
@@ -96,7 +97,7 @@ impl App {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
             discovery: Arc::default(),
-            secrets: Arc::new(Secrets::generate()),
+            secrets,
         });
         control.follow_discovery(&cfg);
         let workers = rt.worker_threads();
