@@ -64,7 +64,13 @@ impl App {
     /// is bound when the configuration has an error.
     pub fn build(source: &Source) -> Result<App, StartError> {
         let cfg = config::load(source)?;
-        let secrets = Arc::new(Secrets::generate());
+        // Before the compile: the first snapshot's listeners must already seal tickets with the
+        // keys a previous process hands over.
+        let mut predecessor = upgrade::inherit()?;
+        let secrets = match &predecessor {
+            Some(p) => p.secrets.clone(),
+            None => Arc::new(Secrets::generate()),
+        };
         let compiled = load_and_compile(source, &cfg, &secrets)?;
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::new());
@@ -121,7 +127,6 @@ impl App {
             runtime.handle().clone(),
             tracker.clone(),
         ));
-        let mut predecessor = upgrade::inherit()?;
         let inherited_admin = predecessor.as_mut().and_then(|p| {
             listeners.adopt(std::mem::take(&mut p.listeners));
             p.admin.take()
