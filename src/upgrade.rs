@@ -46,6 +46,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// The most sockets one hand-over carries (the kernel's SCM_MAX_FD is 253).
 const MAX_FDS: usize = 250;
 
+/// The largest manifest the new process reads (`MAX_FDS` listeners' entries fit several times).
+const MANIFEST_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
     #[error("cannot start {}: {source}", binary.display())]
@@ -117,7 +120,7 @@ pub fn inherit() -> Result<Option<Inherited>, UpgradeError> {
     };
     let channel = UnixStream::connect(&path)?;
     channel.set_read_timeout(Some(READY_DEADLINE))?;
-    let mut data = vec![0u8; 64 * 1024];
+    let mut data = vec![0u8; MANIFEST_BYTES];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = recvmsg(
@@ -326,13 +329,16 @@ impl Upgrader {
         if fds.len() > MAX_FDS {
             return Err(UpgradeError::TooMany(fds.len()));
         }
-        let mut body = serde_json::to_vec(&manifest).expect("the manifest serialises");
-        drop(manifest);
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
             return Err(UpgradeError::TooMany(fds.len()));
         }
+        // Room enough that the buffer never grows: a reallocation would leave a copy of the keys
+        // behind in freed memory, out of reach of the wipe below.
+        let mut body = Vec::with_capacity(MANIFEST_BYTES);
+        serde_json::to_writer(&mut body, &manifest).expect("the manifest serialises");
+        drop(manifest);
         let sent = sendmsg(
             stream,
             &[IoSlice::new(&body)],
