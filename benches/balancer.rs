@@ -44,7 +44,7 @@ slow_start = "{slow_start}"
     let cfg = config::load(&source).expect("the bench config is valid");
     let registry = seawall::targets::Registry::default();
     let metrics = seawall::metrics::Metrics::new();
-    let snapshot = load_and_compile(&source, &cfg)
+    let snapshot = load_and_compile(&source, &cfg, &seawall::secrets::Secrets::generate())
         .expect("the bench config compiles")
         .attach(&registry, &metrics);
     snapshot.target_groups[0].group.clone()

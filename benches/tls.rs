@@ -1,12 +1,12 @@
 //! TLS in memory, with seawall's own server configuration (`seawall::tls::server_config`, so its
-//! provider, suites and session cache): a rustls client and server pump bytes into each other's
+//! provider, suites and session tickets): a rustls client and server pump bytes into each other's
 //! buffers, no sockets, so the figures are the TLS work alone.
 //!
 //! - `full_handshake/<version>/<cert>`: server-side time of one full handshake (only the
 //!   server's `read_tls` + `process_new_packets` + `write_tls` are timed; the client's work is
 //!   left out), X25519, with an ECDSA P-256 and an RSA-2048 certificate;
-//! - `resumed_handshake/<version>`: the same for a resumed handshake (TLS 1.3 tickets or TLS 1.2
-//!   session IDs from seawall's session cache), ECDSA P-256;
+//! - `resumed_handshake/<version>`: the same for a resumed handshake (stateless tickets sealed
+//!   with seawall's ticket keys, TLS 1.3 and 1.2 alike), ECDSA P-256;
 //! - `records/<suite>`: server-side encryption of 16 KiB application-data writes on an established
 //!   TLS 1.3 connection (`writer().write_all` + `write_tls`), as bytes per second.
 //!

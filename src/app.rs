@@ -64,7 +64,14 @@ impl App {
     /// is bound when the configuration has an error.
     pub fn build(source: &Source) -> Result<App, StartError> {
         let cfg = config::load(source)?;
-        let compiled = load_and_compile(source, &cfg)?;
+        // Before the compile: the first snapshot's listeners must already seal tickets with the
+        // keys a previous process hands over.
+        let mut predecessor = upgrade::inherit()?;
+        let secrets = match &predecessor {
+            Some(p) => p.secrets.clone(),
+            None => Arc::new(Secrets::generate()),
+        };
+        let compiled = load_and_compile(source, &cfg, &secrets)?;
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::new());
         let snapshot = compiled.attach(&registry, &metrics);
@@ -96,7 +103,7 @@ impl App {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
             discovery: Arc::default(),
-            secrets: Arc::new(Secrets::generate()),
+            secrets,
         });
         control.follow_discovery(&cfg);
         let workers = rt.worker_threads();
@@ -120,7 +127,6 @@ impl App {
             runtime.handle().clone(),
             tracker.clone(),
         ));
-        let mut predecessor = upgrade::inherit()?;
         let inherited_admin = predecessor.as_mut().and_then(|p| {
             listeners.adopt(std::mem::take(&mut p.listeners));
             p.admin.take()

@@ -221,7 +221,7 @@ impl Reloader {
         self.watched = watched_files(&source, &cfg);
         // The config as read; the certificates before `compile` reads them, for the same reason.
         self.seen = fingerprint(&self.watched, Some(&source.text));
-        let compiled = load_and_compile(&source, &cfg)?;
+        let compiled = load_and_compile(&source, &cfg, &self.control.secrets)?;
         // Checked before the snapshot exists: binding is the last thing that can fail.
         let bound = self.listeners.bind_new(&compiled.listeners)?;
         // Nothing can fail from here on.

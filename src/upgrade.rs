@@ -7,11 +7,16 @@
 //!
 //! SO_REUSEPORT is deliberately not used: closing the old process's socket would reset the
 //! connections still queued on it.
+//!
+//! The process's [`Secrets`] travel with the sockets, so that the new process accepts the session
+//! tickets and stickiness cookies the old one issued. The Unix socket therefore sits in a
+//! directory only this process's user may enter.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,10 +30,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use zeroize::Zeroize;
 
 use crate::control::Control;
 use crate::listener::{HandedOver, ListenerSet};
 use crate::protocol::Protocol;
+use crate::secrets::{ExportedSecrets, Secrets};
 
 /// Names the Unix socket a process started for an upgrade fetches its sockets from.
 pub const ENV_SOCKET: &str = "SEAWALL_UPGRADE_SOCKET";
@@ -38,6 +45,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The most sockets one hand-over carries (the kernel's SCM_MAX_FD is 253).
 const MAX_FDS: usize = 250;
+
+/// The largest manifest the new process reads (`MAX_FDS` listeners' entries fit several times).
+const MANIFEST_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
@@ -65,6 +75,19 @@ pub enum UpgradeError {
 struct Manifest {
     listeners: Vec<Entry>,
     admin: bool,
+    /// Required: a new process that made up keys of its own would refuse every ticket and cookie
+    /// the old one issued, so an upgrade from a process that sends none fails instead.
+    secrets: ExportedSecrets,
+}
+
+impl Manifest {
+    fn parse(data: &[u8]) -> Result<(Manifest, Secrets), UpgradeError> {
+        let manifest: Manifest =
+            serde_json::from_slice(data).map_err(|e| UpgradeError::Manifest(e.to_string()))?;
+        let secrets = Secrets::import(&manifest.secrets)
+            .map_err(|e| UpgradeError::Manifest(format!("secrets: {e}")))?;
+        Ok((manifest, secrets))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +101,8 @@ struct Entry {
 pub struct Inherited {
     pub listeners: Vec<HandedOver>,
     pub admin: Option<std::net::TcpListener>,
+    /// The previous process's keys, which this one keeps using.
+    pub secrets: Arc<Secrets>,
     channel: UnixStream,
 }
 
@@ -95,7 +120,7 @@ pub fn inherit() -> Result<Option<Inherited>, UpgradeError> {
     };
     let channel = UnixStream::connect(&path)?;
     channel.set_read_timeout(Some(READY_DEADLINE))?;
-    let mut data = vec![0u8; 64 * 1024];
+    let mut data = vec![0u8; MANIFEST_BYTES];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = recvmsg(
@@ -111,8 +136,9 @@ pub fn inherit() -> Result<Option<Inherited>, UpgradeError> {
             fds.extend(rights);
         }
     }
-    let manifest: Manifest = serde_json::from_slice(&data[..received.bytes])
-        .map_err(|e| UpgradeError::Manifest(e.to_string()))?;
+    let parsed = Manifest::parse(&data[..received.bytes]);
+    data.zeroize();
+    let (manifest, secrets) = parsed?;
     let expected = manifest.listeners.len() + usize::from(manifest.admin);
     if fds.len() != expected {
         return Err(UpgradeError::Manifest(format!(
@@ -149,6 +175,7 @@ pub fn inherit() -> Result<Option<Inherited>, UpgradeError> {
     Ok(Some(Inherited {
         listeners,
         admin,
+        secrets: Arc::new(secrets),
         channel,
     }))
 }
@@ -206,14 +233,21 @@ impl Upgrader {
 
     /// Starts `binary`, hands it the sockets, and waits until it is ready. Returns its pid.
     async fn upgrade(&self, binary: &Path) -> Result<u32, UpgradeError> {
-        let socket_path = std::env::temp_dir().join(format!(
-            "seawall-upgrade-{}-{:016x}.sock",
+        // Whoever connects first takes the listening sockets and the keys, and a socket's own
+        // mode follows the umask: in a 0700 directory, only this user (and root) can reach it.
+        let dir = std::env::temp_dir().join(format!(
+            "seawall-upgrade-{}-{:016x}",
             std::process::id(),
             fastrand::u64(..)
         ));
-        let server = tokio::net::UnixListener::bind(&socket_path)?;
-        let result = self.hand_over(binary, &socket_path, server).await;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let socket_path = dir.join("handover.sock");
+        let result = match tokio::net::UnixListener::bind(&socket_path) {
+            Ok(server) => self.hand_over(binary, &socket_path, server).await,
+            Err(e) => Err(e.into()),
+        };
         let _ = std::fs::remove_file(&socket_path);
+        let _ = std::fs::remove_dir(&dir);
         result
     }
 
@@ -286,6 +320,7 @@ impl Upgrader {
                 })
                 .collect(),
             admin: self.admin.is_some(),
+            secrets: self.control.secrets.export(),
         };
         let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|l| l.socket.as_fd()).collect();
         if let Some(a) = &self.admin {
@@ -294,19 +329,24 @@ impl Upgrader {
         if fds.len() > MAX_FDS {
             return Err(UpgradeError::TooMany(fds.len()));
         }
-        let body = serde_json::to_vec(&manifest).expect("the manifest serialises");
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
             return Err(UpgradeError::TooMany(fds.len()));
         }
-        sendmsg(
+        // Room enough that the buffer never grows: a reallocation would leave a copy of the keys
+        // behind in freed memory, out of reach of the wipe below.
+        let mut body = Vec::with_capacity(MANIFEST_BYTES);
+        serde_json::to_writer(&mut body, &manifest).expect("the manifest serialises");
+        drop(manifest);
+        let sent = sendmsg(
             stream,
             &[IoSlice::new(&body)],
             &mut control,
             SendFlags::empty(),
-        )
-        .map_err(std::io::Error::from)?;
+        );
+        body.zeroize();
+        sent.map_err(std::io::Error::from)?;
         Ok(())
     }
 }
@@ -345,5 +385,56 @@ pub async fn run(
             upgrader.control.shutdown.cancel();
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_json(secrets: &Secrets) -> Vec<u8> {
+        serde_json::to_vec(&Manifest {
+            listeners: Vec::new(),
+            admin: false,
+            secrets: secrets.export(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_manifest_carries_the_cookie_key_and_the_ticket_keys() {
+        let old = Secrets::generate();
+        let ticket = old.tickets().for_listener("web").encrypt(b"state").unwrap();
+        let (_, new) = Manifest::parse(&manifest_json(&old)).unwrap();
+        assert_eq!(new.cookie_key(), old.cookie_key());
+        let tickets = new.tickets().for_listener("web");
+        assert_eq!(tickets.decrypt(&ticket).unwrap(), b"state");
+    }
+
+    #[test]
+    fn a_manifest_with_missing_or_malformed_secrets_is_refused() {
+        let good: serde_json::Value =
+            serde_json::from_slice(&manifest_json(&Secrets::generate())).unwrap();
+        let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = good.clone();
+            edit(&mut v);
+            match Manifest::parse(&serde_json::to_vec(&v).unwrap()) {
+                Err(UpgradeError::Manifest(reason)) => reason,
+                Err(e) => panic!("another error: {e}"),
+                Ok(_) => panic!("accepted: {v}"),
+            }
+        };
+        let reason = edited(&|v| {
+            v.as_object_mut().unwrap().remove("secrets");
+        });
+        assert!(reason.contains("missing field `secrets`"), "{reason}");
+        let reason = edited(&|v| v["secrets"]["cookie_key"] = serde_json::json!([1, 2, 3]));
+        assert!(reason.contains("invalid length"), "{reason}");
+        let reason = edited(&|v| {
+            v["secrets"].as_object_mut().unwrap().remove("tickets");
+        });
+        assert!(reason.contains("missing field `tickets`"), "{reason}");
+        let reason = edited(&|v| v["secrets"]["tickets"]["current"]["secret"] = "x".into());
+        assert!(reason.contains("invalid type"), "{reason}");
     }
 }

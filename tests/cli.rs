@@ -170,7 +170,8 @@ async fn example_config_routes_as_documented() {
 fn embedded_default_config_loads_and_compiles() {
     let source = Source::embedded_default();
     let cfg = config::load(&source).unwrap_or_else(|e| panic!("{e}"));
-    load_and_compile(&source, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    load_and_compile(&source, &cfg, &seawall::secrets::Secrets::generate())
+        .unwrap_or_else(|e| panic!("{e}"));
     let binds: Vec<String> = cfg.listeners.iter().map(|l| l.bind.to_string()).collect();
     assert_eq!(binds, ["127.0.0.1:8443", "127.0.0.1:8080"]);
     assert_eq!(cfg.admin.unwrap().bind.to_string(), "127.0.0.1:9901");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
 use http::{Request, Version};
-use rustls::ProtocolVersion;
+use rustls::{HandshakeKind, ProtocolVersion};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -113,6 +113,36 @@ async fn full_handshakes_are_counted() {
         sw.metric("seawall_tls_handshakes_total{kind=\"resumed\"}"),
         0.0
     );
+}
+
+#[tokio::test]
+async fn sessions_resume_after_a_reload() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&one_cert_config(b.addr, ""));
+    let addr = sw.addr("web");
+    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12]
+        .into_iter()
+        .enumerate()
+    {
+        let client = tls_client(&Tls::new("localhost").only(version));
+        let tls = tls_connect_with(addr, &client, "localhost").await.unwrap();
+        let kind = tls.get_ref().1.handshake_kind();
+        assert_eq!(kind, Some(HandshakeKind::Full), "{version:?}");
+        // Reading the answer also takes in the TLS 1.3 tickets sent after the handshake.
+        assert_eq!(get_over(tls, "localhost", "/").await.status, 200);
+
+        let generation = sw.config_generation();
+        sw.running.reload().await.unwrap();
+        assert_eq!(sw.config_generation(), generation + 1, "a new snapshot");
+
+        // The new snapshot's TLS configuration accepts the ticket the old one issued.
+        let tls = tls_connect_with(addr, &client, "localhost").await.unwrap();
+        let kind = tls.get_ref().1.handshake_kind();
+        assert_eq!(kind, Some(HandshakeKind::Resumed), "{version:?}");
+        assert_eq!(get_over(tls, "localhost", "/").await.status, 200);
+        let resumed = "seawall_tls_handshakes_total{kind=\"resumed\"}";
+        assert_eq!(sw.metric(resumed), (i + 1) as f64);
+    }
 }
 
 #[tokio::test]

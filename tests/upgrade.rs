@@ -184,3 +184,112 @@ async fn post_upgrade_hands_over_and_answers_with_the_new_pid() {
     assert_eq!(get(admin, false, "a", "/healthz").await.status, 200);
     process::signal(pid, "TERM");
 }
+
+/// An https listener `web` with a self-signed certificate for `localhost`.
+fn https_config(dir: &std::path::Path) -> std::path::PathBuf {
+    write_file(
+        dir,
+        "seawall.toml",
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "5s"
+
+[[certificates]]
+name = "default"
+self_signed = ["localhost"]
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "https"
+certificates = ["default"]
+default_action = { fixed_response = { status = 200, body = "served" } }
+"#,
+    )
+}
+
+/// Connects with `client`, GETs `/`, and tells how the handshake went.
+async fn tls_get(
+    addr: std::net::SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+) -> Option<rustls::HandshakeKind> {
+    let tls = tls_connect_with(addr, client, "localhost").await.unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    let mut c = h1(tls).await;
+    let req = Request::get("/")
+        .header("host", "localhost")
+        .body(empty())
+        .unwrap();
+    // Reading the answer also takes in the TLS 1.3 tickets sent after the handshake.
+    let got = read(c.send_request(req).await.unwrap()).await;
+    assert_eq!(got.text(), "served");
+    kind
+}
+
+#[tokio::test]
+async fn tls_sessions_of_the_old_process_resume_on_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = https_config(dir.path());
+    let mut old = Proc::start(&path, &["web"], true).await;
+    old.wait_ready().await;
+    let addr = old.addr("web");
+    let clients = [&rustls::version::TLS13, &rustls::version::TLS12]
+        .map(|v| (v, tls_client(&Tls::new("localhost").only(v))));
+    for (v, client) in &clients {
+        let kind = tls_get(addr, client).await;
+        assert_eq!(kind, Some(rustls::HandshakeKind::Full), "{v:?}");
+    }
+
+    old.signal("USR2");
+    let status = old.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}\n{}", old.log());
+    let new_pid = logged_pid(&old.log(), "new process started").expect("the new pid is logged");
+
+    // Only the new process accepts now; the tickets the old one issued resume there.
+    for (v, client) in &clients {
+        let kind = tls_get(addr, client).await;
+        assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "{v:?}");
+    }
+    let metrics = fetch_metrics(old.admin()).await;
+    process::signal(new_pid, "TERM");
+    let resumed = sample_value(&metrics, "seawall_tls_handshakes_total{kind=\"resumed\"}");
+    assert_eq!(resumed, 2.0, "counted by the new process");
+}
+
+/// The test plays the old process: it hands over a manifest without the secrets.
+#[tokio::test]
+async fn a_new_process_refuses_a_hand_over_without_secrets() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "");
+    let socket = dir.path().join("handover.sock");
+    let server = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let child = process::cmd()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SEAWALL_UPGRADE_SOCKET", &socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stream, _) = server.accept().unwrap();
+    stream
+        .write_all(br#"{"listeners":[],"admin":false}"#)
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert!(answer.is_empty(), "never ready: {answer:?}");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("malformed") && log.contains("secrets"),
+        "{log}"
+    );
+}

@@ -12,6 +12,7 @@ use super::validate::{ActionConfig, CertificateSource, Config, ListenerConfig, T
 use super::{ConfigErrors, Source};
 use crate::protocol::Protocol;
 use crate::routing::{Action, FixedResponse, Forward, GroupId, Router, Rule, WeightedGroup};
+use crate::secrets::Secrets;
 use crate::server::Limits;
 use crate::snapshot::{Compiled, GroupPlan, Listener};
 use crate::targets;
@@ -56,14 +57,24 @@ pub fn load_certificates(src: &Source, cfg: &Config) -> Result<Vec<LoadedCert>, 
 }
 
 /// Reads the certificates, then compiles: what a start, a reload and `seawall check` all do.
-pub fn load_and_compile(src: &Source, cfg: &Config) -> Result<Compiled, ConfigErrors> {
-    compile(src, cfg, &load_certificates(src, cfg)?)
+pub fn load_and_compile(
+    src: &Source,
+    cfg: &Config,
+    secrets: &Secrets,
+) -> Result<Compiled, ConfigErrors> {
+    compile(src, cfg, &load_certificates(src, cfg)?, secrets)
 }
 
 /// Builds the compiled configuration from a validated one and its loaded certificates (`certs`
 /// in the order of `cfg.certificates`). Pure: it touches no run-time state, so a failure leaves
-/// nothing behind. Errors name the key path.
-pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compiled, ConfigErrors> {
+/// nothing behind; `secrets` are only read (the listeners' TLS seals session tickets with the
+/// process's keys, which outlive every configuration). Errors name the key path.
+pub fn compile(
+    src: &Source,
+    cfg: &Config,
+    certs: &[LoadedCert],
+    secrets: &Secrets,
+) -> Result<Compiled, ConfigErrors> {
     let mut errs = Vec::new();
     let mut listeners = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
@@ -76,7 +87,8 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
                     .map(|&c| (cfg.certificates[c].name.as_str().into(), &certs[c]))
                     .collect();
                 let alpn: Vec<Vec<u8>> = l.alpn.iter().map(|a| a.id().to_vec()).collect();
-                match tls::listener_tls(&chosen, l.tls_policy, &alpn) {
+                let tickets = secrets.tickets().for_listener(&l.name);
+                match tls::listener_tls(&chosen, l.tls_policy, &alpn, tickets) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errs.push(src.error(format!("listeners[{i}].certificates"), e.to_string()));
@@ -200,7 +212,7 @@ mod tests {
         let raw = src.parse().unwrap_or_else(|e| panic!("{e}"));
         let cfg =
             validate(src, raw, &Environment::new("seawall")).unwrap_or_else(|e| panic!("{e}"));
-        load_and_compile(src, &cfg)
+        load_and_compile(src, &cfg, &Secrets::generate())
     }
 
     /// The one error of `src`, as (line, key path, reason).

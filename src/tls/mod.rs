@@ -4,11 +4,12 @@
 mod certs;
 mod hkdf;
 mod resolver;
+mod tickets;
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache};
 use rustls::ServerConfig;
 use rustls::SupportedCipherSuite;
 
@@ -16,6 +17,7 @@ pub use certs::{
     load_pem_files, self_signed, self_signed_cached, CertError, LoadedCert, SelfSigned,
 };
 pub use resolver::SniResolver;
+pub use tickets::{TicketKeyError, TicketKeys, TicketKeysExport, ROTATION_SECS};
 
 use crate::protocol::UnknownValue;
 
@@ -113,7 +115,14 @@ pub fn provider() -> CryptoProvider {
 }
 
 /// Stateful resumption cache size per listener: enough for a busy edge without unbounded growth.
+/// Only TLS 1.2 clients that offer no session ticket fill it (everyone else resumes with a
+/// ticket); it belongs to one `ServerConfig`, so what it holds does not outlive a reload.
 const SESSION_CACHE_ENTRIES: usize = 8192;
+
+/// TLS 1.3 tickets sent after a full handshake: rustls's default. A client spends one per
+/// resumption, and two let it open a second connection in parallel before the first resumed
+/// one brings fresh tickets.
+const TLS13_TICKETS: usize = 2;
 
 /// A listener's TLS: the rustls configuration every handshake shares, and its certificate
 /// resolver, which the connection asks afterwards which certificate it was served.
@@ -130,27 +139,37 @@ impl ListenerTls {
     }
 }
 
-/// Builds a listener's TLS configuration. `certs` is in the listener's order: the first one is
-/// served when SNI names nothing that a certificate covers.
+/// Builds a listener's TLS configuration, with ticket keys of its own. `certs` is in the
+/// listener's order: the first one is served when SNI names nothing that a certificate covers.
 pub fn server_config(
     certs: &[&LoadedCert],
     policy: Policy,
     alpn: &[Vec<u8>],
-) -> Result<Arc<ServerConfig>, rustls::Error> {
+) -> Result<Arc<ServerConfig>, ServerConfigError> {
     let named: Vec<(Arc<str>, &LoadedCert)> = certs
         .iter()
         .enumerate()
         .map(|(i, c)| (Arc::from(i.to_string()), *c))
         .collect();
-    Ok(listener_tls(&named, policy, alpn)?.config)
+    let tickets = Arc::new(TicketKeys::generate()?).for_listener("");
+    Ok(listener_tls(&named, policy, alpn, tickets)?.config)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerConfigError {
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+    #[error("cannot make session-ticket keys: {0}")]
+    Tickets(#[from] TicketKeyError),
 }
 
 /// [`server_config`] with the certificates' configured names, which the connections' records
-/// report.
+/// report, and the process's session tickets (see [`TicketKeys::for_listener`]).
 pub fn listener_tls(
     certs: &[(Arc<str>, &LoadedCert)],
     policy: Policy,
     alpn: &[Vec<u8>],
+    tickets: Arc<dyn ProducesTickets>,
 ) -> Result<ListenerTls, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match policy {
         Policy::Tls13Only => &[&rustls::version::TLS13],
@@ -163,6 +182,8 @@ pub fn listener_tls(
         .with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = alpn.to_vec();
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    cfg.ticketer = tickets;
+    cfg.send_tls13_tickets = TLS13_TICKETS;
     Ok(ListenerTls {
         config: Arc::new(cfg),
         resolver,

@@ -200,7 +200,7 @@ impl Seawall {
         );
         let cfg = seawall::config::load(&source).unwrap();
         let control = self.running.control();
-        let snapshot = seawall::config::compile::load_and_compile(&source, &cfg)
+        let snapshot = seawall::config::compile::load_and_compile(&source, &cfg, &control.secrets)
             .unwrap()
             .attach(&control.registry, &control.plane.metrics);
         control.plane.snapshot.store(Arc::new(snapshot));
@@ -600,7 +600,14 @@ impl Tls {
     }
 }
 
+/// A fresh client each time: nothing resumes.
 pub async fn tls_connect(addr: SocketAddr, opts: &Tls) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_with(addr, &tls_client(opts), &opts.sni).await
+}
+
+/// A client for `opts`. Connections made with the same one resume their sessions (rustls's
+/// in-memory session store, keyed by server name).
+pub fn tls_client(opts: &Tls) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&opts.versions)
@@ -609,9 +616,17 @@ pub async fn tls_connect(addr: SocketAddr, opts: &Tls) -> std::io::Result<TlsStr
         .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate(provider)))
         .with_no_client_auth();
     cfg.alpn_protocols = opts.alpn.clone();
+    Arc::new(cfg)
+}
+
+pub async fn tls_connect_with(
+    addr: SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(opts.sni.clone()).unwrap();
-    TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    TlsConnector::from(client.clone()).connect(name, tcp).await
 }
 
 /// The DNS names in the subjectAltName of the certificate the server presented.
