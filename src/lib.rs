@@ -69,6 +69,7 @@ pub mod routing;
 pub mod secrets;
 mod server;
 pub mod snapshot;
+pub mod stickiness;
 pub mod targets;
 pub mod tls;
 mod tunnel;
