@@ -67,7 +67,8 @@ impl App {
         let compiled = load_and_compile(source, &cfg)?;
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::new());
-        let snapshot = compiled.attach(&registry, &metrics);
+        let secrets = Arc::new(Secrets::generate());
+        let snapshot = compiled.attach(&registry, &metrics, &secrets);
         snapshot.apply_membership();
         info!(
             file = %source.file.display(),
@@ -96,7 +97,7 @@ impl App {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
             discovery: Arc::default(),
-            secrets: Arc::new(Secrets::generate()),
+            secrets,
         });
         control.follow_discovery(&cfg);
         let workers = rt.worker_threads();

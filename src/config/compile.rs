@@ -14,6 +14,7 @@ use crate::protocol::Protocol;
 use crate::routing::{Action, FixedResponse, Forward, GroupId, Router, Rule, WeightedGroup};
 use crate::server::Limits;
 use crate::snapshot::{Compiled, GroupPlan, Listener};
+use crate::stickiness::Sealer;
 use crate::targets;
 use crate::tls::{self, CertError, LoadedCert};
 
@@ -111,6 +112,10 @@ pub fn compile(src: &Source, cfg: &Config, certs: &[LoadedCert]) -> Result<Compi
             max_header_bytes: rt.max_header_bytes,
         },
         max_connections: rt.max_connections,
+        cookie_sealer: rt
+            .cookie_key
+            .as_ref()
+            .map(|k| Sealer::new(k.expose().as_bytes())),
         listeners,
         target_groups: cfg
             .target_groups
@@ -136,6 +141,7 @@ fn group_settings(tg: &TargetGroupConfig) -> targets::Settings {
         slow_start: tg.slow_start,
         connect_timeout: tg.connect_timeout,
         response_timeout: tg.response_timeout,
+        stickiness: tg.stickiness.clone(),
     }
 }
 
