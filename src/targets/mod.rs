@@ -1107,4 +1107,45 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&tg.pick().unwrap(), failed));
     }
+
+    #[tokio::test]
+    async fn a_sticky_target_is_taken_only_when_a_pick_could_take_it() {
+        let reg = Registry::default();
+        let tg = group_of(&reg, "web");
+        let t = add(&tg.state, &[1, 2], Origin::Config);
+        let sticky = |port| tg.pick_sticky(addr(port)).map(|t| t.addr.port());
+
+        // Nobody healthy (all `initial`): fail-open takes any that is not draining.
+        assert_eq!(sticky(1), Some(1));
+        assert!(tg.can_serve());
+        // One healthy: only healthy targets stick.
+        t[1].set_state(State::Healthy, None);
+        assert_eq!(sticky(1), None);
+        assert_eq!(sticky(2), Some(2));
+        t[0].set_state(State::Healthy, None);
+        assert_eq!(sticky(1), Some(1));
+        t[0].set_state(State::Unhealthy, None);
+        assert_eq!(sticky(1), None, "unhealthy beside a healthy one");
+        assert_eq!(sticky(3), None, "not a member");
+
+        // Draining: never, even when it is the only one left.
+        tg.state
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(2)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(sticky(2), None);
+        assert_eq!(sticky(1), Some(1), "fail-open again: none healthy");
+        tg.state
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(1)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(sticky(1), None);
+        assert!(!tg.can_serve(), "every member draining");
+    }
 }
