@@ -46,7 +46,7 @@ slow_start = "{slow_start}"
     let metrics = seawall::metrics::Metrics::new();
     let snapshot = load_and_compile(&source, &cfg, &seawall::secrets::Secrets::generate())
         .expect("the bench config compiles")
-        .attach(&registry, &metrics);
+        .attach(&registry, &metrics, &seawall::secrets::Secrets::generate());
     snapshot.target_groups[0].group.clone()
 }
 

@@ -74,7 +74,7 @@ impl App {
         let compiled = load_and_compile(source, &cfg, &secrets)?;
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::new());
-        let snapshot = compiled.attach(&registry, &metrics);
+        let snapshot = compiled.attach(&registry, &metrics, &secrets);
         snapshot.apply_membership();
         info!(
             file = %source.file.display(),

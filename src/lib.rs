@@ -18,7 +18,8 @@
 //!    every stage learnt (TLS facts, the rule, the target, ALB's three processing times, statuses,
 //!    bytes, trace id, error) and is finished when the response body ends or is dropped: the
 //!    metrics are observed from it;
-//! 4. a forward asks the target group ([`targets`]) for a target through its [`balancer`], and
+//! 4. a forward picks a group by weight and asks it ([`targets`]) for a target through its
+//!    [`balancer`] ([`stickiness`]'s sealed cookies keep a client on its group and target), and
 //!    sends the request on one of that target's pooled connections ([`upstream`]), streaming both
 //!    bodies; [`upstream::retry`] alone decides whether a failed attempt goes again; an upgraded
 //!    connection (WebSocket) becomes a [`tunnel`]. [`error`] maps what fails to the status code
@@ -69,6 +70,7 @@ pub mod routing;
 pub mod secrets;
 mod server;
 pub mod snapshot;
+pub mod stickiness;
 pub mod targets;
 pub mod tls;
 mod tunnel;

@@ -226,7 +226,7 @@ impl Reloader {
         let bound = self.listeners.bind_new(&compiled.listeners)?;
         // Nothing can fail from here on.
         let c = &self.control;
-        let snapshot = Arc::new(compiled.attach(&c.registry, &c.plane.metrics));
+        let snapshot = Arc::new(compiled.attach(&c.registry, &c.plane.metrics, &c.secrets));
         let previous = c.plane.snapshot.swap(snapshot.clone());
         c.settings.store(Arc::new(control::Settings::of(&cfg)));
         snapshot.apply_membership();

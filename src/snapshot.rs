@@ -17,7 +17,9 @@ use tracing::warn;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::routing::{GroupId, Router};
+use crate::secrets::Secrets;
 use crate::server::Limits;
+use crate::stickiness::Sealer;
 use crate::targets::{self, Origin, Registry, TargetGroup, Update};
 use crate::tls::ListenerTls;
 
@@ -36,6 +38,9 @@ pub struct Compiled {
     pub max_connections: usize,
     pub listeners: Vec<Listener>,
     pub target_groups: Vec<GroupPlan>,
+    /// The sealer of stickiness cookies under the configured `cookie_key`; `None` when the file
+    /// sets none, and the process's own key is used (see [`Compiled::attach`]).
+    pub cookie_sealer: Option<Sealer>,
 }
 
 /// A target group as compiled, before it is joined to its state.
@@ -52,8 +57,10 @@ pub struct GroupPlan {
 impl Compiled {
     /// Joins every group to its state in `registry` (created on first use, kept across reloads
     /// for a group that keeps its name). Membership is not changed here: see
-    /// [`Snapshot::apply_membership`], once the snapshot is in force.
-    pub fn attach(self, registry: &Registry, metrics: &Metrics) -> Snapshot {
+    /// [`Snapshot::apply_membership`], once the snapshot is in force. Stickiness cookies are
+    /// sealed under the configured key, else under the process's own (`secrets`), which stays
+    /// the same across reloads so that the cookies it issued stay valid.
+    pub fn attach(self, registry: &Registry, metrics: &Metrics, secrets: &Secrets) -> Snapshot {
         let target_groups = self
             .target_groups
             .into_iter()
@@ -85,7 +92,11 @@ impl Compiled {
                     .collect(),
             })
             .collect();
+        let sealer = self
+            .cookie_sealer
+            .unwrap_or_else(|| Sealer::new(secrets.cookie_key()));
         Snapshot {
+            sealer: Arc::new(sealer),
             limits: self.limits,
             max_connections: self.max_connections,
             listeners: self.listeners,
@@ -106,6 +117,9 @@ pub struct Snapshot {
     listener_metrics: Vec<ListenerMetrics>,
     /// Indexed by the routers' [`GroupId`]s.
     pub target_groups: Vec<Group>,
+    /// Seals and opens stickiness cookies; shared so that a request can keep it beyond the
+    /// snapshot's guard.
+    pub sealer: Arc<Sealer>,
 }
 
 /// A listener's request metrics, per target group its requests may be counted under. Answers no

@@ -15,6 +15,7 @@ use crate::routing::{Action, FixedResponse, Forward, GroupId, Router, Rule, Weig
 use crate::secrets::Secrets;
 use crate::server::Limits;
 use crate::snapshot::{Compiled, GroupPlan, Listener};
+use crate::stickiness::Sealer;
 use crate::targets;
 use crate::tls::{self, CertError, LoadedCert};
 
@@ -123,6 +124,10 @@ pub fn compile(
             max_header_bytes: rt.max_header_bytes,
         },
         max_connections: rt.max_connections,
+        cookie_sealer: rt
+            .cookie_key
+            .as_ref()
+            .map(|k| Sealer::new(k.expose().as_bytes())),
         listeners,
         target_groups: cfg
             .target_groups
@@ -148,6 +153,7 @@ fn group_settings(tg: &TargetGroupConfig) -> targets::Settings {
         slow_start: tg.slow_start,
         connect_timeout: tg.connect_timeout,
         response_timeout: tg.response_timeout,
+        stickiness: tg.stickiness.clone(),
     }
 }
 

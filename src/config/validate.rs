@@ -11,13 +11,14 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawDiscovery, RawEcs,
-    RawHealthCheck, RawListener, RawRedirect, RawTargetGroup, Source, ENV_PREFIX,
+    ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawDiscovery, RawEcs, RawForward,
+    RawHealthCheck, RawListener, RawRedirect, RawStickiness, RawTargetGroup, Source, ENV_PREFIX,
 };
 use crate::balancer::Algorithm;
 use crate::discovery::ecs;
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
+use crate::stickiness::{self, TargetStickiness};
 use crate::targets::{HealthCheck, Matcher};
 use crate::tls;
 
@@ -77,6 +78,8 @@ pub struct RuntimeConfig {
     pub max_connections: usize,
     /// The binary a zero-downtime upgrade starts.
     pub binary: PathBuf,
+    /// The secret stickiness cookies are sealed under; `None`: the process's own random key.
+    pub cookie_key: Option<Secret>,
 }
 
 impl RuntimeConfig {
@@ -99,6 +102,7 @@ impl RuntimeConfig {
             max_header_bytes: 65536,
             max_connections: 100_000,
             binary,
+            cookie_key: None,
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct TargetGroupConfig {
     pub health_check: HealthCheck,
     /// Where the group's targets are discovered, besides `targets` and the admin API.
     pub discovery: Option<ecs::Settings>,
+    /// Target stickiness; `None`: off.
+    pub stickiness: Option<TargetStickiness>,
 }
 
 /// Checks a parsed file and gives the typed configuration, or every error found. Pure: what it
@@ -298,30 +304,7 @@ fn admin_token(
     env: &Environment,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Secret> {
-    let value = match raw.strip_prefix(ENV_PREFIX) {
-        Some("") => {
-            errs.push(src.error("admin.token", "\"env:\" needs a variable name"));
-            return None;
-        }
-        Some(var) => match env.var(var).map(|v| v.to_str()) {
-            Some(Some(v)) => v.to_string(),
-            None => {
-                errs.push(src.error(
-                    "admin.token",
-                    format!("the environment variable {var} is not set"),
-                ));
-                return None;
-            }
-            Some(None) => {
-                errs.push(src.error(
-                    "admin.token",
-                    format!("the environment variable {var} is not valid UTF-8"),
-                ));
-                return None;
-            }
-        },
-        None => raw.to_string(),
-    };
+    let value = secret_value(src, "admin.token", raw, env, errs)?;
     // An empty token would let an empty `Bearer` header through; a space or control character
     // could never be sent in one.
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
@@ -332,6 +315,63 @@ fn admin_token(
         return None;
     }
     Some(Secret(value))
+}
+
+/// The shortest `runtime.cookie_key`: 128 bits, if every byte were random.
+pub const MIN_COOKIE_KEY_BYTES: usize = 16;
+
+/// `runtime.cookie_key`, read as `admin.token` is: `env:NAME` or the secret itself.
+fn cookie_key(
+    src: &Source,
+    raw: &str,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Secret> {
+    let value = secret_value(src, "runtime.cookie_key", raw, env, errs)?;
+    if value.len() < MIN_COOKIE_KEY_BYTES {
+        errs.push(src.error(
+            "runtime.cookie_key",
+            format!(
+                "the key is {} bytes; give at least {MIN_COOKIE_KEY_BYTES} (a random string, the same on \
+                 every instance that should read the others' stickiness cookies)",
+                value.len()
+            ),
+        ));
+        return None;
+    }
+    Some(Secret(value))
+}
+
+/// A secret's value: from the environment for `env:NAME` (read at load, so that the secret need
+/// not be written in the file), else the string itself.
+fn secret_value(
+    src: &Source,
+    key: &str,
+    raw: &str,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> Option<String> {
+    match raw.strip_prefix(ENV_PREFIX) {
+        Some("") => {
+            errs.push(src.error(key, "\"env:\" needs a variable name"));
+            None
+        }
+        Some(var) => match env.var(var).map(|v| v.to_str()) {
+            Some(Some(v)) => Some(v.to_string()),
+            None => {
+                errs.push(src.error(key, format!("the environment variable {var} is not set")));
+                None
+            }
+            Some(None) => {
+                errs.push(src.error(
+                    key,
+                    format!("the environment variable {var} is not valid UTF-8"),
+                ));
+                None
+            }
+        },
+        None => Some(raw.to_string()),
+    }
 }
 
 fn runtime(
@@ -351,6 +391,10 @@ fn runtime(
         max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
         max_connections: r.max_connections.unwrap_or(d.max_connections),
         binary: r.binary.as_deref().map_or(d.binary, |b| src.resolve(b)),
+        cookie_key: r
+            .cookie_key
+            .as_deref()
+            .and_then(|k| cookie_key(src, k, env, errs)),
     };
     for (key, value) in [
         ("idle_timeout", rt.idle_timeout),
@@ -491,6 +535,10 @@ fn target_group(
         .discovery
         .as_ref()
         .and_then(|d| discovery(src, &format!("{path}.discovery"), d, errs));
+    let stickiness = tg
+        .stickiness
+        .as_ref()
+        .and_then(|s| target_stickiness(src, &format!("{path}.stickiness"), s, errs));
     TargetGroupConfig {
         name: tg.name.clone(),
         protocol,
@@ -503,6 +551,105 @@ fn target_group(
         response_timeout,
         health_check,
         discovery,
+        stickiness,
+    }
+}
+
+/// A stickiness duration: from 1s to 7d, as ALB allows.
+fn stickiness_duration(
+    src: &Source,
+    path: String,
+    d: Duration,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Duration> {
+    if (stickiness::MIN_DURATION..=stickiness::MAX_DURATION).contains(&d) {
+        Some(d)
+    } else {
+        errs.push(src.error(
+            path,
+            format!(
+                "{} is out of range; stickiness lasts from 1s to 7d, as ALB allows",
+                humantime::format_duration(d)
+            ),
+        ));
+        None
+    }
+}
+
+/// `[target_groups] stickiness`: ALB's lb_cookie or app_cookie.
+fn target_stickiness(
+    src: &Source,
+    path: &str,
+    raw: &RawStickiness,
+    errs: &mut Vec<ConfigError>,
+) -> Option<TargetStickiness> {
+    let duration = |default: Option<Duration>, errs: &mut Vec<ConfigError>| {
+        let key = format!("{path}.duration");
+        match (raw.duration, default) {
+            (Some(d), _) => stickiness_duration(src, key, d.0, errs),
+            (None, Some(d)) => Some(d),
+            (None, None) => {
+                errs.push(src.error(key, "an app_cookie stickiness needs a duration (1s..7d)"));
+                None
+            }
+        }
+    };
+    match raw.kind.as_str() {
+        "lb_cookie" => {
+            if raw.cookie_name.is_some() {
+                errs.push(src.error(
+                    format!("{path}.cookie_name"),
+                    "only app_cookie stickiness names a cookie; lb_cookie's is AWSALB",
+                ));
+            }
+            let duration = duration(Some(stickiness::DEFAULT_LB_COOKIE_DURATION), errs)?;
+            Some(TargetStickiness::LbCookie { duration })
+        }
+        "app_cookie" => {
+            let key = format!("{path}.cookie_name");
+            let name = match raw.cookie_name.as_deref() {
+                None => {
+                    errs.push(src.error(
+                        key,
+                        "app_cookie stickiness needs the application's cookie_name",
+                    ));
+                    None
+                }
+                Some(n) if !stickiness::cookie::is_token(n) => {
+                    errs.push(src.error(
+                        key,
+                        format!("{n:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+                    ));
+                    None
+                }
+                Some(n)
+                    if stickiness::RESERVED_PREFIXES
+                        .iter()
+                        .any(|p| n.starts_with(p)) =>
+                {
+                    errs.push(src.error(
+                        key,
+                        format!("{n:?}: names starting with AWSALB, AWSALBAPP or AWSALBTG are the load balancer's own, as in ALB"),
+                    ));
+                    None
+                }
+                Some(n) => Some(n),
+            };
+            let duration = duration(None, errs);
+            Some(TargetStickiness::AppCookie {
+                cookie_name: name?.into(),
+                duration: duration?,
+            })
+        }
+        other => {
+            errs.push(src.error(
+                format!("{path}.type"),
+                format!(
+                    "unknown stickiness type {other:?}; expected \"lb_cookie\" or \"app_cookie\""
+                ),
+            ));
+            None
+        }
     }
 }
 
@@ -962,17 +1109,8 @@ fn action(
         ));
         return None;
     }
-    if let Some(name) = &a.forward {
-        return match tgs.get(name) {
-            Some(&i) => Some(ActionConfig::Forward(ForwardConfig::to(i))),
-            None => {
-                errs.push(src.error(
-                    format!("{path}.forward"),
-                    format!("no [[target_groups]] is named {name:?}"),
-                ));
-                None
-            }
-        };
+    if let Some(f) = &a.forward {
+        return forward(src, &format!("{path}.forward"), f, tgs, errs).map(ActionConfig::Forward);
     }
     if let Some(f) = &a.fixed_response {
         let status = match StatusCode::from_u16(f.status) {
@@ -1038,6 +1176,81 @@ fn fixed_content_type(value: &str) -> bool {
         None => (value.trim(), None),
     };
     FIXED_CONTENT_TYPES.contains(&media) && matches!(params, None | Some("charset=utf-8"))
+}
+
+/// ALB's quota of target groups in one forward.
+pub const MAX_FORWARD_GROUPS: usize = 5;
+/// ALB's highest weight.
+pub const MAX_WEIGHT: u16 = 999;
+
+/// A forward to one group, or ALB's weighted forward. Every weight may be 0, as in ALB: the
+/// forward then takes no new clients and answers 503, while clients that a group's stickiness
+/// holds keep going to it (the last step of a drain-out, or a maintenance window).
+fn forward(
+    src: &Source,
+    path: &str,
+    f: &RawForward,
+    tgs: &HashMap<String, usize>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ForwardConfig> {
+    let group = |key: String, name: &str, errs: &mut Vec<ConfigError>| match tgs.get(name) {
+        Some(&i) => Some(i),
+        None => {
+            errs.push(src.error(key, format!("no [[target_groups]] is named {name:?}")));
+            None
+        }
+    };
+    let w = match f {
+        RawForward::Group(name) => {
+            return group(path.to_string(), name, errs).map(ForwardConfig::to);
+        }
+        RawForward::Weighted(w) => w,
+    };
+    let before = errs.len();
+    if !(1..=MAX_FORWARD_GROUPS).contains(&w.groups.len()) {
+        errs.push(src.error(
+            format!("{path}.groups"),
+            format!(
+                "a forward names from 1 to {MAX_FORWARD_GROUPS} target groups (ALB's quota); this one names {}",
+                w.groups.len()
+            ),
+        ));
+    }
+    let mut groups = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (j, g) in w.groups.iter().enumerate() {
+        let gpath = format!("{path}.groups[{j}]");
+        if let Some(first) = seen.insert(&g.name, j) {
+            errs.push(src.error(
+                format!("{gpath}.name"),
+                format!(
+                    "target group {:?} is already in this forward ({path}.groups[{first}])",
+                    g.name
+                ),
+            ));
+            continue;
+        }
+        let weight = match u16::try_from(g.weight) {
+            Ok(w) if w <= MAX_WEIGHT => Some(w),
+            _ => {
+                errs.push(src.error(
+                    format!("{gpath}.weight"),
+                    format!(
+                        "weight {} is out of range 0..=999 (0 sends the group no new clients)",
+                        g.weight
+                    ),
+                ));
+                None
+            }
+        };
+        if let (Some(i), Some(weight)) = (group(format!("{gpath}.name"), &g.name, errs), weight) {
+            groups.push((i, weight));
+        }
+    }
+    let stickiness = w
+        .stickiness
+        .and_then(|d| stickiness_duration(src, format!("{path}.stickiness"), d.0, errs));
+    (errs.len() == before).then_some(ForwardConfig { groups, stickiness })
 }
 
 fn redirect(

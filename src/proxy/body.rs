@@ -205,8 +205,13 @@ mod tests {
             max_connections: 1,
             listeners: Vec::new(),
             target_groups: Vec::new(),
+            cookie_sealer: None,
         }
-        .attach(&Registry::default(), &metrics);
+        .attach(
+            &Registry::default(),
+            &metrics,
+            &crate::secrets::Secrets::generate(),
+        );
         Arc::new(ConnContext {
             listener: Arc::new(ListenerContext {
                 direct: Arc::new(crate::metrics::RequestMetrics::new(

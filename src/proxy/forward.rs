@@ -2,9 +2,10 @@
 //! decides), and the target's answer streamed back or handed to a tunnel.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -15,6 +16,7 @@ use super::body::{Reply, TargetWatch};
 use super::record::Facts;
 use super::{headers, incompatible, upgrade, ConnContext};
 use crate::error::RequestError;
+use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
 use crate::targets::TargetGroup;
 use crate::upstream::retry::{Decision, Failure, Retry};
 use crate::upstream::{pool, ForwardedFor, UpstreamBody};
@@ -24,6 +26,7 @@ pub(super) fn forward<'a>(
     mut req: Request<Incoming>,
     ctx: &'a ConnContext,
     tg: &'a Arc<TargetGroup>,
+    sealer: Option<&'a Sealer>,
     facts: &'a mut Facts,
 ) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
     async move {
@@ -32,6 +35,23 @@ pub(super) fn forward<'a>(
             return Err(RequestError::IncompatibleProtocol(why));
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // Read before the head is rewritten for the target; `None` (no stickiness) is the one
+        // branch a forward without it pays.
+        let sticky = match (&tg.stickiness, sealer) {
+            (Some(st), Some(sealer)) => {
+                let now = SystemTime::now();
+                let headers = req.headers();
+                let stuck_to = st.requested(sealer, headers, &tg.name, unix_seconds(now));
+                Some(Sticky {
+                    stickiness: st,
+                    sealer,
+                    now,
+                    stuck_to,
+                    in_session: st.in_session(headers),
+                })
+            }
+            _ => None,
+        };
 
         let (mut parts, body) = req.into_parts();
         let trace_id = headers::rewrite_request(
@@ -62,7 +82,16 @@ pub(super) fn forward<'a>(
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut retry = Retry::new(replayable);
 
-        let mut target = tg.pick().ok_or(RequestError::NoTargets)?;
+        // A sticky target that cannot take the request (unhealthy, draining, gone) gives way to
+        // a fresh pick, and the response sticks the client to that one.
+        let stuck = sticky
+            .as_ref()
+            .and_then(|s| s.stuck_to)
+            .and_then(|addr| tg.pick_sticky(addr));
+        let mut target = match stuck {
+            Some(t) => t,
+            None => tg.pick().ok_or(RequestError::NoTargets)?,
+        };
         let mut body = Some(body);
         facts.timing.sent = Some(Instant::now());
         let (mut resp, outstanding, mut lease) = loop {
@@ -129,6 +158,18 @@ pub(super) fn forward<'a>(
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::rewrite_response(resp.headers_mut(), switched);
+        if let Some(s) = &sticky {
+            // The target that answered, after any retry to another.
+            s.stickiness.add_cookies(
+                s.sealer,
+                &tg.name,
+                target.addr,
+                s.stuck_to,
+                s.in_session,
+                resp.headers_mut(),
+                s.now,
+            );
+        }
         if let (Some(client_side), true) = (client_upgrade, switched) {
             return Ok(upgrade::hand_off(
                 client_side,
@@ -157,4 +198,15 @@ pub(super) fn forward<'a>(
             ),
         ))
     }
+}
+
+/// What a forward to a group with target stickiness read from the request.
+struct Sticky<'a> {
+    stickiness: &'a TargetStickiness,
+    sealer: &'a Sealer,
+    now: SystemTime,
+    /// The target the request's cookie names, if it has a valid one for this group.
+    stuck_to: Option<SocketAddr>,
+    /// app_cookie: the request carries the application's cookie.
+    in_session: bool,
 }

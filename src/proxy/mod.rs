@@ -15,6 +15,7 @@ mod upgrade;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -28,10 +29,14 @@ pub use record::{Record, TlsFacts};
 
 use crate::error::RequestError;
 use crate::protocol::ProtocolVersion;
-use crate::routing::{Action, FixedResponse, RedirectRequest, RedirectTemplate, RequestView};
+use crate::routing::{
+    Action, FixedResponse, Forward, GroupId, RedirectRequest, RedirectTemplate, RequestView,
+};
 use crate::server::activity::Activity;
 use crate::server::framing;
 use crate::server::ListenerContext;
+use crate::snapshot::Snapshot;
+use crate::stickiness::{self, Sealer};
 use crate::targets::TargetGroup;
 use crate::upstream::{TraceId, X_AMZN_TRACE_ID};
 use record::{ActionKind, Facts};
@@ -100,9 +105,37 @@ pub fn handle(
 /// A routed request's action, resolved in the snapshot the router came from, so that what it
 /// needs outlives the snapshot's guard.
 enum Resolved {
-    Forward(Arc<TargetGroup>),
+    Forward(Forwarding),
     FixedResponse(FixedResponse),
     Redirect(Arc<RedirectTemplate>),
+}
+
+/// A forward's chosen group and what its stickiness needs.
+struct Forwarding {
+    group: Arc<TargetGroup>,
+    /// Only when the forward or the group is sticky: otherwise no cookie is read or written.
+    sealer: Option<Arc<Sealer>>,
+    /// The forward's group stickiness (`AWSALBTG`), if on.
+    group_stickiness: Option<Duration>,
+}
+
+/// The group of `f` that takes a request: the one its `AWSALBTG` cookie names, when the forward
+/// is sticky and that group (of any weight: a client stays on blue after a flip to green until
+/// its cookie expires, as in ALB) can serve; else a pick by weight.
+fn choose_group(f: &Forward, snapshot: &Snapshot, headers: &HeaderMap) -> Option<GroupId> {
+    if f.stickiness.is_some() {
+        let now = stickiness::unix_seconds(SystemTime::now());
+        let stuck = stickiness::requested_group(&snapshot.sealer, headers, now).and_then(|c| {
+            f.groups
+                .iter()
+                .map(|g| g.group)
+                .find(|&id| snapshot.group(id).name.as_bytes() == c.group())
+        });
+        if let Some(id) = stuck.filter(|&id| snapshot.group(id).can_serve()) {
+            return Some(id);
+        }
+    }
+    f.pick(|id| snapshot.group(id).can_serve())
 }
 
 #[allow(clippy::manual_async_fn)] // see `handle`
@@ -138,9 +171,17 @@ fn respond<'a>(
             // itself are counted by the listener (the record's default).
             match matched.action {
                 Action::Forward(f) => {
-                    let id = f.groups[0].group;
+                    // Every weight 0: ALB's 503, counted by the listener (no group answered).
+                    let id =
+                        choose_group(f, &snapshot, req.headers()).ok_or(RequestError::NoTargets)?;
                     facts.metrics = Some(metrics.groups[id.0].clone());
-                    Resolved::Forward(snapshot.group(id).clone())
+                    let group = snapshot.group(id).clone();
+                    let sticky = f.stickiness.is_some() || group.stickiness.is_some();
+                    Resolved::Forward(Forwarding {
+                        sealer: sticky.then(|| snapshot.sealer.clone()),
+                        group,
+                        group_stickiness: f.stickiness,
+                    })
                 }
                 Action::FixedResponse(f) => Resolved::FixedResponse(f.clone()),
                 Action::Redirect(t) => Resolved::Redirect(t.clone()),
@@ -174,9 +215,21 @@ fn respond<'a>(
                 };
                 Ok(resp)
             }
-            Resolved::Forward(tg) => {
+            Resolved::Forward(fwd) => {
                 facts.action = Some(ActionKind::Forward);
-                forward::forward(req, ctx, &tg, facts).await
+                let sealer = fwd.sealer.as_deref();
+                let mut resp = forward::forward(req, ctx, &fwd.group, sealer, facts).await?;
+                if let (Some(duration), Some(sealer)) = (fwd.group_stickiness, sealer) {
+                    // Refreshed on every response, as ALB does.
+                    stickiness::add_group_cookies(
+                        sealer,
+                        &fwd.group.name,
+                        duration,
+                        resp.headers_mut(),
+                        SystemTime::now(),
+                    );
+                }
+                Ok(resp)
             }
         }
     }

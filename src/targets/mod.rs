@@ -29,6 +29,7 @@ pub use target::{Eligible, Origin, OutstandingGuard, Reason, Sources, State, Tar
 use crate::balancer::{self, Algorithm, Balancer, PickContext};
 use crate::metrics::Metrics;
 use crate::protocol::{Protocol, ProtocolVersion};
+use crate::stickiness::TargetStickiness;
 use crate::upstream::pool;
 
 /// What a source registers: an address, and for a discovered ECS task, the task's ARN. The ARN
@@ -473,6 +474,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Time to the target's response head.
     pub response_timeout: Duration,
+    /// Target stickiness (ALB's lb_cookie or app_cookie); `None`: off.
+    pub stickiness: Option<TargetStickiness>,
 }
 
 /// A group as one snapshot sees it: the configuration's settings, and its run-time state.
@@ -484,6 +487,8 @@ pub struct TargetGroup {
     pub response_timeout: Duration,
     pub deregistration_delay: Duration,
     pub slow_start: Duration,
+    /// Target stickiness; `None` (the usual case) costs a forward one branch.
+    pub stickiness: Option<TargetStickiness>,
     pub state: Arc<GroupState>,
     balancer: Box<dyn Balancer>,
     /// \[TargetResponseTime\] of this group, resolved once per snapshot rather than per request.
@@ -505,6 +510,7 @@ impl TargetGroup {
             response_timeout: settings.response_timeout,
             deregistration_delay: settings.deregistration_delay,
             slow_start: settings.slow_start,
+            stickiness: settings.stickiness.clone(),
             upstream: pool::Settings {
                 shape: pool::Shape {
                     http2: settings.protocol_version.is_http2(),
@@ -541,6 +547,26 @@ impl TargetGroup {
                 .collect();
             self.fail_open(&others, &ctx).cloned()
         })
+    }
+
+    /// The member at `addr` that a sticky request asks for, if [`Self::pick`] could choose it
+    /// now: healthy, or, while no member is healthy (fail-open), not draining. `None` sends the
+    /// request to a fresh pick.
+    pub fn pick_sticky(&self, addr: SocketAddr) -> Option<Arc<Target>> {
+        let members = self.state.members.load();
+        let t = members
+            .iter()
+            .find(|t| t.addr == addr && t.is_eligible(Eligible::NotDraining))?;
+        let usable = t.is_eligible(Eligible::Healthy)
+            || !members.iter().any(|m| m.is_eligible(Eligible::Healthy));
+        usable.then(|| t.clone())
+    }
+
+    /// Whether a pick would find a target: some member is not draining (healthy or not, as
+    /// fail-open takes them). A weighted forward passes over a group that cannot.
+    pub fn can_serve(&self) -> bool {
+        let members = self.state.members.load();
+        members.iter().any(|t| t.is_eligible(Eligible::NotDraining))
     }
 
     /// A healthy target of `targets`, else one that is not draining.
@@ -1028,6 +1054,7 @@ mod tests {
             slow_start: Duration::ZERO,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            stickiness: None,
         };
         TargetGroup::new(&settings, reg.group(name), &Metrics::new())
     }
@@ -1079,5 +1106,46 @@ mod tests {
             "only the failed one is left"
         );
         assert!(Arc::ptr_eq(&tg.pick().unwrap(), failed));
+    }
+
+    #[tokio::test]
+    async fn a_sticky_target_is_taken_only_when_a_pick_could_take_it() {
+        let reg = Registry::default();
+        let tg = group_of(&reg, "web");
+        let t = add(&tg.state, &[1, 2], Origin::Config);
+        let sticky = |port| tg.pick_sticky(addr(port)).map(|t| t.addr.port());
+
+        // Nobody healthy (all `initial`): fail-open takes any that is not draining.
+        assert_eq!(sticky(1), Some(1));
+        assert!(tg.can_serve());
+        // One healthy: only healthy targets stick.
+        t[1].set_state(State::Healthy, None);
+        assert_eq!(sticky(1), None);
+        assert_eq!(sticky(2), Some(2));
+        t[0].set_state(State::Healthy, None);
+        assert_eq!(sticky(1), Some(1));
+        t[0].set_state(State::Unhealthy, None);
+        assert_eq!(sticky(1), None, "unhealthy beside a healthy one");
+        assert_eq!(sticky(3), None, "not a member");
+
+        // Draining: never, even when it is the only one left.
+        tg.state
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(2)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(sticky(2), None);
+        assert_eq!(sticky(1), Some(1), "fail-open again: none healthy");
+        tg.state
+            .apply(
+                Origin::Api,
+                Update::Remove(vec![addr(1)]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(sticky(1), None);
+        assert!(!tg.can_serve(), "every member draining");
     }
 }

@@ -202,7 +202,7 @@ impl Seawall {
         let control = self.running.control();
         let snapshot = seawall::config::compile::load_and_compile(&source, &cfg, &control.secrets)
             .unwrap()
-            .attach(&control.registry, &control.plane.metrics);
+            .attach(&control.registry, &control.plane.metrics, &control.secrets);
         control.plane.snapshot.store(Arc::new(snapshot));
         control.plane.snapshot.load().apply_membership();
     }

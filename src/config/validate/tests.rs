@@ -1337,3 +1337,262 @@ fn a_build_without_ecs_refuses_a_discovery_block_clearly() {
         "built without ECS discovery (cargo feature `ecs`)",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Weighted forward, stickiness, cookie_key
+
+/// A file whose listener `web` has `default_action` (line 5), and groups `g0`..`g5`.
+fn forward_file(action: &str) -> String {
+    let mut text = format!(
+        "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+         default_action = {action}\n"
+    );
+    for i in 0..6 {
+        text += &format!("\n[[target_groups]]\nname = \"g{i}\"\n");
+    }
+    text
+}
+
+fn groups_of(weights: &[(&str, i64)]) -> String {
+    let groups: Vec<String> = weights
+        .iter()
+        .map(|(name, w)| format!("{{ name = \"{name}\", weight = {w} }}"))
+        .collect();
+    groups.join(", ")
+}
+
+#[test]
+fn a_weighted_forward_becomes_groups_with_weights() {
+    let cfg = valid(&forward_file(&format!(
+        "{{ forward = {{ groups = [{}], stickiness = \"1h\" }} }}",
+        groups_of(&[("g1", 90), ("g0", 10), ("g2", 0)])
+    )));
+    let ActionConfig::Forward(f) = &cfg.listeners[0].default_action else {
+        panic!("a forward");
+    };
+    assert_eq!(f.groups, [(1, 90), (0, 10), (2, 0)]);
+    assert_eq!(f.stickiness, Some(Duration::from_secs(3600)));
+    // The plain form is a forward to one group of weight 1, without stickiness.
+    let cfg = valid(&forward_file("{ forward = \"g3\" }"));
+    let ActionConfig::Forward(f) = &cfg.listeners[0].default_action else {
+        panic!("a forward");
+    };
+    assert_eq!(*f, ForwardConfig::to(3));
+}
+
+/// ALB accepts a forward whose weights are all 0 (and answers it with 503): a step of a drain
+/// that clients held by group stickiness still follow.
+#[test]
+fn every_weight_may_be_zero() {
+    valid(&forward_file(&format!(
+        "{{ forward = {{ groups = [{}], stickiness = \"1m\" }} }}",
+        groups_of(&[("g0", 0), ("g1", 0)])
+    )));
+}
+
+#[test]
+fn a_weight_is_from_0_to_999() {
+    for w in [-1, 1000, 70000] {
+        fails(
+            &forward_file(&format!(
+                "{{ forward = {{ groups = [{}] }} }}",
+                groups_of(&[("g0", 1), ("g1", w)])
+            )),
+            5,
+            "listeners[0].default_action.forward.groups[1].weight",
+            &format!("weight {w} is out of range 0..=999"),
+        );
+    }
+}
+
+#[test]
+fn a_forward_names_from_1_to_5_groups() {
+    let six: Vec<(String, i64)> = (0..6).map(|i| (format!("g{i}"), 1)).collect();
+    let six: Vec<(&str, i64)> = six.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+    fails(
+        &forward_file(&format!(
+            "{{ forward = {{ groups = [{}] }} }}",
+            groups_of(&six)
+        )),
+        5,
+        "listeners[0].default_action.forward.groups",
+        "from 1 to 5 target groups (ALB's quota); this one names 6",
+    );
+    fails(
+        &forward_file("{ forward = { groups = [] } }"),
+        5,
+        "listeners[0].default_action.forward.groups",
+        "this one names 0",
+    );
+}
+
+#[test]
+fn a_group_appears_once_in_a_forward() {
+    fails(
+        &forward_file(&format!(
+            "{{ forward = {{ groups = [{}] }} }}",
+            groups_of(&[("g0", 1), ("g1", 1), ("g0", 5)])
+        )),
+        5,
+        "listeners[0].default_action.forward.groups[2].name",
+        r#"target group "g0" is already in this forward (listeners[0].default_action.forward.groups[0])"#,
+    );
+}
+
+#[test]
+fn a_weighted_forward_names_groups_that_exist() {
+    fails(
+        &forward_file(&format!(
+            "{{ forward = {{ groups = [{}] }} }}",
+            groups_of(&[("g0", 1), ("nowhere", 1)])
+        )),
+        5,
+        "listeners[0].default_action.forward.groups[1].name",
+        r#"no [[target_groups]] is named "nowhere""#,
+    );
+}
+
+#[test]
+fn group_stickiness_is_from_1s_to_7d() {
+    valid(&forward_file(&format!(
+        "{{ forward = {{ groups = [{}], stickiness = \"7d\" }} }}",
+        groups_of(&[("g0", 1)])
+    )));
+    for d in ["500ms", "8d", "0s"] {
+        fails(
+            &forward_file(&format!(
+                "{{ forward = {{ groups = [{}], stickiness = \"{d}\" }} }}",
+                groups_of(&[("g0", 1)])
+            )),
+            5,
+            "listeners[0].default_action.forward.stickiness",
+            "stickiness lasts from 1s to 7d",
+        );
+    }
+}
+
+#[test]
+fn target_stickiness_becomes_its_kind_with_albs_default_duration() {
+    let cfg = valid(&group("stickiness = { type = \"lb_cookie\" }"));
+    assert_eq!(
+        cfg.target_groups[0].stickiness,
+        Some(TargetStickiness::LbCookie {
+            duration: Duration::from_secs(86400)
+        })
+    );
+    let cfg = valid(&group(
+        "stickiness = { type = \"app_cookie\", cookie_name = \"SESSION\", duration = \"1h\" }",
+    ));
+    assert_eq!(
+        cfg.target_groups[0].stickiness,
+        Some(TargetStickiness::AppCookie {
+            cookie_name: "SESSION".into(),
+            duration: Duration::from_secs(3600)
+        })
+    );
+    assert_eq!(valid(&group("")).target_groups[0].stickiness, None);
+}
+
+#[test]
+fn target_stickiness_duration_is_from_1s_to_7d() {
+    for keys in [
+        "stickiness = { type = \"lb_cookie\", duration = \"8d\" }",
+        "stickiness = { type = \"lb_cookie\", duration = \"999ms\" }",
+        "stickiness = { type = \"app_cookie\", cookie_name = \"S\", duration = \"30d\" }",
+    ] {
+        fails(
+            &group(keys),
+            3,
+            "target_groups[0].stickiness.duration",
+            "stickiness lasts from 1s to 7d",
+        );
+    }
+    fails(
+        &group("stickiness = { type = \"app_cookie\", cookie_name = \"S\" }"),
+        3,
+        "target_groups[0].stickiness.duration",
+        "needs a duration",
+    );
+}
+
+#[test]
+fn an_app_cookie_name_is_the_applications_own_token() {
+    for (name, reason) in [
+        ("AWSALB", "the load balancer's own"),
+        ("AWSALBAPP-0", "the load balancer's own"),
+        ("AWSALBTGCORS", "the load balancer's own"),
+        ("two words", "is not a cookie name"),
+        ("a;b", "is not a cookie name"),
+        ("", "is not a cookie name"),
+    ] {
+        fails(
+            &group(&format!(
+                "stickiness = {{ type = \"app_cookie\", cookie_name = \"{name}\", duration = \"1h\" }}"
+            )),
+            3,
+            "target_groups[0].stickiness.cookie_name",
+            reason,
+        );
+    }
+    fails(
+        &group("stickiness = { type = \"app_cookie\", duration = \"1h\" }"),
+        3,
+        "target_groups[0].stickiness.cookie_name",
+        "needs the application's cookie_name",
+    );
+    fails(
+        &group("stickiness = { type = \"lb_cookie\", cookie_name = \"S\" }"),
+        3,
+        "target_groups[0].stickiness.cookie_name",
+        "only app_cookie stickiness names a cookie",
+    );
+    fails(
+        &group("stickiness = { type = \"source_ip\" }"),
+        3,
+        "target_groups[0].stickiness.type",
+        r#"unknown stickiness type "source_ip""#,
+    );
+}
+
+#[test]
+fn cookie_key_from_the_file_or_the_environment() {
+    let cfg = valid(&runtime("cookie_key = \"0123456789abcdef\""));
+    assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+    assert_eq!(cfg.runtime.cookie_key.unwrap().expose(), "0123456789abcdef");
+    let env = env().with_var("SEAWALL_COOKIE_KEY", "a key from the environment");
+    let cfg = validate_in(&runtime("cookie_key = \"env:SEAWALL_COOKIE_KEY\""), &env).unwrap();
+    assert_eq!(
+        cfg.runtime.cookie_key.unwrap().expose(),
+        "a key from the environment"
+    );
+    assert!(valid(&runtime("")).runtime.cookie_key.is_none());
+}
+
+#[test]
+fn cookie_key_errors() {
+    fails(
+        &runtime("cookie_key = \"short\""),
+        2,
+        "runtime.cookie_key",
+        "the key is 5 bytes; give at least 16",
+    );
+    fails(
+        &runtime("cookie_key = \"env:SEAWALL_COOKIE_KEY\""),
+        2,
+        "runtime.cookie_key",
+        "the environment variable SEAWALL_COOKIE_KEY is not set",
+    );
+    fails_in(
+        &runtime("cookie_key = \"env:SEAWALL_COOKIE_KEY\""),
+        &env().with_var("SEAWALL_COOKIE_KEY", "too short"),
+        2,
+        "runtime.cookie_key",
+        "the key is 9 bytes",
+    );
+    fails(
+        &runtime("cookie_key = \"env:\""),
+        2,
+        "runtime.cookie_key",
+        r#""env:" needs a variable name"#,
+    );
+}
