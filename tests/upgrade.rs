@@ -293,3 +293,79 @@ async fn a_new_process_refuses_a_hand_over_without_secrets() {
         "{log}"
     );
 }
+
+/// Without `cookie_key`, a process seals stickiness cookies with a key of its own. The new process
+/// receives that key with the sockets, so the clients the old one made sticky stay on their
+/// targets (round robin would move a client that the new process did not recognise).
+#[tokio::test]
+async fn stickiness_cookies_of_the_old_process_hold_on_the_new_one() {
+    let backends = [Backend::start("t0").await, Backend::start("t1").await];
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "seawall.toml",
+        &format!(
+            r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "5s"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ forward = "app" }}
+
+[[target_groups]]
+name = "app"
+targets = ["{}", "{}"]
+stickiness = {{ type = "lb_cookie", duration = "1h" }}
+"#,
+            backends[0].addr, backends[1].addr
+        ),
+    );
+    let mut old = Proc::start(&path, &["web"], true).await;
+    old.wait_ready().await;
+    let addr = old.addr("web");
+    // Who answered, and the AWSALB pair it set.
+    let get = |cookie: Option<String>| async move {
+        let mut c = h1(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+        let mut req = Request::get("/").header("host", "sticky.test");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let got = read(c.send_request(req.body(empty()).unwrap()).await.unwrap()).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let who: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        let pair = got
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|p| p.starts_with("AWSALB="))
+            .expect("an AWSALB cookie");
+        (who["id"].as_str().unwrap().to_string(), pair)
+    };
+    let (stuck, held) = get(None).await;
+    for _ in 0..4 {
+        assert_eq!(get(Some(held.clone())).await.0, stuck, "sticky before");
+    }
+
+    old.signal("USR2");
+    let status = old.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}\n{}", old.log());
+    let new_pid = logged_pid(&old.log(), "new process started").expect("the new pid is logged");
+
+    for _ in 0..6 {
+        assert_eq!(get(Some(held.clone())).await.0, stuck, "sticky after");
+    }
+    // Without the cookie the new process still spreads the requests.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(get(None).await.0);
+    }
+    process::signal(new_pid, "TERM");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
