@@ -3,16 +3,20 @@
 //! a pure function of the request.
 
 mod action;
+mod condition;
 mod redirect;
 mod wildcard;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use http::{HeaderMap, Method};
 
 pub use action::{Action, FixedResponse, Forward, GroupId, WeightedGroup};
+pub use condition::{ConditionKind, Conditions, HeaderCondition, QueryPattern};
+pub use ipnet::IpNet;
 pub use redirect::{RedirectError, RedirectRequest, RedirectTemplate};
-pub use wildcard::{PatternError, Wildcard};
+pub use wildcard::{PatternError, Syntax, Wildcard, MAX_PATTERN_LEN};
 
 /// The whole request as the router sees it, borrowed from it: every condition of ALB's rule
 /// language (host, path, method, headers, query string, source IP) reads from here, so new
@@ -47,10 +51,20 @@ pub struct Matched<'a> {
     pub action: &'a Action,
 }
 
-/// A listener's rules and default action.
+/// A listener's rules and default action, indexed once per load.
+///
+/// Most listeners route mainly by exact host names, so rules whose host condition names only
+/// exact hosts are found through a map from the lower-cased host; the rest (no host condition,
+/// or a wildcard host) are always candidates. `find` walks both candidate lists merged in
+/// priority order, so the first match is the same as a scan of every rule would give.
 #[derive(Debug)]
 pub struct Router {
+    /// Sorted by priority.
     rules: Box<[Rule]>,
+    /// Lower-cased exact host → indexes into `rules`, ascending.
+    by_host: HashMap<Box<[u8]>, Box<[u32]>>,
+    /// Indexes of the rules `by_host` cannot find, ascending.
+    unindexed: Box<[u32]>,
     default_action: Action,
 }
 
@@ -58,38 +72,139 @@ pub struct Router {
 #[derive(Debug)]
 pub struct Rule {
     pub priority: u32,
-    /// Empty = no host condition.
-    pub host: Box<[Wildcard]>,
-    /// Empty = no path condition.
-    pub path: Box<[Wildcard]>,
+    pub conditions: Conditions,
     pub action: Action,
 }
 
-impl Rule {
-    fn matches(&self, req: &RequestView<'_>) -> bool {
-        (self.host.is_empty() || self.host.iter().any(|w| w.matches(req.host)))
-            && (self.path.is_empty() || self.path.iter().any(|w| w.matches(req.path)))
-    }
+/// Longer host names cannot be exact-host keys (a pattern is at most 128 characters), and DNS
+/// names are at most 255 bytes: the request's host is folded into a buffer of this size.
+const HOST_BUF: usize = 255;
+
+/// What [`Router::explain`] found: every rule tried before the answer, and the answer.
+#[derive(Debug, Clone)]
+pub struct Explanation<'a> {
+    /// In priority order, every rule before the matched one (every rule when the default action
+    /// answers), each with the first of its conditions the request failed.
+    pub misses: Vec<Miss>,
+    /// The same answer [`Router::find`] gives.
+    pub matched: Matched<'a>,
+}
+
+/// A rule that did not match, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub priority: u32,
+    /// The first condition, in the order the router tests them, that failed.
+    pub condition: ConditionKind,
+    /// For a person: what the request had and what the condition wanted.
+    pub reason: String,
 }
 
 impl Router {
     /// `rules` must be sorted by priority; validation guarantees priorities are unique.
     pub fn new(rules: Vec<Rule>, default_action: Action) -> Self {
         debug_assert!(rules.windows(2).all(|w| w[0].priority < w[1].priority));
+        let mut by_host: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let mut unindexed = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            let i = u32::try_from(i).expect("fewer than 2^32 rules");
+            let hosts = &r.conditions.host;
+            let exact: Option<Vec<&[u8]>> = hosts.iter().map(Wildcard::exact).collect();
+            match exact {
+                Some(exact) if !exact.is_empty() => {
+                    for h in exact {
+                        let list = by_host.entry(h.into()).or_default();
+                        // The same host written twice in one rule is one candidate.
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+                _ => unindexed.push(i),
+            }
+        }
         Router {
             rules: rules.into(),
+            by_host: by_host
+                .into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect(),
+            unindexed: unindexed.into(),
             default_action,
         }
     }
 
+    /// The rules, in priority order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn default_action(&self) -> &Action {
+        &self.default_action
+    }
+
     /// The action for a request: the lowest-priority matching rule's, else the default.
     pub fn find(&self, req: &RequestView<'_>) -> Matched<'_> {
-        match self.rules.iter().find(|r| r.matches(req)) {
-            Some(r) => Matched {
-                priority: Priority::Rule(r.priority),
-                action: &r.action,
-            },
-            None => Matched {
+        let host = req.host.as_bytes();
+        let mut buf = [0u8; HOST_BUF];
+        let indexed: &[u32] = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
+            let folded = &mut buf[..host.len()];
+            folded.copy_from_slice(host);
+            folded.make_ascii_lowercase();
+            self.by_host.get(&*folded).map_or(&[], |v| &v[..])
+        } else {
+            &[]
+        };
+        let (mut a, mut b) = (indexed.iter().peekable(), self.unindexed.iter().peekable());
+        loop {
+            // The lower index of the two heads is the lower priority: rules are sorted.
+            let (i, host_known) = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => (a.next().map(|_| x), true),
+                (Some(_), Some(&&y)) => (b.next().map(|_| y), false),
+                (Some(&&x), None) => (a.next().map(|_| x), true),
+                (None, Some(&&y)) => (b.next().map(|_| y), false),
+                (None, None) => (None, false),
+            };
+            let Some(i) = i else { break };
+            let rule = &self.rules[i as usize];
+            if rule.conditions.first_failure(req, host_known).is_none() {
+                return Matched {
+                    priority: Priority::Rule(rule.priority),
+                    action: &rule.action,
+                };
+            }
+        }
+        Matched {
+            priority: Priority::Default,
+            action: &self.default_action,
+        }
+    }
+
+    /// What [`find`](Self::find) decides and why, rule by rule: every rule is tested in
+    /// priority order, without the host index, so that this is also a reference for `find`.
+    pub fn explain(&self, req: &RequestView<'_>) -> Explanation<'_> {
+        let mut misses = Vec::new();
+        for rule in self.rules.iter() {
+            match rule.conditions.first_failure(req, false) {
+                None => {
+                    return Explanation {
+                        misses,
+                        matched: Matched {
+                            priority: Priority::Rule(rule.priority),
+                            action: &rule.action,
+                        },
+                    }
+                }
+                Some(kind) => misses.push(Miss {
+                    priority: rule.priority,
+                    condition: kind,
+                    reason: rule.conditions.explain_failure(kind, req),
+                }),
+            }
+        }
+        Explanation {
+            misses,
+            matched: Matched {
                 priority: Priority::Default,
                 action: &self.default_action,
             },
@@ -101,13 +216,14 @@ impl Router {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http::{HeaderValue, StatusCode};
+    use http::{HeaderName, HeaderValue, StatusCode};
+    use proptest::prelude::*;
 
-    fn fixed(body: &'static str) -> Action {
+    fn fixed(body: &str) -> Action {
         Action::FixedResponse(FixedResponse {
             status: StatusCode::OK,
             content_type: HeaderValue::from_static("text/plain"),
-            body: Bytes::from_static(body.as_bytes()),
+            body: Bytes::from(body.to_string()),
         })
     }
 
@@ -118,54 +234,400 @@ mod tests {
         }
     }
 
+    fn h(p: &str) -> Wildcard {
+        Wildcard::case_insensitive(p).unwrap()
+    }
+    fn p(p: &str) -> Wildcard {
+        Wildcard::case_sensitive(p).unwrap()
+    }
+
+    fn rule(priority: u32, conditions: Conditions) -> Rule {
+        Rule {
+            priority,
+            conditions,
+            action: fixed(&priority.to_string()),
+        }
+    }
+
+    /// A request to build views from: the headers live here so that views can borrow them.
+    struct Req {
+        host: &'static str,
+        path: &'static str,
+        method: Method,
+        headers: HeaderMap,
+        query: &'static str,
+        ip: IpAddr,
+    }
+
+    impl Req {
+        fn new(host: &'static str, path: &'static str) -> Req {
+            Req {
+                host,
+                path,
+                method: Method::GET,
+                headers: HeaderMap::new(),
+                query: "",
+                ip: IpAddr::from([127, 0, 0, 1]),
+            }
+        }
+        fn header(mut self, name: &'static str, value: &'static str) -> Req {
+            self.headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            self
+        }
+        fn query(mut self, q: &'static str) -> Req {
+            self.query = q;
+            self
+        }
+        fn method(mut self, m: Method) -> Req {
+            self.method = m;
+            self
+        }
+        fn ip(mut self, ip: &str) -> Req {
+            self.ip = ip.parse().unwrap();
+            self
+        }
+        fn view(&self) -> RequestView<'_> {
+            RequestView {
+                host: self.host,
+                path: self.path,
+                method: &self.method,
+                headers: &self.headers,
+                query: self.query,
+                client_ip: self.ip,
+            }
+        }
+    }
+
+    /// The rule that answers, checked against `explain`.
+    fn answer(router: &Router, req: &Req) -> Priority {
+        let found = router.find(&req.view());
+        let explained = router.explain(&req.view());
+        assert_eq!(found.priority, explained.matched.priority);
+        assert_eq!(body(found.action), body(explained.matched.action));
+        found.priority
+    }
+
     #[test]
     fn lowest_priority_match_wins_and_conditions_are_anded() {
-        let h = |p: &str| Wildcard::case_insensitive(p).unwrap();
-        let p = |p: &str| Wildcard::case_sensitive(p).unwrap();
         let router = Router::new(
             vec![
-                Rule {
-                    priority: 1,
-                    host: vec![h("api.test")].into(),
-                    path: vec![p("/v1/*")].into(),
-                    action: fixed("api-v1"),
-                },
-                Rule {
-                    priority: 2,
-                    host: vec![h("api.test"), h("*.api.test")].into(),
-                    path: Box::new([]),
-                    action: fixed("api"),
-                },
-                Rule {
-                    priority: 3,
-                    host: Box::new([]),
-                    path: vec![p("/static/*")].into(),
-                    action: fixed("static"),
-                },
+                rule(
+                    1,
+                    Conditions {
+                        host: vec![h("api.test")].into(),
+                        path: vec![p("/v1/*")].into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    2,
+                    Conditions {
+                        host: vec![h("api.test"), h("*.api.test")].into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    3,
+                    Conditions {
+                        path: vec![p("/static/*")].into(),
+                        ..Default::default()
+                    },
+                ),
             ],
             fixed("default"),
         );
-        let headers = HeaderMap::new();
-        let view = |host, path| RequestView {
-            host,
-            path,
-            method: &Method::GET,
-            headers: &headers,
-            query: "",
-            client_ip: IpAddr::from([127, 0, 0, 1]),
-        };
-        let find = |host, path| body(router.find(&view(host, path)).action).to_vec();
-        assert_eq!(find("API.test", "/v1/x"), b"api-v1");
-        assert_eq!(find("api.test", "/v2/x"), b"api");
-        assert_eq!(find("eu.api.test", "/static/a"), b"api");
-        assert_eq!(find("other.test", "/static/a"), b"static");
-        assert_eq!(find("other.test", "/"), b"default");
+        let find = |host, path| answer(&router, &Req::new(host, path));
+        assert_eq!(find("API.test", "/v1/x"), Priority::Rule(1));
+        assert_eq!(find("api.test", "/v2/x"), Priority::Rule(2));
+        assert_eq!(find("eu.api.test", "/static/a"), Priority::Rule(2));
+        assert_eq!(find("other.test", "/static/a"), Priority::Rule(3));
+        assert_eq!(find("other.test", "/"), Priority::Default);
+    }
 
-        // The router says which rule decided.
-        let priority = |host, path| router.find(&view(host, path)).priority;
-        assert_eq!(priority("API.test", "/v1/x"), Priority::Rule(1));
-        assert_eq!(priority("eu.api.test", "/static/a"), Priority::Rule(2));
-        assert_eq!(priority("other.test", "/static/a"), Priority::Rule(3));
-        assert_eq!(priority("other.test", "/"), Priority::Default);
+    /// An exact-host rule and an unindexed one interleave: the merge keeps priority order.
+    #[test]
+    fn indexed_and_unindexed_rules_are_tried_in_priority_order() {
+        let router = Router::new(
+            vec![
+                rule(
+                    1,
+                    Conditions {
+                        path: vec![p("/first")].into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    2,
+                    Conditions {
+                        host: vec![h("a.test")].into(),
+                        path: vec![p("/x*")].into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    3,
+                    Conditions {
+                        path: vec![p("/x*")].into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    4,
+                    Conditions {
+                        host: vec![h("A.TEST"), h("b.test")].into(),
+                        ..Default::default()
+                    },
+                ),
+            ],
+            fixed("default"),
+        );
+        let find = |host, path| answer(&router, &Req::new(host, path));
+        assert_eq!(find("a.test", "/first"), Priority::Rule(1));
+        assert_eq!(find("A.Test", "/xy"), Priority::Rule(2));
+        assert_eq!(find("b.test", "/xy"), Priority::Rule(3));
+        assert_eq!(find("b.test", "/"), Priority::Rule(4));
+        assert_eq!(find("c.test", "/"), Priority::Default);
+        let long: &'static str = Box::leak(format!("{}.test", "a".repeat(300)).into_boxed_str());
+        assert_eq!(find(long, "/xy"), Priority::Rule(3));
+    }
+
+    #[test]
+    fn every_condition_kind_matches_and_explains() {
+        let router = Router::new(
+            vec![
+                rule(
+                    10,
+                    Conditions {
+                        method: vec![Method::POST, Method::PUT].into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    20,
+                    Conditions {
+                        source_ip: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
+                            .into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    30,
+                    Conditions {
+                        headers: vec![
+                            HeaderCondition {
+                                name: HeaderName::from_static("x-canary"),
+                                values: vec![
+                                    Wildcard::header_value("1").unwrap(),
+                                    Wildcard::header_value("tr?e").unwrap(),
+                                ]
+                                .into(),
+                            },
+                            HeaderCondition {
+                                name: HeaderName::from_static("x-env"),
+                                values: vec![Wildcard::header_value("prod*").unwrap()].into(),
+                            },
+                        ]
+                        .into(),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    40,
+                    Conditions {
+                        query: vec![
+                            QueryPattern {
+                                key: Some(Wildcard::query("version").unwrap()),
+                                value: Wildcard::query("v2*").unwrap(),
+                            },
+                            QueryPattern {
+                                key: None,
+                                value: Wildcard::query("debug").unwrap(),
+                            },
+                            QueryPattern {
+                                key: Some(Wildcard::query("q").unwrap()),
+                                value: Wildcard::query(r"a\*b c").unwrap(),
+                            },
+                        ]
+                        .into(),
+                        ..Default::default()
+                    },
+                ),
+            ],
+            fixed("default"),
+        );
+        let r = |req: Req| answer(&router, &req);
+        let base = || Req::new("x.test", "/");
+        assert_eq!(r(base().method(Method::PUT)), Priority::Rule(10));
+        assert_eq!(r(base().ip("10.2.3.4")), Priority::Rule(20));
+        assert_eq!(r(base().ip("::ffff:10.2.3.4")), Priority::Rule(20));
+        assert_eq!(r(base().ip("fd12::1")), Priority::Rule(20));
+        assert_eq!(r(base().ip("11.0.0.1")), Priority::Default);
+        // Headers: every name must match, any occurrence of one may, values fold case.
+        assert_eq!(
+            r(base()
+                .header("x-canary", "TRUE")
+                .header("x-env", "Production")),
+            Priority::Rule(30)
+        );
+        assert_eq!(
+            r(base()
+                .header("x-canary", "0")
+                .header("x-canary", "1")
+                .header("x-env", "prod")),
+            Priority::Rule(30)
+        );
+        assert_eq!(r(base().header("x-canary", "1")), Priority::Default);
+        assert_eq!(
+            r(base().header("x-canary", "2").header("x-env", "prod")),
+            Priority::Default
+        );
+        // Query: decoded, case folded, any pair; the key-less entry under any key or bare.
+        assert_eq!(r(base().query("a=1&VERSION=V2.1")), Priority::Rule(40));
+        assert_eq!(r(base().query("ver%73ion=v%32")), Priority::Rule(40));
+        assert_eq!(r(base().query("mode=DEBUG")), Priority::Rule(40));
+        assert_eq!(r(base().query("x=1&debug")), Priority::Rule(40));
+        assert_eq!(r(base().query("q=a*b+c")), Priority::Rule(40));
+        assert_eq!(r(base().query("q=a%2Ab%20c")), Priority::Rule(40));
+        assert_eq!(r(base().query("q=axb+c")), Priority::Default);
+        assert_eq!(r(base().query("version=v1&debug=0")), Priority::Default);
+        assert_eq!(r(base().query("")), Priority::Default);
+
+        let req = base()
+            .header("x-canary", "0")
+            .query("version=v1")
+            .ip("192.0.2.1");
+        let e = router.explain(&req.view());
+        let got: Vec<(u32, ConditionKind, &str)> = e
+            .misses
+            .iter()
+            .map(|m| (m.priority, m.condition, m.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    10,
+                    ConditionKind::Method,
+                    "method GET is none of [POST, PUT]"
+                ),
+                (
+                    20,
+                    ConditionKind::SourceIp,
+                    "source IP 192.0.2.1 is in none of [10.0.0.0/8, fd00::/8]"
+                ),
+                (
+                    30,
+                    ConditionKind::Header(0),
+                    r#"header x-canary ["0"] matched none of ["1", "tr?e"]"#
+                ),
+                (
+                    40,
+                    ConditionKind::Query,
+                    r#"query "version=v1" has no pair matching any of ["version=v2*", "(any key)=debug", "q=a\\*b c"]"#
+                ),
+            ]
+        );
+        assert_eq!(e.matched.priority, Priority::Default);
+    }
+
+    #[test]
+    fn explain_names_the_hosts_a_rule_wanted() {
+        let router = Router::new(
+            vec![rule(
+                5,
+                Conditions {
+                    host: vec![h("api.test"), h("*.api.test")].into(),
+                    ..Default::default()
+                },
+            )],
+            fixed("default"),
+        );
+        let e = router.explain(&Req::new("x.test", "/").view());
+        assert_eq!(
+            e.misses[0].reason,
+            r#"host "x.test" matched none of ["api.test", "*.api.test"]"#
+        );
+    }
+
+    // Random listeners: `find` (through the host index) and `explain` (a scan of every rule)
+    // must give the same rule for any request.
+
+    const HOSTS: [&str; 6] = ["a.test", "B.test", "*.test", "a.*", "c.test", "?.test"];
+    const PATHS: [&str; 4] = ["/x", "/x*", "/*", "/y"];
+
+    fn conditions() -> impl Strategy<Value = Conditions> {
+        (
+            proptest::sample::subsequence(HOSTS.to_vec(), 0..3),
+            proptest::sample::subsequence(PATHS.to_vec(), 0..2),
+            proptest::option::of(prop_oneof![Just(Method::GET), Just(Method::POST)]),
+            proptest::option::of(prop_oneof![Just("1"), Just("*")]),
+            proptest::option::of(prop_oneof![Just("10.0.0.0/8"), Just("::/0")]),
+            proptest::option::of(prop_oneof![Just("v"), Just("d*")]),
+        )
+            .prop_map(|(hosts, paths, method, header, net, query)| Conditions {
+                host: hosts.into_iter().map(h).collect(),
+                path: paths.into_iter().map(p).collect(),
+                method: method.into_iter().collect(),
+                headers: header
+                    .map(|v| HeaderCondition {
+                        name: HeaderName::from_static("x-h"),
+                        values: vec![Wildcard::header_value(v).unwrap()].into(),
+                    })
+                    .into_iter()
+                    .collect(),
+                source_ip: net.into_iter().map(|n| n.parse().unwrap()).collect(),
+                query: query
+                    .map(|v| QueryPattern {
+                        key: None,
+                        value: Wildcard::query(v).unwrap(),
+                    })
+                    .into_iter()
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn find_and_explain_agree(
+            rules in proptest::collection::vec(conditions(), 0..12),
+            host in prop_oneof![Just("a.test"), Just("A.TEST"), Just("b.test"), Just("c.test"), Just("x.org"), Just("a.org")],
+            path in prop_oneof![Just("/x"), Just("/xy"), Just("/y"), Just("/")],
+            post in any::<bool>(),
+            header in proptest::option::of(prop_oneof![Just("1"), Just("2")]),
+            ten in any::<bool>(),
+            query in prop_oneof![Just(""), Just("k=v"), Just("debug"), Just("a=D%41ta")],
+        ) {
+            let rules: Vec<Rule> = rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| rule(i as u32 * 3 + 1, c))
+                .collect();
+            let router = Router::new(rules, fixed("default"));
+            let mut headers = HeaderMap::new();
+            if let Some(v) = header {
+                headers.insert("x-h", HeaderValue::from_static(v));
+            }
+            let method = if post { Method::POST } else { Method::GET };
+            let view = RequestView {
+                host,
+                path,
+                method: &method,
+                headers: &headers,
+                query,
+                client_ip: if ten { IpAddr::from([10, 1, 1, 1]) } else { IpAddr::from([192, 0, 2, 1]) },
+            };
+            let found = router.find(&view);
+            let explained = router.explain(&view);
+            prop_assert_eq!(found.priority, explained.matched.priority);
+            // Every miss explained is a rule before the match, in priority order.
+            let before = match found.priority {
+                Priority::Rule(p) => router.rules().iter().filter(|r| r.priority < p).count(),
+                Priority::Default => router.rules().len(),
+            };
+            prop_assert_eq!(explained.misses.len(), before);
+        }
     }
 }

@@ -1,0 +1,224 @@
+//! A rule's conditions (ALB's rule language): host, path, method, HTTP headers, query string and
+//! source IP. Within one condition any value may match (OR); every condition of a rule must (AND).
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+
+use super::{RequestView, Wildcard};
+
+/// The conditions of one rule; an empty list is a condition the rule does not have.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub host: Box<[Wildcard]>,
+    pub path: Box<[Wildcard]>,
+    pub method: Box<[Method]>,
+    /// One condition per header name; all must match.
+    pub headers: Box<[HeaderCondition]>,
+    /// ALB's query-string condition: any one pair may match.
+    pub query: Box<[QueryPattern]>,
+    pub source_ip: Box<[IpNet]>,
+}
+
+/// ALB's `http-header` condition: one header name and the values it may have.
+#[derive(Debug, Clone)]
+pub struct HeaderCondition {
+    pub name: HeaderName,
+    pub values: Box<[Wildcard]>,
+}
+
+/// One key/value pair of a query-string condition.
+#[derive(Debug, Clone)]
+pub struct QueryPattern {
+    /// `None`: ALB's key-less entry, whose value may be found under any key.
+    pub key: Option<Wildcard>,
+    pub value: Wildcard,
+}
+
+/// Which condition of a rule did not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConditionKind {
+    Method,
+    SourceIp,
+    Host,
+    Path,
+    /// The index of the header condition in [`Conditions::headers`].
+    Header(usize),
+    Query,
+}
+
+impl ConditionKind {
+    /// The word the configuration uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConditionKind::Method => "method",
+            ConditionKind::SourceIp => "source_ip",
+            ConditionKind::Host => "host",
+            ConditionKind::Path => "path",
+            ConditionKind::Header(_) => "header",
+            ConditionKind::Query => "query",
+        }
+    }
+}
+
+impl Conditions {
+    /// Whether the rule has no condition at all (validation refuses such a rule).
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+            && self.path.is_empty()
+            && self.method.is_empty()
+            && self.headers.is_empty()
+            && self.query.is_empty()
+            && self.source_ip.is_empty()
+    }
+
+    /// The first condition, in the order they are tested, that `req` fails; `None` when the rule
+    /// matches. The cheapest tests come first. `host_known`: the caller found the rule by the
+    /// request's host already.
+    #[inline]
+    pub(super) fn first_failure(
+        &self,
+        req: &RequestView<'_>,
+        host_known: bool,
+    ) -> Option<ConditionKind> {
+        if !self.method.is_empty() && !self.method.iter().any(|m| m == req.method) {
+            return Some(ConditionKind::Method);
+        }
+        if !self.source_ip.is_empty() && !source_ip_matches(&self.source_ip, req.client_ip) {
+            return Some(ConditionKind::SourceIp);
+        }
+        if !host_known && !self.host.is_empty() && !self.host.iter().any(|w| w.matches(req.host)) {
+            return Some(ConditionKind::Host);
+        }
+        if !self.path.is_empty() && !self.path.iter().any(|w| w.matches(req.path)) {
+            return Some(ConditionKind::Path);
+        }
+        for (i, h) in self.headers.iter().enumerate() {
+            let any = req
+                .headers
+                .get_all(&h.name)
+                .iter()
+                .any(|v| h.values.iter().any(|w| w.matches_bytes(v.as_bytes())));
+            if !any {
+                return Some(ConditionKind::Header(i));
+            }
+        }
+        if !self.query.is_empty() && !query_matches(&self.query, req.query) {
+            return Some(ConditionKind::Query);
+        }
+        None
+    }
+
+    /// Why `req` fails condition `kind`, for a person: what the request has and what the rule
+    /// wanted.
+    pub fn explain_failure(&self, kind: ConditionKind, req: &RequestView<'_>) -> String {
+        match kind {
+            ConditionKind::Method => format!(
+                "method {} is none of {}",
+                req.method,
+                list(self.method.iter().map(|m| m.as_str()))
+            ),
+            ConditionKind::SourceIp => format!(
+                "source IP {} is in none of {}",
+                req.client_ip,
+                list(self.source_ip.iter())
+            ),
+            ConditionKind::Host => format!(
+                "host {:?} matched none of {}",
+                req.host,
+                quoted(self.host.iter())
+            ),
+            ConditionKind::Path => format!(
+                "path {:?} matched none of {}",
+                req.path,
+                quoted(self.path.iter())
+            ),
+            ConditionKind::Header(i) => {
+                let h = &self.headers[i];
+                let seen: Vec<String> = req
+                    .headers
+                    .get_all(&h.name)
+                    .iter()
+                    .map(|v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())))
+                    .collect();
+                if seen.is_empty() {
+                    format!(
+                        "header {} is absent (wanted one of {})",
+                        h.name,
+                        quoted(h.values.iter())
+                    )
+                } else {
+                    format!(
+                        "header {} [{}] matched none of {}",
+                        h.name,
+                        seen.join(", "),
+                        quoted(h.values.iter())
+                    )
+                }
+            }
+            ConditionKind::Query => {
+                let wanted = self.query.iter().map(|q| match &q.key {
+                    Some(k) => format!("{:?}", format!("{k}={}", q.value)),
+                    None => format!("{:?}", format!("(any key)={}", q.value)),
+                });
+                format!(
+                    "query {:?} has no pair matching any of [{}]",
+                    req.query,
+                    wanted.collect::<Vec<_>>().join(", ")
+                )
+            }
+        }
+    }
+}
+
+fn list<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let mut out = String::from("[");
+    for (i, t) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{t}");
+    }
+    out.push(']');
+    out
+}
+
+fn quoted(items: std::slice::Iter<'_, Wildcard>) -> String {
+    list(items.map(|w| format!("{:?}", w.to_string())))
+}
+
+/// The client address against the CIDRs; an IPv4-mapped IPv6 peer (`::ffff:a.b.c.d`, what a
+/// dual-stack socket shows for an IPv4 client) is also tested as the IPv4 address it is.
+fn source_ip_matches(nets: &[IpNet], ip: IpAddr) -> bool {
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    nets.iter()
+        .any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m)))
+}
+
+/// Whether any pair of the request's query string matches any of the patterns, after
+/// URL-decoding (`%XX`, `+` for a space). A pair is decoded into a new string only when it has
+/// an escape.
+fn query_matches(patterns: &[QueryPattern], query: &str) -> bool {
+    query.split('&').filter(|seq| !seq.is_empty()).any(|seq| {
+        let bare = !seq.contains('=');
+        let Some((key, value)) = form_urlencoded::parse(seq.as_bytes()).next() else {
+            return false;
+        };
+        patterns.iter().any(|p| pair_matches(p, &key, &value, bare))
+    })
+}
+
+/// A bare item (`?debug`) is key `debug` with an empty value to a keyed pattern, and the value
+/// `debug` to the key-less entry, which is how ALB reads `?debug` against a key-less value.
+fn pair_matches(p: &QueryPattern, key: &Cow<'_, str>, value: &Cow<'_, str>, bare: bool) -> bool {
+    match &p.key {
+        Some(k) => k.matches(key) && p.value.matches(value),
+        None => p.value.matches(value) || (bare && p.value.matches(key)),
+    }
+}
