@@ -54,20 +54,31 @@ pub struct Matched<'a> {
 
 /// A listener's rules and default action, indexed once per load.
 ///
-/// Most listeners route mainly by exact host names, so rules whose host condition names only
-/// exact hosts are found through a map from the lower-cased host; the rest (no host condition,
-/// or a wildcard host) are always candidates. `find` walks both candidate lists merged in
-/// priority order, so the first match is the same as a scan of every rule would give.
+/// Three indexes narrow the rules a request must be tested against, each a set of rule indexes
+/// (bits, so that intersecting them is a few word operations and walking the result is walking
+/// in priority order): by the request's host (rules whose host condition names only exact hosts
+/// are found through a map from the lower-cased host; the others are candidates for any host),
+/// by the first segment of its path (rules whose every path pattern starts with a whole literal
+/// segment, such as `/api/*`), and by its method. The candidates left are tested in full, after a
+/// few bits for their header names and query keys.
 #[derive(Debug)]
 pub struct Router {
     /// Sorted by priority.
     rules: Box<[Rule]>,
     /// `prefilters[i]` is `rules[i]`'s, kept apart so that passing over rules stays in cache.
     prefilters: Box<[Prefilter]>,
-    /// Lower-cased exact host → indexes into `rules`, ascending.
+    /// 64 rules per word.
+    words: usize,
+    /// Lower-cased exact host → the rules that name it.
     by_host: HashMap<Box<[u8]>, Box<[u32]>>,
-    /// Indexes of the rules `by_host` cannot find, ascending.
-    unindexed: Box<[u32]>,
+    /// The rules any host may match (no host condition, or a wildcard in it).
+    any_host: Box<[u64]>,
+    /// First path segment (`/api` of `/api/v1`) → the rules whose path patterns all start with it.
+    by_segment: HashMap<Box<[u8]>, Box<[u32]>>,
+    /// The rules any path may match, as far as the segment index knows.
+    any_segment: Box<[u64]>,
+    /// Per method bit (see `condition::method_bit`), the rules that accept it.
+    by_method: Box<[Box<[u64]>]>,
     default_action: Action,
 }
 
@@ -77,6 +88,32 @@ pub struct Rule {
     pub priority: u32,
     pub conditions: Conditions,
     pub action: Action,
+}
+
+/// The most words a candidate set has: one bit per rule, and at most 50 000 rules (one per
+/// priority).
+const MAX_WORDS: usize = 50_000usize.div_ceil(64);
+
+/// The segment index's key for a request path: up to (not including) its second `/`.
+fn request_segment(path: &[u8]) -> &[u8] {
+    match path.iter().skip(1).position(|&b| b == b'/') {
+        Some(i) => &path[..i + 1],
+        None => path,
+    }
+}
+
+/// The first segment every match of a path pattern has, when the pattern fixes it: `/api` for
+/// `/api/*` or `/api`, none for `/api*` (which `/apiv2/x` matches too) or `*.png`.
+fn pattern_segment(w: &Wildcard) -> Option<&[u8]> {
+    let (literal, whole) = w.literal_prefix();
+    if literal.first() != Some(&b'/') {
+        return None;
+    }
+    match literal.iter().skip(1).position(|&b| b == b'/') {
+        Some(i) => Some(&literal[..i + 1]),
+        None if whole => Some(literal),
+        None => None,
+    }
 }
 
 /// Longer host names cannot be exact-host keys (a pattern is at most 128 characters), and DNS
@@ -107,33 +144,61 @@ impl Router {
     /// `rules` must be sorted by priority; validation guarantees priorities are unique.
     pub fn new(rules: Vec<Rule>, default_action: Action) -> Self {
         debug_assert!(rules.windows(2).all(|w| w[0].priority < w[1].priority));
+        let words = rules.len().div_ceil(64);
+        let set = |bits: &mut [u64], i: usize| bits[i / 64] |= 1 << (i % 64);
         let mut by_host: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
-        let mut unindexed = Vec::new();
+        let mut any_host = vec![0; words];
+        let mut by_segment: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let mut any_segment = vec![0; words];
+        let mut by_method = vec![vec![0u64; words]; condition::METHOD_BITS];
         for (i, r) in rules.iter().enumerate() {
-            let i = u32::try_from(i).expect("fewer than 2^32 rules");
-            let hosts = &r.conditions.host;
-            let exact: Option<Vec<&[u8]>> = hosts.iter().map(Wildcard::exact).collect();
+            let index = u32::try_from(i).expect("fewer than 2^32 rules");
+            let c = &r.conditions;
+            let exact: Option<Vec<&[u8]>> = c.host.iter().map(Wildcard::exact).collect();
             match exact {
-                Some(exact) if !exact.is_empty() => {
-                    for h in exact {
+                Some(hosts) if !hosts.is_empty() => {
+                    for h in hosts {
                         let list = by_host.entry(h.into()).or_default();
-                        // The same host written twice in one rule is one candidate.
-                        if list.last() != Some(&i) {
-                            list.push(i);
+                        // The same host written twice in one rule is one entry.
+                        if list.last() != Some(&index) {
+                            list.push(index);
                         }
                     }
                 }
-                _ => unindexed.push(i),
+                _ => set(&mut any_host, i),
+            }
+            let segments: Option<Vec<&[u8]>> = c.path.iter().map(|w| pattern_segment(w)).collect();
+            match segments {
+                Some(segments) if !segments.is_empty() => {
+                    for s in segments {
+                        let list = by_segment.entry(s.into()).or_default();
+                        if list.last() != Some(&index) {
+                            list.push(index);
+                        }
+                    }
+                }
+                _ => set(&mut any_segment, i),
+            }
+            for (bit, rules) in by_method.iter_mut().enumerate() {
+                if condition::accepts_method_bit(c, bit) {
+                    set(rules, i);
+                }
             }
         }
+        let boxed = |m: HashMap<Box<[u8]>, Vec<u32>>| {
+            m.into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect()
+        };
         Router {
             prefilters: rules.iter().map(|r| Prefilter::of(&r.conditions)).collect(),
             rules: rules.into(),
-            by_host: by_host
-                .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
-                .collect(),
-            unindexed: unindexed.into(),
+            words,
+            by_host: boxed(by_host),
+            any_host: any_host.into(),
+            by_segment: boxed(by_segment),
+            any_segment: any_segment.into(),
+            by_method: by_method.into_iter().map(Vec::into_boxed_slice).collect(),
             default_action,
         }
     }
@@ -149,61 +214,73 @@ impl Router {
 
     /// The action for a request: the lowest-priority matching rule's, else the default.
     pub fn find(&self, req: &RequestView<'_>) -> Matched<'_> {
+        // The candidate set lives on the stack, sized to the listener: most have few rules,
+        // and zeroing a set for the largest would cost more than the search.
+        let found = match self.words {
+            0..=2 => self.search::<2>(req),
+            3..=16 => self.search::<16>(req),
+            _ => self.search::<MAX_WORDS>(req),
+        };
+        match found {
+            Some(rule) => Matched {
+                priority: Priority::Rule(rule.priority),
+                action: &rule.action,
+            },
+            None => Matched {
+                priority: Priority::Default,
+                action: &self.default_action,
+            },
+        }
+    }
+
+    /// The first matching rule, among the candidates the indexes leave; `N` ≥ `self.words`.
+    fn search<const N: usize>(&self, req: &RequestView<'_>) -> Option<&Rule> {
+        let words = self.words;
+        let mut candidates = [0u64; N];
+        let candidates = &mut candidates[..words];
+        candidates.copy_from_slice(&self.any_host);
         let host = req.host.as_bytes();
-        let mut buf = [0u8; HOST_BUF];
-        let indexed: &[u32] = if host.len() <= HOST_BUF && !self.by_host.is_empty() {
+        if host.len() <= HOST_BUF && !self.by_host.is_empty() {
+            let mut buf = [0u8; HOST_BUF];
             let folded = &mut buf[..host.len()];
             folded.copy_from_slice(host);
             folded.make_ascii_lowercase();
-            self.by_host.get(&*folded).map_or(&[], |v| &v[..])
-        } else {
-            &[]
-        };
+            for &i in self.by_host.get(&*folded).map_or(&[][..], |v| &v[..]) {
+                candidates[i as usize / 64] |= 1 << (i % 64);
+            }
+        }
+        if !self.by_segment.is_empty() {
+            let mut by_path = [0u64; N];
+            let by_path = &mut by_path[..words];
+            by_path.copy_from_slice(&self.any_segment);
+            for &i in self
+                .by_segment
+                .get(request_segment(req.path.as_bytes()))
+                .map_or(&[][..], |v| &v[..])
+            {
+                by_path[i as usize / 64] |= 1 << (i % 64);
+            }
+            for (c, p) in candidates.iter_mut().zip(by_path.iter()) {
+                *c &= p;
+            }
+        }
         let mut facts = Facts::new(req);
-        let mut try_rule = |i: u32, host_known: bool| {
-            let i = i as usize;
-            if !facts.may_match(&self.prefilters[i]) {
-                return None;
+        let methods = &self.by_method[facts.method_index()];
+        for (w, (c, m)) in candidates.iter().zip(methods.iter()).enumerate() {
+            let mut bits = c & m;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if !facts.may_match(&self.prefilters[i]) {
+                    continue;
+                }
+                let rule = &self.rules[i];
+                if rule.conditions.first_failure(req, false).is_none() {
+                    return Some(rule);
+                }
             }
-            let rule = &self.rules[i];
-            rule.conditions
-                .first_failure(req, host_known)
-                .is_none()
-                .then_some(rule)
-        };
-        // Rules are sorted, so the lower index of the two heads is the lower priority.
-        let (mut a, mut b) = (0, 0);
-        let unindexed = &self.unindexed[..];
-        let found = loop {
-            let (i, host_known) = match (indexed.get(a), unindexed.get(b)) {
-                (Some(&x), Some(&y)) if x < y => {
-                    a += 1;
-                    (x, true)
-                }
-                (_, Some(&y)) => {
-                    b += 1;
-                    (y, false)
-                }
-                (Some(&x), None) => {
-                    a += 1;
-                    (x, true)
-                }
-                (None, None) => break None,
-            };
-            if let Some(rule) = try_rule(i, host_known) {
-                break Some(rule);
-            }
-        };
-        if let Some(rule) = found {
-            return Matched {
-                priority: Priority::Rule(rule.priority),
-                action: &rule.action,
-            };
         }
-        Matched {
-            priority: Priority::Default,
-            action: &self.default_action,
-        }
+        None
     }
 
     /// What [`find`](Self::find) decides and why, rule by rule: every rule is tested in
@@ -578,11 +655,48 @@ mod tests {
         );
     }
 
+    /// More rules than one word of the candidate sets holds, of every indexed kind.
+    #[test]
+    fn large_listeners_find_what_a_scan_finds() {
+        let rules: Vec<Rule> = (1..=300u32)
+            .map(|i| {
+                let c = match i % 3 {
+                    0 => Conditions {
+                        host: vec![h(&format!("h{i}.test"))].into(),
+                        ..Default::default()
+                    },
+                    1 => Conditions {
+                        path: vec![p(&format!("/p{i}/*"))].into(),
+                        ..Default::default()
+                    },
+                    _ => Conditions {
+                        method: vec![Method::PUT].into(),
+                        path: vec![p(&format!("/m{i}"))].into(),
+                        ..Default::default()
+                    },
+                };
+                rule(i, c)
+            })
+            .collect();
+        let router = Router::new(rules, fixed("default"));
+        let find = |req: Req| answer(&router, &req);
+        assert_eq!(find(Req::new("H291.test", "/")), Priority::Rule(291));
+        assert_eq!(find(Req::new("x.test", "/p292/a")), Priority::Rule(292));
+        assert_eq!(find(Req::new("h3.test", "/p292/a")), Priority::Rule(3));
+        assert_eq!(find(Req::new("x.test", "/p292")), Priority::Default);
+        assert_eq!(
+            find(Req::new("x.test", "/m293").method(Method::PUT)),
+            Priority::Rule(293)
+        );
+        assert_eq!(find(Req::new("x.test", "/m293")), Priority::Default);
+        assert_eq!(find(Req::new("h300.test", "/p1/")), Priority::Rule(1));
+    }
+
     // Random listeners: `find` (through the host index) and `explain` (a scan of every rule)
     // must give the same rule for any request.
 
     const HOSTS: [&str; 6] = ["a.test", "B.test", "*.test", "a.*", "c.test", "?.test"];
-    const PATHS: [&str; 4] = ["/x", "/x*", "/*", "/y"];
+    const PATHS: [&str; 6] = ["/x", "/x*", "/*", "/y", "/x/*", "/x/?"];
 
     fn conditions() -> impl Strategy<Value = Conditions> {
         (
@@ -625,7 +739,7 @@ mod tests {
         fn find_and_explain_agree(
             rules in proptest::collection::vec(conditions(), 0..12),
             host in prop_oneof![Just("a.test"), Just("A.TEST"), Just("b.test"), Just("c.test"), Just("x.org"), Just("a.org")],
-            path in prop_oneof![Just("/x"), Just("/xy"), Just("/y"), Just("/")],
+            path in prop_oneof![Just("/x"), Just("/xy"), Just("/y"), Just("/"), Just("/x/z"), Just("/x/zz")],
             post in any::<bool>(),
             header in proptest::option::of(prop_oneof![Just("1"), Just("2")]),
             ten in any::<bool>(),

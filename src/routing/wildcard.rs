@@ -177,6 +177,26 @@ impl Wildcard {
         }
     }
 
+    /// The literal bytes every match starts with (folded to lower case when the pattern folds
+    /// case), and whether they are the whole pattern.
+    pub fn literal_prefix(&self) -> (&[u8], bool) {
+        match &self.shape {
+            Shape::Exact(p) => (p, true),
+            Shape::Prefix(p) => (p, false),
+            // The source is as written: a folding pattern's would need folding, so it has none.
+            Shape::Suffix(_) | Shape::Any => (&[], false),
+            Shape::Glob(_) if self.case_insensitive => (&[], false),
+            Shape::Glob(_) => {
+                let end = self
+                    .source
+                    .bytes()
+                    .position(|b| matches!(b, b'*' | b'?' | b'\\'))
+                    .unwrap_or(0);
+                (&self.source.as_bytes()[..end], false)
+            }
+        }
+    }
+
     pub fn matches(&self, input: &str) -> bool {
         self.matches_bytes(input.as_bytes())
     }
@@ -189,11 +209,29 @@ impl Wildcard {
                 a == b
             }
         };
+        // Literals are compared from their last byte first: paths and hosts of one listener
+        // mostly share their beginnings ("/", ".example.com" read backwards aside), so a
+        // mismatch usually shows at once, without a call to memcmp.
+        let last_differs = |p: &[u8], s: &[u8]| match (p.last(), s.last()) {
+            (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
         match &self.shape {
-            Shape::Exact(p) => eq(p, input),
+            Shape::Exact(p) => p.len() == input.len() && !last_differs(p, input) && eq(p, input),
             Shape::Any => true,
-            Shape::Prefix(p) => input.len() >= p.len() && eq(p, &input[..p.len()]),
-            Shape::Suffix(p) => input.len() >= p.len() && eq(p, &input[input.len() - p.len()..]),
+            Shape::Prefix(p) => {
+                input.len() >= p.len()
+                    && !last_differs(p, &input[..p.len()])
+                    && eq(p, &input[..p.len()])
+            }
+            Shape::Suffix(p) => {
+                input.len() >= p.len()
+                    && !p
+                        .first()
+                        .zip(input.get(input.len() - p.len()))
+                        .is_some_and(|(a, b)| !a.eq_ignore_ascii_case(b))
+                    && eq(p, &input[input.len() - p.len()..])
+            }
             Shape::Glob(p) => glob(p, input, self.case_insensitive),
         }
     }
