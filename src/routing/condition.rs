@@ -375,22 +375,36 @@ fn name_bit(name: &[u8]) -> u64 {
     1 << (h >> 58)
 }
 
-/// The bits of the request's query keys, URL-decoded (a key is decoded into a new string only
-/// when it has an escape).
+/// The bits of the request's query keys, URL-decoded and folded.
 fn query_key_bits(query: &str) -> u64 {
-    query
-        .split('&')
-        .filter(|seq| !seq.is_empty())
-        .fold(0, |m, seq| {
-            let raw = seq.split_once('=').map_or(seq, |(k, _)| k);
-            if raw.contains(['%', '+']) {
-                let key = form_urlencoded::parse(raw.as_bytes())
-                    .next()
-                    .map(|(k, _)| k)
-                    .unwrap_or_default();
-                m | name_bit(key.as_bytes())
-            } else {
-                m | name_bit(raw.as_bytes())
-            }
-        })
+    let mut bits = 0;
+    each_query_key(query, |k| bits |= name_bit(k));
+    bits
+}
+
+/// Calls `f` with each key of the query string, URL-decoded (into a new string only when it has
+/// an escape) and ASCII-lower-cased (in a buffer on the stack; a key longer than any pattern
+/// could be is left out, as no exact key can match it).
+pub(super) fn each_query_key(query: &str, mut f: impl FnMut(&[u8])) {
+    const MAX: usize = 4 * super::MAX_PATTERN_LEN;
+    let mut buf = [0u8; MAX];
+    for seq in query.split('&').filter(|seq| !seq.is_empty()) {
+        let raw = seq.split_once('=').map_or(seq, |(k, _)| k);
+        let decoded;
+        let key = if raw.contains(['%', '+']) {
+            decoded = form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .map(|(k, _)| k)
+                .unwrap_or_default();
+            decoded.as_bytes()
+        } else {
+            raw.as_bytes()
+        };
+        if key.len() <= MAX {
+            let folded = &mut buf[..key.len()];
+            folded.copy_from_slice(key);
+            folded.make_ascii_lowercase();
+            f(folded);
+        }
+    }
 }

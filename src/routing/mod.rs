@@ -10,7 +10,7 @@ mod wildcard;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, Method};
 
 pub use action::{Action, FixedResponse, Forward, GroupId, WeightedGroup};
 pub use condition::{ConditionKind, Conditions, HeaderCondition, QueryPattern};
@@ -79,6 +79,16 @@ pub struct Router {
     any_segment: Box<[u64]>,
     /// Per method bit (see `condition::method_bit`), the rules that accept it.
     by_method: Box<[Box<[u64]>]>,
+    /// Header name → the rules whose first header condition names it (every named header must
+    /// be present, so one of them is enough to find the rule by).
+    by_header: HashMap<HeaderName, Box<[u32]>>,
+    /// The rules without a header condition.
+    any_header: Box<[u64]>,
+    /// Lower-cased query key → the rules whose query condition has an entry with that exact key
+    /// (when all its entries have exact keys, one of them must be in the request).
+    by_query_key: HashMap<Box<[u8]>, Box<[u32]>>,
+    /// The rules the query key index cannot rule out.
+    any_query_key: Box<[u64]>,
     default_action: Action,
 }
 
@@ -116,9 +126,9 @@ fn pattern_segment(w: &Wildcard) -> Option<&[u8]> {
     }
 }
 
-/// Longer host names cannot be exact-host keys (a pattern is at most 128 characters), and DNS
-/// names are at most 255 bytes: the request's host is folded into a buffer of this size.
-const HOST_BUF: usize = 255;
+/// Longer host names cannot be exact-host keys (a pattern is at most 128 characters of at most
+/// 4 bytes): the request's host is folded into a buffer of this size.
+const HOST_BUF: usize = 4 * MAX_PATTERN_LEN;
 
 /// What [`Router::explain`] found: every rule tried before the answer, and the answer.
 #[derive(Debug, Clone)]
@@ -151,6 +161,10 @@ impl Router {
         let mut by_segment: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
         let mut any_segment = vec![0; words];
         let mut by_method = vec![vec![0u64; words]; condition::METHOD_BITS];
+        let mut by_header: HashMap<HeaderName, Vec<u32>> = HashMap::new();
+        let mut any_header = vec![0; words];
+        let mut by_query_key: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let mut any_query_key = vec![0; words];
         for (i, r) in rules.iter().enumerate() {
             let index = u32::try_from(i).expect("fewer than 2^32 rules");
             let c = &r.conditions;
@@ -179,6 +193,26 @@ impl Router {
                 }
                 _ => set(&mut any_segment, i),
             }
+            match c.headers.first() {
+                Some(h) => by_header.entry(h.name.clone()).or_default().push(index),
+                None => set(&mut any_header, i),
+            }
+            let keys: Option<Vec<&[u8]>> = c
+                .query
+                .iter()
+                .map(|q| q.key.as_ref().and_then(Wildcard::exact))
+                .collect();
+            match keys {
+                Some(keys) if !keys.is_empty() => {
+                    for k in keys {
+                        let list = by_query_key.entry(k.into()).or_default();
+                        if list.last() != Some(&index) {
+                            list.push(index);
+                        }
+                    }
+                }
+                _ => set(&mut any_query_key, i),
+            }
             for (bit, rules) in by_method.iter_mut().enumerate() {
                 if condition::accepts_method_bit(c, bit) {
                     set(rules, i);
@@ -199,6 +233,13 @@ impl Router {
             by_segment: boxed(by_segment),
             any_segment: any_segment.into(),
             by_method: by_method.into_iter().map(Vec::into_boxed_slice).collect(),
+            by_header: by_header
+                .into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect(),
+            any_header: any_header.into(),
+            by_query_key: boxed(by_query_key),
+            any_query_key: any_query_key.into(),
             default_action,
         }
     }
@@ -262,6 +303,32 @@ impl Router {
             }
             for (c, p) in candidates.iter_mut().zip(by_path.iter()) {
                 *c &= p;
+            }
+        }
+        if !self.by_header.is_empty() {
+            let mut by_header = [0u64; N];
+            let by_header = &mut by_header[..words];
+            by_header.copy_from_slice(&self.any_header);
+            for name in req.headers.keys() {
+                for &i in self.by_header.get(name).map_or(&[][..], |v| &v[..]) {
+                    by_header[i as usize / 64] |= 1 << (i % 64);
+                }
+            }
+            for (c, h) in candidates.iter_mut().zip(by_header.iter()) {
+                *c &= h;
+            }
+        }
+        if !self.by_query_key.is_empty() {
+            let mut by_key = [0u64; N];
+            let by_key = &mut by_key[..words];
+            by_key.copy_from_slice(&self.any_query_key);
+            condition::each_query_key(req.query, |key| {
+                for &i in self.by_query_key.get(key).map_or(&[][..], |v| &v[..]) {
+                    by_key[i as usize / 64] |= 1 << (i % 64);
+                }
+            });
+            for (c, k) in candidates.iter_mut().zip(by_key.iter()) {
+                *c &= k;
             }
         }
         let mut facts = Facts::new(req);
