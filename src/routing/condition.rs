@@ -1,7 +1,6 @@
 //! A rule's conditions (ALB's rule language): host, path, method, HTTP headers, query string and
 //! source IP. Within one condition any value may match (OR); every condition of a rule must (AND).
 
-use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
@@ -239,7 +238,7 @@ fn query_matches(patterns: &[QueryPattern], query: &str) -> bool {
 
 /// A bare item (`?debug`) is key `debug` with an empty value to a keyed pattern, and the value
 /// `debug` to the key-less entry, which is how ALB reads `?debug` against a key-less value.
-fn pair_matches(p: &QueryPattern, key: &Cow<'_, str>, value: &Cow<'_, str>, bare: bool) -> bool {
+fn pair_matches(p: &QueryPattern, key: &str, value: &str, bare: bool) -> bool {
     match &p.key {
         Some(k) => k.matches(key) && p.value.matches(value),
         None => p.value.matches(value) || (bare && p.value.matches(key)),

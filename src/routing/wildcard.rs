@@ -226,10 +226,9 @@ impl Wildcard {
             }
             Shape::Suffix(p) => {
                 input.len() >= p.len()
-                    && !p
-                        .first()
+                    && p.first()
                         .zip(input.get(input.len() - p.len()))
-                        .is_some_and(|(a, b)| !a.eq_ignore_ascii_case(b))
+                        .is_none_or(|(a, b)| a.eq_ignore_ascii_case(b))
                     && eq(p, &input[input.len() - p.len()..])
             }
             Shape::Glob(p) => glob(p, input, self.case_insensitive),
