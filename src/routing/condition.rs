@@ -250,8 +250,6 @@ fn pair_matches(p: &QueryPattern, key: &str, value: &str, bare: bool) -> bool {
 /// string comparisons a rule's conditions need are what a request would otherwise pay for each.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Prefilter {
-    /// Bits of the methods the rule accepts (all set: no method condition).
-    methods: u16,
     /// Bits of every header name the rule names (each must be present).
     headers: u64,
     /// Bits of the query keys of which one must be present; 0: no such need (no query condition,
@@ -261,11 +259,6 @@ pub(super) struct Prefilter {
 
 impl Prefilter {
     pub(super) fn of(c: &Conditions) -> Prefilter {
-        let methods = if c.method.is_empty() {
-            u16::MAX
-        } else {
-            c.method.iter().fold(0, |m, x| m | method_bit(x))
-        };
         let headers = c
             .headers
             .iter()
@@ -277,7 +270,6 @@ impl Prefilter {
             .collect();
         let query_keys = exact_keys.map_or(0, |keys| keys.iter().fold(0, |m, k| m | name_bit(k)));
         Prefilter {
-            methods,
             headers,
             query_keys,
         }
@@ -311,9 +303,6 @@ impl<'a, 'r> Facts<'a, 'r> {
     /// `false`: the rule cannot match. `true`: its conditions decide.
     #[inline]
     pub(super) fn may_match(&mut self, p: &Prefilter) -> bool {
-        if p.methods & self.method == 0 {
-            return false;
-        }
         if p.headers != 0 {
             let req = self.req;
             let have = *self.headers.get_or_insert_with(|| {
