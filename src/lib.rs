@@ -43,7 +43,9 @@
 //! - [`health`] checks every target and writes its state into atomics the data plane reads;
 //! - [`upgrade`] hands the sockets to a new binary.
 //!
-//! [`app`] is the composition root that builds both planes and starts them. [`mod@bench`] is the
+//! [`app`] is the composition root that builds both planes and starts them; beside it,
+//! [`explain`] is `seawall route`, which loads a file and asks a listener's router why a request
+//! would match what it matches. [`mod@bench`] is the
 //! `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
 
 #![forbid(unsafe_code)]
@@ -59,6 +61,7 @@ pub mod config;
 mod control;
 pub mod discovery;
 mod error;
+pub mod explain;
 mod health;
 mod http_tokens;
 mod listener;

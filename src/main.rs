@@ -48,6 +48,11 @@ enum Command {
     /// Load an HTTP or HTTPS endpoint (seawall or any other) and report requests/s, handshakes/s,
     /// latency percentiles and errors by kind.
     Bench(Box<seawall::bench::BenchArgs>),
+    /// Show which rule a request would match in a configuration file, why each rule before it
+    /// did not, and what the action does; binds nothing. Exits 0, 64 for a configuration error
+    /// (as `check`), 2 for a bad URL, header or method, or when no listener serves the URL's
+    /// scheme and port.
+    Route(Box<seawall::explain::RouteArgs>),
 }
 
 // jemalloc rather than glibc's malloc: an idle connection's freed buffers (see
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Certs { out, stem, names } => certs(&out, stem, &names),
         Command::Bench(args) => bench(&args),
+        Command::Route(args) => route(&args),
     }
 }
 
@@ -99,6 +105,28 @@ fn bench(args: &seawall::bench::BenchArgs) -> ExitCode {
         Err(e) => {
             eprintln!("seawall bench: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn route(args: &seawall::explain::RouteArgs) -> ExitCode {
+    match seawall::explain::route(args) {
+        Ok(report) if args.json => {
+            println!("{}", report.json());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        // Configuration errors print as `seawall check` prints them.
+        Err(e @ seawall::explain::RouteError::Config(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+        Err(e) => {
+            eprintln!("seawall route: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

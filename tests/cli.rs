@@ -434,6 +434,196 @@ fn certs_names_files_after_the_first_name_or_the_stem() {
 // ---------------------------------------------------------------------------------------------
 // Help
 
+// ---------------------------------------------------------------------------------------------
+// `seawall route`
+
+/// A file whose http listener on port 8080 has rules of several condition kinds and actions of
+/// every kind, and an https listener on 443.
+const ROUTES: &str = r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+protocol = "http"
+default_action = { fixed_response = { status = 404, content_type = "text/plain", body = "none" } }
+
+  [[listeners.rules]]
+  priority = 10
+  match = { host = ["api.test", "*.api.test"] }
+  action = { forward = "api" }
+
+  [[listeners.rules]]
+  priority = 20
+  match = { method = ["POST"], header = { x-canary = ["1", "true"] } }
+  action = { redirect = { host = "canary.test", status = 302 } }
+
+  [[listeners.rules]]
+  priority = 30
+  match = { query = { version = ["v2*"] }, source_ip = ["10.0.0.0/8"] }
+  action = { forward = "api" }
+
+[[listeners]]
+name = "secure"
+bind = "127.0.0.1:443"
+protocol = "https"
+certificates = ["self"]
+default_action = { fixed_response = { status = 200, body = "secure" } }
+
+[[certificates]]
+name = "self"
+self_signed = ["localhost"]
+
+[[target_groups]]
+name = "api"
+targets = ["127.0.0.1:9001", "127.0.0.1:9002"]
+"#;
+
+fn route(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "routes.toml", ROUTES);
+    let mut all = vec!["route", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    seawall(&all)
+}
+
+#[test]
+fn route_explains_each_rule_before_the_match_in_text() {
+    let out = route(&[
+        "http://www.test:8080/x?VERSION=v2.1",
+        "-X",
+        "POST",
+        "-H",
+        "X-Canary: 0",
+        "--source-ip",
+        "10.1.2.3",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "listener web (http on 127.0.0.1:8080)",
+        r#"rule 10: no match: host "www.test" matched none of ["api.test", "*.api.test"]"#,
+        r#"rule 20: no match: header x-canary ["0"] matched none of ["1", "true"]"#,
+        "rule 30: matched",
+        "action   forward",
+        "  group api (weight 1)",
+        "    target 127.0.0.1:9001",
+        "    target 127.0.0.1:9002",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+
+    // The same rules, nothing matching: every rule is listed, then the default action.
+    let out = route(&["http://www.test:8080/"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("rule 20: no match: method GET is none of [POST]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule 30: no match: source IP 127.0.0.1 is in none of [10.0.0.0/8]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no rule matched: the default action"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"action   fixed response 404 (text/plain): "none""#),
+        "{text}"
+    );
+
+    // The scheme picks the listener, its default port too.
+    let out = route(&["https://localhost/"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("listener secure (https on 127.0.0.1:443)"));
+}
+
+#[test]
+fn route_prints_one_json_object() {
+    let out = route(&[
+        "http://www.test:8080/a?b=1",
+        "-X",
+        "POST",
+        "-H",
+        "x-canary: TRUE",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["listener"]["name"], "web");
+    assert_eq!(v["request"]["method"], "POST");
+    assert_eq!(v["request"]["headers"][0]["name"], "x-canary");
+    assert_eq!(v["misses"].as_array().unwrap().len(), 1);
+    assert_eq!(v["misses"][0]["priority"], 10);
+    assert_eq!(v["misses"][0]["condition"], "host");
+    assert_eq!(v["matched_rule"], 20);
+    assert_eq!(v["action"]["type"], "redirect");
+    assert_eq!(v["action"]["status"], 302);
+    assert_eq!(v["action"]["location"], "http://canary.test:8080/a?b=1");
+
+    let out = route(&["http://api.test:8080/", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["matched_rule"], 10);
+    assert_eq!(v["action"]["type"], "forward");
+    assert_eq!(v["action"]["groups"][0]["name"], "api");
+    assert_eq!(v["action"]["groups"][0]["weight"], 1);
+    assert_eq!(
+        v["action"]["groups"][0]["targets"],
+        serde_json::json!(["127.0.0.1:9001", "127.0.0.1:9002"])
+    );
+    assert_eq!(v["action"]["stickiness"], serde_json::Value::Null);
+
+    let out = route(&["http://www.test:8080/", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["matched_rule"], serde_json::Value::Null);
+    assert_eq!(v["action"]["type"], "fixed_response");
+    assert_eq!(v["action"]["status"], 404);
+    assert_eq!(v["action"]["body"], "none");
+}
+
+#[test]
+fn route_exit_codes() {
+    // A configuration error: 64 and the message `seawall check` prints.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = ROUTES.replace(
+        r#"source_ip = ["10.0.0.0/8"]"#,
+        r#"source_ip = ["10.0.0.1/8"]"#,
+    );
+    let path = write_file(dir.path(), "bad.toml", &bad);
+    let out = seawall(&["route", path.to_str().unwrap(), "http://a.test:8080/"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let prefix = format!(
+        "{}:20: listeners[0].rules[2].match.source_ip[0]: ",
+        path.display()
+    );
+    assert!(stderr(&out).starts_with(&prefix), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+
+    // No listener for the URL's scheme and port, a bad URL, a bad header: usage errors.
+    for (args, says) in [
+        (
+            vec!["http://a.test:9999/"],
+            "no http listener binds port 9999",
+        ),
+        (vec!["ftp://a.test/"], "is not an http:// or https:// URL"),
+        (
+            vec!["http://a.test:8080/", "-H", "no colon"],
+            "write a header as",
+        ),
+        (
+            vec!["http://a.test:8080/", "-X", "GE T"],
+            "is not an HTTP method",
+        ),
+    ] {
+        let out = route(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn help_for_every_command() {
     for (args, mentions) in [
@@ -441,6 +631,10 @@ fn help_for_every_command() {
         (vec!["run", "--help"], vec!["--config"]),
         (vec!["check", "--help"], vec!["<FILE>"]),
         (vec!["certs", "--help"], vec!["--out", "--stem", "<NAMES>"]),
+        (
+            vec!["route", "--help"],
+            vec!["<FILE>", "<URL>", "-X", "-H", "--source-ip", "--json"],
+        ),
     ] {
         let out = seawall(&args);
         let text = stdout(&out);

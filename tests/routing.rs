@@ -1,4 +1,5 @@
-//! Routing and forwarding: host/path rules and their priority, fixed responses, redirects,
+//! Routing and forwarding: host/path/header/method/query/source-IP rules and their priority,
+//! fixed responses, redirects,
 //! round-robin, the headers a target sees, HTTP/2 by `:authority`, and request metrics.
 
 mod common;
@@ -138,6 +139,180 @@ default_action = {{ fixed_response = {{ status = 200, body = "default" }} }}
     // priority 100 needs the host too, so 200 is the first match here
     assert_eq!(who(addr, "x.other", "/shared/1").await, "b");
     assert_eq!(who(addr, "x.test", "/else").await, "catch-all");
+}
+
+/// Sends `method target` with `headers` (a header named twice is sent twice) over a fresh
+/// HTTP/1.1 connection to `addr` and returns the fixed body that answered.
+async fn answer(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "x.test");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let got = send(addr, req.body(empty()).unwrap()).await;
+    assert_eq!(
+        got.status,
+        200,
+        "{method} {target} {headers:?}: {}",
+        got.text()
+    );
+    got.text()
+}
+
+/// One condition kind per rule, fixed bodies that name the rule. Within a condition any value
+/// may match (OR); every condition of a rule must (AND).
+#[tokio::test]
+async fn header_method_and_query_conditions_route_requests() {
+    let sw = Seawall::start(&format!(
+        r#"{RUNTIME}
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ fixed_response = {{ status = 200, body = "default" }} }}
+
+  [[listeners.rules]]
+  priority = 10
+  match = {{ header = {{ X-Canary = ["1", "true"], x-env = ["prod*"] }} }}
+  action = {{ fixed_response = {{ status = 200, body = "canary" }} }}
+
+  [[listeners.rules]]
+  priority = 20
+  match = {{ method = ["POST", "PUT"], path = ["/write/*"] }}
+  action = {{ fixed_response = {{ status = 200, body = "write" }} }}
+
+  [[listeners.rules]]
+  priority = 30
+  match = {{ query = {{ version = ["v2*"], "" = ["debug"] }} }}
+  action = {{ fixed_response = {{ status = 200, body = "query" }} }}
+
+  [[listeners.rules]]
+  priority = 40
+  match = {{ query = {{ q = ['a\*b c'] }} }}
+  action = {{ fixed_response = {{ status = 200, body = "literal" }} }}
+
+  [[listeners.rules]]
+  priority = 50
+  match = {{ method = ["DELETE"] }}
+  action = {{ fixed_response = {{ status = 200, body = "delete" }} }}
+"#
+    ));
+    let addr = sw.addr("web");
+    for (method, target, headers, want) in [
+        // header: every name must match; names and values fold case; `*` in values
+        (
+            "GET",
+            "/",
+            &[("x-canary", "TRUE"), ("X-Env", "Production")][..],
+            "canary",
+        ),
+        (
+            "GET",
+            "/",
+            &[("x-canary", "1"), ("x-env", "prod")][..],
+            "canary",
+        ),
+        ("GET", "/", &[("x-canary", "1")][..], "default"),
+        (
+            "GET",
+            "/",
+            &[("x-canary", "2"), ("x-env", "prod")][..],
+            "default",
+        ),
+        (
+            "GET",
+            "/",
+            &[("x-canary", "1"), ("x-env", "staging")][..],
+            "default",
+        ),
+        // a header sent twice matches when any of its lines does
+        (
+            "GET",
+            "/",
+            &[("x-canary", "0"), ("x-canary", "true"), ("x-env", "prod")][..],
+            "canary",
+        ),
+        // method AND path; methods are exact
+        ("POST", "/write/a", &[][..], "write"),
+        ("PUT", "/write/a", &[][..], "write"),
+        ("GET", "/write/a", &[][..], "default"),
+        ("POST", "/read/a", &[][..], "default"),
+        ("DELETE", "/", &[][..], "delete"),
+        // query: keys and values fold case, after URL-decoding; any pair of the condition
+        ("GET", "/?version=v2", &[][..], "query"),
+        ("GET", "/?a=1&VERSION=V2.1", &[][..], "query"),
+        ("GET", "/?ver%73ion=v%32beta", &[][..], "query"),
+        ("GET", "/?version=v1", &[][..], "default"),
+        // the key-less entry: the value under any key, or a bare item
+        ("GET", "/?mode=DEBUG", &[][..], "query"),
+        ("GET", "/?x=1&debug", &[][..], "query"),
+        ("GET", "/?debug=1", &[][..], "default"),
+        // `\*` is a literal star; `+` and `%20` are spaces
+        ("GET", "/?q=a*b+c", &[][..], "literal"),
+        ("GET", "/?q=A%2Ab%20C", &[][..], "literal"),
+        ("GET", "/?q=axb+c", &[][..], "default"),
+        ("GET", "/?q=a*b", &[][..], "default"),
+        // the query string is not the path, nor the path the query
+        ("GET", "/version=v2", &[][..], "default"),
+        // a request that matches two rules takes the lower priority
+        ("DELETE", "/?version=v2", &[][..], "query"),
+    ] {
+        assert_eq!(
+            answer(addr, method, target, headers).await,
+            want,
+            "{method} {target} {headers:?}"
+        );
+    }
+}
+
+/// `source_ip` matches the TCP peer's address, not `X-Forwarded-For`; over IPv4 and IPv6.
+#[tokio::test]
+async fn source_ip_matches_the_peer_address_over_ipv4_and_ipv6() {
+    let v6 = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(e) => {
+            println!("note: ::1 cannot be bound here ({e}); the IPv6 half of this test is skipped");
+            false
+        }
+    };
+    let rules = r#"default_action = { fixed_response = { status = 200, body = "default" } }
+
+  [[listeners.rules]]
+  priority = 10
+  match = { source_ip = ["10.0.0.0/8"] }
+  action = { fixed_response = { status = 200, body = "ten" } }
+
+  [[listeners.rules]]
+  priority = 20
+  match = { source_ip = ["192.0.2.0/24", "127.0.0.0/8"] }
+  action = { fixed_response = { status = 200, body = "loopback4" } }
+
+  [[listeners.rules]]
+  priority = 30
+  match = { source_ip = ["fd00::/8", "::1/128"] }
+  action = { fixed_response = { status = 200, body = "loopback6" } }
+"#;
+    let mut config = format!(
+        "{RUNTIME}\n[[listeners]]\nname = \"v4\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n{rules}"
+    );
+    if v6 {
+        config.push_str(&format!(
+            "\n[[listeners]]\nname = \"v6\"\nbind = \"[::1]:0\"\nprotocol = \"http\"\n{rules}"
+        ));
+    }
+    let sw = Seawall::start(&config);
+    let forwarded = [("x-forwarded-for", "10.1.2.3")];
+    let v4 = sw.addr("v4");
+    assert_eq!(answer(v4, "GET", "/", &[]).await, "loopback4");
+    assert_eq!(answer(v4, "GET", "/", &forwarded).await, "loopback4");
+    if v6 {
+        let v6 = sw.addr("v6");
+        assert!(v6.is_ipv6(), "{v6}");
+        assert_eq!(answer(v6, "GET", "/", &[]).await, "loopback6");
+        assert_eq!(answer(v6, "GET", "/", &forwarded).await, "loopback6");
+    }
 }
 
 #[tokio::test]

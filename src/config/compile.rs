@@ -163,8 +163,7 @@ fn router(l: &ListenerConfig) -> Router {
         .iter()
         .map(|r| Rule {
             priority: r.priority,
-            host: r.host.clone().into(),
-            path: r.path.clone().into(),
+            conditions: r.conditions.clone(),
             action: action(&r.action),
         })
         .collect();

@@ -8,7 +8,7 @@
 pub mod compile;
 pub mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -342,6 +342,7 @@ pub struct RawRuntime {
     pub binary: Option<String>,
     /// `"env:NAME"` or the secret itself: the key stickiness cookies are sealed under.
     pub cookie_key: Option<String>,
+    pub max_rules_per_listener: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,11 +378,19 @@ pub struct RawRule {
     pub action: RawAction,
 }
 
+/// A rule's conditions (CONFIG.md "Matching rules"). The tables are ordered by key so that errors
+/// and `seawall route` list them the same way every time.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub host: Option<Vec<String>>,
     pub path: Option<Vec<String>>,
+    /// Header name → values; each name is one condition.
+    pub header: Option<BTreeMap<String, Vec<String>>>,
+    pub method: Option<Vec<String>>,
+    /// Key → values; `""` is ALB's key-less entry. All pairs make one condition.
+    pub query: Option<BTreeMap<String, Vec<String>>>,
+    pub source_ip: Option<Vec<String>>,
 }
 
 /// Exactly one of the fields must be set; [`validate`] checks that.

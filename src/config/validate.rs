@@ -12,12 +12,15 @@ use http::StatusCode;
 
 use super::{
     ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawDiscovery, RawEcs, RawForward,
-    RawHealthCheck, RawListener, RawRedirect, RawStickiness, RawTargetGroup, Source, ENV_PREFIX,
+    RawHealthCheck, RawListener, RawMatch, RawRedirect, RawStickiness, RawTargetGroup, Source,
+    ENV_PREFIX,
 };
 use crate::balancer::Algorithm;
 use crate::discovery::ecs;
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
-use crate::routing::{RedirectError, RedirectTemplate, Wildcard};
+use crate::routing::{
+    Conditions, HeaderCondition, IpNet, QueryPattern, RedirectError, RedirectTemplate, Wildcard,
+};
 use crate::stickiness::{self, TargetStickiness};
 use crate::targets::{HealthCheck, Matcher};
 use crate::tls;
@@ -60,6 +63,11 @@ impl std::fmt::Debug for Secret {
 /// The most `runtime.max_connections` can be.
 pub const MAX_CONNECTIONS: usize = 100_000_000;
 
+/// ALB's default quota of rules per listener.
+pub const DEFAULT_MAX_RULES: usize = 100;
+/// The most `runtime.max_rules_per_listener` can be: one rule per priority.
+pub const MAX_RULES: usize = 50_000;
+
 /// `[runtime]`, with the defaults of CONFIG.md.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -80,6 +88,8 @@ pub struct RuntimeConfig {
     pub binary: PathBuf,
     /// The secret stickiness cookies are sealed under; `None`: the process's own random key.
     pub cookie_key: Option<Secret>,
+    /// ALB's quota of rules per listener (100), which a file may raise.
+    pub max_rules_per_listener: usize,
 }
 
 impl RuntimeConfig {
@@ -103,6 +113,7 @@ impl RuntimeConfig {
             max_connections: 100_000,
             binary,
             cookie_key: None,
+            max_rules_per_listener: DEFAULT_MAX_RULES,
         }
     }
 }
@@ -139,8 +150,7 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone)]
 pub struct RuleConfig {
     pub priority: u32,
-    pub host: Vec<Wildcard>,
-    pub path: Vec<Wildcard>,
+    pub conditions: Conditions,
     pub action: ActionConfig,
 }
 
@@ -267,7 +277,7 @@ pub fn validate(src: &Source, raw: RawConfig, env: &Environment) -> Result<Confi
                 format!("duplicate listener name {:?}", l.name),
             ));
         }
-        let lst = listener(src, &path, l, &cert_index, &tg_index, &mut errs);
+        let lst = listener(src, &path, l, &cert_index, &tg_index, &runtime, &mut errs);
         if let Some(lst) = lst {
             if lst.bind.port() != 0 {
                 if let Some(other) = binds.insert(lst.bind, i) {
@@ -395,6 +405,7 @@ fn runtime(
             .cookie_key
             .as_deref()
             .and_then(|k| cookie_key(src, k, env, errs)),
+        max_rules_per_listener: r.max_rules_per_listener.unwrap_or(d.max_rules_per_listener),
     };
     for (key, value) in [
         ("idle_timeout", rt.idle_timeout),
@@ -423,6 +434,14 @@ fn runtime(
             format!("must be between 1 and {MAX_CONNECTIONS}"),
         ));
         rt.max_connections = d.max_connections;
+    }
+    // ALB's priorities go up to 50 000, so more rules than that could not all be told apart.
+    if !(1..=MAX_RULES).contains(&rt.max_rules_per_listener) {
+        errs.push(src.error(
+            "runtime.max_rules_per_listener",
+            format!("must be between 1 and {MAX_RULES}"),
+        ));
+        rt.max_rules_per_listener = d.max_rules_per_listener;
     }
     rt
 }
@@ -921,6 +940,7 @@ fn listener(
     l: &RawListener,
     certs: &HashMap<String, usize>,
     tgs: &HashMap<String, usize>,
+    rt: &RuntimeConfig,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ListenerConfig> {
     let bind = parse_addr(src, &format!("{path}.bind"), &l.bind, errs);
@@ -1016,37 +1036,27 @@ fn listener(
         } else {
             Some(r.priority as u32)
         };
-        let host = patterns(
-            src,
-            &format!("{rpath}.match.host"),
-            r.conditions.host.as_deref(),
-            Wildcard::case_insensitive,
-            errs,
-        );
-        let paths = patterns(
-            src,
-            &format!("{rpath}.match.path"),
-            r.conditions.path.as_deref(),
-            Wildcard::case_sensitive,
-            errs,
-        );
-        if r.conditions.host.is_none() && r.conditions.path.is_none() {
-            errs.push(src.error(
-                format!("{rpath}.match"),
-                "a rule needs at least one condition (host or path); use default_action to match everything",
-            ));
-        }
+        let conditions = conditions(src, &format!("{rpath}.match"), &r.conditions, errs);
         let act = action(src, &format!("{rpath}.action"), &r.action, here, tgs, errs);
         if let (Some(priority), Some(action)) = (priority, act) {
             rules.push(RuleConfig {
                 priority,
-                host,
-                path: paths,
+                conditions,
                 action,
             });
         }
     }
     rules.sort_by_key(|r| r.priority);
+    if l.rules.len() > rt.max_rules_per_listener {
+        errs.push(src.error(
+            format!("{path}.rules"),
+            format!(
+                "{} rules; a listener has at most {} (ALB's quota; raise it with runtime.max_rules_per_listener)",
+                l.rules.len(),
+                rt.max_rules_per_listener
+            ),
+        ));
+    }
 
     Some(ListenerConfig {
         name: l.name.clone(),
@@ -1060,6 +1070,213 @@ fn listener(
     })
 }
 
+/// ALB's quotas on a rule's conditions.
+const MAX_VALUES_PER_CONDITION: usize = 3;
+const MAX_VALUES_PER_RULE: usize = 5;
+const MAX_WILDCARDS_PER_RULE: usize = 5;
+/// ALB's limit on a method name and on a header name.
+const MAX_TOKEN_LEN: usize = 40;
+
+/// `match = { ... }`: every condition compiled, and ALB's quotas checked. Each header name is a
+/// condition of its own (ALB's `http-header` has one name); the query table's key/value pairs
+/// are the values of one condition. Wildcards are counted per value, a query key once per pair.
+fn conditions(src: &Source, path: &str, m: &RawMatch, errs: &mut Vec<ConfigError>) -> Conditions {
+    let mut values = 0;
+    let mut count = |key: &str, n: usize, errs: &mut Vec<ConfigError>| {
+        if n > MAX_VALUES_PER_CONDITION {
+            errs.push(src.error(
+                key,
+                format!(
+                    "{n} values; a condition has at most {MAX_VALUES_PER_CONDITION} (ALB's quota)"
+                ),
+            ));
+        }
+        values += n;
+    };
+
+    let key = format!("{path}.host");
+    let host = patterns(
+        src,
+        &key,
+        m.host.as_deref(),
+        Wildcard::case_insensitive,
+        errs,
+    );
+    count(&key, m.host.as_ref().map_or(0, Vec::len), errs);
+    let key = format!("{path}.path");
+    let paths = patterns(src, &key, m.path.as_deref(), Wildcard::case_sensitive, errs);
+    count(&key, m.path.as_ref().map_or(0, Vec::len), errs);
+
+    let mut method = Vec::new();
+    if let Some(list) = &m.method {
+        let key = format!("{path}.method");
+        if list.is_empty() {
+            errs.push(src.error(&key, "give at least one value"));
+        }
+        count(&key, list.len(), errs);
+        for (k, v) in list.iter().enumerate() {
+            let ok = !v.is_empty()
+                && v.len() <= MAX_TOKEN_LEN
+                && v.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-');
+            match http::Method::from_bytes(v.as_bytes()) {
+                Ok(m) if ok => method.push(m),
+                _ => errs.push(src.error(
+                    format!("{key}[{k}]"),
+                    format!("{v:?}: a method is A-Z, \"_\" and \"-\", at most {MAX_TOKEN_LEN} characters, as ALB allows (methods match exactly: write GET, not get)"),
+                )),
+            }
+        }
+    }
+
+    let mut headers = Vec::new();
+    if let Some(table) = &m.header {
+        if table.is_empty() {
+            errs.push(src.error(format!("{path}.header"), "give at least one header"));
+        }
+        for (name, list) in table {
+            let key = format!("{path}.header.{name}");
+            let valid = name.len() <= MAX_TOKEN_LEN && !name.contains(['*', '?']);
+            let header_name = http::HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .filter(|_| valid);
+            if header_name.is_none() {
+                errs.push(src.error(
+                    &key,
+                    format!("{name:?} is not a header name (letters, digits and !#$%&'+-.^_`|~, at most {MAX_TOKEN_LEN} characters, no wildcards)"),
+                ));
+            }
+            let values = patterns(src, &key, Some(list), Wildcard::header_value, errs);
+            count(&key, list.len(), errs);
+            if let Some(name) = header_name {
+                headers.push(HeaderCondition {
+                    name,
+                    values: values.into(),
+                });
+            }
+        }
+    }
+
+    let mut query = Vec::new();
+    if let Some(table) = &m.query {
+        let key = format!("{path}.query");
+        let pairs: usize = table.values().map(Vec::len).sum();
+        if pairs == 0 {
+            errs.push(src.error(&key, "give at least one value"));
+        }
+        count(&key, pairs, errs);
+        for (k, list) in table {
+            // The empty key is ALB's key-less entry, written `""` in TOML.
+            let kpath = if k.is_empty() {
+                format!("{key}.\"\"")
+            } else {
+                format!("{key}.{k}")
+            };
+            let qkey = if k.is_empty() {
+                None
+            } else {
+                match Wildcard::query(k) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        errs.push(src.error(&kpath, format!("key {k:?}: {e}")));
+                        continue;
+                    }
+                }
+            };
+            for value in patterns(src, &kpath, Some(list), Wildcard::query, errs) {
+                query.push(QueryPattern {
+                    key: qkey.clone(),
+                    value,
+                });
+            }
+        }
+    }
+
+    let mut source_ip = Vec::new();
+    if let Some(list) = &m.source_ip {
+        let key = format!("{path}.source_ip");
+        if list.is_empty() {
+            errs.push(src.error(&key, "give at least one value"));
+        }
+        count(&key, list.len(), errs);
+        for (k, v) in list.iter().enumerate() {
+            match v.parse::<IpNet>() {
+                Ok(net) if net.trunc() == net => source_ip.push(net),
+                Ok(net) => errs.push(src.error(
+                    format!("{key}[{k}]"),
+                    format!(
+                        "{v:?} has host bits set; the network is {} (or write /{} for the one address)",
+                        net.trunc(),
+                        net.max_prefix_len()
+                    ),
+                )),
+                Err(_) => errs.push(src.error(
+                    format!("{key}[{k}]"),
+                    format!("{v:?} is not a CIDR block like \"10.0.0.0/8\" or \"fd00::/8\""),
+                )),
+            }
+        }
+    }
+
+    let conditions = Conditions {
+        host: host.into(),
+        path: paths.into(),
+        method: method.into(),
+        headers: headers.into(),
+        query: query.into(),
+        source_ip: source_ip.into(),
+    };
+    let any_given = m.host.is_some()
+        || m.path.is_some()
+        || m.header.is_some()
+        || m.method.is_some()
+        || m.query.is_some()
+        || m.source_ip.is_some();
+    if !any_given {
+        errs.push(src.error(
+            path,
+            "a rule needs at least one condition (host, path, header, method, query or source_ip); use default_action to match everything",
+        ));
+    }
+    if values > MAX_VALUES_PER_RULE {
+        errs.push(src.error(
+            path,
+            format!(
+                "{values} condition values; a rule has at most {MAX_VALUES_PER_RULE} (ALB's quota)"
+            ),
+        ));
+    }
+    let wildcards = conditions
+        .host
+        .iter()
+        .map(Wildcard::wildcards)
+        .sum::<usize>()
+        + conditions
+            .path
+            .iter()
+            .map(Wildcard::wildcards)
+            .sum::<usize>()
+        + conditions
+            .headers
+            .iter()
+            .flat_map(|h| h.values.iter())
+            .map(Wildcard::wildcards)
+            .sum::<usize>()
+        + conditions
+            .query
+            .iter()
+            .map(|q| q.value.wildcards() + q.key.as_ref().map_or(0, Wildcard::wildcards))
+            .sum::<usize>();
+    if wildcards > MAX_WILDCARDS_PER_RULE {
+        errs.push(src.error(
+            path,
+            format!("{wildcards} wildcards (* and ?); a rule has at most {MAX_WILDCARDS_PER_RULE} (ALB's quota)"),
+        ));
+    }
+    conditions
+}
+
+/// A condition's list of wildcard patterns; each bad one is reported by its index.
 fn patterns<E: std::fmt::Display>(
     src: &Source,
     path: &str,

@@ -551,7 +551,7 @@ fn a_rule_needs_a_condition() {
         &rule("1", "{}", "{ fixed_response = { status = 200 } }"),
         8,
         "listeners[0].rules[0].match",
-        "a rule needs at least one condition (host or path); use default_action to match everything",
+        "a rule needs at least one condition (host, path, header, method, query or source_ip); use default_action to match everything",
     );
 }
 
@@ -593,6 +593,251 @@ fn bad_wildcards_are_named_by_index() {
         8,
         "listeners[0].rules[0].match.path[0]",
         "pattern is longer than 128 characters",
+    );
+}
+
+#[test]
+fn every_condition_kind_is_compiled() {
+    let cfg = valid(&rule(
+        "1",
+        r#"{ host = ["a.test"], method = ["GET"], header = { "X-Canary" = ["1"] }, query = { v = ["2"] } }"#,
+        "{ fixed_response = { status = 200 } }",
+    ));
+    let c = &cfg.listeners[0].rules[0].conditions;
+    assert_eq!(c.host.len(), 1);
+    assert_eq!(&*c.method, [http::Method::GET]);
+    // Header names are case-insensitive: kept in HTTP's lower case.
+    assert_eq!(c.headers[0].name.as_str(), "x-canary");
+    assert_eq!(c.query.len(), 1);
+    let cfg = valid(&rule(
+        "1",
+        r#"{ source_ip = ["10.0.0.0/8", "fd00::/8", "192.0.2.7/32"], query = { "" = ["debug"] } }"#,
+        "{ fixed_response = { status = 200 } }",
+    ));
+    let c = &cfg.listeners[0].rules[0].conditions;
+    assert_eq!(c.source_ip.len(), 3);
+    assert!(
+        c.query[0].key.is_none(),
+        "the empty key is the key-less entry"
+    );
+}
+
+#[test]
+fn a_rule_has_at_most_5_wildcards() {
+    let action = "{ fixed_response = { status = 200 } }";
+    fails(
+        &rule(
+            "1",
+            r#"{ host = ["*.a.test", "?.b.test"], path = ["/*/x/*"], query = { "k*" = ["v?"] } }"#,
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match",
+        "6 wildcards (* and ?); a rule has at most 5 (ALB's quota)",
+    );
+    // Escaped ones are literal characters, not wildcards.
+    valid(&rule(
+        "1",
+        r#"{ host = ["*.a.test", "?.b.test"], path = ["/*/x/*"], query = { 'k\*' = ['v\?'] } }"#,
+        action,
+    ));
+}
+
+#[test]
+fn a_condition_has_at_most_3_values_and_a_rule_5() {
+    let action = "{ fixed_response = { status = 200 } }";
+    fails(
+        &rule("1", r#"{ path = ["/a", "/b", "/c", "/d"] }"#, action),
+        8,
+        "listeners[0].rules[0].match.path",
+        "4 values; a condition has at most 3 (ALB's quota)",
+    );
+    fails(
+        &rule(
+            "1",
+            r#"{ header = { x-a = ["1"], x-b = ["1", "2", "3", "4"] } }"#,
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match.header.x-b",
+        "4 values; a condition has at most 3",
+    );
+    // The query table's pairs are the values of one condition.
+    fails(
+        &rule(
+            "1",
+            r#"{ query = { a = ["1", "2"], b = ["1"], "" = ["x"] } }"#,
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match.query",
+        "4 values; a condition has at most 3",
+    );
+    fails(
+        &rule(
+            "1",
+            r#"{ host = ["a.test", "b.test"], path = ["/a", "/b"], method = ["GET", "HEAD"] }"#,
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match",
+        "6 condition values; a rule has at most 5 (ALB's quota)",
+    );
+    valid(&rule(
+        "1",
+        r#"{ host = ["a.test", "b.test"], path = ["/a", "/b"], method = ["GET"] }"#,
+        action,
+    ));
+}
+
+#[test]
+fn a_source_ip_is_a_cidr_block_without_host_bits() {
+    let action = "{ fixed_response = { status = 200 } }";
+    fails(
+        &rule("1", r#"{ source_ip = ["10.0.0.1"] }"#, action),
+        8,
+        "listeners[0].rules[0].match.source_ip[0]",
+        r#""10.0.0.1" is not a CIDR block like "10.0.0.0/8" or "fd00::/8""#,
+    );
+    fails(
+        &rule("1", r#"{ source_ip = ["10.0.0.0/33"] }"#, action),
+        8,
+        "listeners[0].rules[0].match.source_ip[0]",
+        "is not a CIDR block",
+    );
+    fails(
+        &rule(
+            "1",
+            r#"{ source_ip = ["10.0.0.0/8", "10.1.2.3/8"] }"#,
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match.source_ip[1]",
+        r#""10.1.2.3/8" has host bits set; the network is 10.0.0.0/8 (or write /32 for the one address)"#,
+    );
+    fails(
+        &rule("1", r#"{ source_ip = ["fd00::1/8"] }"#, action),
+        8,
+        "listeners[0].rules[0].match.source_ip[0]",
+        "the network is fd00::/8 (or write /128",
+    );
+}
+
+#[test]
+fn a_value_is_at_most_128_characters() {
+    let action = "{ fixed_response = { status = 200 } }";
+    let long = "a".repeat(129);
+    fails(
+        &rule(
+            "1",
+            &format!(r#"{{ header = {{ x-a = ["{long}"] }} }}"#),
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match.header.x-a[0]",
+        "pattern is longer than 128 characters",
+    );
+    fails(
+        &rule(
+            "1",
+            &format!(r#"{{ query = {{ k = ["{long}"] }} }}"#),
+            action,
+        ),
+        8,
+        "listeners[0].rules[0].match.query.k[0]",
+        "pattern is longer than 128 characters",
+    );
+    fails(
+        &rule(
+            "1",
+            &format!(r#"{{ query = {{ {long} = ["v"] }} }}"#),
+            action,
+        ),
+        8,
+        &format!("listeners[0].rules[0].match.query.{long}"),
+        "pattern is longer than 128 characters",
+    );
+    valid(&rule(
+        "1",
+        &format!(r#"{{ query = {{ k = ["{}"] }} }}"#, "a".repeat(128)),
+        action,
+    ));
+}
+
+#[test]
+fn methods_are_alb_tokens() {
+    let action = "{ fixed_response = { status = 200 } }";
+    for bad in ["get", "GET POST", "", "GÉT", &"A".repeat(41), "GET/1"] {
+        fails(
+            &rule("1", &format!(r#"{{ method = ["{bad}"] }}"#), action),
+            8,
+            "listeners[0].rules[0].match.method[0]",
+            r#"a method is A-Z, "_" and "-", at most 40 characters"#,
+        );
+    }
+    valid(&rule(
+        "1",
+        &format!(
+            r#"{{ method = ["GET", "CUSTOM_VERB-2", "{}"] }}"#,
+            "A".repeat(40)
+        )
+        .replace("-2", "-"),
+        action,
+    ));
+}
+
+#[test]
+fn header_names_are_tokens_without_wildcards() {
+    let action = "{ fixed_response = { status = 200 } }";
+    for bad in ["x a", "x-*", "x?", ""] {
+        fails(
+            &rule(
+                "1",
+                &format!(r#"{{ header = {{ "{bad}" = ["1"] }} }}"#),
+                action,
+            ),
+            8,
+            &format!("listeners[0].rules[0].match.header.{bad}"),
+            "is not a header name",
+        );
+    }
+    fails(
+        &rule("1", "{ header = {} }", action),
+        8,
+        "listeners[0].rules[0].match.header",
+        "give at least one header",
+    );
+}
+
+#[test]
+fn a_listener_has_at_most_100_rules_unless_raised() {
+    let many = |n: u32| {
+        let mut text = String::from(ANSWER);
+        for p in 1..=n {
+            text.push_str(&format!(
+                "\n  [[listeners.rules]]\n  priority = {p}\n  match = {{ path = [\"/{p}\"] }}\n  action = {{ fixed_response = {{ status = 200 }} }}\n"
+            ));
+        }
+        text
+    };
+    valid(&many(100));
+    fails(
+        &many(101),
+        8,
+        "listeners[0].rules",
+        "101 rules; a listener has at most 100 (ALB's quota; raise it with runtime.max_rules_per_listener)",
+    );
+    let cfg = valid(&format!(
+        "[runtime]\nmax_rules_per_listener = 200\n{}",
+        many(101)
+    ));
+    assert_eq!(cfg.runtime.max_rules_per_listener, 200);
+    assert_eq!(cfg.listeners[0].rules.len(), 101);
+    fails(
+        &runtime("max_rules_per_listener = 0"),
+        2,
+        "runtime.max_rules_per_listener",
+        "must be between 1 and 50000",
     );
 }
 
