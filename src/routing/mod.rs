@@ -10,6 +10,8 @@ mod wildcard;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use foldhash::fast::RandomState;
+
 use http::{HeaderMap, HeaderName, Method};
 
 pub use action::{Action, FixedResponse, Forward, GroupId, WeightedGroup};
@@ -52,15 +54,19 @@ pub struct Matched<'a> {
     pub action: &'a Action,
 }
 
+/// The index maps: their keys are the configuration's, and a request only looks up.
+type Map<K, V> = HashMap<K, V, RandomState>;
+
 /// A listener's rules and default action, indexed once per load.
 ///
-/// Three indexes narrow the rules a request must be tested against, each a set of rule indexes
-/// (bits, so that intersecting them is a few word operations and walking the result is walking
-/// in priority order): by the request's host (rules whose host condition names only exact hosts
-/// are found through a map from the lower-cased host; the others are candidates for any host),
-/// by the first segment of its path (rules whose every path pattern starts with a whole literal
-/// segment, such as `/api/*`), and by its method. The candidates left are tested in full, after a
-/// few bits for their header names and query keys.
+/// Indexes narrow the rules a request must be tested against, each a set of rule indexes (bits,
+/// so that intersecting them is a few word operations and walking the result is walking in
+/// priority order): by the request's host (a rule whose host patterns are each exact, or end in
+/// a literal `.label`, is found through the lower-cased host or its last label; the others are
+/// candidates for any host), by the first segment of its path (rules whose every path pattern
+/// starts with a whole literal segment, such as `/api/*`), by its method, header names, query
+/// keys, and the first byte of the client's address. The candidates left are tested in full,
+/// after a few bits for their header names and query keys.
 #[derive(Debug)]
 pub struct Router {
     /// Sorted by priority.
@@ -70,25 +76,33 @@ pub struct Router {
     /// 64 rules per word.
     words: usize,
     /// Lower-cased exact host → the rules that name it.
-    by_host: HashMap<Box<[u8]>, Box<[u32]>>,
-    /// The rules any host may match (no host condition, or a wildcard in it).
+    by_host: Map<Box<[u8]>, Box<[u32]>>,
+    /// Lower-cased last label of a host (`test` of `*.example.test`) → the rules with a wildcard
+    /// host pattern that ends in it.
+    by_host_label: Map<Box<[u8]>, Box<[u32]>>,
+    /// The rules any host may match (no host condition, or a pattern neither index keys).
     any_host: Box<[u64]>,
     /// First path segment (`/api` of `/api/v1`) → the rules whose path patterns all start with it.
-    by_segment: HashMap<Box<[u8]>, Box<[u32]>>,
+    by_segment: Map<Box<[u8]>, Box<[u32]>>,
     /// The rules any path may match, as far as the segment index knows.
     any_segment: Box<[u64]>,
     /// Per method bit (see `condition::method_bit`), the rules that accept it.
     by_method: Box<[Box<[u64]>]>,
     /// Header name → the rules whose first header condition names it (every named header must
     /// be present, so one of them is enough to find the rule by).
-    by_header: HashMap<HeaderName, Box<[u32]>>,
+    by_header: Map<HeaderName, Box<[u32]>>,
     /// The rules without a header condition.
     any_header: Box<[u64]>,
     /// Lower-cased query key → the rules whose query condition has an entry with that exact key
     /// (when all its entries have exact keys, one of them must be in the request).
-    by_query_key: HashMap<Box<[u8]>, Box<[u32]>>,
+    by_query_key: Map<Box<[u8]>, Box<[u32]>>,
     /// The rules the query key index cannot rule out.
     any_query_key: Box<[u64]>,
+    /// Per [`source_key`], the rules with a `source_ip` block of at least 8 prefix bits that
+    /// starts with that byte; empty when no rule has a `source_ip` condition.
+    by_source: Box<[Box<[u32]>]>,
+    /// The rules without a `source_ip` condition, or with a block shorter than 8 bits.
+    any_source: Box<[u64]>,
     default_action: Action,
 }
 
@@ -126,6 +140,42 @@ fn pattern_segment(w: &Wildcard) -> Option<&[u8]> {
     }
 }
 
+/// How the host index finds a host pattern's rule.
+enum HostKey<'a> {
+    /// The lower-cased host itself.
+    Exact(&'a [u8]),
+    /// The lower-cased last label every match ends with.
+    Label(Box<[u8]>),
+}
+
+fn host_key(w: &Wildcard) -> Option<HostKey<'_>> {
+    if let Some(exact) = w.exact() {
+        return Some(HostKey::Exact(exact));
+    }
+    // `*.example.test` and `api-?.test` end with a literal `.test`: whatever a wildcard stands
+    // for, a matching host's last label is `test`.
+    let tail = w.literal_suffix();
+    let dot = tail.iter().rposition(|&b| b == b'.')?;
+    Some(HostKey::Label(tail[dot + 1..].to_ascii_lowercase().into()))
+}
+
+/// The source index has a slot per first byte of an IPv4 address, then one per first byte of an
+/// IPv6 address.
+const SOURCE_SLOTS: usize = 512;
+
+/// A client address's slot in the source index.
+fn source_key(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(a) => usize::from(a.octets()[0]),
+        IpAddr::V6(a) => 256 + usize::from(a.octets()[0]),
+    }
+}
+
+/// The slot of every address of a block, when its prefix fixes the first byte.
+fn net_source_key(net: &IpNet) -> Option<usize> {
+    (net.prefix_len() >= 8).then(|| source_key(net.addr()))
+}
+
 /// Longer host names cannot be exact-host keys (a pattern is at most 128 characters of at most
 /// 4 bytes): the request's host is folded into a buffer of this size.
 const HOST_BUF: usize = 4 * MAX_PATTERN_LEN;
@@ -157,6 +207,7 @@ impl Router {
         let words = rules.len().div_ceil(64);
         let set = |bits: &mut [u64], i: usize| bits[i / 64] |= 1 << (i % 64);
         let mut by_host: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let mut by_host_label: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
         let mut any_host = vec![0; words];
         let mut by_segment: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
         let mut any_segment = vec![0; words];
@@ -165,21 +216,39 @@ impl Router {
         let mut any_header = vec![0; words];
         let mut by_query_key: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
         let mut any_query_key = vec![0; words];
+        let sourced = rules.iter().any(|r| !r.conditions.source_ip.is_empty());
+        let slots = if sourced { SOURCE_SLOTS } else { 0 };
+        let mut by_source: Vec<Vec<u32>> = vec![Vec::new(); slots];
+        let mut any_source = vec![0; words];
         for (i, r) in rules.iter().enumerate() {
             let index = u32::try_from(i).expect("fewer than 2^32 rules");
             let c = &r.conditions;
-            let exact: Option<Vec<&[u8]>> = c.host.iter().map(Wildcard::exact).collect();
-            match exact {
+            let hosts: Option<Vec<HostKey>> = c.host.iter().map(host_key).collect();
+            match hosts {
                 Some(hosts) if !hosts.is_empty() => {
-                    for h in hosts {
-                        let list = by_host.entry(h.into()).or_default();
-                        // The same host written twice in one rule is one entry.
+                    for key in hosts {
+                        let list = match key {
+                            HostKey::Exact(h) => by_host.entry(h.into()).or_default(),
+                            HostKey::Label(l) => by_host_label.entry(l).or_default(),
+                        };
+                        // The same host (or label) written twice in one rule is one entry.
                         if list.last() != Some(&index) {
                             list.push(index);
                         }
                     }
                 }
                 _ => set(&mut any_host, i),
+            }
+            let sources: Option<Vec<usize>> = c.source_ip.iter().map(net_source_key).collect();
+            match sources {
+                Some(keys) if !keys.is_empty() => {
+                    for k in keys {
+                        if by_source[k].last() != Some(&index) {
+                            by_source[k].push(index);
+                        }
+                    }
+                }
+                _ => set(&mut any_source, i),
             }
             let segments: Option<Vec<&[u8]>> = c.path.iter().map(|w| pattern_segment(w)).collect();
             match segments {
@@ -229,6 +298,7 @@ impl Router {
             rules: rules.into(),
             words,
             by_host: boxed(by_host),
+            by_host_label: boxed(by_host_label),
             any_host: any_host.into(),
             by_segment: boxed(by_segment),
             any_segment: any_segment.into(),
@@ -240,6 +310,8 @@ impl Router {
             any_header: any_header.into(),
             by_query_key: boxed(by_query_key),
             any_query_key: any_query_key.into(),
+            by_source: by_source.into_iter().map(Vec::into_boxed_slice).collect(),
+            any_source: any_source.into(),
             default_action,
         }
     }
@@ -288,6 +360,42 @@ impl Router {
             folded.make_ascii_lowercase();
             for &i in self.by_host.get(&*folded).map_or(&[][..], |v| &v[..]) {
                 candidates[i as usize / 64] |= 1 << (i % 64);
+            }
+        }
+        if !self.by_host_label.is_empty() {
+            let label = match host.iter().rposition(|&b| b == b'.') {
+                Some(dot) => &host[dot + 1..],
+                None => host,
+            };
+            // A pattern's label is at most as long as the pattern: a longer one matches none.
+            if label.len() <= HOST_BUF {
+                let mut buf = [0u8; HOST_BUF];
+                let folded = &mut buf[..label.len()];
+                folded.copy_from_slice(label);
+                folded.make_ascii_lowercase();
+                for &i in self.by_host_label.get(&*folded).map_or(&[][..], |v| &v[..]) {
+                    candidates[i as usize / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        if !self.by_source.is_empty() {
+            let mut by_source = [0u64; N];
+            let by_source = &mut by_source[..words];
+            by_source.copy_from_slice(&self.any_source);
+            let ip = req.client_ip;
+            // An IPv4 client on a dual-stack socket shows as `::ffff:a.b.c.d`, which IPv4 blocks
+            // match too (see `condition::source_ip_matches`).
+            let mapped = match ip {
+                IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
+                IpAddr::V4(_) => None,
+            };
+            for key in std::iter::once(ip).chain(mapped).map(source_key) {
+                for &i in &self.by_source[key][..] {
+                    by_source[i as usize / 64] |= 1 << (i % 64);
+                }
+            }
+            for (c, s) in candidates.iter_mut().zip(by_source.iter()) {
+                *c &= s;
             }
         }
         if !self.by_segment.is_empty() {
@@ -762,7 +870,9 @@ mod tests {
     // Random listeners: `find` (through the host index) and `explain` (a scan of every rule)
     // must give the same rule for any request.
 
-    const HOSTS: [&str; 6] = ["a.test", "B.test", "*.test", "a.*", "c.test", "?.test"];
+    const HOSTS: [&str; 9] = [
+        "a.test", "B.test", "*.test", "a.*", "c.test", "?.test", "*.B.Test", "x*.org", "*",
+    ];
     const PATHS: [&str; 6] = ["/x", "/x*", "/*", "/y", "/x/*", "/x/?"];
 
     fn conditions() -> impl Strategy<Value = Conditions> {
@@ -771,7 +881,14 @@ mod tests {
             proptest::sample::subsequence(PATHS.to_vec(), 0..2),
             proptest::option::of(prop_oneof![Just(Method::GET), Just(Method::POST)]),
             proptest::option::of(prop_oneof![Just("1"), Just("*")]),
-            proptest::option::of(prop_oneof![Just("10.0.0.0/8"), Just("::/0")]),
+            proptest::option::of(prop_oneof![
+                Just("10.0.0.0/8"),
+                Just("::/0"),
+                Just("10.1.0.0/16"),
+                Just("0.0.0.0/0"),
+                Just("fd00::/8"),
+                Just("::ffff:10.0.0.0/104"),
+            ]),
             proptest::option::of(prop_oneof![
                 Just((None, "v")),
                 Just((None, "d*")),
@@ -805,11 +922,11 @@ mod tests {
         #[test]
         fn find_and_explain_agree(
             rules in proptest::collection::vec(conditions(), 0..12),
-            host in prop_oneof![Just("a.test"), Just("A.TEST"), Just("b.test"), Just("c.test"), Just("x.org"), Just("a.org")],
+            host in prop_oneof![Just("a.test"), Just("A.TEST"), Just("b.test"), Just("c.test"), Just("x.org"), Just("a.org"), Just("q.b.TEST"), Just("xy.org"), Just("localhost")],
             path in prop_oneof![Just("/x"), Just("/xy"), Just("/y"), Just("/"), Just("/x/z"), Just("/x/zz")],
             post in any::<bool>(),
             header in proptest::option::of(prop_oneof![Just("1"), Just("2")]),
-            ten in any::<bool>(),
+            client in prop_oneof![Just("10.1.1.1"), Just("192.0.2.1"), Just("::ffff:10.1.1.1"), Just("fd00::1"), Just("2001:db8::1")],
             query in prop_oneof![
                 Just(""),
                 Just("k=v"),
@@ -836,7 +953,7 @@ mod tests {
                 method: &method,
                 headers: &headers,
                 query,
-                client_ip: if ten { IpAddr::from([10, 1, 1, 1]) } else { IpAddr::from([192, 0, 2, 1]) },
+                client_ip: client.parse().unwrap(),
             };
             let found = router.find(&view);
             let explained = router.explain(&view);

@@ -177,6 +177,19 @@ impl Wildcard {
         }
     }
 
+    /// The literal bytes every match ends with, as written (not folded), when the pattern has
+    /// no backslash; empty otherwise, or when it ends with a wildcard.
+    pub fn literal_suffix(&self) -> &[u8] {
+        let s = self.source.as_bytes();
+        if s.contains(&b'\\') {
+            return &[];
+        }
+        match s.iter().rposition(|&b| matches!(b, b'*' | b'?')) {
+            Some(i) => &s[i + 1..],
+            None => s,
+        }
+    }
+
     /// The literal bytes every match starts with (folded to lower case when the pattern folds
     /// case), and whether they are the whole pattern.
     pub fn literal_prefix(&self) -> (&[u8], bool) {
