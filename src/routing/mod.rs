@@ -76,31 +76,31 @@ pub struct Router {
     /// 64 rules per word.
     words: usize,
     /// Lower-cased exact host → the rules that name it.
-    by_host: Map<Box<[u8]>, Box<[u32]>>,
+    by_host: Map<Box<[u8]>, Members>,
     /// Lower-cased last label of a host (`test` of `*.example.test`) → the rules with a wildcard
     /// host pattern that ends in it.
-    by_host_label: Map<Box<[u8]>, Box<[u32]>>,
+    by_host_label: Map<Box<[u8]>, Members>,
     /// The rules any host may match (no host condition, or a pattern neither index keys).
     any_host: Box<[u64]>,
     /// First path segment (`/api` of `/api/v1`) → the rules whose path patterns all start with it.
-    by_segment: Map<Box<[u8]>, Box<[u32]>>,
+    by_segment: Map<Box<[u8]>, Members>,
     /// The rules any path may match, as far as the segment index knows.
     any_segment: Box<[u64]>,
     /// Per method bit (see `condition::method_bit`), the rules that accept it.
     by_method: Box<[Box<[u64]>]>,
     /// Header name → the rules whose first header condition names it (every named header must
     /// be present, so one of them is enough to find the rule by).
-    by_header: Map<HeaderName, Box<[u32]>>,
+    by_header: Map<HeaderName, Members>,
     /// The rules without a header condition.
     any_header: Box<[u64]>,
     /// Lower-cased query key → the rules whose query condition has an entry with that exact key
     /// (when all its entries have exact keys, one of them must be in the request).
-    by_query_key: Map<Box<[u8]>, Box<[u32]>>,
+    by_query_key: Map<Box<[u8]>, Members>,
     /// The rules the query key index cannot rule out.
     any_query_key: Box<[u64]>,
     /// Per [`source_key`], the rules with a `source_ip` block of at least 8 prefix bits that
     /// starts with that byte; empty when no rule has a `source_ip` condition.
-    by_source: Box<[Box<[u32]>]>,
+    by_source: Box<[Members]>,
     /// The rules without a `source_ip` condition, or with a block shorter than 8 bits.
     any_source: Box<[u64]>,
     default_action: Action,
@@ -137,6 +137,45 @@ fn pattern_segment(w: &Wildcard) -> Option<&[u8]> {
         Some(i) => Some(&literal[..i + 1]),
         None if whole => Some(literal),
         None => None,
+    }
+}
+
+/// The rules an index key stands for: their indexes, or (when that is shorter to apply than
+/// the list: a key most rules share, such as a common last label) their set of bits.
+#[derive(Debug)]
+enum Members {
+    List(Box<[u32]>),
+    Bits(Box<[u64]>),
+}
+
+impl Members {
+    fn of(list: Vec<u32>, words: usize) -> Self {
+        if list.len() > words {
+            let mut bits = vec![0u64; words];
+            for i in list {
+                bits[i as usize / 64] |= 1 << (i % 64);
+            }
+            Members::Bits(bits.into())
+        } else {
+            Members::List(list.into())
+        }
+    }
+
+    /// Adds these rules to `set`.
+    #[inline]
+    fn add_to(&self, set: &mut [u64]) {
+        match self {
+            Members::List(list) => {
+                for &i in list.iter() {
+                    set[i as usize / 64] |= 1 << (i % 64);
+                }
+            }
+            Members::Bits(bits) => {
+                for (s, b) in set.iter_mut().zip(bits.iter()) {
+                    *s |= b;
+                }
+            }
+        }
     }
 }
 
@@ -290,7 +329,7 @@ impl Router {
         }
         let boxed = |m: HashMap<Box<[u8]>, Vec<u32>>| {
             m.into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .map(|(k, v)| (k, Members::of(v, words)))
                 .collect()
         };
         Router {
@@ -305,12 +344,15 @@ impl Router {
             by_method: by_method.into_iter().map(Vec::into_boxed_slice).collect(),
             by_header: by_header
                 .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .map(|(k, v)| (k, Members::of(v, words)))
                 .collect(),
             any_header: any_header.into(),
             by_query_key: boxed(by_query_key),
             any_query_key: any_query_key.into(),
-            by_source: by_source.into_iter().map(Vec::into_boxed_slice).collect(),
+            by_source: by_source
+                .into_iter()
+                .map(|v| Members::of(v, words))
+                .collect(),
             any_source: any_source.into(),
             default_action,
         }
@@ -358,8 +400,8 @@ impl Router {
             let folded = &mut buf[..host.len()];
             folded.copy_from_slice(host);
             folded.make_ascii_lowercase();
-            for &i in self.by_host.get(&*folded).map_or(&[][..], |v| &v[..]) {
-                candidates[i as usize / 64] |= 1 << (i % 64);
+            if let Some(m) = self.by_host.get(&*folded) {
+                m.add_to(candidates);
             }
         }
         if !self.by_host_label.is_empty() {
@@ -373,8 +415,8 @@ impl Router {
                 let folded = &mut buf[..label.len()];
                 folded.copy_from_slice(label);
                 folded.make_ascii_lowercase();
-                for &i in self.by_host_label.get(&*folded).map_or(&[][..], |v| &v[..]) {
-                    candidates[i as usize / 64] |= 1 << (i % 64);
+                if let Some(m) = self.by_host_label.get(&*folded) {
+                    m.add_to(candidates);
                 }
             }
         }
@@ -390,9 +432,7 @@ impl Router {
                 IpAddr::V4(_) => None,
             };
             for key in std::iter::once(ip).chain(mapped).map(source_key) {
-                for &i in &self.by_source[key][..] {
-                    by_source[i as usize / 64] |= 1 << (i % 64);
-                }
+                self.by_source[key].add_to(by_source);
             }
             for (c, s) in candidates.iter_mut().zip(by_source.iter()) {
                 *c &= s;
@@ -402,12 +442,8 @@ impl Router {
             let mut by_path = [0u64; N];
             let by_path = &mut by_path[..words];
             by_path.copy_from_slice(&self.any_segment);
-            for &i in self
-                .by_segment
-                .get(request_segment(req.path.as_bytes()))
-                .map_or(&[][..], |v| &v[..])
-            {
-                by_path[i as usize / 64] |= 1 << (i % 64);
+            if let Some(m) = self.by_segment.get(request_segment(req.path.as_bytes())) {
+                m.add_to(by_path);
             }
             for (c, p) in candidates.iter_mut().zip(by_path.iter()) {
                 *c &= p;
@@ -418,8 +454,8 @@ impl Router {
             let by_header = &mut by_header[..words];
             by_header.copy_from_slice(&self.any_header);
             for name in req.headers.keys() {
-                for &i in self.by_header.get(name).map_or(&[][..], |v| &v[..]) {
-                    by_header[i as usize / 64] |= 1 << (i % 64);
+                if let Some(m) = self.by_header.get(name) {
+                    m.add_to(by_header);
                 }
             }
             for (c, h) in candidates.iter_mut().zip(by_header.iter()) {
@@ -431,8 +467,8 @@ impl Router {
             let by_key = &mut by_key[..words];
             by_key.copy_from_slice(&self.any_query_key);
             condition::each_query_key(req.query, |key| {
-                for &i in self.by_query_key.get(key).map_or(&[][..], |v| &v[..]) {
-                    by_key[i as usize / 64] |= 1 << (i % 64);
+                if let Some(m) = self.by_query_key.get(key) {
+                    m.add_to(by_key);
                 }
             });
             for (c, k) in candidates.iter_mut().zip(by_key.iter()) {
