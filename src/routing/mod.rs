@@ -215,6 +215,39 @@ fn net_source_key(net: &IpNet) -> Option<usize> {
     (net.prefix_len() >= 8).then(|| source_key(net.addr()))
 }
 
+/// Keeps of `candidates` the rules an index allows: those `any` holds (the index cannot rule
+/// them out) and those `add` puts in for this request.
+#[inline]
+fn narrow<const N: usize>(candidates: &mut [u64], any: &[u64], add: impl FnOnce(&mut [u64])) {
+    let mut allowed = [0u64; N];
+    let allowed = &mut allowed[..candidates.len()];
+    allowed.copy_from_slice(any);
+    add(allowed);
+    for (c, a) in candidates.iter_mut().zip(allowed.iter()) {
+        *c &= *a;
+    }
+}
+
+/// Calls `f` with `name` lower-cased, on the stack. A name longer than any pattern can be (see
+/// [`HOST_BUF`]) equals no index key, so `f` is not called.
+#[inline]
+fn with_folded(name: &[u8], f: impl FnOnce(&[u8])) {
+    if name.len() <= HOST_BUF {
+        let mut buf = [0u8; HOST_BUF];
+        let folded = &mut buf[..name.len()];
+        folded.copy_from_slice(name);
+        folded.make_ascii_lowercase();
+        f(folded);
+    }
+}
+
+/// Adds rule `index` to an index key's list, once: a rule may name the same key twice.
+fn push_once(list: &mut Vec<u32>, index: u32) {
+    if list.last() != Some(&index) {
+        list.push(index);
+    }
+}
+
 /// Longer host names cannot be exact-host keys (a pattern is at most 128 characters of at most
 /// 4 bytes): the request's host is folded into a buffer of this size.
 const HOST_BUF: usize = 4 * MAX_PATTERN_LEN;
@@ -270,10 +303,7 @@ impl Router {
                             HostKey::Exact(h) => by_host.entry(h.into()).or_default(),
                             HostKey::Label(l) => by_host_label.entry(l).or_default(),
                         };
-                        // The same host (or label) written twice in one rule is one entry.
-                        if list.last() != Some(&index) {
-                            list.push(index);
-                        }
+                        push_once(list, index);
                     }
                 }
                 _ => set(&mut any_host, i),
@@ -282,9 +312,7 @@ impl Router {
             match sources {
                 Some(keys) if !keys.is_empty() => {
                     for k in keys {
-                        if by_source[k].last() != Some(&index) {
-                            by_source[k].push(index);
-                        }
+                        push_once(&mut by_source[k], index);
                     }
                 }
                 _ => set(&mut any_source, i),
@@ -293,10 +321,7 @@ impl Router {
             match segments {
                 Some(segments) if !segments.is_empty() => {
                     for s in segments {
-                        let list = by_segment.entry(s.into()).or_default();
-                        if list.last() != Some(&index) {
-                            list.push(index);
-                        }
+                        push_once(by_segment.entry(s.into()).or_default(), index);
                     }
                 }
                 _ => set(&mut any_segment, i),
@@ -313,10 +338,7 @@ impl Router {
             match keys {
                 Some(keys) if !keys.is_empty() => {
                     for k in keys {
-                        let list = by_query_key.entry(k.into()).or_default();
-                        if list.last() != Some(&index) {
-                            list.push(index);
-                        }
+                        push_once(by_query_key.entry(k.into()).or_default(), index);
                     }
                 }
                 _ => set(&mut any_query_key, i),
@@ -395,85 +417,62 @@ impl Router {
         let candidates = &mut candidates[..words];
         candidates.copy_from_slice(&self.any_host);
         let host = req.host.as_bytes();
-        if host.len() <= HOST_BUF && !self.by_host.is_empty() {
-            let mut buf = [0u8; HOST_BUF];
-            let folded = &mut buf[..host.len()];
-            folded.copy_from_slice(host);
-            folded.make_ascii_lowercase();
-            if let Some(m) = self.by_host.get(&*folded) {
-                m.add_to(candidates);
-            }
+        if !self.by_host.is_empty() {
+            with_folded(host, |folded| {
+                if let Some(m) = self.by_host.get(folded) {
+                    m.add_to(candidates);
+                }
+            });
         }
         if !self.by_host_label.is_empty() {
             let label = match host.iter().rposition(|&b| b == b'.') {
                 Some(dot) => &host[dot + 1..],
                 None => host,
             };
-            // A pattern's label is at most as long as the pattern: a longer one matches none.
-            if label.len() <= HOST_BUF {
-                let mut buf = [0u8; HOST_BUF];
-                let folded = &mut buf[..label.len()];
-                folded.copy_from_slice(label);
-                folded.make_ascii_lowercase();
-                if let Some(m) = self.by_host_label.get(&*folded) {
+            with_folded(label, |folded| {
+                if let Some(m) = self.by_host_label.get(folded) {
                     m.add_to(candidates);
                 }
-            }
+            });
         }
         if !self.by_source.is_empty() {
-            let mut by_source = [0u64; N];
-            let by_source = &mut by_source[..words];
-            by_source.copy_from_slice(&self.any_source);
-            let ip = req.client_ip;
-            // An IPv4 client on a dual-stack socket shows as `::ffff:a.b.c.d`, which IPv4 blocks
-            // match too (see `condition::source_ip_matches`).
-            let mapped = match ip {
-                IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
-                IpAddr::V4(_) => None,
-            };
-            for key in std::iter::once(ip).chain(mapped).map(source_key) {
-                self.by_source[key].add_to(by_source);
-            }
-            for (c, s) in candidates.iter_mut().zip(by_source.iter()) {
-                *c &= s;
-            }
-        }
-        if !self.by_segment.is_empty() {
-            let mut by_path = [0u64; N];
-            let by_path = &mut by_path[..words];
-            by_path.copy_from_slice(&self.any_segment);
-            if let Some(m) = self.by_segment.get(request_segment(req.path.as_bytes())) {
-                m.add_to(by_path);
-            }
-            for (c, p) in candidates.iter_mut().zip(by_path.iter()) {
-                *c &= p;
-            }
-        }
-        if !self.by_header.is_empty() {
-            let mut by_header = [0u64; N];
-            let by_header = &mut by_header[..words];
-            by_header.copy_from_slice(&self.any_header);
-            for name in req.headers.keys() {
-                if let Some(m) = self.by_header.get(name) {
-                    m.add_to(by_header);
-                }
-            }
-            for (c, h) in candidates.iter_mut().zip(by_header.iter()) {
-                *c &= h;
-            }
-        }
-        if !self.by_query_key.is_empty() {
-            let mut by_key = [0u64; N];
-            let by_key = &mut by_key[..words];
-            by_key.copy_from_slice(&self.any_query_key);
-            condition::each_query_key(req.query, |key| {
-                if let Some(m) = self.by_query_key.get(key) {
-                    m.add_to(by_key);
+            narrow::<N>(candidates, &self.any_source, |allowed| {
+                let ip = req.client_ip;
+                // An IPv4 client on a dual-stack socket shows as `::ffff:a.b.c.d`, which IPv4
+                // blocks match too (see `condition::source_ip_matches`).
+                let mapped = match ip {
+                    IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
+                    IpAddr::V4(_) => None,
+                };
+                for key in std::iter::once(ip).chain(mapped).map(source_key) {
+                    self.by_source[key].add_to(allowed);
                 }
             });
-            for (c, k) in candidates.iter_mut().zip(by_key.iter()) {
-                *c &= k;
-            }
+        }
+        if !self.by_segment.is_empty() {
+            narrow::<N>(candidates, &self.any_segment, |allowed| {
+                if let Some(m) = self.by_segment.get(request_segment(req.path.as_bytes())) {
+                    m.add_to(allowed);
+                }
+            });
+        }
+        if !self.by_header.is_empty() {
+            narrow::<N>(candidates, &self.any_header, |allowed| {
+                for name in req.headers.keys() {
+                    if let Some(m) = self.by_header.get(name) {
+                        m.add_to(allowed);
+                    }
+                }
+            });
+        }
+        if !self.by_query_key.is_empty() {
+            narrow::<N>(candidates, &self.any_query_key, |allowed| {
+                condition::each_query_key(req.query, |key| {
+                    if let Some(m) = self.by_query_key.get(key) {
+                        m.add_to(allowed);
+                    }
+                });
+            });
         }
         let mut facts = Facts::new(req);
         let methods = &self.by_method[facts.method_index()];
