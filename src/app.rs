@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::access_log::{self, AccessLog};
 use crate::config::compile::load_and_compile;
 use crate::config::{self, ConfigErrors, Source};
 use crate::control::{self, Control};
@@ -72,8 +73,17 @@ impl App {
             None => Arc::new(Secrets::generate()),
         };
         let compiled = load_and_compile(source, &cfg, &secrets)?;
+        let logs = AccessLog::open(cfg.access_log.as_ref())
+            .map_err(|e| ConfigErrors(vec![source.error(e.key, e.to_string())]))?;
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::new());
+        let access_log = AccessLog::new(
+            cfg.access_log
+                .as_ref()
+                .map_or(access_log::DEFAULT_BUFFER_LINES, |a| a.buffer_lines),
+            metrics.access_log_dropped_total.clone(),
+        );
+        access_log.apply(logs);
         let snapshot = compiled.attach(&registry, &metrics, &secrets);
         snapshot.apply_membership();
         info!(
@@ -94,6 +104,7 @@ impl App {
             plane: Arc::new(Plane {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 metrics,
+                access_log,
             }),
             registry,
             config: ArcSwap::from_pointee(info),
@@ -301,6 +312,8 @@ impl Running {
         if let Some(c) = self.control_thread.take() {
             let _ = c.join();
         }
+        // Every request has ended: the logs' last lines are written before the process exits.
+        self.control.plane.access_log.close();
     }
 }
 

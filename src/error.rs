@@ -63,6 +63,19 @@ impl RequestError {
     /// read `grpc-status`, and map a bare 502/504 to UNAVAILABLE without saying why. A response
     /// timeout is DEADLINE_EXCEEDED rather than UNAVAILABLE because the target may have acted on
     /// the call, so it must not look safe to retry.
+    /// The access log's `error_reason`: a code per kind of failure, in ALB's style.
+    pub fn log_code(&self) -> &'static str {
+        match self {
+            RequestError::BadRequest(_) => "ClientBadRequest",
+            RequestError::NoTargets => "NoServingTargets",
+            RequestError::ConnectFailed(_) => "TargetConnectionError",
+            RequestError::ConnectTimeout => "TargetConnectionTimeout",
+            RequestError::ResponseTimeout => "TargetResponseTimeout",
+            RequestError::TargetReset(_) => "TargetConnectionReset",
+            RequestError::IncompatibleProtocol(_) => "IncompatibleProtocol",
+        }
+    }
+
     pub fn grpc_status(&self) -> u16 {
         match self {
             RequestError::BadRequest(_) => 13, // INTERNAL, as gRPC maps HTTP 400
@@ -148,6 +161,7 @@ mod tests {
             assert_eq!(err.status().as_u16(), code, "{err}");
             assert_eq!(err.side(), side, "{err}");
             assert!(!err.reason().is_empty(), "{err}");
+            assert!(err.log_code().bytes().all(|b| b.is_ascii_alphabetic()), "{err}");
         }
     }
 }

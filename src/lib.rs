@@ -53,6 +53,7 @@
 // modules that are private to the crate on purpose.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod access_log;
 mod admin;
 pub mod app;
 mod balancer;

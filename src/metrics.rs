@@ -191,6 +191,8 @@ pub struct Metrics {
     pub discovery_api_calls_total: IntCounterVec,
     /// How long one discovery refresh took (listing, describing, resolving), by target group.
     pub discovery_refresh_seconds: HistogramVec,
+    /// Access and connection log lines dropped because the writer was behind.
+    pub access_log_dropped_total: IntCounter,
     /// `tls_handshakes_total` by [`HandshakeKind`], resolved once.
     handshakes: Box<[IntCounter]>,
     /// `tls_handshake_errors_total` by [`HandshakeFailure`], resolved once.
@@ -338,6 +340,10 @@ impl Metrics {
             config_last_reload_success_timestamp_seconds: gauge(
                 "config_last_reload_success_timestamp_seconds",
                 "When the configuration in force was loaded, in Unix seconds.",
+            ),
+            access_log_dropped_total: counter(
+                "access_log_dropped_total",
+                "Access and connection log lines dropped because the log writer was behind.",
             ),
             config_reloads_total,
             registry,

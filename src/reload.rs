@@ -20,6 +20,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::access_log::AccessLog;
 use crate::config::compile::load_and_compile;
 use crate::config::validate::{CertificateSource, Config};
 use crate::config::{self, ConfigErrors, Source};
@@ -154,6 +155,9 @@ pub struct Reloader {
     /// Registered at construction, before any listener accepts: until a handler is installed,
     /// SIGHUP's default action ends the process.
     hangup: Option<Signal>,
+    /// SIGUSR1 (reopen the log files, after logrotate), registered at construction for the
+    /// same reason.
+    reopen: Option<Signal>,
     /// The settings read once, at start, as they were then.
     started_with: StartOnly,
 }
@@ -164,6 +168,8 @@ pub struct Reloader {
 struct StartOnly {
     worker_threads: usize,
     admin_bind: Option<SocketAddr>,
+    /// The access log's channel is made once, at start.
+    access_log_buffer: Option<usize>,
 }
 
 impl StartOnly {
@@ -171,6 +177,7 @@ impl StartOnly {
         StartOnly {
             worker_threads: cfg.runtime.worker_threads(),
             admin_bind: cfg.admin.as_ref().map(|a| a.bind),
+            access_log_buffer: cfg.access_log.as_ref().map(|a| a.buffer_lines),
         }
     }
 
@@ -182,6 +189,13 @@ impl StartOnly {
         }
         if wanted.worker_threads != self.worker_threads {
             keys.push("runtime.workers");
+        }
+        // Turning the log on or off is no restart; only a different buffer is.
+        let started = self
+            .access_log_buffer
+            .unwrap_or(crate::access_log::DEFAULT_BUFFER_LINES);
+        if wanted.access_log_buffer.is_some_and(|w| w != started) {
+            keys.push("access_log.buffer_lines");
         }
         keys
     }
@@ -196,6 +210,11 @@ impl Reloader {
         cfg: &Config,
     ) -> Self {
         let hangup = control::listen_for(listeners.runtime(), SignalKind::hangup(), "SIGHUP");
+        let reopen = control::listen_for(
+            listeners.runtime(),
+            SignalKind::user_defined1(),
+            "SIGUSR1",
+        );
         let watched = watched_files(source, cfg);
         Reloader {
             seen: fingerprint(&watched, Some(&source.text)),
@@ -204,6 +223,7 @@ impl Reloader {
             path: (!source.embedded).then(|| source.file.clone()),
             watched,
             hangup,
+            reopen,
             started_with: StartOnly::of(cfg),
         }
     }
@@ -222,6 +242,8 @@ impl Reloader {
         // The config as read; the certificates before `compile` reads them, for the same reason.
         self.seen = fingerprint(&self.watched, Some(&source.text));
         let compiled = load_and_compile(&source, &cfg, &self.control.secrets)?;
+        let logs = AccessLog::open(cfg.access_log.as_ref())
+            .map_err(|e| ConfigErrors(vec![source.error(e.key, e.to_string())]))?;
         // Checked before the snapshot exists: binding is the last thing that can fail.
         let bound = self.listeners.bind_new(&compiled.listeners)?;
         // Nothing can fail from here on.
@@ -229,6 +251,7 @@ impl Reloader {
         let snapshot = Arc::new(compiled.attach(&c.registry, &c.plane.metrics, &c.secrets));
         let previous = c.plane.snapshot.swap(snapshot.clone());
         c.settings.store(Arc::new(control::Settings::of(&cfg)));
+        c.plane.access_log.apply(logs);
         snapshot.apply_membership();
         let groups: Vec<&str> = snapshot
             .target_groups
@@ -393,6 +416,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut hangup = reloader.hangup.take();
+    let mut reopen = reloader.reopen.take();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watch = Watch::new(events_tx);
     watch.update(&reloader.watched);
@@ -411,6 +435,11 @@ pub async fn run(
                     None => return,
                 },
                 Some(()) = async { hangup.as_mut()?.recv().await } => ("SIGHUP", None),
+                Some(()) = async { reopen.as_mut()?.recv().await } => {
+                    info!("SIGUSR1: reopening the log files");
+                    reloader.control.plane.access_log.reopen();
+                    continue;
+                }
                 Some(()) = events.recv() => {
                     settle.get_or_insert_with(|| Instant::now() + COALESCE);
                     continue;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tracing::warn;
 
+use crate::access_log::AccessLog;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::routing::{GroupId, Router};
@@ -28,6 +29,9 @@ use crate::tls::ListenerTls;
 pub struct Plane {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
+    /// The access and connection logs, steered by the control side (on, off, moved, reopened)
+    /// and kept across snapshots.
+    pub access_log: AccessLog,
 }
 
 /// A configuration compiled and checked, not yet joined to run-time state.

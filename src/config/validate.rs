@@ -11,10 +11,11 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, Environment, RawAction, RawConfig, RawDiscovery, RawEcs, RawForward,
+    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawConfig, RawDiscovery, RawEcs, RawForward,
     RawHealthCheck, RawListener, RawMatch, RawRedirect, RawStickiness, RawTargetGroup, Source,
     ENV_PREFIX,
 };
+use crate::access_log;
 use crate::balancer::Algorithm;
 use crate::discovery::ecs;
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
@@ -34,6 +35,8 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub target_groups: Vec<TargetGroupConfig>,
+    /// `[access_log]`; `None`: off.
+    pub access_log: Option<access_log::Settings>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +220,10 @@ pub fn validate(src: &Source, raw: RawConfig, env: &Environment) -> Result<Confi
     });
 
     let runtime = runtime(src, &raw, env, &mut errs);
+    let access_log = raw
+        .access_log
+        .as_ref()
+        .map(|a| access_log_settings(src, a, &mut errs));
 
     let mut cert_index = HashMap::new();
     let mut certificates = Vec::new();
@@ -298,12 +305,66 @@ pub fn validate(src: &Source, raw: RawConfig, env: &Environment) -> Result<Confi
             certificates,
             listeners,
             target_groups,
+            access_log,
         })
     } else {
         // Reported in file order, which is how a user reads and fixes them.
         errs.sort_by_key(|e| e.line);
         Err(ConfigErrors(errs))
     }
+}
+
+/// The most lines `[access_log] buffer_lines` may keep waiting for the writer.
+const MAX_BUFFER_LINES: usize = 1 << 20;
+
+fn access_log_settings(
+    src: &Source,
+    raw: &RawAccessLog,
+    errs: &mut Vec<ConfigError>,
+) -> access_log::Settings {
+    let resolve = |p: &str| src.resolve(p);
+    let mut settings = access_log::Settings {
+        requests: access_log::destination(raw.path.as_deref().unwrap_or("-"), resolve),
+        format: word(
+            src,
+            "access_log.format".into(),
+            raw.format.as_deref(),
+            access_log::Format::Alb,
+            errs,
+        ),
+        connections: raw
+            .connections_path
+            .as_deref()
+            .map(|p| access_log::destination(p, resolve)),
+        buffer_lines: raw
+            .buffer_lines
+            .unwrap_or(access_log::DEFAULT_BUFFER_LINES),
+    };
+    for (key, value) in [
+        ("access_log.path", raw.path.as_deref()),
+        ("access_log.connections_path", raw.connections_path.as_deref()),
+    ] {
+        if value == Some("") {
+            errs.push(src.error(key, "give a file, or \"-\" for standard output"));
+        }
+    }
+    if let Some(c) = &settings.connections {
+        if access_log::same_destination(c, &settings.requests) {
+            errs.push(src.error(
+                "access_log.connections_path",
+                "the connection log needs a destination of its own: its lines would break the \
+                 access log's parsers",
+            ));
+        }
+    }
+    if !(1..=MAX_BUFFER_LINES).contains(&settings.buffer_lines) {
+        errs.push(src.error(
+            "access_log.buffer_lines",
+            format!("must be between 1 and {MAX_BUFFER_LINES}"),
+        ));
+        settings.buffer_lines = access_log::DEFAULT_BUFFER_LINES;
+    }
+    settings
 }
 
 /// `admin.token`: `env:NAME` is taken from the environment read at load, so that the secret need

@@ -225,6 +225,10 @@ mod tests {
                 port_header: HeaderValue::from_static("80"),
                 plane: Arc::new(Plane {
                     snapshot: ArcSwap::from_pointee(snapshot),
+                    access_log: crate::access_log::AccessLog::new(
+                        1,
+                        metrics.access_log_dropped_total.clone(),
+                    ),
                     metrics,
                 }),
                 stop: Default::default(),
@@ -233,6 +237,7 @@ mod tests {
             peer_ip: HeaderValue::from_static("10.0.0.1"),
             activity: Activity::new(),
             tls: None,
+            trace_id: crate::access_log::ConnTraceId(1),
         })
     }
 

@@ -27,6 +27,7 @@ use body::Reply;
 pub use body::ResponseBody;
 pub use record::{Record, TlsFacts};
 
+use crate::access_log::ConnTraceId;
 use crate::error::RequestError;
 use crate::protocol::ProtocolVersion;
 use crate::routing::{
@@ -51,6 +52,8 @@ pub struct ConnContext {
     pub activity: Arc<Activity>,
     /// What the TLS handshake settled; `None` on plain listeners.
     pub tls: Option<TlsFacts>,
+    /// ALB's `conn_trace_id`, shared by the connection log's line and the requests' lines.
+    pub trace_id: ConnTraceId,
 }
 
 /// Handles one request. Never fails: every error becomes the status code ALB would answer with.
@@ -67,6 +70,9 @@ pub fn handle(
         let mut record = Box::new(Record::new(ctx));
         let ctx = &*record.conn;
         let grpc = grpc_content_type(req.headers()).cloned();
+        if ctx.listener.plane.access_log.requests_on() {
+            record.line = Some(record::LogLine::of(&req, grpc.is_some()));
+        }
         let http1 = req.version() < Version::HTTP_2;
         let facts = &mut record.facts;
         // The record joins the response only at the end (see `Reply`).
@@ -98,6 +104,9 @@ pub fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         facts.timing.responded = Some(std::time::Instant::now());
+        if let Some(line) = &mut record.line {
+            line.responded(&response);
+        }
         response.map(|reply| ResponseBody::new(reply, record))
     }
 }
@@ -151,7 +160,7 @@ fn respond<'a>(
         if req.method() == Method::CONNECT {
             return Err(RequestError::BadRequest("CONNECT is not proxied"));
         }
-        check_framing(&mut req, raw_head, ctx)?;
+        check_framing(&mut req, raw_head, ctx, facts)?;
         let host = request_host(&req)?;
         let resolved = {
             let snapshot = ctx.listener.plane.snapshot.load();
@@ -251,9 +260,11 @@ fn check_framing(
     req: &mut Request<Incoming>,
     raw_head: Option<framing::RawHead>,
     ctx: &ConnContext,
+    facts: &mut Facts,
 ) -> Result<(), RequestError> {
     let judgment = framing::judge(raw_head, req.method(), req.version(), req.headers());
     let verdict = judgment.verdict;
+    facts.classification = verdict.alb_classification();
     if verdict.rejected() {
         return Err(RequestError::BadRequest(verdict.reason()));
     }

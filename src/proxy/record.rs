@@ -10,11 +10,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::StatusCode;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 
 use super::ConnContext;
+pub use crate::access_log::Certificate;
+use crate::access_log::{Entry, RequestLine, RulePriority, TlsLine};
 use crate::error::RequestError;
 use crate::metrics::RequestMetrics;
 use crate::routing::Priority;
@@ -32,24 +34,6 @@ pub struct TlsFacts {
     pub sni: Option<Arc<str>>,
     /// ALB's `chosen_cert_arn`: which certificate was served.
     pub certificate: Certificate,
-}
-
-/// The certificate a connection was served, as ALB logs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Certificate {
-    /// The certificate's name in the configuration.
-    Named(Arc<str>),
-    /// A resumed session: no certificate was sent (ALB writes `session-reused`).
-    SessionReused,
-}
-
-impl Certificate {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Certificate::Named(n) => n,
-            Certificate::SessionReused => "session-reused",
-        }
-    }
 }
 
 /// ALB's `actions_executed`: what seawall did with the request.
@@ -140,6 +124,8 @@ pub struct Facts {
     pub trace_id: Option<TraceId>,
     /// Why seawall answered itself (ALB's `error_reason`), if it did.
     pub error: Option<RequestError>,
+    /// ALB's desync classification, for a request that is not plainly compliant.
+    pub classification: Option<(&'static str, &'static str)>,
 }
 
 impl Facts {
@@ -156,6 +142,7 @@ impl Facts {
             sent_bytes: 0,
             trace_id: None,
             error: None,
+            classification: None,
         }
     }
 
@@ -173,6 +160,8 @@ pub struct Record {
     pub conn: Arc<ConnContext>,
     /// What the request met, filled by `respond` and the forward, read when the record ends.
     pub facts: Facts,
+    /// What only the access log needs, taken when the request arrives while the log is on.
+    pub line: Option<LogLine>,
     /// Keeps the request counted as in flight on its connection (the idle timer) while the
     /// record lives; dropped after the metrics are counted.
     _in_flight: RequestGuard,
@@ -185,6 +174,7 @@ impl Record {
         Record {
             conn,
             facts: Facts::new(Instant::now()),
+            line: None,
             _in_flight: in_flight,
         }
     }
@@ -215,7 +205,130 @@ impl Drop for Record {
         if let (Some(m), Some(t)) = (&f.metrics, f.timing.target_processing()) {
             m.observe_target_response(t.as_secs_f64());
         }
+        if let Some(line) = self.line.take() {
+            let log = &self.conn.listener.plane.access_log;
+            // The log may have been turned off by a reload since the request arrived.
+            if log.requests_on() {
+                log.request(Box::new(self.entry(line, status)));
+            }
+        }
         self.log(status);
+    }
+}
+
+/// What the access log needs of a request beyond its [`Facts`], taken only while the log is on.
+#[derive(Debug)]
+pub struct LogLine {
+    request: RequestLine,
+    /// The wall-clock time of arrival (`request_creation_time`); the record's `Instant`s
+    /// measure from it.
+    created: SystemTime,
+    grpc: bool,
+    /// The response head's size as HTTP/1 frames it.
+    response_head_bytes: u64,
+    /// A redirect's `Location`.
+    redirect_url: Option<HeaderValue>,
+}
+
+impl LogLine {
+    /// Takes what the log writes of `req` as it arrived.
+    pub fn of<B>(req: &Request<B>, grpc: bool) -> Self {
+        let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+        // `GET /path HTTP/1.1\r\n`, the headers, the blank line.
+        let head = req.method().as_str().len() + 1 + target + 11 + header_bytes(req.headers()) + 2;
+        let host = match req.uri().authority() {
+            Some(a) if req.version() == Version::HTTP_2 => HeaderValue::from_str(a.as_str()).ok(),
+            _ => req.headers().get(header::HOST).cloned(),
+        };
+        LogLine {
+            request: RequestLine {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                host,
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                head_bytes: head as u64,
+            },
+            created: SystemTime::now(),
+            grpc,
+            response_head_bytes: 0,
+            redirect_url: None,
+        }
+    }
+
+    /// Takes what the log writes of the response seawall hands the client.
+    pub fn responded<B>(&mut self, resp: &Response<B>) {
+        // `HTTP/1.1 200 OK\r\n`, the headers, the blank line.
+        let reason = resp.status().canonical_reason().map_or(0, str::len);
+        self.response_head_bytes = (13 + reason + 2 + header_bytes(resp.headers()) + 2) as u64;
+        if resp.status().is_redirection() {
+            self.redirect_url = resp.headers().get(header::LOCATION).cloned();
+        }
+    }
+}
+
+/// The headers' size as HTTP/1 frames them: `name: value\r\n` each.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum()
+}
+
+impl Record {
+    /// The access log's line for the finished request.
+    fn entry(&self, line: LogLine, status: StatusCode) -> Entry {
+        let f = &self.facts;
+        let conn = &*self.conn;
+        let tls = conn.tls.as_ref();
+        let ended = line.created + f.timing.arrived.elapsed();
+        let kind = match (tls.is_some(), status, line.request.version) {
+            (true, StatusCode::SWITCHING_PROTOCOLS, _) => "wss",
+            (false, StatusCode::SWITCHING_PROTOCOLS, _) => "ws",
+            (true, _, Version::HTTP_2) if line.grpc => "grpcs",
+            (_, _, Version::HTTP_2) => "h2",
+            (true, _, _) => "https",
+            (false, _, _) => "http",
+        };
+        Entry {
+            kind,
+            created: line.created,
+            ended,
+            listener: conn.listener.name.clone(),
+            port: conn.listener.port,
+            client: conn.peer,
+            target: f.target,
+            request_processing: f.timing.request_processing(),
+            target_processing: f.timing.target_processing(),
+            response_processing: f.timing.response_processing(),
+            elb_status: status.as_u16(),
+            target_status: f.target_status.map(|s| s.as_u16()),
+            received_bytes: line.request.head_bytes + f.received_bytes(),
+            sent_bytes: line.response_head_bytes + f.sent_bytes,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            request: line.request,
+            tls: tls.map(|t| TlsLine {
+                protocol: t.version,
+                cipher: t.cipher,
+            }),
+            target_group: f.metrics.as_ref().and_then(|m| m.group()).cloned(),
+            trace_id: f.trace_id.as_ref().and_then(|t| match t {
+                TraceId::Client(v) => Some(v.clone()),
+                TraceId::Made(id) => HeaderValue::from_bytes(id).ok(),
+            }),
+            domain: tls.and_then(|t| t.sni.clone()),
+            certificate: tls.map(|t| t.certificate.clone()),
+            rule: match f.rule {
+                None => RulePriority::NotRouted,
+                Some(Priority::Default) => RulePriority::Default,
+                Some(Priority::Rule(p)) => RulePriority::Rule(p),
+            },
+            action: f.action.map(ActionKind::as_str),
+            redirect_url: line.redirect_url,
+            error_reason: f.error.as_ref().map(RequestError::log_code),
+            classification: f.classification,
+            conn_trace_id: conn.trace_id,
+        }
     }
 }
 

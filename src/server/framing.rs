@@ -79,6 +79,22 @@ impl Reason {
         }
     }
 
+    /// ALB's `classification_reason` code.
+    pub fn alb_code(self) -> &'static str {
+        match self {
+            Reason::BothContentLengthAndTransferEncoding => "BothTeClPresent",
+            Reason::ConflictingContentLength => "MultipleContentLength",
+            Reason::BadContentLength => "BadContentLength",
+            Reason::DuplicateContentLength => "DuplicateContentLength",
+            Reason::GetHeadZeroContentLength => "GetHeadZeroContentLength",
+            Reason::UndefinedContentLengthSemantics => "UndefinedContentLengthSemantics",
+            Reason::UndefinedTransferEncodingSemantics => "UndefinedTransferEncodingSemantics",
+            Reason::MultipleTransferEncodingChunked => "MultipleTransferEncodingChunked",
+            // ALB has no code for a coding it calls compliant; this is the closest of its own.
+            Reason::TransferCodingOtherThanChunked => "BadTransferEncoding",
+        }
+    }
+
     /// The reason's tier in ALB's classification.
     pub fn verdict(self) -> Verdict {
         use Reason::*;
@@ -132,6 +148,18 @@ impl Verdict {
     /// For logs; also the 400 answer's text (see [`Reason::as_str`]).
     pub fn reason(&self) -> &'static str {
         self.cause().map_or("compliant", Reason::as_str)
+    }
+
+    /// ALB's `classification` and `classification_reason`; `None` for a compliant request
+    /// (which ALB logs as `-`).
+    pub fn alb_classification(&self) -> Option<(&'static str, &'static str)> {
+        let class = match self {
+            Verdict::Compliant => return None,
+            Verdict::Acceptable(_) => "Acceptable",
+            Verdict::Ambiguous(_) => "Ambiguous",
+            Verdict::Severe(_) => "Severe",
+        };
+        Some((class, self.cause()?.alb_code()))
     }
 
     /// Whether seawall answers 400 instead of forwarding (see [`Reason::rejected`]).

@@ -20,6 +20,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
+use crate::access_log::{ConnTraceId, ConnectionEntry, TlsLine, Verify};
 use crate::metrics::{HandshakeFailure, HandshakeKind, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
@@ -86,12 +87,16 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
     };
     let rt = &snapshot.limits;
     let _ = tcp.set_nodelay(true);
+    let conn = Conn {
+        peer,
+        trace_id: ConnTraceId::random(),
+    };
     match &compiled.tls {
         Some(tls) => {
-            let Some((stream, h2, facts)) = handshake(tcp, tls, peer, &listener, rt).await else {
+            let Some((stream, h2, facts)) = handshake(tcp, tls, conn, &listener, rt).await else {
                 return;
             };
-            serve_http(stream, h2, peer, Some(facts), &listener, rt).await;
+            serve_http(stream, h2, conn, Some(facts), &listener, rt).await;
         }
         None => {
             // As for a handshake: a client that connected before a drain may still be sending
@@ -103,7 +108,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
                 },
                 _ = drained(&listener.stop) => return,
             };
-            serve_http(tcp, h2, peer, None, &listener, rt).await;
+            serve_http(tcp, h2, conn, None, &listener, rt).await;
         }
     }
 }
@@ -114,11 +119,28 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
 async fn handshake(
     tcp: TcpStream,
     tls: &ListenerTls,
-    peer: SocketAddr,
+    conn: Conn,
     listener: &ListenerContext,
     rt: &Limits,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, TlsFacts)> {
+    let peer = conn.peer;
     let metrics = &listener.plane.metrics;
+    let log = &listener.plane.access_log;
+    let started = log.connections_on().then(std::time::Instant::now);
+    // ALB's connection log: one line per handshake, successful or not.
+    let log_line = |tls: Option<TlsLine>, verify| {
+        if let Some(started) = started {
+            log.connection(Box::new(ConnectionEntry {
+                time: std::time::SystemTime::now(),
+                client: peer,
+                listener_port: listener.port,
+                tls,
+                handshake: started.elapsed(),
+                verify,
+                conn_trace_id: conn.trace_id,
+            }));
+        }
+    };
     let acceptor = TlsAcceptor::from(tls.config.clone());
     // A drain (listener removed, process stopping) does not cut a handshake short: the client
     // connected before it and is owed an answer. It only bounds the wait.
@@ -129,16 +151,19 @@ async fn handshake(
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            metrics.tls_handshake_error(if e.kind() == std::io::ErrorKind::InvalidData {
-                HandshakeFailure::Alert
+            let (failure, verify) = if e.kind() == std::io::ErrorKind::InvalidData {
+                (HandshakeFailure::Alert, "ClientHandshakeError")
             } else {
-                HandshakeFailure::Io
-            });
+                (HandshakeFailure::Io, "ConnectionError")
+            };
+            metrics.tls_handshake_error(failure);
+            log_line(None, Verify::Failed(verify));
             debug!(%peer, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
             metrics.tls_handshake_error(HandshakeFailure::Timeout);
+            log_line(None, Verify::Failed("HandshakeTimeout"));
             debug!(%peer, "TLS handshake timed out");
             return None;
         }
@@ -165,7 +190,22 @@ async fn handshake(
         },
         sni: sni.map(Arc::from),
     };
+    log_line(
+        Some(TlsLine {
+            protocol: facts.version,
+            cipher: facts.cipher,
+        }),
+        Verify::Success,
+    );
     Some((stream, h2, facts))
+}
+
+/// Who a connection is, from accept on.
+#[derive(Clone, Copy)]
+struct Conn {
+    peer: SocketAddr,
+    /// ALB's `conn_trace_id` (see [`ConnTraceId`]).
+    trace_id: ConnTraceId,
 }
 
 /// Resolves [`DRAIN_IDLE_GRACE`] after a drain begins: how long a connection accepted before it
@@ -203,7 +243,7 @@ async fn is_h2c_preface(tcp: &TcpStream) -> std::io::Result<bool> {
 fn serve_http<'a, S>(
     io: S,
     h2: bool,
-    peer: SocketAddr,
+    conn: Conn,
     tls: Option<TlsFacts>,
     listener: &'a Arc<ListenerContext>,
     rt: &'a Limits,
@@ -219,11 +259,12 @@ where
     let mut io = HeadGuard::new(io, activity.clone(), limits);
     let ctx = Arc::new(ConnContext {
         listener: listener.clone(),
-        peer,
-        peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+        peer: conn.peer,
+        peer_ip: HeaderValue::from_str(&conn.peer.ip().to_string())
             .expect("an IP address is a valid header value"),
         activity: activity.clone(),
         tls,
+        trace_id: conn.trace_id,
     });
     async move {
         // The request's future is boxed: hyper keeps a slot the size of the service's future

@@ -1841,3 +1841,66 @@ fn cookie_key_errors() {
         r#""env:" needs a variable name"#,
     );
 }
+
+#[test]
+fn the_access_log_defaults_to_albs_format_on_stdout_and_resolves_files_beside_the_config() {
+    assert_eq!(valid(ANSWER).access_log, None);
+    let on = valid(&format!("{ANSWER}\n[access_log]\n"));
+    assert_eq!(
+        on.access_log,
+        Some(access_log::Settings {
+            requests: access_log::Destination::Stdout,
+            format: access_log::Format::Alb,
+            connections: None,
+            buffer_lines: access_log::DEFAULT_BUFFER_LINES,
+        })
+    );
+    let files = valid(&format!(
+        "{ANSWER}\n[access_log]\npath = \"logs/access.log\"\nformat = \"json\"\n\
+         connections_path = \"/var/log/conn.log\"\nbuffer_lines = 64\n"
+    ));
+    assert_eq!(
+        files.access_log,
+        Some(access_log::Settings {
+            requests: access_log::Destination::File("/etc/seawall/logs/access.log".into()),
+            format: access_log::Format::Json,
+            connections: Some(access_log::Destination::File("/var/log/conn.log".into())),
+            buffer_lines: 64,
+        })
+    );
+}
+
+#[test]
+fn access_log_values_are_checked() {
+    // ANSWER has 6 lines (a leading blank one), then a blank line and the table header.
+    fails(
+        &format!("{ANSWER}\n[access_log]\nformat = \"clf\"\n"),
+        9,
+        "access_log.format",
+        "\"alb\" or \"json\"",
+    );
+    fails(
+        &format!("{ANSWER}\n[access_log]\nconnections_path = \"-\"\n"),
+        9,
+        "access_log.connections_path",
+        "destination of its own",
+    );
+    fails(
+        &format!("{ANSWER}\n[access_log]\npath = \"a.log\"\nconnections_path = \"./a.log\"\n"),
+        10,
+        "access_log.connections_path",
+        "destination of its own",
+    );
+    fails(
+        &format!("{ANSWER}\n[access_log]\nbuffer_lines = 0\n"),
+        9,
+        "access_log.buffer_lines",
+        "between 1 and",
+    );
+    fails(
+        &format!("{ANSWER}\n[access_log]\npath = \"\"\n"),
+        9,
+        "access_log.path",
+        "give a file",
+    );
+}

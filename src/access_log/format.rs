@@ -1,0 +1,534 @@
+//! Lines in ALB's formats. The text format follows ALB's documented field order and quoting, so
+//! that tools made for ALB's logs (Athena's table, GoAccess's `AWSALB` format, Vector's
+//! `parse_aws_alb_log`) read it; the JSON format carries the same fields under the column names
+//! of Athena's ALB table.
+//!
+//! In quoted fields `"` and `\` are escaped with a backslash and bytes outside printable ASCII
+//! are written `\xHH`, so a line stays one line of ASCII whatever a client sends.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Version};
+use serde::Serialize;
+
+use super::entry::{Certificate, ConnectionEntry, Entry, RulePriority, TlsLine, Verify};
+
+/// ALB's `request_creation_time` and `time`: ISO 8601 in UTC with microseconds.
+fn timestamp(t: SystemTime) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_micros(t)
+}
+
+/// ALB's processing times: seconds with millisecond precision, `-1` when the stage never ran.
+fn seconds(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{:.3}", d.as_secs_f64()),
+        None => "-1".into(),
+    }
+}
+
+/// ALB's `ssl_protocol`.
+pub fn protocol_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// ALB's `ssl_cipher`: the OpenSSL name of the suite, as ALB writes it.
+pub fn cipher_name(c: rustls::CipherSuite) -> String {
+    use rustls::CipherSuite as C;
+    let name = match c {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => return format!("{other:?}"),
+    };
+    name.into()
+}
+
+/// The request line's version, as ALB writes it (`HTTP/2.0` for HTTP/2).
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Writes `bytes` escaped for a quoted field (see the module's doc).
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+}
+
+/// A quoted field: `"value"`, or `"-"` when absent.
+fn quoted(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    out.push(b'"');
+    match value {
+        Some(v) if !v.is_empty() => escaped(out, v),
+        _ => out.push(b'-'),
+    }
+    out.push(b'"');
+}
+
+/// The request URL as ALB writes it in the request line: `scheme://host:port/path?query`.
+fn url(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let r = &e.request;
+    // An absolute-form URI names its own authority; else the Host header does.
+    let host = r
+        .uri
+        .host()
+        .map(str::as_bytes)
+        .or_else(|| r.host.as_ref().map(|h| strip_port(h.as_bytes())));
+    out.extend_from_slice(e.scheme.as_bytes());
+    out.extend_from_slice(b"://");
+    out.extend_from_slice(host.unwrap_or(b"-"));
+    let _ = write!(out, ":{}", e.port);
+    let path = r.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(path.as_bytes());
+    out
+}
+
+/// `host` of a `host:port` header value (IPv6 literals keep their brackets).
+fn strip_port(h: &[u8]) -> &[u8] {
+    match h.iter().rposition(|&b| b == b':') {
+        Some(i) if !h[i..].contains(&b']') => &h[..i],
+        _ => h,
+    }
+}
+
+fn rule_text(r: RulePriority) -> String {
+    match r {
+        RulePriority::NotRouted => "-".into(),
+        RulePriority::Default => "0".into(),
+        RulePriority::Rule(p) => p.to_string(),
+    }
+}
+
+fn addr_text(a: Option<std::net::SocketAddr>) -> String {
+    a.map_or("-".into(), |a| a.to_string())
+}
+
+/// One request in ALB's text format, with its newline.
+pub fn alb_request(e: &Entry, out: &mut Vec<u8>) {
+    let tls = e.tls.as_ref();
+    let _ = write!(
+        out,
+        "{} {} app/seawall/{} {} {} {} {} {} {} {} {} {} ",
+        e.kind,
+        timestamp(e.ended),
+        e.listener,
+        e.client,
+        addr_text(e.target),
+        seconds(e.request_processing),
+        seconds(e.target_processing),
+        seconds(e.response_processing),
+        e.elb_status,
+        e.target_status.map_or("-".into(), |s| s.to_string()),
+        e.received_bytes,
+        e.sent_bytes,
+    );
+    let mut request = Vec::with_capacity(96);
+    request.extend_from_slice(e.request.method.as_str().as_bytes());
+    request.push(b' ');
+    request.extend_from_slice(&url(e));
+    request.push(b' ');
+    request.extend_from_slice(version_name(e.request.version).as_bytes());
+    quoted(out, Some(&request));
+    out.push(b' ');
+    quoted(out, e.request.user_agent.as_ref().map(HeaderValue::as_bytes));
+    let _ = write!(
+        out,
+        " {} {} {} ",
+        tls.map_or("-".into(), |t| cipher_name(t.cipher)),
+        tls.map_or("-".into(), |t| protocol_name(t.protocol)),
+        e.target_group.as_deref().unwrap_or("-"),
+    );
+    quoted(out, e.trace_id.as_ref().map(HeaderValue::as_bytes));
+    out.push(b' ');
+    quoted(out, e.domain.as_deref().map(str::as_bytes));
+    out.push(b' ');
+    quoted(out, e.certificate.as_ref().map(|c| c.as_str().as_bytes()));
+    let _ = write!(
+        out,
+        " {} {} ",
+        rule_text(e.rule),
+        timestamp(e.created)
+    );
+    quoted(out, e.action.map(str::as_bytes));
+    out.push(b' ');
+    quoted(out, e.redirect_url.as_ref().map(HeaderValue::as_bytes));
+    out.push(b' ');
+    quoted(out, e.error_reason.map(str::as_bytes));
+    out.push(b' ');
+    quoted(out, e.target.map(|t| t.to_string()).as_deref().map(str::as_bytes));
+    out.push(b' ');
+    quoted(
+        out,
+        e.target_status.map(|s| s.to_string()).as_deref().map(str::as_bytes),
+    );
+    out.push(b' ');
+    quoted(out, e.classification.map(|c| c.0.as_bytes()));
+    out.push(b' ');
+    quoted(out, e.classification.map(|c| c.1.as_bytes()));
+    let _ = writeln!(out, " {}", e.conn_trace_id);
+}
+
+fn verify_text(v: Verify) -> String {
+    match v {
+        Verify::Success => "Success".into(),
+        Verify::Failed(reason) => format!("Failed:{reason}"),
+    }
+}
+
+/// One TLS connection in ALB's connection-log format, with its newline. The client
+/// certificate's fields are `-`: seawall does not ask for one yet.
+pub fn alb_connection(e: &ConnectionEntry, out: &mut Vec<u8>) {
+    let tls = e.tls.as_ref();
+    let _ = writeln!(
+        out,
+        "{} {} {} {} {} {} {:.3} - - - {} {}",
+        timestamp(e.time),
+        e.client.ip(),
+        e.client.port(),
+        e.listener_port,
+        tls.map_or("-".into(), |t: &TlsLine| protocol_name(t.protocol)),
+        tls.map_or("-".into(), |t| cipher_name(t.cipher)),
+        e.handshake.as_secs_f64() * 1000.0,
+        verify_text(e.verify),
+        e.conn_trace_id,
+    );
+}
+
+/// A header value as JSON text: bytes outside UTF-8 replaced.
+fn lossy(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
+}
+
+/// One request as a JSON object; `null` where ALB's text writes `-`, `-1` for times not
+/// reached, as ALB's text has them.
+#[derive(Serialize)]
+struct JsonRequest<'a> {
+    r#type: &'a str,
+    time: String,
+    elb: String,
+    client_ip: String,
+    client_port: u16,
+    target_ip: Option<String>,
+    target_port: Option<u16>,
+    request_processing_time: f64,
+    target_processing_time: f64,
+    response_processing_time: f64,
+    elb_status_code: u16,
+    target_status_code: Option<u16>,
+    received_bytes: u64,
+    sent_bytes: u64,
+    request_verb: &'a str,
+    request_url: std::borrow::Cow<'a, str>,
+    request_proto: &'a str,
+    user_agent: Option<std::borrow::Cow<'a, str>>,
+    ssl_cipher: Option<String>,
+    ssl_protocol: Option<String>,
+    target_group_arn: Option<&'a str>,
+    trace_id: Option<std::borrow::Cow<'a, str>>,
+    domain_name: Option<&'a str>,
+    chosen_cert_arn: Option<&'a str>,
+    matched_rule_priority: Option<u32>,
+    request_creation_time: String,
+    actions_executed: Option<&'a str>,
+    redirect_url: Option<std::borrow::Cow<'a, str>>,
+    error_reason: Option<&'a str>,
+    target_port_list: Vec<String>,
+    target_status_code_list: Vec<u16>,
+    classification: Option<&'a str>,
+    classification_reason: Option<&'a str>,
+    conn_trace_id: String,
+}
+
+fn json_seconds(d: Option<Duration>) -> f64 {
+    d.map_or(-1.0, |d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// One request as a JSON object, with its newline.
+pub fn json_request(e: &Entry, out: &mut Vec<u8>) {
+    let url = url(e);
+    let line = JsonRequest {
+        r#type: e.kind,
+        time: timestamp(e.ended).to_string(),
+        elb: format!("app/seawall/{}", e.listener),
+        client_ip: e.client.ip().to_string(),
+        client_port: e.client.port(),
+        target_ip: e.target.map(|t| t.ip().to_string()),
+        target_port: e.target.map(|t| t.port()),
+        request_processing_time: json_seconds(e.request_processing),
+        target_processing_time: json_seconds(e.target_processing),
+        response_processing_time: json_seconds(e.response_processing),
+        elb_status_code: e.elb_status,
+        target_status_code: e.target_status,
+        received_bytes: e.received_bytes,
+        sent_bytes: e.sent_bytes,
+        request_verb: e.request.method.as_str(),
+        request_url: String::from_utf8_lossy(&url),
+        request_proto: version_name(e.request.version),
+        user_agent: e.request.user_agent.as_ref().map(lossy),
+        ssl_cipher: e.tls.map(|t| cipher_name(t.cipher)),
+        ssl_protocol: e.tls.map(|t| protocol_name(t.protocol)),
+        target_group_arn: e.target_group.as_deref(),
+        trace_id: e.trace_id.as_ref().map(lossy),
+        domain_name: e.domain.as_deref(),
+        chosen_cert_arn: e.certificate.as_ref().map(Certificate::as_str),
+        matched_rule_priority: match e.rule {
+            RulePriority::NotRouted => None,
+            RulePriority::Default => Some(0),
+            RulePriority::Rule(p) => Some(p),
+        },
+        request_creation_time: timestamp(e.created).to_string(),
+        actions_executed: e.action,
+        redirect_url: e.redirect_url.as_ref().map(lossy),
+        error_reason: e.error_reason,
+        target_port_list: e.target.iter().map(|t| t.to_string()).collect(),
+        target_status_code_list: e.target_status.into_iter().collect(),
+        classification: e.classification.map(|c| c.0),
+        classification_reason: e.classification.map(|c| c.1),
+        conn_trace_id: e.conn_trace_id.to_string(),
+    };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &line);
+    out.push(b'\n');
+}
+
+#[derive(Serialize)]
+struct JsonConnection {
+    time: String,
+    client_ip: String,
+    client_port: u16,
+    listener_port: u16,
+    tls_protocol: Option<String>,
+    tls_cipher: Option<String>,
+    tls_handshake_latency: f64,
+    leaf_client_cert_subject: Option<String>,
+    leaf_client_cert_validity: Option<String>,
+    leaf_client_cert_serial_number: Option<String>,
+    tls_verify_status: String,
+    conn_trace_id: String,
+}
+
+/// One TLS connection as a JSON object, with its newline.
+pub fn json_connection(e: &ConnectionEntry, out: &mut Vec<u8>) {
+    let line = JsonConnection {
+        time: timestamp(e.time).to_string(),
+        client_ip: e.client.ip().to_string(),
+        client_port: e.client.port(),
+        listener_port: e.listener_port,
+        tls_protocol: e.tls.map(|t| protocol_name(t.protocol)),
+        tls_cipher: e.tls.map(|t| cipher_name(t.cipher)),
+        tls_handshake_latency: (e.handshake.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        leaf_client_cert_subject: None,
+        leaf_client_cert_validity: None,
+        leaf_client_cert_serial_number: None,
+        tls_verify_status: verify_text(e.verify),
+        conn_trace_id: e.conn_trace_id.to_string(),
+    };
+    let _ = serde_json::to_writer(&mut *out, &line);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::entry::{ConnTraceId, RequestLine};
+    use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
+
+    fn entry() -> Entry {
+        let t0 = UNIX_EPOCH + Duration::from_micros(1_530_570_180_186_641);
+        Entry {
+            kind: "https",
+            created: t0,
+            ended: t0 + Duration::from_millis(12),
+            listener: "web".into(),
+            port: 443,
+            client: "192.168.131.39:2817".parse().unwrap(),
+            target: Some("10.0.0.1:80".parse().unwrap()),
+            request_processing: Some(Duration::from_micros(86)),
+            target_processing: Some(Duration::from_millis(48)),
+            response_processing: Some(Duration::from_micros(37_400)),
+            elb_status: 200,
+            target_status: Some(200),
+            received_bytes: 34,
+            sent_bytes: 366,
+            request: RequestLine {
+                method: http::Method::GET,
+                uri: "/a%20b?x=1".parse().unwrap(),
+                version: Version::HTTP_11,
+                host: Some(HeaderValue::from_static("www.example.com:443")),
+                user_agent: Some(HeaderValue::from_static(r#"say "hi" \ ok"#)),
+                head_bytes: 34,
+            },
+            scheme: "https",
+            tls: Some(TlsLine {
+                protocol: rustls::ProtocolVersion::TLSv1_2,
+                cipher: rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            }),
+            target_group: Some(Arc::from("web-tg")),
+            trace_id: Some(HeaderValue::from_static("Root=1-58337281-1d84f3d73c47ec4e58577259")),
+            domain: Some(Arc::from("www.example.com")),
+            certificate: Some(Certificate::Named(Arc::from("default"))),
+            rule: RulePriority::Rule(1),
+            action: Some("forward"),
+            redirect_url: None,
+            error_reason: None,
+            classification: None,
+            conn_trace_id: ConnTraceId(0xdc57cebed65b444ebc8177bb698fe166),
+        }
+    }
+
+    #[test]
+    fn the_text_line_is_albs() {
+        let mut out = Vec::new();
+        alb_request(&entry(), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "https 2018-07-02T22:23:00.198641Z app/seawall/web 192.168.131.39:2817 10.0.0.1:80 \
+             0.000 0.048 0.037 200 200 34 366 \
+             \"GET https://www.example.com:443/a%20b?x=1 HTTP/1.1\" \"say \\\"hi\\\" \\\\ ok\" \
+             ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 web-tg \
+             \"Root=1-58337281-1d84f3d73c47ec4e58577259\" \"www.example.com\" \"default\" 1 \
+             2018-07-02T22:23:00.186641Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" \
+             TID_dc57cebed65b444ebc8177bb698fe166\n"
+        );
+    }
+
+    #[test]
+    fn absent_fields_are_dashes_and_minus_one() {
+        let mut e = entry();
+        e.kind = "http";
+        e.scheme = "http";
+        e.port = 80;
+        e.tls = None;
+        e.target = None;
+        e.target_status = None;
+        e.request_processing = None;
+        e.target_processing = None;
+        e.response_processing = None;
+        e.target_group = None;
+        e.trace_id = None;
+        e.domain = None;
+        e.certificate = None;
+        e.rule = RulePriority::NotRouted;
+        e.action = None;
+        e.request.user_agent = None;
+        e.request.host = None;
+        e.error_reason = Some("ClientBadRequest");
+        e.elb_status = 400;
+        let mut out = Vec::new();
+        alb_request(&e, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.contains(" - -1 -1 -1 400 - 34 366 \"GET http://-:80/a%20b?x=1 HTTP/1.1\" \"-\" - - - \"-\" \"-\" \"-\" - "),
+            "{line}"
+        );
+        assert!(line.contains("\"-\" \"-\" \"ClientBadRequest\" \"-\" \"-\""), "{line}");
+    }
+
+    #[test]
+    fn bytes_outside_printable_ascii_are_escaped() {
+        let mut out = Vec::new();
+        escaped(&mut out, b"a\"b\\c\td\xffe");
+        assert_eq!(out, br#"a\"b\\c\x09d\xffe"#);
+    }
+
+    #[test]
+    fn hosts_lose_their_port_but_ipv6_keeps_its_brackets() {
+        assert_eq!(strip_port(b"example.com:8443"), b"example.com");
+        assert_eq!(strip_port(b"example.com"), b"example.com");
+        assert_eq!(strip_port(b"[::1]:8443"), b"[::1]");
+        assert_eq!(strip_port(b"[::1]"), b"[::1]");
+    }
+
+    #[test]
+    fn http2_and_the_default_rule_are_written_as_alb_writes_them() {
+        let mut e = entry();
+        e.kind = "h2";
+        e.request.version = Version::HTTP_2;
+        e.rule = RulePriority::Default;
+        let mut out = Vec::new();
+        alb_request(&e, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.starts_with("h2 "), "{line}");
+        assert!(line.contains("?x=1 HTTP/2.0\""), "{line}");
+        assert!(line.contains("\"default\" 0 2018-"), "{line}");
+    }
+
+    #[test]
+    fn the_json_line_has_the_same_fields() {
+        let mut out = Vec::new();
+        json_request(&entry(), &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "https");
+        assert_eq!(v["client_ip"], "192.168.131.39");
+        assert_eq!(v["target_port"], 80);
+        assert_eq!(v["target_processing_time"], 0.048);
+        assert_eq!(v["request_url"], "https://www.example.com:443/a%20b?x=1");
+        assert_eq!(v["user_agent"], r#"say "hi" \ ok"#);
+        assert_eq!(v["ssl_cipher"], "ECDHE-RSA-AES128-GCM-SHA256");
+        assert_eq!(v["matched_rule_priority"], 1);
+        assert_eq!(v["redirect_url"], serde_json::Value::Null);
+        assert_eq!(v["conn_trace_id"], "TID_dc57cebed65b444ebc8177bb698fe166");
+        assert_eq!(v.as_object().unwrap().len(), 34);
+    }
+
+    #[test]
+    fn the_connection_line_is_albs() {
+        let e = ConnectionEntry {
+            time: UNIX_EPOCH + Duration::from_micros(1_696_440_415_180_849),
+            client: "192.0.2.1:49590".parse().unwrap(),
+            listener_port: 443,
+            tls: Some(TlsLine {
+                protocol: rustls::ProtocolVersion::TLSv1_3,
+                cipher: rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            }),
+            handshake: Duration::from_micros(4036),
+            verify: Verify::Success,
+            conn_trace_id: ConnTraceId(1),
+        };
+        let mut out = Vec::new();
+        alb_connection(&e, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2023-10-04T17:26:55.180849Z 192.0.2.1 49590 443 TLSv1.3 TLS_AES_128_GCM_SHA256 \
+             4.036 - - - Success TID_00000000000000000000000000000001\n"
+        );
+        let failed = ConnectionEntry {
+            tls: None,
+            verify: Verify::Failed("HandshakeTimeout"),
+            ..e
+        };
+        let mut out = Vec::new();
+        json_connection(&failed, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["tls_verify_status"], "Failed:HandshakeTimeout");
+        assert_eq!(v["tls_protocol"], serde_json::Value::Null);
+        assert_eq!(v["tls_handshake_latency"], 4.036);
+    }
+}

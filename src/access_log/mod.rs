@@ -1,0 +1,315 @@
+//! ALB's access log and connection log: one line per request and one per TLS connection, in
+//! ALB's field order and quoting (or one JSON object per line), written off the data plane.
+//!
+//! The data plane only fills an [`Entry`] or a [`ConnectionEntry`] and offers it to a bounded
+//! channel: a worker never formats, never writes and never waits. When the writer falls behind
+//! (a slow disk, a pipe nobody reads), offers are refused, dropped and counted in
+//! `seawall_access_log_dropped_total`. The writer is one thread of its own ([`writer`]), which
+//! formats ([`format`]) and writes in batches, so that a busy data plane rarely has to wake it.
+//!
+//! The control side opens the files ([`AccessLog::open`], so that a file that cannot be opened
+//! fails the load and leaves the running configuration in force), hands them over
+//! ([`AccessLog::apply`]: on, off or moved by a reload), reopens them on SIGUSR1 for logrotate
+//! ([`AccessLog::reopen`]) and flushes them at exit ([`AccessLog::close`]).
+
+mod entry;
+pub mod format;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use prometheus::IntCounter;
+use tracing::{info, warn};
+
+pub use entry::{
+    Certificate, ConnTraceId, ConnectionEntry, Entry, RequestLine, RulePriority, TlsLine, Verify};
+use writer::{Command, Message, Output, Shared};
+
+/// How lines are written: ALB's text format, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// ALB's field order, space-separated, quoting as ALB quotes.
+    #[default]
+    Alb,
+    /// One JSON object per line with the same fields, named as Athena's ALB table names them.
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = crate::protocol::UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "alb" => Ok(Format::Alb),
+            "json" => Ok(Format::Json),
+            _ => Err(crate::protocol::UnknownValue::new(
+                "access log format",
+                s,
+                "\"alb\" or \"json\"",
+            )),
+        }
+    }
+}
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// The process's standard output (`"-"`).
+    Stdout,
+    /// A file, appended to, created if missing, reopened by path on SIGUSR1.
+    File(PathBuf),
+}
+
+impl Destination {
+    fn describe(&self) -> String {
+        match self {
+            Destination::Stdout => "stdout".into(),
+            Destination::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// `[access_log]` as compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The request log's destination.
+    pub requests: Destination,
+    pub format: Format,
+    /// ALB's connection log, in a destination of its own (its lines would break the request
+    /// log's parsers).
+    pub connections: Option<Destination>,
+    /// How many lines may wait for the writer before new ones are dropped (read at start).
+    pub buffer_lines: usize,
+}
+
+/// Lines waiting for the writer at most, unless `[access_log] buffer_lines` says otherwise.
+pub const DEFAULT_BUFFER_LINES: usize = 16384;
+
+/// A log file that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {}: {source}", path.display())]
+pub struct OpenError {
+    /// The `[access_log]` key that names the file.
+    pub key: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The logs' destinations, opened by the control side and handed to the writer.
+#[derive(Debug, Default)]
+pub struct Opened {
+    requests: Option<(Output, Format)>,
+    connections: Option<(Output, Format)>,
+    summary: Option<Settings>,
+}
+
+/// Which logs are on, as one byte the data plane reads per request and per connection.
+const REQUESTS: u8 = 1;
+const CONNECTIONS: u8 = 2;
+
+/// The data plane's handle on the logs, and the control side's way to steer them.
+pub struct AccessLog {
+    on: AtomicU8,
+    tx: SyncSender<Message>,
+    shared: Arc<Shared>,
+    dropped: IntCounter,
+    /// The writer thread, started when a log is first turned on.
+    writer: Mutex<Writer>,
+}
+
+enum Writer {
+    /// Not started: nothing has been logged yet.
+    Idle(mpsc::Receiver<Message>),
+    Running(JoinHandle<()>),
+    Closed,
+}
+
+impl AccessLog {
+    /// Both logs off; at most `buffer_lines` lines wait for the writer once they are on.
+    pub fn new(buffer_lines: usize, dropped: IntCounter) -> Self {
+        let (tx, rx) = mpsc::sync_channel(buffer_lines.max(1));
+        AccessLog {
+            on: AtomicU8::new(0),
+            tx,
+            shared: Arc::default(),
+            dropped,
+            writer: Mutex::new(Writer::Idle(rx)),
+        }
+    }
+
+    /// Whether requests are logged: the data plane asks once per request, when it arrives.
+    #[inline]
+    pub fn requests_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed) & REQUESTS != 0
+    }
+
+    /// Whether TLS connections are logged.
+    #[inline]
+    pub fn connections_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed) & CONNECTIONS != 0
+    }
+
+    /// Offers a finished request's line to the writer; dropped and counted if it is behind.
+    pub fn request(&self, entry: Box<Entry>) {
+        self.offer(Message::Request(entry));
+    }
+
+    /// Offers a TLS connection's line to the writer; dropped and counted if it is behind.
+    pub fn connection(&self, entry: Box<ConnectionEntry>) {
+        self.offer(Message::Connection(entry));
+    }
+
+    fn offer(&self, m: Message) {
+        match self.tx.try_send(m) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// Opens what `settings` names (nothing for `None`, which turns both logs off), without
+    /// changing what is being written: a load that fails here changes nothing.
+    pub fn open(settings: Option<&Settings>) -> Result<Opened, OpenError> {
+        let Some(s) = settings else {
+            return Ok(Opened::default());
+        };
+        let open = |key, d: &Destination| {
+            Output::open(d).map_err(|source| OpenError {
+                key,
+                path: match d {
+                    Destination::File(p) => p.clone(),
+                    Destination::Stdout => PathBuf::from("-"),
+                },
+                source,
+            })
+        };
+        Ok(Opened {
+            requests: Some((open("access_log.path", &s.requests)?, s.format)),
+            connections: match &s.connections {
+                Some(d) => Some((open("access_log.connections_path", d)?, s.format)),
+                None => None,
+            },
+            summary: Some(s.clone()),
+        })
+    }
+
+    /// Puts `opened` in force: the logs it has are on (from the next request or connection),
+    /// the others off; files no longer named are closed once the lines before are written.
+    pub fn apply(&self, opened: Opened) {
+        let on = u8::from(opened.requests.is_some()) * REQUESTS
+            | u8::from(opened.connections.is_some()) * CONNECTIONS;
+        match &opened.summary {
+            Some(s) => info!(
+                requests = %s.requests.describe(),
+                connections = %s.connections.as_ref().map_or("off".into(), Destination::describe),
+                format = ?s.format,
+                "access log on"
+            ),
+            None if self.on.load(Ordering::Relaxed) != 0 => info!("access log off"),
+            None => {}
+        }
+        if on != 0 {
+            self.start_writer();
+        }
+        self.command(Command::Configure {
+            requests: opened.requests,
+            connections: opened.connections,
+        });
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Reopens the log files by their paths (SIGUSR1, after logrotate renamed them): lines
+    /// already handed over go to the old file, later ones to the new.
+    pub fn reopen(&self) {
+        self.command(Command::Reopen);
+    }
+
+    /// Turns both logs off, writes every line already handed over, and stops the writer.
+    pub fn close(&self) {
+        self.on.store(0, Ordering::Relaxed);
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Writer::Running(_) = &*w {
+            self.shared.push(Command::Stop);
+            self.wake();
+            if let Writer::Running(handle) = std::mem::replace(&mut *w, Writer::Closed) {
+                if handle.join().is_err() {
+                    warn!("the access log writer panicked");
+                }
+            }
+        } else {
+            *w = Writer::Closed;
+        }
+    }
+
+    fn start_writer(&self) {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(&*w, Writer::Idle(_)) {
+            return;
+        }
+        let Writer::Idle(rx) = std::mem::replace(&mut *w, Writer::Closed) else {
+            unreachable!("checked above");
+        };
+        let shared = self.shared.clone();
+        match std::thread::Builder::new()
+            .name("seawall-log".into())
+            .spawn(move || writer::run(rx, &shared))
+        {
+            Ok(handle) => *w = Writer::Running(handle),
+            Err(e) => warn!(error = %e, "cannot start the access log writer; lines are dropped"),
+        }
+    }
+
+    fn command(&self, c: Command) {
+        self.shared.push(c);
+        self.wake();
+    }
+
+    /// Wakes the writer to look at its commands. When the channel is full the writer is busy
+    /// and looks at them after the batch in hand.
+    fn wake(&self) {
+        let _ = self.tx.try_send(Message::Wake);
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("on", &self.on.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// A path relative to the configuration file's folder, for `[access_log]`'s keys.
+pub fn destination(value: &str, resolve: impl FnOnce(&str) -> PathBuf) -> Destination {
+    if value == "-" {
+        Destination::Stdout
+    } else {
+        Destination::File(resolve(value))
+    }
+}
+
+/// Whether two destinations would mix their lines.
+pub fn same_destination(a: &Destination, b: &Destination) -> bool {
+    match (a, b) {
+        (Destination::Stdout, Destination::Stdout) => true,
+        (Destination::File(a), Destination::File(b)) => same_file(a, b),
+        _ => false,
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
