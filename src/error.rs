@@ -161,7 +161,10 @@ mod tests {
             assert_eq!(err.status().as_u16(), code, "{err}");
             assert_eq!(err.side(), side, "{err}");
             assert!(!err.reason().is_empty(), "{err}");
-            assert!(err.log_code().bytes().all(|b| b.is_ascii_alphabetic()), "{err}");
+            assert!(
+                err.log_code().bytes().all(|b| b.is_ascii_alphabetic()),
+                "{err}"
+            );
         }
     }
 }

@@ -210,11 +210,8 @@ impl Reloader {
         cfg: &Config,
     ) -> Self {
         let hangup = control::listen_for(listeners.runtime(), SignalKind::hangup(), "SIGHUP");
-        let reopen = control::listen_for(
-            listeners.runtime(),
-            SignalKind::user_defined1(),
-            "SIGUSR1",
-        );
+        let reopen =
+            control::listen_for(listeners.runtime(), SignalKind::user_defined1(), "SIGUSR1");
         let watched = watched_files(source, cfg);
         Reloader {
             seen: fingerprint(&watched, Some(&source.text)),

@@ -155,7 +155,10 @@ pub fn alb_request(e: &Entry, out: &mut Vec<u8>) {
     request.extend_from_slice(version_name(e.request.version).as_bytes());
     quoted(out, Some(&request));
     out.push(b' ');
-    quoted(out, e.request.user_agent.as_ref().map(HeaderValue::as_bytes));
+    quoted(
+        out,
+        e.request.user_agent.as_ref().map(HeaderValue::as_bytes),
+    );
     let _ = write!(
         out,
         " {} {} {} ",
@@ -168,23 +171,27 @@ pub fn alb_request(e: &Entry, out: &mut Vec<u8>) {
     quoted(out, e.domain.as_deref().map(str::as_bytes));
     out.push(b' ');
     quoted(out, e.certificate.as_ref().map(|c| c.as_str().as_bytes()));
-    let _ = write!(
-        out,
-        " {} {} ",
-        rule_text(e.rule),
-        timestamp(e.created)
-    );
+    let _ = write!(out, " {} {} ", rule_text(e.rule), timestamp(e.created));
     quoted(out, e.action.map(str::as_bytes));
     out.push(b' ');
     quoted(out, e.redirect_url.as_ref().map(HeaderValue::as_bytes));
     out.push(b' ');
     quoted(out, e.error_reason.map(str::as_bytes));
     out.push(b' ');
-    quoted(out, e.target.map(|t| t.to_string()).as_deref().map(str::as_bytes));
+    quoted(
+        out,
+        e.target
+            .map(|t| t.to_string())
+            .as_deref()
+            .map(str::as_bytes),
+    );
     out.push(b' ');
     quoted(
         out,
-        e.target_status.map(|s| s.to_string()).as_deref().map(str::as_bytes),
+        e.target_status
+            .map(|s| s.to_string())
+            .as_deref()
+            .map(str::as_bytes),
     );
     out.push(b' ');
     quoted(out, e.classification.map(|c| c.0.as_bytes()));
@@ -390,7 +397,9 @@ mod tests {
                 cipher: rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
             }),
             target_group: Some(Arc::from("web-tg")),
-            trace_id: Some(HeaderValue::from_static("Root=1-58337281-1d84f3d73c47ec4e58577259")),
+            trace_id: Some(HeaderValue::from_static(
+                "Root=1-58337281-1d84f3d73c47ec4e58577259",
+            )),
             domain: Some(Arc::from("www.example.com")),
             certificate: Some(Certificate::Named(Arc::from("default"))),
             rule: RulePriority::Rule(1),
@@ -447,7 +456,10 @@ mod tests {
             line.contains(" - -1 -1 -1 400 - 34 366 \"GET http://-:80/a%20b?x=1 HTTP/1.1\" \"-\" - - - \"-\" \"-\" \"-\" - "),
             "{line}"
         );
-        assert!(line.contains("\"-\" \"-\" \"ClientBadRequest\" \"-\" \"-\""), "{line}");
+        assert!(
+            line.contains("\"-\" \"-\" \"ClientBadRequest\" \"-\" \"-\""),
+            "{line}"
+        );
     }
 
     #[test]

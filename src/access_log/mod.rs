@@ -26,7 +26,8 @@ use prometheus::IntCounter;
 use tracing::{info, warn};
 
 pub use entry::{
-    Certificate, ConnTraceId, ConnectionEntry, Entry, RequestLine, RulePriority, TlsLine, Verify};
+    Certificate, ConnTraceId, ConnectionEntry, Entry, RequestLine, RulePriority, TlsLine, Verify,
+};
 use writer::{Command, Message, Output, Shared};
 
 /// How lines are written: ALB's text format, or one JSON object per line.
@@ -199,8 +200,15 @@ impl AccessLog {
     /// Puts `opened` in force: the logs it has are on (from the next request or connection),
     /// the others off; files no longer named are closed once the lines before are written.
     pub fn apply(&self, opened: Opened) {
-        let on = u8::from(opened.requests.is_some()) * REQUESTS
-            | u8::from(opened.connections.is_some()) * CONNECTIONS;
+        let on = if opened.requests.is_some() {
+            REQUESTS
+        } else {
+            0
+        } | if opened.connections.is_some() {
+            CONNECTIONS
+        } else {
+            0
+        };
         match &opened.summary {
             Some(s) => info!(
                 requests = %s.requests.describe(),

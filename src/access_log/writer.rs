@@ -105,6 +105,22 @@ impl Output {
 }
 
 fn open_file(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::FileTypeExt;
+    // Opening a FIFO for writing waits for a reader, which would hold up a reload for good: a
+    // non-blocking open first fails at once when no process reads it.
+    if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+        OpenOptions::new()
+            .append(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                    std::io::Error::other("no process reads this FIFO")
+                } else {
+                    e
+                }
+            })?;
+    }
     OpenOptions::new()
         .create(true)
         .append(true)

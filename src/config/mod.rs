@@ -606,7 +606,10 @@ path = "-"
 rotate = "daily"
 "#,
         );
-        assert_eq!((err.line, err.path.as_str()), (Some(9), "access_log.rotate"));
+        assert_eq!(
+            (err.line, err.path.as_str()),
+            (Some(9), "access_log.rotate")
+        );
         assert!(err.reason.contains("unknown field `rotate`"), "{err}");
     }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawConfig, RawDiscovery, RawEcs, RawForward,
-    RawHealthCheck, RawListener, RawMatch, RawRedirect, RawStickiness, RawTargetGroup, Source,
-    ENV_PREFIX,
+    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawConfig, RawDiscovery,
+    RawEcs, RawForward, RawHealthCheck, RawListener, RawMatch, RawRedirect, RawStickiness,
+    RawTargetGroup, Source, ENV_PREFIX,
 };
 use crate::access_log;
 use crate::balancer::Algorithm;
@@ -336,13 +336,14 @@ fn access_log_settings(
             .connections_path
             .as_deref()
             .map(|p| access_log::destination(p, resolve)),
-        buffer_lines: raw
-            .buffer_lines
-            .unwrap_or(access_log::DEFAULT_BUFFER_LINES),
+        buffer_lines: raw.buffer_lines.unwrap_or(access_log::DEFAULT_BUFFER_LINES),
     };
     for (key, value) in [
         ("access_log.path", raw.path.as_deref()),
-        ("access_log.connections_path", raw.connections_path.as_deref()),
+        (
+            "access_log.connections_path",
+            raw.connections_path.as_deref(),
+        ),
     ] {
         if value == Some("") {
             errs.push(src.error(key, "give a file, or \"-\" for standard output"));
