@@ -6,6 +6,8 @@
 #   benches/callgrind.sh [keepalive|h2|handshake] [requests, default 20000]
 #   RULES=100 benches/callgrind.sh keepalive    # the listener has 100 rules; none matches the
 #                                               # measured request, which takes the default action
+#   ACCESS_LOG=alb benches/callgrind.sh h2      # with the access log on, written to a file
+#                                               # (alb or json); the writer thread is counted too
 #
 # seawall (the dist build, with line tables for the annotation) runs under callgrind in front of
 # an nginx backend; `seawall bench` warms the connections up, then instrumentation is switched on
@@ -76,6 +78,10 @@ $(extra_rules "${RULES:-1}")
 name = "backend"
 targets = ["127.0.0.1:$backend_port"]
 EOF
+if [ -n "${ACCESS_LOG:-}" ]; then
+    printf '\n[access_log]\npath = "%s"\nformat = "%s"\n' "$work/access.log" "$ACCESS_LOG" \
+        >>"$work/seawall.toml"
+fi
 rm -f "$out"*
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" --instr-atstart=no \
     "$bin" run --config "$work/seawall.toml" 2>"$work/valgrind.log" & vg=$!; pids+=($vg)
@@ -100,7 +106,10 @@ profile=$(grep -al '^totals: [1-9]' "$out"* | head -1)
 total=$(awk '/^totals:/ {print $2}' "$profile")
 # A dump on request leaves its summary line at 0, which callgrind_annotate then prints as empty.
 sed -i "s/^summary: 0\$/summary: $total/" "$profile"
-echo "$mode: $n requests ($errors errors), $total instructions, $((total / n)) per request"
+echo "$mode${ACCESS_LOG:+ (access log: $ACCESS_LOG)}: $n requests ($errors errors), $total instructions, $((total / n)) per request"
+if [ -n "${ACCESS_LOG:-}" ]; then
+    echo "access log: $(wc -l <"$work/access.log") lines"
+fi
 echo "profile: $profile (callgrind_annotate --inclusive=yes $profile)"
 callgrind_annotate --inclusive=yes "$profile" 2>/dev/null \
     | sed 's|/root/.cargo/registry/src/[^/]*/||' | grep -E '^ *[0-9,]+ ' | sed -n '2,30p'

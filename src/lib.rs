@@ -17,7 +17,8 @@
 //!    response, a redirect, or a forward. One record per request (`proxy::record`) collects what
 //!    every stage learnt (TLS facts, the rule, the target, ALB's three processing times, statuses,
 //!    bytes, trace id, error) and is finished when the response body ends or is dropped: the
-//!    metrics are observed from it;
+//!    metrics are observed from it, and [`access_log`] hands it to a writer thread of its own
+//!    (ALB's access and connection logs);
 //! 4. a forward picks a group by weight and asks it ([`targets`]) for a target through its
 //!    [`balancer`] ([`stickiness`]'s sealed cookies keep a client on its group and target), and
 //!    sends the request on one of that target's pooled connections ([`upstream`]), streaming both

@@ -1,11 +1,12 @@
 //! One record per request (rpxy's `HttpMessageLog` is the model): made when the request arrives,
 //! filled by TLS, routing and the forward as the request goes, and finished once, when the
-//! response body ends or is dropped. The metrics are observed from it; the access log will write
-//! it out.
+//! response body ends or is dropped. The metrics are observed from it, and with the access log on
+//! it becomes the log's [`Entry`]: what only the log needs (the request line, the wall-clock
+//! time) is taken on arrival into a [`LogLine`], and only then.
 //!
-//! Nothing here allocates per request: names are `Arc<str>` clones held by the metric handles,
-//! times are `Instant`s, statuses `StatusCode`s; what the connection knows (TLS) is computed once
-//! per connection and shared.
+//! Nothing here allocates per request (but the log's entry, when the log is on): names are `Arc<str>` clones held by the metric handles,
+//! times are `Instant`s, statuses `StatusCode`s, header values share the request's buffer; what
+//! the connection knows (TLS) is computed once per connection and shared.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
