@@ -6,6 +6,7 @@
 #   benches/compare.sh [seconds per scenario, default 5]
 #
 # Environment: PROFILE=dist|release (seawall's build, default dist: LTO, codegen-units=1);
+# ACCESS_LOG=alb|json turns seawall's access log on, written to a file (the peers keep theirs off);
 # SCENARIOS="hs-ecdsa 1mib ..." runs only those (default: all); ROUNDS=N (default 3) runs each
 # load scenario N times per proxy, the proxies taking turns, and the table shows each proxy's
 # median: on this shared machine one proxy's figure moves by tens of percent between runs, and a
@@ -90,6 +91,10 @@ $(seawall_listener rsa "${port_rsa[seawall]}" rsa)
 name = "backend"
 targets = ["127.0.0.1:$backend_port"]
 EOF
+if [ -n "${ACCESS_LOG:-}" ]; then
+    printf '\n[access_log]\npath = "%s"\nformat = "%s"\n' "$work/access.log" "$ACCESS_LOG" \
+        >>"$work/seawall.toml"
+fi
 RUST_LOG=warn taskset -c 0 "$bin" run --config "$work/seawall.toml" & pid_of[seawall]=$!; pids+=($!)
 
 mkdir -p "$work/nginx"
@@ -262,7 +267,7 @@ d="${secs}s"
 proxies=(seawall nginx haproxy)
 scenarios=" ${SCENARIOS:-idle-mem hs-ecdsa hs-rsa keepalive h2 1mib} "
 want() { [[ $scenarios == *" $1 "* ]]; }
-echo "seawall ($profile) vs nginx $(nginx -v 2>&1 | sed 's/.*\///') vs HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), ${secs}s per scenario, $rounds rounds" >&2
+echo "seawall ($profile${ACCESS_LOG:+, access log $ACCESS_LOG to a file}) vs nginx $(nginx -v 2>&1 | sed 's/.*\///') vs HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), ${secs}s per scenario, $rounds rounds" >&2
 # Memory first, before any load has grown the allocators' free lists (freed memory that a process
 # keeps would hide the growth).
 want idle-mem && for p in "${proxies[@]}"; do idle_mem "$p"; done

@@ -5,7 +5,7 @@
 //! channel: a worker never formats, never writes and never waits. When the writer falls behind
 //! (a slow disk, a pipe nobody reads), offers are refused, dropped and counted in
 //! `seawall_access_log_dropped_total`. The writer is one thread of its own ([`writer`]), which
-//! formats ([`format`]) and writes in batches, so that a busy data plane rarely has to wake it.
+//! formats ([`format`](mod@format)) and writes in batches, so that a busy data plane rarely has to wake it.
 //!
 //! The control side opens the files ([`AccessLog::open`], so that a file that cannot be opened
 //! fails the load and leaves the running configuration in force), hands them over
