@@ -37,7 +37,7 @@ need openssl openssl
 need python3 python3
 
 if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --profile "$profile" --quiet; fi
-bin=$PWD/target/$profile/seawall
+bin=${CARGO_TARGET_DIR:-$PWD/target}/$profile/seawall
 make_workdir
 # 5 000 held connections and their backend sides fit in the usual hard limit (20 000 here).
 ulimit -n "$(ulimit -Hn)"
