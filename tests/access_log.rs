@@ -605,3 +605,38 @@ async fn reloads_turn_the_log_on_move_it_and_turn_it_off() {
         2
     );
 }
+
+/// A client that leaves before its answer is logged with ALB's 460 (and counted in no metric).
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_logged_as_460() {
+    let app = Backend::start("app").await;
+    let sw = Seawall::start(&config(
+        app.addr,
+        dead_port(),
+        "[access_log]\npath = \"access.log\"\n",
+    ));
+    let mut tcp = TcpStream::connect(sw.addr("web")).await.unwrap();
+    tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\nUser-Agent: impatient\r\n\r\n")
+        .await
+        .unwrap();
+    let hits = app.hits.clone();
+    assert!(
+        eventually(PATIENCE, || async {
+            hits.load(std::sync::atomic::Ordering::SeqCst) >= 1
+        })
+        .await,
+        "the request never reached the target"
+    );
+    drop(tcp);
+    let line = parse(
+        &ALB_FIELDS,
+        &lines_of(&sw.dir.path().join("access.log"), 1).await[0],
+    );
+    assert_eq!(line["elb_status_code"], "460");
+    assert_eq!(line["target_status_code"], "-");
+    assert_eq!(line["target:port"], app.addr.to_string());
+    assert_eq!(line["user_agent"], "impatient");
+    assert_eq!(line["target_processing_time"], "-1");
+    let text = sw.metrics_text();
+    assert_eq!(metric_total(&text, "seawall_requests_total"), 0.0, "{text}");
+}

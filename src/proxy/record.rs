@@ -195,6 +195,8 @@ impl Drop for Record {
     fn drop(&mut self) {
         let f = &self.facts;
         let Some(status) = f.status else {
+            // The client left before an answer: not counted, but logged as ALB logs it.
+            self.write_log(CLIENT_CLOSED);
             return;
         };
         // A group's pair when a group answered; else the listener's own counters.
@@ -206,16 +208,17 @@ impl Drop for Record {
         if let (Some(m), Some(t)) = (&f.metrics, f.timing.target_processing()) {
             m.observe_target_response(t.as_secs_f64());
         }
-        if let Some(line) = self.line.take() {
-            let log = &self.conn.listener.plane.access_log;
-            // The log may have been turned off by a reload since the request arrived.
-            if log.requests_on() {
-                log.request(Box::new(self.entry(line, status)));
-            }
-        }
+        self.write_log(status);
         self.log(status);
     }
 }
+
+/// ALB's status for a request whose client closed the connection before an answer was sent: in
+/// the access log only (ALB counts it in no metric either).
+const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(460) {
+    Ok(s) => s,
+    Err(_) => panic!("460 is in the valid range"),
+};
 
 /// What the access log needs of a request beyond its [`Facts`], taken only while the log is on.
 #[derive(Debug)]
@@ -277,6 +280,17 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 }
 
 impl Record {
+    /// Hands the finished request's line to the access log, if it was on when the request
+    /// arrived and still is (a reload may have turned it off since).
+    fn write_log(&mut self, status: StatusCode) {
+        if let Some(line) = self.line.take() {
+            let log = &self.conn.listener.plane.access_log;
+            if log.requests_on() {
+                log.request(Box::new(self.entry(line, status)));
+            }
+        }
+    }
+
     /// The access log's line for the finished request.
     fn entry(&self, line: LogLine, status: StatusCode) -> Entry {
         let f = &self.facts;
