@@ -71,7 +71,7 @@ pub fn handle(
         let ctx = &*record.conn;
         let grpc = grpc_content_type(req.headers()).cloned();
         if ctx.listener.plane.access_log.requests_on() {
-            record.line = Some(record::LogLine::of(&req, grpc.is_some()));
+            record.line = Some(Box::new(record::LogLine::of(&req, grpc.is_some())));
         }
         let http1 = req.version() < Version::HTTP_2;
         let facts = &mut record.facts;

@@ -162,7 +162,8 @@ pub struct Record {
     /// What the request met, filled by `respond` and the forward, read when the record ends.
     pub facts: Facts,
     /// What only the access log needs, taken when the request arrives while the log is on.
-    pub line: Option<LogLine>,
+    /// Boxed, so that it costs a request with the log off one word of its record.
+    pub line: Option<Box<LogLine>>,
     /// Keeps the request counted as in flight on its connection (the idle timer) while the
     /// record lives; dropped after the metrics are counted.
     _in_flight: RequestGuard,
@@ -292,7 +293,8 @@ impl Record {
     }
 
     /// The access log's line for the finished request.
-    fn entry(&self, line: LogLine, status: StatusCode) -> Entry {
+    fn entry(&self, line: Box<LogLine>, status: StatusCode) -> Entry {
+        let line = *line;
         let f = &self.facts;
         let conn = &*self.conn;
         let tls = conn.tls.as_ref();
