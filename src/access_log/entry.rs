@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
 
 /// ALB's `conn_trace_id`: one per client connection, shared by the connection's line in the
 /// connection log and its requests' lines in the access log.
@@ -61,17 +61,86 @@ pub enum RulePriority {
     Rule(u32),
 }
 
-/// The request as the client sent it: ALB's `"request"` and `"user_agent"`.
+/// The request as the client sent it: ALB's `"request"` and `"user_agent"`, and its trace id.
+///
+/// The text is copied, not shared with the request: header values and the URI that hyper parsed
+/// are slices of the connection's read buffer, and a slice kept alive until the writer gets to
+/// it would stop hyper from reusing that buffer for the next request.
 #[derive(Debug, Clone)]
 pub struct RequestLine {
     pub method: Method,
-    pub uri: Uri,
     pub version: Version,
-    /// The Host header (or `:authority`), for the request line's `host`.
-    pub host: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
+    /// The request target, the host, the user agent and the trace id, one after the other, in
+    /// one allocation.
+    text: Vec<u8>,
+    /// Where each of the four ends in `text`; an absent one is empty.
+    ends: [u32; 4],
+    /// Which of the host, the user agent and the trace id are present (bits 0, 1, 2).
+    present: u8,
     /// The head's size as HTTP/1 frames it (ALB counts headers in `received_bytes`).
     pub head_bytes: u64,
+}
+
+/// Room kept for the trace id, which is known only once the request is routed (seawall's own
+/// are 40 bytes).
+const TRACE_ID_ROOM: usize = 48;
+
+impl RequestLine {
+    pub fn new(
+        method: Method,
+        version: Version,
+        target: &[u8],
+        host: Option<&[u8]>,
+        user_agent: Option<&[u8]>,
+        head_bytes: u64,
+    ) -> Self {
+        let (h, ua) = (host.unwrap_or_default(), user_agent.unwrap_or_default());
+        let mut text = Vec::with_capacity(target.len() + h.len() + ua.len() + TRACE_ID_ROOM);
+        text.extend_from_slice(target);
+        let target_end = text.len() as u32;
+        text.extend_from_slice(h);
+        let host_end = text.len() as u32;
+        text.extend_from_slice(ua);
+        let ua_end = text.len() as u32;
+        RequestLine {
+            method,
+            version,
+            text,
+            ends: [target_end, host_end, ua_end, ua_end],
+            present: u8::from(host.is_some()) | u8::from(user_agent.is_some()) << 1,
+            head_bytes,
+        }
+    }
+
+    /// Adds the trace id the target was sent (or the client's, for an answer seawall made).
+    pub fn set_trace_id(&mut self, id: &[u8]) {
+        self.text.truncate(self.ends[2] as usize);
+        self.text.extend_from_slice(id);
+        self.ends[3] = self.text.len() as u32;
+        self.present |= 4;
+    }
+
+    fn part(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// The request target as sent (origin form: path and query).
+    pub fn target(&self) -> &[u8] {
+        self.part(0)
+    }
+
+    pub fn host(&self) -> Option<&[u8]> {
+        (self.present & 1 != 0).then(|| self.part(1))
+    }
+
+    pub fn user_agent(&self) -> Option<&[u8]> {
+        (self.present & 2 != 0).then(|| self.part(2))
+    }
+
+    pub fn trace_id(&self) -> Option<&[u8]> {
+        (self.present & 4 != 0).then(|| self.part(3))
+    }
 }
 
 /// One request's line.
@@ -104,7 +173,6 @@ pub struct Entry {
     pub scheme: &'static str,
     pub tls: Option<TlsLine>,
     pub target_group: Option<Arc<str>>,
-    pub trace_id: Option<HeaderValue>,
     /// The SNI the client asked for (`domain_name`).
     pub domain: Option<Arc<str>>,
     /// The certificate served (`chosen_cert_arn`).

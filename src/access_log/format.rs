@@ -5,39 +5,306 @@
 //!
 //! In quoted fields `"` and `\` are escaped with a backslash and bytes outside printable ASCII
 //! are written `\xHH`, so a line stays one line of ASCII whatever a client sends.
+//!
+//! The text format is written byte by byte, numbers with `itoa`, and the date part of a
+//! timestamp once a second: `core::fmt` and a `String` per field cost ten times as much, and the
+//! writer shares the cores with the data plane.
 
+use std::borrow::Cow;
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Version};
 use serde::Serialize;
 
 use super::entry::{Certificate, ConnectionEntry, Entry, RulePriority, TlsLine, Verify};
 
-/// ALB's `request_creation_time` and `time`: ISO 8601 in UTC with microseconds.
-fn timestamp(t: SystemTime) -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_micros(t)
+/// Formats lines, keeping what they share from one to the next.
+#[derive(Debug, Default)]
+pub struct Formatter {
+    /// The second last formatted, and its text up to the seconds (`2018-07-02T22:23:00`).
+    second: Option<(u64, [u8; 19])>,
 }
 
-/// ALB's processing times: seconds with millisecond precision, `-1` when the stage never ran.
-fn seconds(d: Option<Duration>) -> String {
-    match d {
-        Some(d) => format!("{:.3}", d.as_secs_f64()),
-        None => "-1".into(),
+impl Formatter {
+    /// ALB's timestamps: ISO 8601 in UTC with microseconds (`2018-07-02T22:23:00.186641Z`).
+    fn timestamp(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let date = match self.second {
+            Some((s, date)) if s == secs => date,
+            _ => {
+                let mut date = [0u8; 19];
+                let text =
+                    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+                        .to_string();
+                date.copy_from_slice(&text.as_bytes()[..19]);
+                self.second = Some((secs, date));
+                date
+            }
+        };
+        out.extend_from_slice(&date);
+        out.push(b'.');
+        padded(out, since.subsec_micros().into(), 6);
+        out.push(b'Z');
+    }
+
+    /// One request in ALB's text format, with its newline.
+    pub fn alb_request(&mut self, e: &Entry, out: &mut Vec<u8>) {
+        let tls = e.tls.as_ref();
+        out.extend_from_slice(e.kind.as_bytes());
+        out.push(b' ');
+        self.timestamp(out, e.ended);
+        out.extend_from_slice(b" app/seawall/");
+        out.extend_from_slice(e.listener.as_bytes());
+        out.push(b' ');
+        addr(out, Some(e.client));
+        out.push(b' ');
+        addr(out, e.target);
+        for t in [
+            e.request_processing,
+            e.target_processing,
+            e.response_processing,
+        ] {
+            out.push(b' ');
+            seconds(out, t);
+        }
+        out.push(b' ');
+        number(out, e.elb_status.into());
+        out.push(b' ');
+        optional_number(out, e.target_status);
+        out.push(b' ');
+        number(out, e.received_bytes);
+        out.push(b' ');
+        number(out, e.sent_bytes);
+        out.extend_from_slice(b" \"");
+        escaped(out, e.request.method.as_str().as_bytes());
+        out.push(b' ');
+        url(out, e, escaped);
+        out.push(b' ');
+        out.extend_from_slice(version_name(e.request.version).as_bytes());
+        out.extend_from_slice(b"\" ");
+        quoted(out, e.request.user_agent());
+        out.push(b' ');
+        dash_or(out, tls.map(|t| cipher_name(t.cipher)).as_deref());
+        out.push(b' ');
+        dash_or(out, tls.map(|t| protocol_name(t.protocol)).as_deref());
+        out.push(b' ');
+        dash_or(out, e.target_group.as_deref());
+        out.push(b' ');
+        quoted(out, e.request.trace_id());
+        out.push(b' ');
+        quoted(out, e.domain.as_deref().map(str::as_bytes));
+        out.push(b' ');
+        quoted(out, e.certificate.as_ref().map(|c| c.as_str().as_bytes()));
+        out.push(b' ');
+        match e.rule {
+            RulePriority::NotRouted => out.push(b'-'),
+            RulePriority::Default => out.push(b'0'),
+            RulePriority::Rule(p) => number(out, p.into()),
+        }
+        out.push(b' ');
+        self.timestamp(out, e.created);
+        out.push(b' ');
+        quoted(out, e.action.map(str::as_bytes));
+        out.push(b' ');
+        quoted(out, e.redirect_url.as_ref().map(HeaderValue::as_bytes));
+        out.push(b' ');
+        quoted(out, e.error_reason.map(str::as_bytes));
+        out.extend_from_slice(b" \"");
+        addr(out, e.target);
+        out.extend_from_slice(b"\" \"");
+        optional_number(out, e.target_status);
+        out.extend_from_slice(b"\" ");
+        quoted(out, e.classification.map(|c| c.0.as_bytes()));
+        out.push(b' ');
+        quoted(out, e.classification.map(|c| c.1.as_bytes()));
+        out.push(b' ');
+        let _ = write!(out, "{}", e.conn_trace_id);
+        out.push(b'\n');
+    }
+
+    /// One TLS connection in ALB's connection-log format, with its newline. The client
+    /// certificate's fields are `-`: seawall does not ask for one yet.
+    pub fn alb_connection(&mut self, e: &ConnectionEntry, out: &mut Vec<u8>) {
+        let tls = e.tls.as_ref();
+        self.timestamp(out, e.time);
+        out.push(b' ');
+        let _ = write!(out, "{} ", e.client.ip());
+        number(out, e.client.port().into());
+        out.push(b' ');
+        number(out, e.listener_port.into());
+        out.push(b' ');
+        dash_or(
+            out,
+            tls.map(|t: &TlsLine| protocol_name(t.protocol)).as_deref(),
+        );
+        out.push(b' ');
+        dash_or(out, tls.map(|t| cipher_name(t.cipher)).as_deref());
+        out.push(b' ');
+        millis(out, e.handshake);
+        out.extend_from_slice(b" - - - ");
+        out.extend_from_slice(verify_text(e.verify).as_bytes());
+        let _ = writeln!(out, " {}", e.conn_trace_id);
+    }
+
+    /// One request as a JSON object, with its newline.
+    pub fn json_request(&mut self, e: &Entry, out: &mut Vec<u8>) {
+        let mut url_text = Vec::with_capacity(64);
+        url(&mut url_text, e, |o, b| o.extend_from_slice(b));
+        let line = JsonRequest {
+            r#type: e.kind,
+            time: self.timestamp_string(e.ended),
+            elb: format!("app/seawall/{}", e.listener),
+            client_ip: e.client.ip().to_string(),
+            client_port: e.client.port(),
+            target_ip: e.target.map(|t| t.ip().to_string()),
+            target_port: e.target.map(|t| t.port()),
+            request_processing_time: json_seconds(e.request_processing),
+            target_processing_time: json_seconds(e.target_processing),
+            response_processing_time: json_seconds(e.response_processing),
+            elb_status_code: e.elb_status,
+            target_status_code: e.target_status,
+            received_bytes: e.received_bytes,
+            sent_bytes: e.sent_bytes,
+            request_verb: e.request.method.as_str(),
+            request_url: String::from_utf8_lossy(&url_text),
+            request_proto: version_name(e.request.version),
+            user_agent: e.request.user_agent().map(String::from_utf8_lossy),
+            ssl_cipher: e.tls.map(|t| cipher_name(t.cipher)),
+            ssl_protocol: e.tls.map(|t| protocol_name(t.protocol)),
+            target_group_arn: e.target_group.as_deref(),
+            trace_id: e.request.trace_id().map(String::from_utf8_lossy),
+            domain_name: e.domain.as_deref(),
+            chosen_cert_arn: e.certificate.as_ref().map(Certificate::as_str),
+            matched_rule_priority: match e.rule {
+                RulePriority::NotRouted => None,
+                RulePriority::Default => Some(0),
+                RulePriority::Rule(p) => Some(p),
+            },
+            request_creation_time: self.timestamp_string(e.created),
+            actions_executed: e.action,
+            redirect_url: e
+                .redirect_url
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes())),
+            error_reason: e.error_reason,
+            target_port_list: e.target.iter().map(|t| t.to_string()).collect(),
+            target_status_code_list: e.target_status.into_iter().collect(),
+            classification: e.classification.map(|c| c.0),
+            classification_reason: e.classification.map(|c| c.1),
+            conn_trace_id: e.conn_trace_id.to_string(),
+        };
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &line);
+        out.push(b'\n');
+    }
+
+    /// One TLS connection as a JSON object, with its newline.
+    pub fn json_connection(&mut self, e: &ConnectionEntry, out: &mut Vec<u8>) {
+        let line = JsonConnection {
+            time: self.timestamp_string(e.time),
+            client_ip: e.client.ip().to_string(),
+            client_port: e.client.port(),
+            listener_port: e.listener_port,
+            tls_protocol: e.tls.map(|t| protocol_name(t.protocol)),
+            tls_cipher: e.tls.map(|t| cipher_name(t.cipher)),
+            tls_handshake_latency: (e.handshake.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            leaf_client_cert_subject: None,
+            leaf_client_cert_validity: None,
+            leaf_client_cert_serial_number: None,
+            tls_verify_status: verify_text(e.verify),
+            conn_trace_id: e.conn_trace_id.to_string(),
+        };
+        let _ = serde_json::to_writer(&mut *out, &line);
+        out.push(b'\n');
+    }
+
+    fn timestamp_string(&mut self, t: SystemTime) -> String {
+        let mut out = Vec::with_capacity(27);
+        self.timestamp(&mut out, t);
+        String::from_utf8(out).expect("a timestamp is ASCII")
     }
 }
 
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn optional_number(out: &mut Vec<u8>, n: Option<u16>) {
+    match n {
+        Some(n) => number(out, n.into()),
+        None => out.push(b'-'),
+    }
+}
+
+/// `n` with leading zeros to `width` digits.
+fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits.as_bytes());
+}
+
+/// ALB's processing times: seconds with millisecond precision, `-1` when the stage never ran.
+fn seconds(out: &mut Vec<u8>, d: Option<Duration>) {
+    let Some(d) = d else {
+        out.extend_from_slice(b"-1");
+        return;
+    };
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    number(out, (ms / 1000) as u64);
+    out.push(b'.');
+    padded(out, (ms % 1000) as u64, 3);
+}
+
+/// The connection log's handshake time: milliseconds with microsecond precision.
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let us = (d.as_nanos() + 500) / 1000;
+    number(out, (us / 1000) as u64);
+    out.push(b'.');
+    padded(out, (us % 1000) as u64, 3);
+}
+
+/// `ip:port`, or `-`.
+fn addr(out: &mut Vec<u8>, a: Option<SocketAddr>) {
+    match a {
+        None => out.push(b'-'),
+        Some(SocketAddr::V4(v4)) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(out, octet.into());
+            }
+            out.push(b':');
+            number(out, v4.port().into());
+        }
+        Some(a @ SocketAddr::V6(_)) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+fn dash_or(out: &mut Vec<u8>, v: Option<&str>) {
+    out.extend_from_slice(v.unwrap_or("-").as_bytes());
+}
+
 /// ALB's `ssl_protocol`.
-pub fn protocol_name(v: rustls::ProtocolVersion) -> String {
+pub fn protocol_name(v: rustls::ProtocolVersion) -> Cow<'static, str> {
     match v {
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
-        other => format!("{other:?}"),
+        other => format!("{other:?}").into(),
     }
 }
 
 /// ALB's `ssl_cipher`: the OpenSSL name of the suite, as ALB writes it.
-pub fn cipher_name(c: rustls::CipherSuite) -> String {
+pub fn cipher_name(c: rustls::CipherSuite) -> Cow<'static, str> {
     use rustls::CipherSuite as C;
     let name = match c {
         C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
@@ -49,7 +316,7 @@ pub fn cipher_name(c: rustls::CipherSuite) -> String {
         C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
         C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
         C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
-        other => return format!("{other:?}"),
+        other => return format!("{other:?}").into(),
     };
     name.into()
 }
@@ -73,7 +340,13 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
             b'\\' => out.extend_from_slice(b"\\\\"),
             0x20..=0x7e => out.push(b),
             _ => {
-                let _ = write!(out, "\\x{b:02x}");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
             }
         }
     }
@@ -89,23 +362,18 @@ fn quoted(out: &mut Vec<u8>, value: Option<&[u8]>) {
     out.push(b'"');
 }
 
-/// The request URL as ALB writes it in the request line: `scheme://host:port/path?query`.
-fn url(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    let r = &e.request;
-    // An absolute-form URI names its own authority; else the Host header does.
-    let host = r
-        .uri
-        .host()
-        .map(str::as_bytes)
-        .or_else(|| r.host.as_ref().map(|h| strip_port(h.as_bytes())));
+/// The request URL as ALB writes it in the request line, `scheme://host:port/path?query`, its
+/// client-sent parts through `text` (escaping them, or not for JSON).
+fn url(out: &mut Vec<u8>, e: &Entry, text: fn(&mut Vec<u8>, &[u8])) {
     out.extend_from_slice(e.scheme.as_bytes());
     out.extend_from_slice(b"://");
-    out.extend_from_slice(host.unwrap_or(b"-"));
-    let _ = write!(out, ":{}", e.port);
-    let path = r.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(path.as_bytes());
-    out
+    match e.request.host() {
+        Some(h) if !h.is_empty() => text(out, strip_port(h)),
+        _ => out.push(b'-'),
+    }
+    out.push(b':');
+    number(out, e.port.into());
+    text(out, e.request.target());
 }
 
 /// `host` of a `host:port` header value (IPv6 literals keep their brackets).
@@ -116,119 +384,11 @@ fn strip_port(h: &[u8]) -> &[u8] {
     }
 }
 
-fn rule_text(r: RulePriority) -> String {
-    match r {
-        RulePriority::NotRouted => "-".into(),
-        RulePriority::Default => "0".into(),
-        RulePriority::Rule(p) => p.to_string(),
-    }
-}
-
-fn addr_text(a: Option<std::net::SocketAddr>) -> String {
-    a.map_or("-".into(), |a| a.to_string())
-}
-
-/// One request in ALB's text format, with its newline.
-pub fn alb_request(e: &Entry, out: &mut Vec<u8>) {
-    let tls = e.tls.as_ref();
-    let _ = write!(
-        out,
-        "{} {} app/seawall/{} {} {} {} {} {} {} {} {} {} ",
-        e.kind,
-        timestamp(e.ended),
-        e.listener,
-        e.client,
-        addr_text(e.target),
-        seconds(e.request_processing),
-        seconds(e.target_processing),
-        seconds(e.response_processing),
-        e.elb_status,
-        e.target_status.map_or("-".into(), |s| s.to_string()),
-        e.received_bytes,
-        e.sent_bytes,
-    );
-    let mut request = Vec::with_capacity(96);
-    request.extend_from_slice(e.request.method.as_str().as_bytes());
-    request.push(b' ');
-    request.extend_from_slice(&url(e));
-    request.push(b' ');
-    request.extend_from_slice(version_name(e.request.version).as_bytes());
-    quoted(out, Some(&request));
-    out.push(b' ');
-    quoted(
-        out,
-        e.request.user_agent.as_ref().map(HeaderValue::as_bytes),
-    );
-    let _ = write!(
-        out,
-        " {} {} {} ",
-        tls.map_or("-".into(), |t| cipher_name(t.cipher)),
-        tls.map_or("-".into(), |t| protocol_name(t.protocol)),
-        e.target_group.as_deref().unwrap_or("-"),
-    );
-    quoted(out, e.trace_id.as_ref().map(HeaderValue::as_bytes));
-    out.push(b' ');
-    quoted(out, e.domain.as_deref().map(str::as_bytes));
-    out.push(b' ');
-    quoted(out, e.certificate.as_ref().map(|c| c.as_str().as_bytes()));
-    let _ = write!(out, " {} {} ", rule_text(e.rule), timestamp(e.created));
-    quoted(out, e.action.map(str::as_bytes));
-    out.push(b' ');
-    quoted(out, e.redirect_url.as_ref().map(HeaderValue::as_bytes));
-    out.push(b' ');
-    quoted(out, e.error_reason.map(str::as_bytes));
-    out.push(b' ');
-    quoted(
-        out,
-        e.target
-            .map(|t| t.to_string())
-            .as_deref()
-            .map(str::as_bytes),
-    );
-    out.push(b' ');
-    quoted(
-        out,
-        e.target_status
-            .map(|s| s.to_string())
-            .as_deref()
-            .map(str::as_bytes),
-    );
-    out.push(b' ');
-    quoted(out, e.classification.map(|c| c.0.as_bytes()));
-    out.push(b' ');
-    quoted(out, e.classification.map(|c| c.1.as_bytes()));
-    let _ = writeln!(out, " {}", e.conn_trace_id);
-}
-
 fn verify_text(v: Verify) -> String {
     match v {
         Verify::Success => "Success".into(),
         Verify::Failed(reason) => format!("Failed:{reason}"),
     }
-}
-
-/// One TLS connection in ALB's connection-log format, with its newline. The client
-/// certificate's fields are `-`: seawall does not ask for one yet.
-pub fn alb_connection(e: &ConnectionEntry, out: &mut Vec<u8>) {
-    let tls = e.tls.as_ref();
-    let _ = writeln!(
-        out,
-        "{} {} {} {} {} {} {:.3} - - - {} {}",
-        timestamp(e.time),
-        e.client.ip(),
-        e.client.port(),
-        e.listener_port,
-        tls.map_or("-".into(), |t: &TlsLine| protocol_name(t.protocol)),
-        tls.map_or("-".into(), |t| cipher_name(t.cipher)),
-        e.handshake.as_secs_f64() * 1000.0,
-        verify_text(e.verify),
-        e.conn_trace_id,
-    );
-}
-
-/// A header value as JSON text: bytes outside UTF-8 replaced.
-fn lossy(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(v.as_bytes())
 }
 
 /// One request as a JSON object; `null` where ALB's text writes `-`, `-1` for times not
@@ -250,19 +410,19 @@ struct JsonRequest<'a> {
     received_bytes: u64,
     sent_bytes: u64,
     request_verb: &'a str,
-    request_url: std::borrow::Cow<'a, str>,
+    request_url: Cow<'a, str>,
     request_proto: &'a str,
-    user_agent: Option<std::borrow::Cow<'a, str>>,
-    ssl_cipher: Option<String>,
-    ssl_protocol: Option<String>,
+    user_agent: Option<Cow<'a, str>>,
+    ssl_cipher: Option<Cow<'static, str>>,
+    ssl_protocol: Option<Cow<'static, str>>,
     target_group_arn: Option<&'a str>,
-    trace_id: Option<std::borrow::Cow<'a, str>>,
+    trace_id: Option<Cow<'a, str>>,
     domain_name: Option<&'a str>,
     chosen_cert_arn: Option<&'a str>,
     matched_rule_priority: Option<u32>,
     request_creation_time: String,
     actions_executed: Option<&'a str>,
-    redirect_url: Option<std::borrow::Cow<'a, str>>,
+    redirect_url: Option<Cow<'a, str>>,
     error_reason: Option<&'a str>,
     target_port_list: Vec<String>,
     target_status_code_list: Vec<u16>,
@@ -275,88 +435,20 @@ fn json_seconds(d: Option<Duration>) -> f64 {
     d.map_or(-1.0, |d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
-/// One request as a JSON object, with its newline.
-pub fn json_request(e: &Entry, out: &mut Vec<u8>) {
-    let url = url(e);
-    let line = JsonRequest {
-        r#type: e.kind,
-        time: timestamp(e.ended).to_string(),
-        elb: format!("app/seawall/{}", e.listener),
-        client_ip: e.client.ip().to_string(),
-        client_port: e.client.port(),
-        target_ip: e.target.map(|t| t.ip().to_string()),
-        target_port: e.target.map(|t| t.port()),
-        request_processing_time: json_seconds(e.request_processing),
-        target_processing_time: json_seconds(e.target_processing),
-        response_processing_time: json_seconds(e.response_processing),
-        elb_status_code: e.elb_status,
-        target_status_code: e.target_status,
-        received_bytes: e.received_bytes,
-        sent_bytes: e.sent_bytes,
-        request_verb: e.request.method.as_str(),
-        request_url: String::from_utf8_lossy(&url),
-        request_proto: version_name(e.request.version),
-        user_agent: e.request.user_agent.as_ref().map(lossy),
-        ssl_cipher: e.tls.map(|t| cipher_name(t.cipher)),
-        ssl_protocol: e.tls.map(|t| protocol_name(t.protocol)),
-        target_group_arn: e.target_group.as_deref(),
-        trace_id: e.trace_id.as_ref().map(lossy),
-        domain_name: e.domain.as_deref(),
-        chosen_cert_arn: e.certificate.as_ref().map(Certificate::as_str),
-        matched_rule_priority: match e.rule {
-            RulePriority::NotRouted => None,
-            RulePriority::Default => Some(0),
-            RulePriority::Rule(p) => Some(p),
-        },
-        request_creation_time: timestamp(e.created).to_string(),
-        actions_executed: e.action,
-        redirect_url: e.redirect_url.as_ref().map(lossy),
-        error_reason: e.error_reason,
-        target_port_list: e.target.iter().map(|t| t.to_string()).collect(),
-        target_status_code_list: e.target_status.into_iter().collect(),
-        classification: e.classification.map(|c| c.0),
-        classification_reason: e.classification.map(|c| c.1),
-        conn_trace_id: e.conn_trace_id.to_string(),
-    };
-    // Serializing plain strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &line);
-    out.push(b'\n');
-}
-
 #[derive(Serialize)]
 struct JsonConnection {
     time: String,
     client_ip: String,
     client_port: u16,
     listener_port: u16,
-    tls_protocol: Option<String>,
-    tls_cipher: Option<String>,
+    tls_protocol: Option<Cow<'static, str>>,
+    tls_cipher: Option<Cow<'static, str>>,
     tls_handshake_latency: f64,
     leaf_client_cert_subject: Option<String>,
     leaf_client_cert_validity: Option<String>,
     leaf_client_cert_serial_number: Option<String>,
     tls_verify_status: String,
     conn_trace_id: String,
-}
-
-/// One TLS connection as a JSON object, with its newline.
-pub fn json_connection(e: &ConnectionEntry, out: &mut Vec<u8>) {
-    let line = JsonConnection {
-        time: timestamp(e.time).to_string(),
-        client_ip: e.client.ip().to_string(),
-        client_port: e.client.port(),
-        listener_port: e.listener_port,
-        tls_protocol: e.tls.map(|t| protocol_name(t.protocol)),
-        tls_cipher: e.tls.map(|t| cipher_name(t.cipher)),
-        tls_handshake_latency: (e.handshake.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-        leaf_client_cert_subject: None,
-        leaf_client_cert_validity: None,
-        leaf_client_cert_serial_number: None,
-        tls_verify_status: verify_text(e.verify),
-        conn_trace_id: e.conn_trace_id.to_string(),
-    };
-    let _ = serde_json::to_writer(&mut *out, &line);
-    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -383,13 +475,17 @@ mod tests {
             target_status: Some(200),
             received_bytes: 34,
             sent_bytes: 366,
-            request: RequestLine {
-                method: http::Method::GET,
-                uri: "/a%20b?x=1".parse().unwrap(),
-                version: Version::HTTP_11,
-                host: Some(HeaderValue::from_static("www.example.com:443")),
-                user_agent: Some(HeaderValue::from_static(r#"say "hi" \ ok"#)),
-                head_bytes: 34,
+            request: {
+                let mut r = RequestLine::new(
+                    http::Method::GET,
+                    Version::HTTP_11,
+                    b"/a%20b?x=1",
+                    Some(b"www.example.com:443"),
+                    Some(br#"say "hi" \ ok"#),
+                    34,
+                );
+                r.set_trace_id(b"Root=1-58337281-1d84f3d73c47ec4e58577259");
+                r
             },
             scheme: "https",
             tls: Some(TlsLine {
@@ -397,9 +493,6 @@ mod tests {
                 cipher: rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
             }),
             target_group: Some(Arc::from("web-tg")),
-            trace_id: Some(HeaderValue::from_static(
-                "Root=1-58337281-1d84f3d73c47ec4e58577259",
-            )),
             domain: Some(Arc::from("www.example.com")),
             certificate: Some(Certificate::Named(Arc::from("default"))),
             rule: RulePriority::Rule(1),
@@ -414,7 +507,7 @@ mod tests {
     #[test]
     fn the_text_line_is_albs() {
         let mut out = Vec::new();
-        alb_request(&entry(), &mut out);
+        Formatter::default().alb_request(&entry(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "https 2018-07-02T22:23:00.198641Z app/seawall/web 192.168.131.39:2817 10.0.0.1:80 \
@@ -440,17 +533,22 @@ mod tests {
         e.target_processing = None;
         e.response_processing = None;
         e.target_group = None;
-        e.trace_id = None;
         e.domain = None;
         e.certificate = None;
         e.rule = RulePriority::NotRouted;
         e.action = None;
-        e.request.user_agent = None;
-        e.request.host = None;
+        e.request = RequestLine::new(
+            http::Method::GET,
+            Version::HTTP_11,
+            b"/a%20b?x=1",
+            None,
+            None,
+            34,
+        );
         e.error_reason = Some("ClientBadRequest");
         e.elb_status = 400;
         let mut out = Vec::new();
-        alb_request(&e, &mut out);
+        Formatter::default().alb_request(&e, &mut out);
         let line = String::from_utf8(out).unwrap();
         assert!(
             line.contains(" - -1 -1 -1 400 - 34 366 \"GET http://-:80/a%20b?x=1 HTTP/1.1\" \"-\" - - - \"-\" \"-\" \"-\" - "),
@@ -459,6 +557,39 @@ mod tests {
         assert!(
             line.contains("\"-\" \"-\" \"ClientBadRequest\" \"-\" \"-\""),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn one_formatter_keeps_timestamps_right_across_seconds_and_days() {
+        let mut f = Formatter::default();
+        let mut out = Vec::new();
+        for micros in [86_399_999_999u64, 86_400_000_001, 86_400_000_002, 0] {
+            f.timestamp(&mut out, UNIX_EPOCH + Duration::from_micros(micros));
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1970-01-01T23:59:59.999999Z 1970-01-02T00:00:00.000001Z \
+             1970-01-02T00:00:00.000002Z 1970-01-01T00:00:00.000000Z "
+        );
+    }
+
+    #[test]
+    fn addresses_and_times_are_written_as_alb_writes_them() {
+        let mut out = Vec::new();
+        addr(&mut out, Some("[2001:db8::1]:443".parse().unwrap()));
+        out.push(b' ');
+        addr(&mut out, Some("10.0.0.255:8080".parse().unwrap()));
+        out.push(b' ');
+        seconds(&mut out, Some(Duration::from_micros(1_234_567)));
+        out.push(b' ');
+        seconds(&mut out, Some(Duration::from_micros(999_600)));
+        out.push(b' ');
+        millis(&mut out, Duration::from_nanos(4_036_400));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[2001:db8::1]:443 10.0.0.255:8080 1.235 1.000 4.036"
         );
     }
 
@@ -484,7 +615,7 @@ mod tests {
         e.request.version = Version::HTTP_2;
         e.rule = RulePriority::Default;
         let mut out = Vec::new();
-        alb_request(&e, &mut out);
+        Formatter::default().alb_request(&e, &mut out);
         let line = String::from_utf8(out).unwrap();
         assert!(line.starts_with("h2 "), "{line}");
         assert!(line.contains("?x=1 HTTP/2.0\""), "{line}");
@@ -494,7 +625,7 @@ mod tests {
     #[test]
     fn the_json_line_has_the_same_fields() {
         let mut out = Vec::new();
-        json_request(&entry(), &mut out);
+        Formatter::default().json_request(&entry(), &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "https");
@@ -525,7 +656,7 @@ mod tests {
             conn_trace_id: ConnTraceId(1),
         };
         let mut out = Vec::new();
-        alb_connection(&e, &mut out);
+        Formatter::default().alb_connection(&e, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2023-10-04T17:26:55.180849Z 192.0.2.1 49590 443 TLSv1.3 TLS_AES_128_GCM_SHA256 \
@@ -537,7 +668,7 @@ mod tests {
             ..e
         };
         let mut out = Vec::new();
-        json_connection(&failed, &mut out);
+        Formatter::default().json_connection(&failed, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["tls_verify_status"], "Failed:HandshakeTimeout");
         assert_eq!(v["tls_protocol"], serde_json::Value::Null);

@@ -17,7 +17,8 @@ use std::time::Duration;
 use tracing::{error, info};
 
 use super::entry::{ConnectionEntry, Entry};
-use super::{format, Destination, Format};
+use super::format::Formatter;
+use super::{Destination, Format};
 
 /// What the data plane hands the writer.
 pub enum Message {
@@ -173,6 +174,7 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub fn run(rx: Receiver<Message>, shared: &Shared) {
     let mut requests: Option<Lane> = None;
     let mut connections: Option<Lane> = None;
+    let mut f = Formatter::default();
     loop {
         let mut stop = false;
         for c in shared.take() {
@@ -196,7 +198,7 @@ pub fn run(rx: Receiver<Message>, shared: &Shared) {
         }
         if stop {
             while let Ok(m) = rx.try_recv() {
-                take(m, &mut requests, &mut connections);
+                take(m, &mut f, &mut requests, &mut connections);
             }
             flush(&mut requests, &mut connections);
             return;
@@ -210,10 +212,10 @@ pub fn run(rx: Receiver<Message>, shared: &Shared) {
             }
         };
         let mut wrote = !matches!(first, Message::Wake);
-        take(first, &mut requests, &mut connections);
+        take(first, &mut f, &mut requests, &mut connections);
         while let Ok(m) = rx.try_recv() {
             wrote |= !matches!(m, Message::Wake);
-            take(m, &mut requests, &mut connections);
+            take(m, &mut f, &mut requests, &mut connections);
             let full = |l: &Option<Lane>| l.as_ref().is_some_and(|l| l.buf.len() >= BATCH_BYTES);
             if full(&requests) || full(&connections) {
                 flush(&mut requests, &mut connections);
@@ -227,21 +229,26 @@ pub fn run(rx: Receiver<Message>, shared: &Shared) {
 }
 
 /// Formats one message into its lane's batch; a line for a log that is off is dropped.
-fn take(m: Message, requests: &mut Option<Lane>, connections: &mut Option<Lane>) {
+fn take(
+    m: Message,
+    f: &mut Formatter,
+    requests: &mut Option<Lane>,
+    connections: &mut Option<Lane>,
+) {
     match m {
         Message::Request(e) => {
             if let Some(l) = requests {
                 match l.format {
-                    Format::Alb => format::alb_request(&e, &mut l.buf),
-                    Format::Json => format::json_request(&e, &mut l.buf),
+                    Format::Alb => f.alb_request(&e, &mut l.buf),
+                    Format::Json => f.json_request(&e, &mut l.buf),
                 }
             }
         }
         Message::Connection(e) => {
             if let Some(l) = connections {
                 match l.format {
-                    Format::Alb => format::alb_connection(&e, &mut l.buf),
-                    Format::Json => format::json_connection(&e, &mut l.buf),
+                    Format::Alb => f.alb_connection(&e, &mut l.buf),
+                    Format::Json => f.json_connection(&e, &mut l.buf),
                 }
             }
         }

@@ -238,22 +238,29 @@ pub struct LogLine {
 impl LogLine {
     /// Takes what the log writes of `req` as it arrived.
     pub fn of<B>(req: &Request<B>, grpc: bool) -> Self {
-        let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+        let uri = req.uri();
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
         // `GET /path HTTP/1.1\r\n`, the headers, the blank line.
-        let head = req.method().as_str().len() + 1 + target + 11 + header_bytes(req.headers()) + 2;
-        let host = match req.uri().authority() {
-            Some(a) if req.version() == Version::HTTP_2 => HeaderValue::from_str(a.as_str()).ok(),
-            _ => req.headers().get(header::HOST).cloned(),
+        let head =
+            req.method().as_str().len() + 1 + target.len() + 11 + header_bytes(req.headers()) + 2;
+        // An absolute-form target (always, in HTTP/2) names its own authority.
+        let host = match uri.authority() {
+            Some(a) => Some(a.as_str().as_bytes()),
+            None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
         };
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(HeaderValue::as_bytes);
         LogLine {
-            request: RequestLine {
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                version: req.version(),
+            request: RequestLine::new(
+                req.method().clone(),
+                req.version(),
+                target.as_bytes(),
                 host,
-                user_agent: req.headers().get(header::USER_AGENT).cloned(),
-                head_bytes: head as u64,
-            },
+                user_agent,
+                head as u64,
+            ),
             created: SystemTime::now(),
             grpc,
             response_head_bytes: 0,
@@ -323,16 +330,18 @@ impl Record {
             received_bytes: line.request.head_bytes + f.received_bytes(),
             sent_bytes: line.response_head_bytes + f.sent_bytes,
             scheme: if tls.is_some() { "https" } else { "http" },
-            request: line.request,
+            request: {
+                let mut request = line.request;
+                if let Some(id) = &f.trace_id {
+                    request.set_trace_id(id.as_bytes());
+                }
+                request
+            },
             tls: tls.map(|t| TlsLine {
                 protocol: t.version,
                 cipher: t.cipher,
             }),
             target_group: f.metrics.as_ref().and_then(|m| m.group()).cloned(),
-            trace_id: f.trace_id.as_ref().and_then(|t| match t {
-                TraceId::Client(v) => Some(v.clone()),
-                TraceId::Made(id) => HeaderValue::from_bytes(id).ok(),
-            }),
             domain: tls.and_then(|t| t.sni.clone()),
             certificate: tls.map(|t| t.certificate.clone()),
             rule: match f.rule {
