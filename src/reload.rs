@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{Signal, SignalKind};
@@ -354,9 +354,13 @@ impl Watch {
     fn new(events: mpsc::UnboundedSender<()>) -> Self {
         let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
             // Opening or reading a file is no change; without this filter every read of the
-            // files (the fingerprint's own) would wake the loop again, forever.
+            // files (the fingerprint's own) would wake the loop again, forever. A write is
+            // taken when the writer closes the file (inotify's close-write), not at each
+            // `write`: a log file kept open beside the configuration (an access log with a
+            // relative path) would otherwise have the files fingerprinted again and again.
             let relevant = e.is_ok_and(|e| match e.kind {
                 EventKind::Access(kind) => kind == AccessKind::Close(AccessMode::Write),
+                EventKind::Modify(ModifyKind::Data(_)) => false,
                 _ => true,
             });
             if relevant {

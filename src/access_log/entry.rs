@@ -19,6 +19,19 @@ impl ConnTraceId {
     }
 }
 
+impl ConnTraceId {
+    /// `TID_` and 32 hex digits, as ALB writes it.
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(b"TID_");
+        out.extend(
+            (0..32)
+                .rev()
+                .map(|i| HEX[((self.0 >> (i * 4)) & 15) as usize]),
+        );
+    }
+}
+
 impl std::fmt::Display for ConnTraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TID_{:032x}", self.0)

@@ -121,7 +121,7 @@ impl Formatter {
         out.push(b' ');
         quoted(out, e.classification.map(|c| c.1.as_bytes()));
         out.push(b' ');
-        let _ = write!(out, "{}", e.conn_trace_id);
+        e.conn_trace_id.write_to(out);
         out.push(b'\n');
     }
 
@@ -332,23 +332,29 @@ fn version_name(v: Version) -> &'static str {
     }
 }
 
-/// Writes `bytes` escaped for a quoted field (see the module's doc).
-fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
+/// Writes `bytes` escaped for a quoted field (see the module's doc): runs of bytes that need no
+/// escape are copied whole.
+fn escaped(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    while !bytes.is_empty() {
+        let plain = bytes
+            .iter()
+            .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(bytes.len());
+        out.extend_from_slice(&bytes[..plain]);
+        let Some(&b) = bytes.get(plain) else {
+            return;
+        };
         match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => out.push(b),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 15)],
-                ]);
-            }
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
         }
+        bytes = &bytes[plain + 1..];
     }
 }
 
@@ -573,6 +579,15 @@ mod tests {
             "1970-01-01T23:59:59.999999Z 1970-01-02T00:00:00.000001Z \
              1970-01-02T00:00:00.000002Z 1970-01-01T00:00:00.000000Z "
         );
+    }
+
+    #[test]
+    fn the_trace_id_is_written_as_its_display_shows_it() {
+        for id in [0, 1, u128::MAX, 0xdc57cebed65b444ebc8177bb698fe166] {
+            let mut out = Vec::new();
+            ConnTraceId(id).write_to(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), ConnTraceId(id).to_string());
+        }
     }
 
     #[test]
