@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod framing;
+mod metered;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,13 +21,14 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use crate::metrics::{HandshakeFailure, HandshakeKind, RequestMetrics};
+use crate::metrics::{HandshakeFailure, HandshakeKind, ListenerCounters, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
 use crate::proxy::{self, ConnContext, TlsFacts};
 use crate::snapshot::Plane;
 use crate::tls::ListenerTls;
 use activity::{Activity, HeadGuard, HeadLimits};
+use metered::Metered;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -41,6 +43,9 @@ pub struct ListenerContext {
     /// refused before routing): its labels do not change with the configuration, so it lives
     /// as long as the listener, across snapshots.
     pub direct: Arc<RequestMetrics>,
+    /// The listener's own counters (bytes, rule evaluations, redirects, fixed responses,
+    /// requests by version): like `direct`, they live as long as the listener.
+    pub counters: ListenerCounters,
     /// Cancelled when the listener is removed by a reload or the process drains: its connections
     /// finish their requests and close.
     pub stop: tokio_util::sync::CancellationToken,
@@ -86,8 +91,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
     };
     let rt = &snapshot.limits;
     let _ = tcp.set_nodelay(true);
+    let counters = &listener.counters;
     match &compiled.tls {
         Some(tls) => {
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
             let Some((stream, h2, facts)) = handshake(tcp, tls, peer, &listener, rt).await else {
                 return;
             };
@@ -103,6 +110,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
                 },
                 _ = drained(&listener.stop) => return,
             };
+            // Counted from here: the peek above consumed nothing.
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
             serve_http(tcp, h2, peer, None, &listener, rt).await;
         }
     }
@@ -112,12 +121,16 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
 /// ALPN chose HTTP/2 and what the handshake settled for the connection's requests' records, or
 /// `None` when it failed (or a drain cut the wait short).
 async fn handshake(
-    tcp: TcpStream,
+    tcp: Metered<TcpStream>,
     tls: &ListenerTls,
     peer: SocketAddr,
     listener: &ListenerContext,
     rt: &Limits,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, TlsFacts)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<Metered<TcpStream>>,
+    bool,
+    TlsFacts,
+)> {
     let metrics = &listener.plane.metrics;
     let acceptor = TlsAcceptor::from(tls.config.clone());
     // A drain (listener removed, process stopping) does not cut a handshake short: the client
@@ -151,14 +164,17 @@ async fn handshake(
     metrics.tls_handshake(kind);
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let sni = conn.server_name();
+    let version = conn
+        .protocol_version()
+        .expect("known once the handshake is done");
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .expect("known once the handshake is done")
+        .suite();
+    metrics.tls_negotiation(version, cipher);
     let facts = TlsFacts {
-        version: conn
-            .protocol_version()
-            .expect("known once the handshake is done"),
-        cipher: conn
-            .negotiated_cipher_suite()
-            .expect("known once the handshake is done")
-            .suite(),
+        version,
+        cipher,
         certificate: match kind {
             HandshakeKind::Resumed => Certificate::SessionReused,
             HandshakeKind::Full => Certificate::Named(tls.chosen_certificate(sni)),
