@@ -26,11 +26,12 @@ const REDIRECT: &str = r#"{ redirect = { host = "elsewhere.test", status = 301 }
 /// target connection or TLS errors).
 const FAST_CHECKS: &str = "interval = \"200ms\"\ntimeout = \"100ms\"";
 
-/// "web" (plain HTTP) has four rules, none of which the router's indexes can rule out (suffix
+/// "web" (plain HTTP) has five rules, none of which the router's indexes can rule out (suffix
 /// paths), so a request tests every rule up to its match: `*.png` (404 fixed response), `*/old`
 /// (redirect), `*/dead` (a group whose target's port is closed), `*/tls` (an HTTPS group whose
-/// target speaks plain HTTP), else the live group "app". "secure" (HTTPS) has no rules.
-fn mix_config(live: SocketAddr, dead: SocketAddr, plain: SocketAddr) -> String {
+/// target speaks plain HTTP), `*/reset` (a group whose target reads the request and closes),
+/// else the live group "app". "secure" (HTTPS) has no rules.
+fn mix_config(live: SocketAddr, dead: SocketAddr, plain: SocketAddr, closer: SocketAddr) -> String {
     ConfigBuilder::new()
         .admin("")
         .self_signed("dev", &["localhost"])
@@ -40,6 +41,7 @@ fn mix_config(live: SocketAddr, dead: SocketAddr, plain: SocketAddr) -> String {
                 .rule(20, &path("*/old"), REDIRECT)
                 .rule(30, &path("*/dead"), &forward("dead"))
                 .rule(40, &path("*/tls"), &forward("tlsbad"))
+                .rule(50, &path("*/reset"), &forward("closer"))
                 .forward("app"),
         )
         .listener(Listener::https("secure", &["dev"]).forward("app"))
@@ -50,7 +52,37 @@ fn mix_config(live: SocketAddr, dead: SocketAddr, plain: SocketAddr) -> String {
                 .line("protocol = \"https\"")
                 .health_check(FAST_CHECKS),
         )
+        .target_group(TargetGroup::new("closer", &[closer]).health_check(FAST_CHECKS))
         .build()
+}
+
+/// A target that reads a request head, then closes the connection without answering.
+async fn closer() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// seawall on [`mix_config`], with its targets (kept alive with it).
+async fn start_mix() -> (Seawall, [Backend; 2]) {
+    let live = Backend::start("live").await;
+    let plain = Backend::start("plain").await;
+    let config = mix_config(live.addr, dead_port(), plain.addr, closer().await);
+    (Seawall::start(&config), [live, plain])
 }
 
 /// One sample: name, labels, value.
@@ -154,6 +186,7 @@ const FIXED: usize = 3;
 const REDIRECTS: usize = 2;
 const DEAD: usize = 2;
 const TLS_BAD: usize = 1;
+const RESET: usize = 1;
 /// HTTP/1.0 requests to "app" (on "web").
 const HTTP10: usize = 1;
 /// HTTP/2 requests on one TLS 1.3 connection to "secure".
@@ -187,6 +220,7 @@ async fn drive_mix(sw: &Seawall) -> Sent {
         (REDIRECTS, "/a/old", "HTTP/1.1", "301"),
         (DEAD, "/x/dead", "HTTP/1.1", "502"),
         (TLS_BAD, "/x/tls", "HTTP/1.1", "502"),
+        (RESET, "/x/reset", "HTTP/1.1", "502"),
         (HTTP10, "/ok", "HTTP/1.0", "200"),
     ]
     .iter()
@@ -261,14 +295,12 @@ async fn drive_mix(sw: &Seawall) -> Sent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_mix_counts_exactly() {
-    let live = Backend::start("live").await;
-    let plain = Backend::start("plain").await;
-    let sw = Seawall::start(&mix_config(live.addr, dead_port(), plain.addr));
+    let (sw, _targets) = start_mix().await;
     let before = sw.metrics_text();
 
     let sent = drive_mix(&sw).await;
 
-    let web_requests = OK + FIXED + REDIRECTS + DEAD + TLS_BAD + HTTP10;
+    let web_requests = OK + FIXED + REDIRECTS + DEAD + TLS_BAD + RESET + HTTP10;
     let total = (web_requests + H2 + TLS12) as f64;
     let after = wait_for(&sw, "every request counted, every probe failed once", |t| {
         metric_total(t, "seawall_requests_total") >= total
@@ -278,11 +310,13 @@ async fn a_known_mix_counts_exactly() {
                 "seawall_health_checks_total",
                 &[("target_group", "dead"), ("result", "failure")],
             ) >= 1.0
-            && value(
-                t,
-                "seawall_health_checks_total",
-                &[("target_group", "tlsbad"), ("result", "failure")],
-            ) >= 1.0
+            && ["dead", "tlsbad", "closer"].iter().all(|g| {
+                value(
+                    t,
+                    "seawall_health_checks_total",
+                    &[("target_group", g), ("result", "failure")],
+                ) >= 1.0
+            })
     })
     .await;
     let d = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
@@ -296,6 +330,7 @@ async fn a_known_mix_counts_exactly() {
     assert_eq!(d(requests, &pair("web", "", "301")), n(REDIRECTS));
     assert_eq!(d(requests, &pair("web", "dead", "502")), n(DEAD));
     assert_eq!(d(requests, &pair("web", "tlsbad", "502")), n(TLS_BAD));
+    assert_eq!(d(requests, &pair("web", "closer", "502")), n(RESET));
     assert_eq!(d(requests, &pair("secure", "app", "200")), n(H2 + TLS12));
     assert_eq!(metric_total(&after, requests), total, "{after}");
 
@@ -303,10 +338,10 @@ async fn a_known_mix_counts_exactly() {
     let elb = "seawall_elb_responses_total";
     assert_eq!(d(elb, &[("code", "404")]), n(FIXED));
     assert_eq!(d(elb, &[("code", "301")]), n(REDIRECTS));
-    assert_eq!(d(elb, &[("code", "502")]), n(DEAD + TLS_BAD));
+    assert_eq!(d(elb, &[("code", "502")]), n(DEAD + TLS_BAD + RESET));
     assert_eq!(
         metric_total(&after, elb),
-        n(FIXED + REDIRECTS + DEAD + TLS_BAD)
+        n(FIXED + REDIRECTS + DEAD + TLS_BAD + RESET)
     );
 
     // Actions, by listener.
@@ -335,9 +370,13 @@ async fn a_known_mix_counts_exactly() {
 
     // Rules tested: every rule before the match (and the match); "secure" has none.
     let evaluations = "seawall_rule_evaluations_total";
-    let rules_to_default = 4;
-    let expected =
-        (OK + HTTP10) * rules_to_default + FIXED + REDIRECTS * 2 + DEAD * 3 + TLS_BAD * 4;
+    let rules_to_default = 5;
+    let expected = (OK + HTTP10) * rules_to_default
+        + FIXED
+        + REDIRECTS * 2
+        + DEAD * 3
+        + TLS_BAD * 4
+        + RESET * 5;
     assert_eq!(d(evaluations, &[("listener", "web")]), n(expected));
     assert_eq!(d(evaluations, &[("listener", "secure")]), 0.0);
 
@@ -350,6 +389,9 @@ async fn a_known_mix_counts_exactly() {
     assert_eq!(d(conn_errors, &group("tlsbad")), 0.0);
     assert_eq!(d(conn_errors, &group("app")), 0.0);
     assert_eq!(d(tls_errors, &group("tlsbad")), n(TLS_BAD));
+    // A target that closed the connection before answering.
+    assert_eq!(d(conn_errors, &group("closer")), n(RESET));
+    assert_eq!(d(tls_errors, &group("closer")), 0.0);
     assert_eq!(d(tls_errors, &group("dead")), 0.0);
     assert_eq!(d(tls_errors, &group("app")), 0.0);
     assert!(before.contains(&format!("{tls_errors}{{target_group=\"app\"}} 0")));
@@ -402,7 +444,7 @@ async fn a_known_mix_counts_exactly() {
         &["listener", "target_group"],
     );
     assert_eq!(requests_by_pair, counts_by_pair);
-    assert_eq!(requests_by_pair.len(), 5, "{requests_by_pair:?}");
+    assert_eq!(requests_by_pair.len(), 6, "{requests_by_pair:?}");
     let inf = sum_by(
         &after,
         "seawall_request_duration_seconds_bucket",
@@ -468,9 +510,7 @@ async fn promtool_accepts_the_metrics_idle_and_under_load() {
     // The check can fail: promtool flags a counter without `_total`.
     let bad = "# HELP seawall_bad A counter.\n# TYPE seawall_bad counter\nseawall_bad 1\n";
     assert!(!promtool_problems(bad).is_empty());
-    let live = Backend::start("live").await;
-    let plain = Backend::start("plain").await;
-    let sw = Seawall::start(&mix_config(live.addr, dead_port(), plain.addr));
+    let (sw, _targets) = start_mix().await;
     assert_promtool_clean(&fetch_metrics(sw.admin()).await);
     // Every family with series, then idle again.
     drive_mix(&sw).await;
@@ -669,9 +709,7 @@ async fn the_dashboard_queries_only_metrics_seawall_exposes() {
         assert!(used.contains(family), "the dashboard shows {family}");
     }
 
-    let live = Backend::start("live").await;
-    let plain = Backend::start("plain").await;
-    let sw = Seawall::start(&mix_config(live.addr, dead_port(), plain.addr));
+    let (sw, _targets) = start_mix().await;
     drive_mix(&sw).await;
     // Labelled families have series once something counted in them (health checks of the
     // failing groups included).
