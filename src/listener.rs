@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::metrics::RequestMetrics;
+use crate::metrics::{ListenerCounters, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::server::{self, ListenerContext};
 use crate::snapshot::{Listener, Plane};
@@ -333,6 +333,7 @@ impl ListenerSet {
                     id.name.clone(),
                     None,
                 )),
+                counters: ListenerCounters::new(&self.plane.metrics, &id.name),
                 plane: self.plane.clone(),
                 stop: self.shutdown.child_token(),
             });

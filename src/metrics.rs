@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use http::StatusCode;
+use http::{StatusCode, Version};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -49,6 +49,38 @@ label_values!(
 );
 
 label_values!(
+    /// `requests_by_version_total{version}`: the HTTP versions hyper serves.
+    HttpVersion {
+        Http10 => "HTTP/1.0",
+        Http11 => "HTTP/1.1",
+        Http2 => "HTTP/2",
+    }
+);
+
+impl HttpVersion {
+    /// The label of a request's version; `None` for versions hyper's server never hands over
+    /// (HTTP/0.9, HTTP/3).
+    pub fn of(version: Version) -> Option<Self> {
+        match version {
+            Version::HTTP_10 => Some(HttpVersion::Http10),
+            Version::HTTP_11 => Some(HttpVersion::Http11),
+            Version::HTTP_2 => Some(HttpVersion::Http2),
+            _ => None,
+        }
+    }
+}
+
+label_values!(
+    /// `processed_bytes_total{direction}`, as seen from seawall's client socket.
+    Direction {
+        /// Read from the client.
+        In => "in",
+        /// Written to the client.
+        Out => "out",
+    }
+);
+
+label_values!(
     /// `config_reloads_total{result}`.
     ReloadOutcome {
         Success => "success",
@@ -87,6 +119,12 @@ impl CodeCounters {
     }
 }
 
+/// `request_duration_seconds`'s buckets: 1 ms to 60 s (a request is at least one round trip
+/// of seawall's own; `target_response_seconds` starts lower, for targets on the same host).
+pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// What one request is counted under, for one listener and target group pair ("" for answers
 /// that no group gave): resolved when a snapshot is attached, so a request counts with an
 /// `Arc` clone instead of a lookup by label values.
@@ -102,6 +140,12 @@ pub struct RequestMetrics {
     codes: CodeCounters,
     /// The group's `target_response_seconds`.
     response_seconds: Option<Histogram>,
+    /// `request_duration_seconds` (the family, which the pair's histogram resolves from).
+    request_duration: HistogramVec,
+    /// `request_duration_seconds` for this pair, resolved with the first request counted, so
+    /// that pairs no request takes (a listener and a group it never forwards to) publish no
+    /// series; counted beside `requests_total`, so its `_count` is always that pair's sum.
+    duration: OnceLock<Histogram>,
 }
 
 impl RequestMetrics {
@@ -118,6 +162,8 @@ impl RequestMetrics {
             requests_total: metrics.requests_total.clone(),
             codes: CodeCounters::default(),
             response_seconds,
+            request_duration: metrics.request_duration_seconds.clone(),
+            duration: OnceLock::new(),
         }
     }
 
@@ -139,6 +185,17 @@ impl RequestMetrics {
             .inc();
     }
 
+    /// Observes a counted request's whole time, from its head's arrival to the end of its
+    /// response (or the client leaving).
+    pub fn observe_duration(&self, seconds: f64) {
+        self.duration
+            .get_or_init(|| {
+                self.request_duration
+                    .with_label_values(&[&*self.listener, self.group.as_deref().unwrap_or("")])
+            })
+            .observe(seconds);
+    }
+
     /// Observes the time from sending a request to the target's response head.
     pub fn observe_target_response(&self, seconds: f64) {
         if let Some(h) = &self.response_seconds {
@@ -147,9 +204,157 @@ impl RequestMetrics {
     }
 }
 
+/// What one listener counts whatever the configuration says: resolved when the listener starts
+/// and kept with it (`server::ListenerContext`) across snapshots, each series present from zero.
+#[derive(Debug, Clone)]
+pub struct ListenerCounters {
+    /// `processed_bytes_total{direction="in"}`: read from client sockets, TLS included.
+    pub bytes_in: IntCounter,
+    /// `processed_bytes_total{direction="out"}`: written to client sockets, TLS included.
+    pub bytes_out: IntCounter,
+    /// `rule_evaluations_total`.
+    pub rule_evaluations: IntCounter,
+    /// `redirects_total`.
+    pub redirects: IntCounter,
+    /// `fixed_responses_total`.
+    pub fixed_responses: IntCounter,
+    /// `requests_by_version_total` by [`HttpVersion`].
+    by_version: [IntCounter; 3],
+}
+
+impl ListenerCounters {
+    /// The counters of listener `name`.
+    pub fn new(metrics: &Metrics, name: &str) -> Self {
+        let bytes = |d: Direction| {
+            metrics
+                .processed_bytes_total
+                .with_label_values(&[name, d.as_str()])
+        };
+        ListenerCounters {
+            bytes_in: bytes(Direction::In),
+            bytes_out: bytes(Direction::Out),
+            rule_evaluations: metrics.rule_evaluations_total.with_label_values(&[name]),
+            redirects: metrics.redirects_total.with_label_values(&[name]),
+            fixed_responses: metrics.fixed_responses_total.with_label_values(&[name]),
+            by_version: std::array::from_fn(|i| {
+                metrics
+                    .requests_by_version_total
+                    .with_label_values(&[name, HttpVersion::ALL[i].as_str()])
+            }),
+        }
+    }
+
+    /// Counts a request by its HTTP version.
+    pub fn request_version(&self, version: Version) {
+        if let Some(v) = HttpVersion::of(version) {
+            self.by_version[v as usize].inc();
+        }
+    }
+}
+
+/// Where a target group counts failed connections to its targets, resolved per group when a
+/// snapshot is attached (health-check probes count in `health_checks_total` instead).
+#[derive(Debug, Clone)]
+pub struct TargetErrors {
+    /// `target_connection_errors_total`: refused, timed out, reset or closed before an answer.
+    pub connection: IntCounter,
+    /// `target_tls_errors_total`: the TLS handshake with an HTTPS target failed.
+    pub tls: IntCounter,
+}
+
+impl TargetErrors {
+    /// The counters of target group `group`.
+    pub fn new(metrics: &Metrics, group: &str) -> Self {
+        TargetErrors {
+            connection: metrics
+                .target_connection_errors_total
+                .with_label_values(&[group]),
+            tls: metrics.target_tls_errors_total.with_label_values(&[group]),
+        }
+    }
+
+    /// Counters that count nowhere: for pools used outside a snapshot (tests).
+    pub fn detached() -> Self {
+        let counter = || IntCounter::new("detached", "Counted nowhere.").expect("valid metric");
+        TargetErrors {
+            connection: counter(),
+            tls: counter(),
+        }
+    }
+}
+
+/// `tls_negotiations_total{protocol,cipher}`'s `protocol`: ALB's `ssl_protocol` spelling.
+pub fn tls_protocol_label(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        rustls::ProtocolVersion::TLSv1_1 => "TLSv1.1",
+        rustls::ProtocolVersion::TLSv1_0 => "TLSv1",
+        _ => "unknown",
+    }
+}
+
+/// `tls_negotiations_total{protocol,cipher}`'s `cipher`: the suite's IANA name
+/// (`TLS_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`). rustls names its suites
+/// after IANA's, except that TLS 1.3's carry `TLS13_` where IANA writes `TLS_`.
+pub fn tls_cipher_label(suite: rustls::CipherSuite) -> String {
+    match suite.as_str() {
+        Some(name) => match name.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => name.to_string(),
+        },
+        None => format!("0x{:04X}", u16::from(suite)),
+    }
+}
+
+/// How many (version, suite) pairs [`Negotiations`] keeps resolved: more than rustls's
+/// providers offer (aws-lc-rs: three TLS 1.3 suites, six TLS 1.2 ones).
+const NEGOTIATION_SLOTS: usize = 16;
+
+/// `tls_negotiations_total` by (version, suite): each pair resolved from the family the first
+/// time a handshake settles it, and found after that by a scan of a few slots, without hashing
+/// labels per handshake.
+#[derive(Debug)]
+pub struct Negotiations {
+    family: IntCounterVec,
+    /// Filled in order; a pair is in one slot at most (a scan stops at the first slot that is
+    /// empty or holds it, and filling a slot waits for a concurrent fill of the same slot).
+    slots: [OnceLock<(u16, u16, IntCounter)>; NEGOTIATION_SLOTS],
+}
+
+impl Negotiations {
+    fn new(family: IntCounterVec) -> Self {
+        Negotiations {
+            family,
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn resolve(&self, version: rustls::ProtocolVersion, suite: rustls::CipherSuite) -> IntCounter {
+        self.family
+            .with_label_values(&[tls_protocol_label(version), &tls_cipher_label(suite)])
+    }
+
+    /// Counts a handshake that settled `version` and `suite`.
+    pub fn count(&self, version: rustls::ProtocolVersion, suite: rustls::CipherSuite) {
+        let key = (u16::from(version), u16::from(suite));
+        for slot in &self.slots {
+            let (v, s, counter) = slot.get_or_init(|| (key.0, key.1, self.resolve(version, suite)));
+            if (*v, *s) == key {
+                counter.inc();
+                return;
+            }
+        }
+        // More pairs than slots: counted, at the price of a lookup.
+        self.resolve(version, suite).inc();
+    }
+}
+
 /// One instance per running seawall (tests run several in one process, so nothing is global).
 pub struct Metrics {
     registry: Registry,
+    /// The process collector's, without the `seawall_` prefix: `process_*` are standard names.
+    process: Registry,
     /// \[RequestCount, HTTPCode_Target_*\] by listener, target group ("" for fixed and redirect
     /// actions) and status code.
     pub requests_total: IntCounterVec,
@@ -191,8 +396,33 @@ pub struct Metrics {
     pub discovery_api_calls_total: IntCounterVec,
     /// How long one discovery refresh took (listing, describing, resolving), by target group.
     pub discovery_refresh_seconds: HistogramVec,
-    /// Access and connection log lines dropped because the writer was behind.
+    /// \[RequestCount\]'s time: from a request head's arrival to the end of its response, by
+    /// listener and target group ("" as in `requests_total`); its `_count` is `requests_total`'s.
+    pub request_duration_seconds: HistogramVec,
+    /// \[ProcessedBytes\] bytes read from (`in`) and written to (`out`) client connections, TLS
+    /// records and handshakes included, by listener.
+    pub processed_bytes_total: IntCounterVec,
+    /// Completed TLS handshakes by negotiated protocol (`TLSv1.2`, `TLSv1.3`) and cipher suite
+    /// (its IANA name).
+    pub tls_negotiations_total: IntCounterVec,
+    /// \[TargetConnectionErrorCount\] connections to targets that failed (refused, timed out,
+    /// reset or closed before an answer), by target group; health checks not included.
+    pub target_connection_errors_total: IntCounterVec,
+    /// \[TargetTLSNegotiationErrorCount\] TLS handshakes with HTTPS targets that failed, by target
+    /// group; health checks not included.
+    pub target_tls_errors_total: IntCounterVec,
+    /// \[RuleEvaluations\] rules whose conditions were tested, by listener.
+    pub rule_evaluations_total: IntCounterVec,
+    /// \[HTTP_Redirect_Count\] redirect actions answered, by listener.
+    pub redirects_total: IntCounterVec,
+    /// \[HTTP_Fixed_Response_Count\] fixed-response actions answered, by listener.
+    pub fixed_responses_total: IntCounterVec,
+    /// Requests by listener and HTTP version (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`).
+    pub requests_by_version_total: IntCounterVec,
+    /// Access and connection log lines dropped because the log writer fell behind.
     pub access_log_dropped_total: IntCounter,
+    /// `tls_negotiations_total` by (version, suite), resolved on first use of each.
+    tls_negotiations: Negotiations,
     /// `tls_handshakes_total` by [`HandshakeKind`], resolved once.
     handshakes: Box<[IntCounter]>,
     /// `tls_handshake_errors_total` by [`HandshakeFailure`], resolved once.
@@ -322,7 +552,88 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("unique");
             c
         };
+        let request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from a request head's arrival to the end of its response, by listener and \
+                 target group (empty for answers no group gave).",
+            )
+            .buckets(REQUEST_DURATION_BUCKETS.to_vec()),
+            &["listener", "target_group"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration_seconds.clone()))
+            .expect("unique");
+        let processed_bytes_total = counter_vec(
+            "processed_bytes_total",
+            "Bytes read from (in) and written to (out) client connections, TLS included, by \
+             listener.",
+            &["listener", "direction"],
+        );
+        let tls_negotiations_total = counter_vec(
+            "tls_negotiations_total",
+            "Completed TLS handshakes, by negotiated protocol version and cipher suite (IANA name).",
+            &["protocol", "cipher"],
+        );
+        let target_connection_errors_total = counter_vec(
+            "target_connection_errors_total",
+            "Connections to targets that failed (refused, timed out, reset or closed before an \
+             answer), by target group; health checks not included.",
+            &["target_group"],
+        );
+        let target_tls_errors_total = counter_vec(
+            "target_tls_errors_total",
+            "TLS handshakes with HTTPS targets that failed, by target group; health checks not \
+             included.",
+            &["target_group"],
+        );
+        let rule_evaluations_total = counter_vec(
+            "rule_evaluations_total",
+            "Listener rules whose conditions were tested against requests, by listener.",
+            &["listener"],
+        );
+        let redirects_total = counter_vec(
+            "redirects_total",
+            "Redirect actions answered, by listener.",
+            &["listener"],
+        );
+        let fixed_responses_total = counter_vec(
+            "fixed_responses_total",
+            "Fixed-response actions answered, by listener.",
+            &["listener"],
+        );
+        let requests_by_version_total = counter_vec(
+            "requests_by_version_total",
+            "Requests answered, by listener and HTTP version.",
+            &["listener", "version"],
+        );
+        let access_log_dropped_total = counter(
+            "access_log_dropped_total",
+            "Access and connection log lines dropped because the log writer fell behind.",
+        );
+        // A registry of its own: the prefix would turn the standard names into
+        // seawall_process_*, which no dashboard looks for.
+        let process = Registry::new();
+        #[cfg(target_os = "linux")]
+        process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique");
         Metrics {
+            process,
+            tls_negotiations: Negotiations::new(tls_negotiations_total.clone()),
+            request_duration_seconds,
+            processed_bytes_total,
+            tls_negotiations_total,
+            target_connection_errors_total,
+            target_tls_errors_total,
+            rule_evaluations_total,
+            redirects_total,
+            fixed_responses_total,
+            requests_by_version_total,
+            access_log_dropped_total,
             active_connections: gauge("active_connections", "Open client connections."),
             parked_connections: gauge(
                 "parked_connections",
@@ -340,10 +651,6 @@ impl Metrics {
             config_last_reload_success_timestamp_seconds: gauge(
                 "config_last_reload_success_timestamp_seconds",
                 "When the configuration in force was loaded, in Unix seconds.",
-            ),
-            access_log_dropped_total: counter(
-                "access_log_dropped_total",
-                "Access and connection log lines dropped because the log writer was behind.",
             ),
             config_reloads_total,
             registry,
@@ -372,6 +679,11 @@ impl Metrics {
         self.handshakes[kind as usize].inc();
     }
 
+    /// Counts the protocol version and cipher suite a completed TLS handshake settled.
+    pub fn tls_negotiation(&self, version: rustls::ProtocolVersion, suite: rustls::CipherSuite) {
+        self.tls_negotiations.count(version, suite);
+    }
+
     /// Counts a failed TLS handshake.
     pub fn tls_handshake_error(&self, reason: HandshakeFailure) {
         self.handshake_errors[reason as usize].inc();
@@ -389,12 +701,15 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: seawall's, then the process's.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("writing to a Vec cannot fail");
+        let encoder = TextEncoder::new();
+        for registry in [&self.registry, &self.process] {
+            encoder
+                .encode(&registry.gather(), &mut out)
+                .expect("writing to a Vec cannot fail");
+        }
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
@@ -460,5 +775,200 @@ mod tests {
             m.config_reloads_total.with_label_values(&["failure"]).get(),
             1
         );
+    }
+
+    #[test]
+    fn tls_labels_are_albs_protocols_and_iana_suites() {
+        use rustls::{CipherSuite, ProtocolVersion};
+        assert_eq!(tls_protocol_label(ProtocolVersion::TLSv1_3), "TLSv1.3");
+        assert_eq!(tls_protocol_label(ProtocolVersion::TLSv1_2), "TLSv1.2");
+        assert_eq!(
+            tls_cipher_label(CipherSuite::TLS13_AES_128_GCM_SHA256),
+            "TLS_AES_128_GCM_SHA256"
+        );
+        assert_eq!(
+            tls_cipher_label(CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+            "TLS_CHACHA20_POLY1305_SHA256"
+        );
+        assert_eq!(
+            tls_cipher_label(CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+        );
+        assert_eq!(tls_cipher_label(CipherSuite::Unknown(0xabcd)), "0xABCD");
+    }
+
+    #[test]
+    fn negotiations_count_each_pair_in_one_series_past_the_slots_too() {
+        use rustls::{CipherSuite, ProtocolVersion};
+        let m = Metrics::new();
+        let v13 = ProtocolVersion::TLSv1_3;
+        let v12 = ProtocolVersion::TLSv1_2;
+        m.tls_negotiation(v13, CipherSuite::TLS13_AES_256_GCM_SHA384);
+        m.tls_negotiation(v12, CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+        m.tls_negotiation(v13, CipherSuite::TLS13_AES_256_GCM_SHA384);
+        // More pairs than slots: the ones past them are counted all the same.
+        let many = NEGOTIATION_SLOTS as u16 + 4;
+        for _ in 0..2 {
+            for code in 0..many {
+                m.tls_negotiation(v12, CipherSuite::Unknown(0xff00 + code));
+            }
+        }
+        let get = |p: &str, c: &str| m.tls_negotiations_total.with_label_values(&[p, c]).get();
+        assert_eq!(get("TLSv1.3", "TLS_AES_256_GCM_SHA384"), 2);
+        assert_eq!(get("TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"), 1);
+        for code in 0..many {
+            assert_eq!(get("TLSv1.2", &format!("0x{:04X}", 0xff00 + code)), 2);
+        }
+        let slots: Vec<_> = m
+            .tls_negotiations
+            .slots
+            .iter()
+            .filter_map(|s| s.get().map(|(v, c, _)| (*v, *c)))
+            .collect();
+        let mut unique = slots.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(slots.len(), NEGOTIATION_SLOTS);
+        assert_eq!(unique.len(), slots.len(), "a pair in one slot only");
+    }
+
+    #[test]
+    fn listener_counters_start_at_zero_and_count_versions() {
+        let m = Metrics::new();
+        let l = ListenerCounters::new(&m, "web");
+        for v in [
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_11,
+            Version::HTTP_10,
+        ] {
+            l.request_version(v);
+        }
+        // Never handed over by hyper's server: not counted under another version's name.
+        l.request_version(Version::HTTP_3);
+        l.redirects.inc();
+        let text = m.render();
+        for line in [
+            r#"seawall_requests_by_version_total{listener="web",version="HTTP/1.0"} 1"#,
+            r#"seawall_requests_by_version_total{listener="web",version="HTTP/1.1"} 2"#,
+            r#"seawall_requests_by_version_total{listener="web",version="HTTP/2"} 1"#,
+            r#"seawall_processed_bytes_total{direction="in",listener="web"} 0"#,
+            r#"seawall_processed_bytes_total{direction="out",listener="web"} 0"#,
+            r#"seawall_rule_evaluations_total{listener="web"} 0"#,
+            r#"seawall_redirects_total{listener="web"} 1"#,
+            r#"seawall_fixed_responses_total{listener="web"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(
+            HttpVersion::ALL
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>(),
+            ["HTTP/1.0", "HTTP/1.1", "HTTP/2"]
+        );
+    }
+
+    #[test]
+    fn request_duration_counts_beside_requests_total_per_pair() {
+        let m = Metrics::new();
+        let direct = RequestMetrics::new(&m, "web".into(), None);
+        let group = RequestMetrics::new(
+            &m,
+            "web".into(),
+            Some((
+                "app".into(),
+                m.target_response_seconds.with_label_values(&["app"]),
+            )),
+        );
+        let unused = RequestMetrics::new(
+            &m,
+            "web".into(),
+            Some((
+                "idle".into(),
+                m.target_response_seconds.with_label_values(&["idle"]),
+            )),
+        );
+        let _ = unused.group();
+        for (pair, code, seconds) in [
+            (&direct, 404, 0.0004),
+            (&group, 200, 0.02),
+            (&group, 502, 3.0),
+            (&direct, 301, 100.0),
+        ] {
+            pair.count(StatusCode::from_u16(code).unwrap());
+            pair.observe_duration(seconds);
+        }
+        let text = m.render();
+        for line in [
+            r#"seawall_request_duration_seconds_count{listener="web",target_group=""} 2"#,
+            r#"seawall_request_duration_seconds_count{listener="web",target_group="app"} 2"#,
+            r#"seawall_request_duration_seconds_bucket{listener="web",target_group="",le="0.001"} 1"#,
+            r#"seawall_request_duration_seconds_bucket{listener="web",target_group="",le="60"} 1"#,
+            r#"seawall_request_duration_seconds_bucket{listener="web",target_group="",le="+Inf"} 2"#,
+            r#"seawall_request_duration_seconds_bucket{listener="web",target_group="app",le="0.025"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // A pair no request took publishes nothing.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("seawall_request_duration") && l.contains("idle")),
+            "{text}"
+        );
+        assert_eq!(REQUEST_DURATION_BUCKETS.first(), Some(&0.001));
+        assert_eq!(REQUEST_DURATION_BUCKETS.last(), Some(&60.0));
+    }
+
+    #[test]
+    fn target_errors_are_per_group_and_present_from_zero() {
+        let m = Metrics::new();
+        let app = TargetErrors::new(&m, "app");
+        let _other = TargetErrors::new(&m, "other");
+        app.connection.inc();
+        app.tls.inc_by(2);
+        let text = m.render();
+        for line in [
+            r#"seawall_target_connection_errors_total{target_group="app"} 1"#,
+            r#"seawall_target_tls_errors_total{target_group="app"} 2"#,
+            r#"seawall_target_connection_errors_total{target_group="other"} 0"#,
+            r#"seawall_target_tls_errors_total{target_group="other"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // Detached counters count nowhere.
+        TargetErrors::detached().connection.inc();
+        assert!(!m.render().contains("detached"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_keep_their_standard_names_once_per_instance() {
+        // Two instances in one process, as in the tests: each renders the process's metrics.
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.access_log_dropped_total.inc();
+        for m in [&a, &b] {
+            let text = m.render();
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_virtual_memory_bytes",
+                "process_open_fds",
+                "process_max_fds",
+                "process_start_time_seconds",
+            ] {
+                assert!(text.contains(&format!("\n{name} ")), "{name} in {text}");
+                assert!(!text.contains(&format!("seawall_{name}")), "{text}");
+            }
+            // Every family once.
+            let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+            let n = types.len();
+            types.sort_unstable();
+            types.dedup();
+            assert_eq!(types.len(), n, "{text}");
+        }
+        assert!(a.render().contains("seawall_access_log_dropped_total 1"));
+        assert!(b.render().contains("seawall_access_log_dropped_total 0"));
     }
 }

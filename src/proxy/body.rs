@@ -219,6 +219,7 @@ mod tests {
                     "l".into(),
                     None,
                 )),
+                counters: crate::metrics::ListenerCounters::new(&metrics, "l"),
                 name: "l".into(),
                 protocol: Protocol::Http,
                 port: 80,

@@ -68,6 +68,7 @@ pub fn handle(
 ) -> impl Future<Output = Response<ResponseBody>> {
     async move {
         let mut record = Box::new(Record::new(ctx));
+        record.facts.version = req.version();
         let ctx = &*record.conn;
         let grpc = grpc_content_type(req.headers()).cloned();
         if ctx.listener.plane.access_log.requests_on() {
@@ -167,7 +168,7 @@ fn respond<'a>(
             let Some((listener, metrics)) = snapshot.served(&ctx.listener.name) else {
                 return Err(RequestError::NoTargets);
             };
-            let matched = listener.router.find(&RequestView {
+            let (matched, evaluated) = listener.router.find_counted(&RequestView {
                 host: strip_port(host),
                 path: req.uri().path(),
                 method: req.method(),
@@ -176,6 +177,10 @@ fn respond<'a>(
                 client_ip: ctx.peer.ip(),
             });
             facts.rule = Some(matched.priority);
+            if evaluated > 0 {
+                let evaluations = &ctx.listener.counters.rule_evaluations;
+                evaluations.inc_by(evaluated.into());
+            }
             // The group is taken from the snapshot the router came from. Answers seawall makes
             // itself are counted by the listener (the record's default).
             match matched.action {

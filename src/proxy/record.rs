@@ -101,6 +101,8 @@ impl Timing {
 #[derive(Debug)]
 pub struct Facts {
     pub timing: Timing,
+    /// The request's HTTP version, as the client sent it.
+    pub version: Version,
     /// ALB's `matched_rule_priority`; `None` when the request was refused before routing.
     pub rule: Option<Priority>,
     /// ALB's `actions_executed`.
@@ -133,6 +135,7 @@ impl Facts {
     pub fn new(arrived: Instant) -> Self {
         Facts {
             timing: Timing::new(arrived),
+            version: Version::HTTP_11,
             rule: None,
             action: None,
             metrics: None,
@@ -201,10 +204,20 @@ impl Drop for Record {
             return;
         };
         // A group's pair when a group answered; else the listener's own counters.
-        let counted = f.metrics.as_deref().unwrap_or(&self.conn.listener.direct);
+        let listener = &*self.conn.listener;
+        let counted = f.metrics.as_deref().unwrap_or(&listener.direct);
         counted.count(status);
+        counted.observe_duration(f.timing.arrived.elapsed().as_secs_f64());
+        listener.counters.request_version(f.version);
         if counted.group().is_none() || f.error.is_some() {
-            self.conn.listener.plane.metrics.elb_response(status);
+            listener.plane.metrics.elb_response(status);
+        }
+        if f.error.is_none() {
+            match f.action {
+                Some(ActionKind::Redirect) => listener.counters.redirects.inc(),
+                Some(ActionKind::FixedResponse) => listener.counters.fixed_responses.inc(),
+                Some(ActionKind::Forward) | None => {}
+            }
         }
         if let (Some(m), Some(t)) = (&f.metrics, f.timing.target_processing()) {
             m.observe_target_response(t.as_secs_f64());

@@ -391,14 +391,23 @@ impl Router {
 
     /// The action for a request: the lowest-priority matching rule's, else the default.
     pub fn find(&self, req: &RequestView<'_>) -> Matched<'_> {
+        self.find_counted(req).0
+    }
+
+    /// [`find`](Self::find), with the number of rules whose conditions were tested to decide
+    /// (ALB's RuleEvaluations): the candidates the indexes and prefilters leave, up to and
+    /// including the match. [`explain`](Self::explain), which tests every rule before the
+    /// match, never tests fewer.
+    pub fn find_counted(&self, req: &RequestView<'_>) -> (Matched<'_>, u32) {
         // The candidate set lives on the stack, sized to the listener: most have few rules,
         // and zeroing a set for the largest would cost more than the search.
+        let mut evaluated = 0;
         let found = match self.words {
-            0..=2 => self.search::<2>(req),
-            3..=16 => self.search::<16>(req),
-            _ => self.search::<MAX_WORDS>(req),
+            0..=2 => self.search::<2>(req, &mut evaluated),
+            3..=16 => self.search::<16>(req, &mut evaluated),
+            _ => self.search::<MAX_WORDS>(req, &mut evaluated),
         };
-        match found {
+        let matched = match found {
             Some(rule) => Matched {
                 priority: Priority::Rule(rule.priority),
                 action: &rule.action,
@@ -407,11 +416,13 @@ impl Router {
                 priority: Priority::Default,
                 action: &self.default_action,
             },
-        }
+        };
+        (matched, evaluated)
     }
 
     /// The first matching rule, among the candidates the indexes leave; `N` ≥ `self.words`.
-    fn search<const N: usize>(&self, req: &RequestView<'_>) -> Option<&Rule> {
+    /// Adds the rules tested in full to `evaluated`.
+    fn search<const N: usize>(&self, req: &RequestView<'_>, evaluated: &mut u32) -> Option<&Rule> {
         let words = self.words;
         let mut candidates = [0u64; N];
         let candidates = &mut candidates[..words];
@@ -485,6 +496,7 @@ impl Router {
                     continue;
                 }
                 let rule = &self.rules[i];
+                *evaluated += 1;
                 if rule.conditions.first_failure(req, false).is_none() {
                     return Some(rule);
                 }
@@ -658,6 +670,48 @@ mod tests {
         assert_eq!(find("eu.api.test", "/static/a"), Priority::Rule(2));
         assert_eq!(find("other.test", "/static/a"), Priority::Rule(3));
         assert_eq!(find("other.test", "/"), Priority::Default);
+    }
+
+    /// RuleEvaluations: the rules tested up to the match; a rule the host index rules out is
+    /// not tested.
+    #[test]
+    fn find_counts_the_rules_it_tests() {
+        let suffix = |priority, pattern| {
+            rule(
+                priority,
+                Conditions {
+                    path: vec![p(pattern)].into(),
+                    ..Default::default()
+                },
+            )
+        };
+        let router = Router::new(
+            vec![
+                suffix(1, "*.png"),
+                suffix(2, "*.css"),
+                suffix(3, "*.js"),
+                rule(
+                    4,
+                    Conditions {
+                        host: vec![h("api.test")].into(),
+                        ..Default::default()
+                    },
+                ),
+            ],
+            fixed("default"),
+        );
+        let counted = |host, path| {
+            let req = Req::new(host, path);
+            let (m, n) = router.find_counted(&req.view());
+            assert_eq!(m.priority, answer(&router, &req));
+            (m.priority, n)
+        };
+        assert_eq!(counted("x.test", "/a.png"), (Priority::Rule(1), 1));
+        assert_eq!(counted("x.test", "/a.css"), (Priority::Rule(2), 2));
+        assert_eq!(counted("x.test", "/a.txt"), (Priority::Default, 3));
+        assert_eq!(counted("api.test", "/a.txt"), (Priority::Rule(4), 4));
+        let empty = Router::new(Vec::new(), fixed("default"));
+        assert_eq!(empty.find_counted(&Req::new("x", "/").view()).1, 0);
     }
 
     /// An exact-host rule and an unindexed one interleave: the merge keeps priority order.
@@ -999,6 +1053,13 @@ mod tests {
                 Priority::Default => router.rules().len(),
             };
             prop_assert_eq!(explained.misses.len(), before);
+            // The rules find tests are among those explain tests (every rule before the match,
+            // and the match), and include the match.
+            let (counted, evaluated) = router.find_counted(&view);
+            prop_assert_eq!(counted.priority, found.priority);
+            let matched = usize::from(found.priority != Priority::Default);
+            prop_assert!(evaluated as usize <= before + matched, "{} > {}", evaluated, before + matched);
+            prop_assert!(evaluated as usize >= matched);
         }
     }
 }

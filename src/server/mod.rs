@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod framing;
+mod metered;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,13 +22,14 @@ use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::access_log::{ConnTraceId, ConnectionEntry, TlsLine, Verify};
-use crate::metrics::{HandshakeFailure, HandshakeKind, RequestMetrics};
+use crate::metrics::{HandshakeFailure, HandshakeKind, ListenerCounters, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
 use crate::proxy::{self, ConnContext, TlsFacts};
 use crate::snapshot::Plane;
 use crate::tls::ListenerTls;
 use activity::{Activity, HeadGuard, HeadLimits};
+use metered::Metered;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -42,6 +44,9 @@ pub struct ListenerContext {
     /// refused before routing): its labels do not change with the configuration, so it lives
     /// as long as the listener, across snapshots.
     pub direct: Arc<RequestMetrics>,
+    /// The listener's own counters (bytes, rule evaluations, redirects, fixed responses,
+    /// requests by version): like `direct`, they live as long as the listener.
+    pub counters: ListenerCounters,
     /// Cancelled when the listener is removed by a reload or the process drains: its connections
     /// finish their requests and close.
     pub stop: tokio_util::sync::CancellationToken,
@@ -91,8 +96,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
         peer,
         trace_id: ConnTraceId::random(),
     };
+    let counters = &listener.counters;
     match &compiled.tls {
         Some(tls) => {
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
             let Some((stream, h2, facts)) = handshake(tcp, tls, conn, &listener, rt).await else {
                 return;
             };
@@ -108,6 +115,8 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
                 },
                 _ = drained(&listener.stop) => return,
             };
+            // Counted from here: the peek above consumed nothing.
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
             serve_http(tcp, h2, conn, None, &listener, rt).await;
         }
     }
@@ -117,12 +126,16 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
 /// ALPN chose HTTP/2 and what the handshake settled for the connection's requests' records, or
 /// `None` when it failed (or a drain cut the wait short).
 async fn handshake(
-    tcp: TcpStream,
+    tcp: Metered<TcpStream>,
     tls: &ListenerTls,
     conn: Conn,
     listener: &ListenerContext,
     rt: &Limits,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, TlsFacts)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<Metered<TcpStream>>,
+    bool,
+    TlsFacts,
+)> {
     let peer = conn.peer;
     let metrics = &listener.plane.metrics;
     let log = &listener.plane.access_log;
@@ -176,14 +189,17 @@ async fn handshake(
     metrics.tls_handshake(kind);
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let sni = conn.server_name();
+    let version = conn
+        .protocol_version()
+        .expect("known once the handshake is done");
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .expect("known once the handshake is done")
+        .suite();
+    metrics.tls_negotiation(version, cipher);
     let facts = TlsFacts {
-        version: conn
-            .protocol_version()
-            .expect("known once the handshake is done"),
-        cipher: conn
-            .negotiated_cipher_suite()
-            .expect("known once the handshake is done")
-            .suite(),
+        version,
+        cipher,
         certificate: match kind {
             HandshakeKind::Resumed => Certificate::SessionReused,
             HandshakeKind::Full => Certificate::Named(tls.chosen_certificate(sni)),

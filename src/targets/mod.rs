@@ -27,7 +27,7 @@ pub use matcher::{Matcher, MatcherError};
 pub use target::{Eligible, Origin, OutstandingGuard, Reason, Sources, State, Target};
 
 use crate::balancer::{self, Algorithm, Balancer, PickContext};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TargetErrors};
 use crate::protocol::{Protocol, ProtocolVersion};
 use crate::stickiness::TargetStickiness;
 use crate::upstream::pool;
@@ -517,6 +517,7 @@ impl TargetGroup {
                     tls,
                 },
                 connect_timeout: settings.connect_timeout,
+                errors: TargetErrors::new(metrics, &settings.name),
             },
             response_seconds: metrics
                 .target_response_seconds

@@ -30,6 +30,7 @@ use tracing::debug;
 use super::connect::{self, Alpn, ConnectError};
 use super::retry::{Decision, Failure, Retry};
 use super::UpstreamBody;
+use crate::metrics::TargetErrors;
 
 /// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
 /// of target servers, so that seawall closes first and never sends a request on a socket the
@@ -53,12 +54,14 @@ pub struct Shape {
 }
 
 /// How a target group reaches its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub shape: Shape,
     /// Read at each connect, so a changed timeout needs no new connections: not part of
     /// [`Shape`].
     pub connect_timeout: Duration,
+    /// Where the group counts connections to its targets that failed.
+    pub errors: TargetErrors,
 }
 
 /// Why a request could not be exchanged with a target.
@@ -96,6 +99,20 @@ pub enum Reuse {
     Pooled,
     /// A new one: for sending again a request that failed on a pooled connection.
     NewConnection,
+}
+
+/// Counts a failure to connect to a target, or an open connection the target reset or closed
+/// before answering: a TLS handshake that failed as a TLS error, anything else as a connection
+/// error. A reused HTTP/1 connection closed under a request ([`Error::Stale`]) is the keep-alive
+/// race, not a failure of the target: the request goes again on a new connection, which counts
+/// if it fails.
+fn count(errors: &TargetErrors, e: &Error) {
+    match e {
+        Error::Connect(c) if matches!(**c, ConnectError::Tls(_)) => errors.tls.inc(),
+        Error::Connect(_) | Error::Handshake(_) => errors.connection.inc(),
+        Error::Exchange(h) if closed_under(h) => errors.connection.inc(),
+        Error::Exchange(_) | Error::Stale(_) => {}
+    }
 }
 
 impl From<ConnectError> for Error {
@@ -279,7 +296,11 @@ impl Pool {
                     None if reused && closed_under(e.error()) => {
                         return Err(Error::Stale(Arc::new(e.into_error())))
                     }
-                    _ => return Err(Error::Exchange(Arc::new(e.into_error()))),
+                    _ => {
+                        let e = Error::Exchange(Arc::new(e.into_error()));
+                        count(&settings.errors, &e);
+                        return Err(e);
+                    }
                 },
             }
         }
@@ -312,6 +333,17 @@ impl Pool {
     }
 
     async fn connect_h1(
+        &self,
+        settings: &Settings,
+    ) -> Result<http1::SendRequest<UpstreamBody>, Error> {
+        let made = self.try_connect_h1(settings).await;
+        if let Err(e) = &made {
+            count(&settings.errors, e);
+        }
+        made
+    }
+
+    async fn try_connect_h1(
         &self,
         settings: &Settings,
     ) -> Result<http1::SendRequest<UpstreamBody>, Error> {
@@ -353,7 +385,11 @@ impl Pool {
                         self.forget_h2(&cell);
                         req = unsent;
                     }
-                    _ => return Err(Error::Exchange(Arc::new(e.into_error()))),
+                    _ => {
+                        let e = Error::Exchange(Arc::new(e.into_error()));
+                        count(&settings.errors, &e);
+                        return Err(e);
+                    }
                 },
             }
         }
@@ -424,7 +460,19 @@ impl Pool {
         }
     }
 
+    /// Made once for all the requests waiting on it, and counted once if it fails.
     async fn connect_h2(
+        &self,
+        settings: &Settings,
+    ) -> Result<http2::SendRequest<UpstreamBody>, Error> {
+        let made = self.try_connect_h2(settings).await;
+        if let Err(e) = &made {
+            count(&settings.errors, e);
+        }
+        made
+    }
+
+    async fn try_connect_h2(
         &self,
         settings: &Settings,
     ) -> Result<http2::SendRequest<UpstreamBody>, Error> {
@@ -528,13 +576,16 @@ mod tests {
     use hyper::service::service_fn;
     use tokio::net::TcpListener;
 
-    const H1: Settings = Settings {
-        shape: Shape {
-            http2: false,
-            tls: false,
-        },
-        connect_timeout: Duration::from_secs(5),
-    };
+    fn h1() -> Settings {
+        Settings {
+            shape: Shape {
+                http2: false,
+                tls: false,
+            },
+            connect_timeout: Duration::from_secs(5),
+            errors: TargetErrors::detached(),
+        }
+    }
 
     /// An HTTP/1 server answering each request with the number of its connection; gives how many
     /// connections it has seen end.
@@ -573,7 +624,7 @@ mod tests {
     /// One exchange, its body read to the end; gives the server's connection number and the
     /// lease.
     async fn exchange(pool: &Pool) -> (String, Lease) {
-        let (resp, lease) = pool.send(get(), &H1, Reuse::Pooled).await.unwrap();
+        let (resp, lease) = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (String::from_utf8(body.to_vec()).unwrap(), lease.unwrap())
     }
@@ -635,7 +686,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // An exchange begun before the change does not bring its connection back either.
-        let (resp, lease) = pool.send(get(), &H1, Reuse::Pooled).await.unwrap();
+        let (resp, lease) = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
         let _ = resp.into_body().collect().await;
         pool.checkout_h1(tls);
         pool.give_back(lease.unwrap());
@@ -684,7 +735,7 @@ mod tests {
                 http2: true,
                 tls: false,
             },
-            ..H1
+            ..h1()
         };
         let uri = format!("http://{addr}/");
         for _ in 0..3 {
@@ -715,5 +766,51 @@ mod tests {
         assert_eq!(pool.idle(), 0, "the idle connection was closed at once");
         pool.give_back(busy);
         assert_eq!(pool.idle(), 0, "one in use is not kept when it comes back");
+    }
+
+    /// Target errors count once per failed connect, by kind; a request that was answered does
+    /// not count.
+    #[tokio::test]
+    async fn failed_connects_count_as_connection_or_tls_errors() {
+        let (live, _) = server().await;
+        // Refused: a port bound, then released.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // Accepts and closes at once: a TLS handshake fails under it.
+        let closer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing = closer.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = closer.accept().await {
+                drop(tcp);
+            }
+        });
+        let settings = h1();
+        let tls = Settings {
+            shape: Shape {
+                http2: false,
+                tls: true,
+            },
+            ..settings.clone()
+        };
+        let get = || Request::get("/").body(UpstreamBody::Empty).unwrap();
+        let send = |addr, s: &Settings| {
+            let s = s.clone();
+            async move {
+                Pool::new(addr, CancellationToken::new())
+                    .send(get(), &s, Reuse::Pooled)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        assert!(send(live, &settings).await.is_ok());
+        assert_eq!(settings.errors.connection.get(), 0);
+        assert!(send(dead, &settings).await.is_err());
+        assert!(send(dead, &settings).await.is_err());
+        assert_eq!(settings.errors.connection.get(), 2);
+        assert!(send(closing, &tls).await.is_err());
+        assert_eq!(settings.errors.tls.get(), 1, "shared with `settings`");
+        assert_eq!(settings.errors.connection.get(), 2);
     }
 }
