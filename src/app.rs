@@ -18,7 +18,7 @@ use crate::access_log::{self, AccessLog};
 use crate::config::compile::load_and_compile;
 use crate::config::{self, ConfigErrors, Source};
 use crate::control::{self, Control};
-use crate::listener::{self, Bound, ListenerSet};
+use crate::listener::{self, Bound, ListenerSet, StopReason};
 use crate::metrics::Metrics;
 use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
 use crate::secrets::Secrets;
@@ -64,7 +64,12 @@ impl App {
     /// Loads, validates and compiles `source`, then binds its listeners and admin socket. Nothing
     /// is bound when the configuration has an error.
     pub fn build(source: &Source) -> Result<App, StartError> {
-        let cfg = config::load(source)?;
+        Self::build_loaded(source, config::load(source)?)
+    }
+
+    /// As [`App::build`], for a configuration already loaded from `source` (`seawall run` reads
+    /// it first, for the log format).
+    pub fn build_loaded(source: &Source, cfg: config::validate::Config) -> Result<App, StartError> {
         // Before the compile: the first snapshot's listeners must already seal tickets with the
         // keys a previous process hands over.
         let mut predecessor = upgrade::inherit()?;
@@ -86,14 +91,9 @@ impl App {
         access_log.apply(logs);
         let snapshot = compiled.attach(&registry, &metrics, &secrets);
         snapshot.apply_membership();
-        info!(
-            file = %source.file.display(),
-            listeners = snapshot.listeners.len(),
-            target_groups = snapshot.target_groups.len(),
-            "config loaded"
-        );
         let rt = cfg.runtime.clone();
-        let info = ConfigInfo::new(1, source);
+        let info = ConfigInfo::new(1, source, &cfg);
+        info.log_loaded("start");
         metrics.config_generation.set(1);
         metrics
             .config_last_reload_success_timestamp_seconds
@@ -113,6 +113,7 @@ impl App {
             upgrade: upgrade_tx,
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             discovery: Arc::default(),
             secrets,
         });
@@ -205,7 +206,11 @@ impl App {
                     drain.shutdown.cancelled().await;
                     // The drain_timeout in force now: a reload may have changed it since start.
                     let drain_timeout = drain.settings.load().drain_timeout;
-                    served.close_all();
+                    served.close_all(if drain.handed_over.load(Ordering::Acquire) {
+                        StopReason::HandedOver
+                    } else {
+                        StopReason::Shutdown
+                    });
                     tracker.close();
                     info!(connections = tracker.len(), "draining");
                     if tokio::time::timeout(drain_timeout, tracker.wait())

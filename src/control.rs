@@ -43,6 +43,9 @@ pub struct Control {
     pub shutdown: CancellationToken,
     /// True once every listener accepts.
     pub ready: AtomicBool,
+    /// Set before `shutdown` is cancelled when the drain follows a binary upgrade: the new
+    /// process accepts on the sockets now (what the listeners' stop lines say).
+    pub handed_over: AtomicBool,
     /// The discovery watchers' plans and first answers.
     pub discovery: Arc<Discovery>,
     /// The process's own keys (see [`crate::secrets`]); a binary upgrade hands them on.

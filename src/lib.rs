@@ -47,7 +47,8 @@
 //! [`app`] is the composition root that builds both planes and starts them; beside it,
 //! [`explain`] is `seawall route`, which loads a file and asks a listener's router why a request
 //! would match what it matches. [`mod@bench`] is the
-//! `seawall bench` load generator: the same TLS and HTTP stacks, as a client.
+//! `seawall bench` load generator: the same TLS and HTTP stacks, as a client. [`logging`] sets up
+//! the application log (text or JSON lines on stderr).
 
 #![forbid(unsafe_code)]
 // The layout above is for engineers, who read it with --document-private-items: it links the
@@ -67,6 +68,7 @@ pub mod explain;
 mod health;
 mod http_tokens;
 mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 mod proxy;

@@ -169,6 +169,39 @@ impl Identity {
     }
 }
 
+/// Why a listener stops accepting, as its `listener stopped` line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A reload's configuration has no such listener any more (or binds it elsewhere).
+    Removed,
+    /// The process drains and exits (SIGTERM, SIGINT).
+    Shutdown,
+    /// A binary upgrade handed the socket to the new process, which accepts on it now.
+    HandedOver,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Removed => "removed by reload",
+            StopReason::Shutdown => "shutdown",
+            StopReason::HandedOver => "handed over to the new process",
+        }
+    }
+}
+
+impl Serving {
+    fn log_stop(&self, why: StopReason) {
+        info!(
+            listener = %self.id.name,
+            addr = %self.local,
+            protocol = self.id.protocol.as_str(),
+            why = why.as_str(),
+            "listener stopped; its connections drain"
+        );
+    }
+}
+
 /// A listening socket handed from one process to the next in a binary upgrade, with what
 /// identifies its listener.
 pub struct HandedOver {
@@ -241,11 +274,13 @@ impl ListenerSet {
         }
     }
 
-    /// Forgets every listener. The accept loops stop by themselves on shutdown; this closes the
-    /// duplicates kept for upgrades, without which the kernel would go on queueing connections
-    /// that nobody accepts instead of refusing them.
-    pub fn close_all(&self) {
-        self.serving.lock().expect("not poisoned").clear();
+    /// Forgets every listener, logging `why` for each. The accept loops stop by themselves on
+    /// shutdown; this closes the duplicates kept for upgrades, without which the kernel would go
+    /// on queueing connections that nobody accepts instead of refusing them.
+    pub fn close_all(&self, why: StopReason) {
+        for s in self.serving.lock().expect("not poisoned").drain(..) {
+            s.log_stop(why);
+        }
     }
 
     /// Duplicates of every served socket, with what identifies it, for a binary upgrade.
@@ -302,7 +337,7 @@ impl ListenerSet {
             if keep {
                 s.limit.set(max_connections);
             } else {
-                info!(listener = %s.id.name, addr = %s.local, "listener removed; draining its connections");
+                s.log_stop(StopReason::Removed);
                 s.stop.cancel();
             }
             keep
@@ -322,6 +357,8 @@ impl ListenerSet {
                     continue;
                 }
             };
+            // The one line a listener's start logs (tests and scripts read its `addr` when the
+            // file said port 0).
             info!(listener = %id.name, addr = %local, protocol = id.protocol.as_str(), "listening");
             let ctx = Arc::new(ListenerContext {
                 name: id.name.clone(),

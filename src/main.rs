@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use seawall::config::{self, compile::load_and_compile, Source};
+use seawall::logging::{self, LogFormat};
 use seawall::{App, StartError};
 use tracing::{error, info};
 
@@ -17,6 +18,11 @@ use tracing::{error, info};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How log lines are written to stderr: `text` for a person, `json` (one object per line)
+    /// for a log collector. Overrides `[runtime] log_format`. Which lines: RUST_LOG (default
+    /// `info`).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -68,22 +74,14 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal (and never with NO_COLOR set): escape codes in
-        // a piped or collected log break parsing.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run { config: None }) {
-        Command::Run { config } => run(config.as_deref()),
+    let command = cli.command.unwrap_or(Command::Run { config: None });
+    // `run` installs the log once it has read its file, which may name the format.
+    if !matches!(command, Command::Run { .. }) {
+        logging::init(cli.log_format.unwrap_or_default());
+    }
+    match command {
+        Command::Run { config } => run(config.as_deref(), cli.log_format),
         Command::Check { file } => check(&file),
         Command::Certs { out, stem, names } => certs(&out, stem, &names),
         Command::Bench(args) => bench(&args),
@@ -131,7 +129,7 @@ fn route(args: &seawall::explain::RouteArgs) -> ExitCode {
     }
 }
 
-fn run(config: Option<&Path>) -> ExitCode {
+fn run(config: Option<&Path>, log_format: Option<LogFormat>) -> ExitCode {
     let source = match config {
         Some(path) => match Source::read(path) {
             Ok(s) => s,
@@ -142,7 +140,17 @@ fn run(config: Option<&Path>) -> ExitCode {
         },
         None => Source::embedded_default(),
     };
-    let running = match App::build(&source).and_then(App::start) {
+    // Configuration errors are printed as `seawall check` prints them, whatever the format.
+    let cfg = match config::load(&source) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Before anything is bound or logged: the flag, else the file, else text.
+    logging::init(log_format.unwrap_or(cfg.runtime.log_format));
+    let running = match App::build_loaded(&source, cfg).and_then(App::start) {
         Ok(r) => r,
         Err(StartError::Config(e)) => {
             eprintln!("{e}");

@@ -26,6 +26,7 @@ use crate::config::validate::{CertificateSource, Config};
 use crate::config::{self, ConfigErrors, Source};
 use crate::control::{self, Control};
 use crate::listener::{BindError, ListenerSet};
+use crate::logging::LogFormat;
 use crate::metrics::ReloadOutcome;
 
 /// File events closer together than this are one change (an editor's temp file and rename, a
@@ -44,17 +45,39 @@ pub struct ConfigInfo {
     /// Settings this configuration changes that only a restart applies: the process keeps the
     /// value it started with.
     pub restart_needed: Vec<&'static str>,
+    /// How many listeners, rules (over all listeners, default actions not counted) and target
+    /// groups it has, for the log line that says it was loaded.
+    pub listeners: usize,
+    pub rules: usize,
+    pub target_groups: usize,
 }
 
 impl ConfigInfo {
-    pub fn new(generation: u64, source: &Source) -> Self {
+    pub fn new(generation: u64, source: &Source, cfg: &Config) -> Self {
         ConfigInfo {
             generation,
             sha256: hex(&Sha256::digest(source.text.as_bytes())),
             loaded_at: SystemTime::now(),
             path: source.file.display().to_string(),
             restart_needed: Vec::new(),
+            listeners: cfg.listeners.len(),
+            rules: cfg.listeners.iter().map(|l| l.rules.len()).sum(),
+            target_groups: cfg.target_groups.len(),
         }
+    }
+
+    /// The one line each configuration loaded logs, at start (`cause = "start"`) or on reload.
+    pub fn log_loaded(&self, cause: &str) {
+        info!(
+            cause,
+            generation = self.generation,
+            file = %self.path,
+            listeners = self.listeners,
+            rules = self.rules,
+            target_groups = self.target_groups,
+            "{}",
+            if self.generation == 1 { "config loaded" } else { "config reloaded" }
+        );
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -162,14 +185,16 @@ pub struct Reloader {
     started_with: StartOnly,
 }
 
-/// Settings that a running process cannot change: the data plane's threads, and the admin
-/// socket (bound once, and handed over as is in a binary upgrade).
+/// Settings that a running process cannot change: the data plane's threads, the admin socket
+/// (bound once, and handed over as is in a binary upgrade), and the log format (the log
+/// subscriber is installed once, before the first line a user cares about).
 #[derive(Debug)]
 struct StartOnly {
     worker_threads: usize,
     admin_bind: Option<SocketAddr>,
     /// The access log's channel is made once, at start.
     access_log_buffer: Option<usize>,
+    log_format: LogFormat,
 }
 
 impl StartOnly {
@@ -178,6 +203,7 @@ impl StartOnly {
             worker_threads: cfg.runtime.worker_threads(),
             admin_bind: cfg.admin.as_ref().map(|a| a.bind),
             access_log_buffer: cfg.access_log.as_ref().map(|a| a.buffer_lines),
+            log_format: cfg.runtime.log_format,
         }
     }
 
@@ -196,6 +222,9 @@ impl StartOnly {
             .unwrap_or(crate::access_log::DEFAULT_BUFFER_LINES);
         if wanted.access_log_buffer.is_some_and(|w| w != started) {
             keys.push("access_log.buffer_lines");
+        }
+        if wanted.log_format != self.log_format {
+            keys.push("runtime.log_format");
         }
         keys
     }
@@ -275,7 +304,7 @@ impl Reloader {
             );
         }
         let generation = c.config.load().generation + 1;
-        let mut info = ConfigInfo::new(generation, &source);
+        let mut info = ConfigInfo::new(generation, &source, &cfg);
         info.restart_needed = restart_needed;
         let info = Arc::new(info);
         c.config.store(info.clone());
@@ -460,7 +489,7 @@ pub async fn run(
         let metrics = &reloader.control.plane.metrics;
         match &result {
             Ok(info) => {
-                info!(cause, generation = info.generation, file = %info.path, "config reloaded");
+                info.log_loaded(cause);
                 metrics.config_reload(ReloadOutcome::Success);
                 metrics.config_generation.set(info.generation as i64);
                 metrics
@@ -468,6 +497,8 @@ pub async fn run(
                     .set(unix_seconds(info.loaded_at));
             }
             Err(e) => {
+                // Every error with its file, line and key path, one per line (the text format
+                // prints the message's new lines; JSON escapes them).
                 warn!(
                     cause,
                     "config reload failed; the running configuration stays in force:\n{e}"

@@ -382,6 +382,10 @@ pub async fn run(
             let _ = reply.send(result.map_err(Arc::new));
         }
         if done {
+            upgrader
+                .control
+                .handed_over
+                .store(true, std::sync::atomic::Ordering::Release);
             upgrader.control.shutdown.cancel();
             return;
         }

@@ -355,6 +355,8 @@ pub struct RawRuntime {
     /// `"env:NAME"` or the secret itself: the key stickiness cookies are sealed under.
     pub cookie_key: Option<String>,
     pub max_rules_per_listener: Option<usize>,
+    /// `"text"` or `"json"`: how the application log is written (read at start only).
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -692,6 +694,16 @@ idle_timeout = "5 parsecs"
     fn a_value_of_the_wrong_type_names_the_key() {
         let err = parse_error("[runtime]\nworkers = \"four\"\n");
         assert_eq!((err.line, err.path.as_str()), (Some(2), "runtime.workers"));
+        assert!(err.reason.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn log_format_of_the_wrong_type_names_the_key() {
+        let err = parse_error("[runtime]\nworkers = 1\nlog_format = true\n");
+        assert_eq!(
+            (err.line, err.path.as_str()),
+            (Some(3), "runtime.log_format")
+        );
         assert!(err.reason.contains("invalid type"), "{err}");
     }
 

@@ -18,6 +18,7 @@ use super::{
 use crate::access_log;
 use crate::balancer::Algorithm;
 use crate::discovery::ecs;
+use crate::logging::LogFormat;
 use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{
     Conditions, HeaderCondition, IpNet, QueryPattern, RedirectError, RedirectTemplate, Wildcard,
@@ -93,6 +94,9 @@ pub struct RuntimeConfig {
     pub cookie_key: Option<Secret>,
     /// ALB's quota of rules per listener (100), which a file may raise.
     pub max_rules_per_listener: usize,
+    /// How the application log is written, unless `--log-format` says otherwise. Read at start
+    /// only: a reload that changes it is reported as needing a restart.
+    pub log_format: LogFormat,
 }
 
 impl RuntimeConfig {
@@ -117,6 +121,7 @@ impl RuntimeConfig {
             binary,
             cookie_key: None,
             max_rules_per_listener: DEFAULT_MAX_RULES,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -468,6 +473,13 @@ fn runtime(
             .as_deref()
             .and_then(|k| cookie_key(src, k, env, errs)),
         max_rules_per_listener: r.max_rules_per_listener.unwrap_or(d.max_rules_per_listener),
+        log_format: word(
+            src,
+            "runtime.log_format".into(),
+            r.log_format.as_deref(),
+            d.log_format,
+            errs,
+        ),
     };
     for (key, value) in [
         ("idle_timeout", rt.idle_timeout),

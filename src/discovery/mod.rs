@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::targets::{GroupState, Origin, Registration, Update};
+use crate::targets::{Applied, GroupState, Origin, Registration, State, Target, Update};
 
 /// Why a source could not say what its targets are this time. The group keeps the targets it
 /// has: a failed lookup is no evidence that they are gone.
@@ -97,13 +97,7 @@ pub async fn follow<S: TargetSource>(
                 Ok(applied) => {
                     answered.store(true, Ordering::Release);
                     if !applied.added.is_empty() || !applied.draining.is_empty() {
-                        info!(
-                            target_group = %group.name,
-                            source = %name,
-                            added = applied.added.len(),
-                            draining = applied.draining.len(),
-                            "discovered targets changed"
-                        );
+                        log_change(&group, &name, &applied);
                     }
                 }
                 Err(e) => {
@@ -115,6 +109,25 @@ pub async fn follow<S: TargetSource>(
             }
         }
     }
+}
+
+/// The one line a discovery change logs: the addresses added and removed (removed ones drain
+/// for the group's deregistration delay), and how many targets discovery has in the group now.
+fn log_change(group: &GroupState, source: &str, applied: &Applied) {
+    let addrs = |ts: &[Arc<Target>]| ts.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>();
+    let total = group
+        .members()
+        .iter()
+        .filter(|t| t.sources().contains(Origin::Discovery) && t.state() != State::Draining)
+        .count();
+    info!(
+        target_group = %group.name,
+        source,
+        added = ?addrs(&applied.added),
+        removed = ?addrs(&applied.draining),
+        total,
+        "discovered targets changed"
+    );
 }
 
 #[cfg(test)]

@@ -220,10 +220,11 @@ impl GroupContext {
     ) {
         let group = &*self.group.name;
         let (code, description) = reason.map_or(("", ""), |r| (r.code, r.description.as_str()));
+        // The same line as a passive failure's (proxy::forward), told apart by `check`.
         if to == State::Healthy {
-            info!(target_group = group, target = %target.addr, from = from.as_str(), to = to.as_str(), "target state changed");
+            info!(target_group = group, target = %target.addr, from = from.as_str(), to = to.as_str(), check = "active", "target state changed");
         } else {
-            warn!(target_group = group, target = %target.addr, from = from.as_str(), to = to.as_str(), reason = code, description, "target state changed");
+            warn!(target_group = group, target = %target.addr, from = from.as_str(), to = to.as_str(), reason = code, description, check = "active", "target state changed");
         }
     }
 }

@@ -17,7 +17,7 @@ use super::record::Facts;
 use super::{headers, incompatible, upgrade, ConnContext};
 use crate::error::RequestError;
 use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
-use crate::targets::TargetGroup;
+use crate::targets::{State, TargetGroup};
 use crate::upstream::retry::{Decision, Failure, Retry};
 use crate::upstream::{pool, ForwardedFor, UpstreamBody};
 
@@ -136,8 +136,19 @@ pub(super) fn forward<'a>(
                 (_, Some(reason)) => {
                     // Passive health: a dead target costs one failed request, not a
                     // health-check interval.
-                    if target.mark_failed(reason.clone()) {
-                        warn!(target_group = %tg.name, target = %target.addr, %reason, "target unhealthy (passive)");
+                    // Logged once, by the request that changed the state (as the checker
+                    // logs its own changes), not by every request that fails on it.
+                    if let Some(from) = target.mark_failed(reason.clone()) {
+                        warn!(
+                            target_group = %tg.name,
+                            target = %target.addr,
+                            from = from.as_str(),
+                            to = State::Unhealthy.as_str(),
+                            reason = "Target.FailedHealthChecks",
+                            description = %reason,
+                            check = "passive",
+                            "target state changed"
+                        );
                     }
                     Failure::Unreachable
                 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use body::Reply;
 pub use body::ResponseBody;
@@ -83,9 +83,13 @@ pub fn handle(
                 r
             }
             Err(e) => {
+                // Debug, not warn: one line per failed request would flood the log exactly
+                // when targets die. A target that cannot be reached logs its state change once
+                // (passive health, `forward`), and every such answer is counted in
+                // seawall_elb_responses_total{code}.
                 if e.side() == crate::error::Side::Upstream {
                     let group = facts.metrics.as_ref().and_then(|m| m.group());
-                    warn!(listener = %ctx.listener.name, target_group = group.map_or("", |g| &**g), error = %e, "answering with {}", e.status());
+                    debug!(listener = %ctx.listener.name, target_group = group.map_or("", |g| &**g), error = %e, "answering with {}", e.status());
                 } else {
                     debug!(listener = %ctx.listener.name, peer = %ctx.peer, error = %e, "bad request");
                 }

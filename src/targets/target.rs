@@ -277,10 +277,15 @@ impl Target {
     /// Moves the target to `state` unless it is draining (draining is final). Returns whether the
     /// state changed.
     pub fn set_state(&self, state: State, reason: Option<Reason>) -> bool {
+        self.replace_state(state, reason).is_some()
+    }
+
+    /// As [`Target::set_state`]; returns the state it left when it changed.
+    fn replace_state(&self, state: State, reason: Option<Reason>) -> Option<State> {
         let mut current = self.state.load(Ordering::Acquire);
         loop {
             if current == State::Draining as u8 && state != State::Draining {
-                return false;
+                return None;
             }
             match self.state.compare_exchange(
                 current,
@@ -294,12 +299,12 @@ impl Target {
         }
         *self.reason.lock().expect("not poisoned") = reason;
         if current == state as u8 {
-            return false;
+            return None;
         }
         if state == State::Healthy {
             self.start_healthy_clock();
         }
-        true
+        Some(State::from_u8(current))
     }
 
     /// Starts the slow-start clock of a target that just became healthy.
@@ -379,10 +384,11 @@ impl Target {
     }
 
     /// The data plane saw a connection to the target fail: take it out of rotation at once, until
-    /// the active checker sees it pass again. Returns whether the state changed.
-    pub fn mark_failed(&self, description: String) -> bool {
+    /// the active checker sees it pass again. Returns the state it left when this changed it
+    /// (for the one log line a state change gets).
+    pub fn mark_failed(&self, description: String) -> Option<State> {
         self.passive_failures.fetch_add(1, Ordering::AcqRel);
-        self.set_state(
+        self.replace_state(
             State::Unhealthy,
             Some(Reason {
                 code: "Target.FailedHealthChecks",
@@ -480,9 +486,13 @@ mod tests {
     fn passive_failure_takes_the_target_out_at_once() {
         let t = target();
         t.set_state(State::Healthy, None);
-        t.mark_failed("connection refused".into());
+        assert_eq!(
+            t.mark_failed("connection refused".into()),
+            Some(State::Healthy)
+        );
+        assert_eq!(t.mark_failed("connection refused".into()), None);
         assert_eq!(t.state(), State::Unhealthy);
-        assert_eq!(t.passive_failures(), 1);
+        assert_eq!(t.passive_failures(), 2);
         assert!(!t.is_eligible(Eligible::Healthy));
         assert!(t.is_eligible(Eligible::NotDraining));
     }

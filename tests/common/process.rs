@@ -42,6 +42,36 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .map(|v| v.trim_matches('"'))
 }
 
+/// A JSON log line's message and fields (`--log-format json`: they are under `fields`), as
+/// (`message`, the `fields` object); `None` for a line that is not a JSON object.
+pub fn json_fields(line: &str) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?.as_object()?.clone();
+    let message = fields.get("message")?.as_str()?.to_string();
+    Some((message, fields))
+}
+
+/// The listener name and address of a `listening` line, or (`None`, address) of the admin
+/// server's, in either log format.
+fn logged_addr(line: &str) -> Option<(Option<String>, SocketAddr)> {
+    if let Some((message, fields)) = json_fields(line) {
+        let addr = fields.get("addr")?.as_str()?.parse().ok()?;
+        return match message.as_str() {
+            "admin listening" => Some((None, addr)),
+            "listening" => Some((Some(fields.get("listener")?.as_str()?.to_string()), addr)),
+            _ => None,
+        };
+    }
+    let addr = field(line, "addr")?.parse().ok()?;
+    if line.contains("admin listening") {
+        Some((None, addr))
+    } else if line.contains(" listening ") {
+        Some((Some(field(line, "listener")?.to_string()), addr))
+    } else {
+        None
+    }
+}
+
 /// `seawall run` as a child process, with the addresses it logged.
 pub struct Proc {
     pub child: Child,
@@ -64,11 +94,24 @@ impl Proc {
         admin: bool,
         adjust: impl FnOnce(&mut Command),
     ) -> Proc {
+        Self::start_args(config, listeners, admin, adjust, &[]).await
+    }
+
+    /// As [`Proc::start_with`]; `after` goes on the command line after `run --config FILE`
+    /// (what `adjust` adds comes before `run`).
+    pub async fn start_args(
+        config: &Path,
+        listeners: &[&str],
+        admin: bool,
+        adjust: impl FnOnce(&mut Command),
+        after: &[&str],
+    ) -> Proc {
         let mut command = cmd();
         adjust(&mut command);
         let mut child = command
             .args(["run", "--config"])
             .arg(config)
+            .args(after)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -93,16 +136,13 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(30);
         while p.listeners.len() < listeners.len() || (admin && p.admin.is_none()) {
             match rx.try_recv() {
-                Ok(line) => {
-                    let addr = field(&line, "addr").and_then(|a| a.parse().ok());
-                    if line.contains("admin listening") {
-                        p.admin = addr;
-                    } else if line.contains(" listening ") {
-                        if let (Some(name), Some(addr)) = (field(&line, "listener"), addr) {
-                            p.listeners.insert(name.to_string(), addr);
-                        }
+                Ok(line) => match logged_addr(&line) {
+                    Some((None, addr)) => p.admin = Some(addr),
+                    Some((Some(name), addr)) => {
+                        p.listeners.insert(name, addr);
                     }
-                }
+                    None => {}
+                },
                 Err(mpsc::TryRecvError::Empty) => {
                     if let Some(status) = p.child.try_wait().unwrap() {
                         panic!("seawall exited early ({status}):\n{}", p.log());
@@ -135,6 +175,11 @@ impl Proc {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The lines of stderr read so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn signal(&self, name: &str) {

@@ -166,6 +166,7 @@ targets = ["10.0.0.1:80", "[::1]:81"]
     assert_eq!(rt.handshake_timeout, Duration::from_secs(10));
     assert_eq!(rt.drain_timeout, Duration::from_secs(30));
     assert_eq!((rt.max_header_bytes, rt.max_connections), (65536, 100_000));
+    assert_eq!(rt.log_format, crate::logging::LogFormat::Text);
     // The running binary comes from the environment, not from the process running the test.
     assert_eq!(rt.binary, Path::new("/opt/seawall/bin/seawall"));
 
@@ -1098,6 +1099,33 @@ fn runtime_binary_is_resolved_against_the_file_or_comes_from_the_environment() {
     );
     let cfg = validate_in(ANSWER, &Environment::new("/somewhere/else")).unwrap();
     assert_eq!(cfg.runtime.binary, Path::new("/somewhere/else"));
+}
+
+#[test]
+fn runtime_log_format_is_text_or_json() {
+    use crate::logging::LogFormat;
+    assert_eq!(valid(ANSWER).runtime.log_format, LogFormat::Text);
+    assert_eq!(
+        valid(&runtime(r#"log_format = "json""#)).runtime.log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        valid(&runtime(r#"log_format = "text""#)).runtime.log_format,
+        LogFormat::Text
+    );
+    fails(
+        &runtime(r#"log_format = "xml""#),
+        2,
+        "runtime.log_format",
+        r#"unknown log format "xml"; expected "text" or "json""#,
+    );
+    // Words are exact, as every other word of the file.
+    fails(
+        &runtime(r#"log_format = "JSON""#),
+        2,
+        "runtime.log_format",
+        r#"expected "text" or "json""#,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
