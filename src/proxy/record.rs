@@ -307,14 +307,13 @@ impl Record {
         if let Some(line) = self.line.take() {
             let log = &self.conn.listener.plane.access_log;
             if log.requests_on() {
-                log.request(Box::new(self.entry(line, status)));
+                log.request(Box::new(self.entry(*line, status)));
             }
         }
     }
 
     /// The access log's line for the finished request.
-    fn entry(&self, line: Box<LogLine>, status: StatusCode) -> Entry {
-        let line = *line;
+    fn entry(&self, line: LogLine, status: StatusCode) -> Entry {
         let f = &self.facts;
         let conn = &*self.conn;
         let tls = conn.tls.as_ref();
