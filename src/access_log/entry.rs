@@ -90,8 +90,6 @@ pub struct RequestLine {
     ends: [u32; 4],
     /// Which of the host, the user agent and the trace id are present (bits 0, 1, 2).
     present: u8,
-    /// The head's size as HTTP/1 frames it (ALB counts headers in `received_bytes`).
-    pub head_bytes: u64,
 }
 
 /// Room kept for the trace id, which is known only once the request is routed (seawall's own
@@ -105,7 +103,6 @@ impl RequestLine {
         target: &[u8],
         host: Option<&[u8]>,
         user_agent: Option<&[u8]>,
-        head_bytes: u64,
     ) -> Self {
         let (h, ua) = (host.unwrap_or_default(), user_agent.unwrap_or_default());
         let mut text = Vec::with_capacity(target.len() + h.len() + ua.len() + TRACE_ID_ROOM);
@@ -121,7 +118,6 @@ impl RequestLine {
             text,
             ends: [target_end, host_end, ua_end, ua_end],
             present: u8::from(host.is_some()) | u8::from(user_agent.is_some()) << 1,
-            head_bytes,
         }
     }
 
@@ -177,7 +173,7 @@ pub struct Entry {
     pub response_processing: Option<Duration>,
     pub elb_status: u16,
     pub target_status: Option<u16>,
-    /// Request head and body bytes.
+    /// Request head (as HTTP/1 frames it) and body bytes.
     pub received_bytes: u64,
     /// Response head and body bytes.
     pub sent_bytes: u64,

@@ -72,7 +72,7 @@ pub fn handle(
         let ctx = &*record.conn;
         let grpc = grpc_content_type(req.headers()).cloned();
         if ctx.listener.plane.access_log.requests_on() {
-            record.line = Some(Box::new(record::LogLine::of(&req, grpc.is_some())));
+            record.line = Some(record::begin_entry(&req, ctx, grpc.is_some()));
         }
         let http1 = req.version() < Version::HTTP_2;
         let facts = &mut record.facts;
@@ -109,8 +109,8 @@ pub fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         facts.timing.responded = Some(std::time::Instant::now());
-        if let Some(line) = &mut record.line {
-            line.responded(&response);
+        if let Some(entry) = &mut record.line {
+            record::responded(entry, &response);
         }
         response.map(|reply| ResponseBody::new(reply, record))
     }

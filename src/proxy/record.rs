@@ -1,8 +1,8 @@
 //! One record per request (rpxy's `HttpMessageLog` is the model): made when the request arrives,
 //! filled by TLS, routing and the forward as the request goes, and finished once, when the
 //! response body ends or is dropped. The metrics are observed from it, and with the access log on
-//! it becomes the log's [`Entry`]: what only the log needs (the request line, the wall-clock
-//! time) is taken on arrival into a [`LogLine`], and only then.
+//! it fills the log's [`Entry`], begun on arrival ([`begin_entry`]) with what only the log needs
+//! (the request line, the wall-clock time), and only then.
 //!
 //! Nothing here allocates per request (but the log's entry, when the log is on): names are `Arc<str>` clones held by the metric handles,
 //! times are `Instant`s, statuses `StatusCode`s, header values share the request's buffer; what
@@ -164,9 +164,10 @@ pub struct Record {
     pub conn: Arc<ConnContext>,
     /// What the request met, filled by `respond` and the forward, read when the record ends.
     pub facts: Facts,
-    /// What only the access log needs, taken when the request arrives while the log is on.
-    /// Boxed, so that it costs a request with the log off one word of its record.
-    pub line: Option<Box<LogLine>>,
+    /// The access log's entry, begun when the request arrives while the log is on, finished
+    /// and sent when the record ends. Boxed, so that it costs a request with the log off one
+    /// word of its record, and the same box travels to the log's writer.
+    pub line: Option<Box<Entry>>,
     /// Keeps the request counted as in flight on its connection (the idle timer) while the
     /// record lives; dropped after the metrics are counted.
     _in_flight: RequestGuard,
@@ -234,61 +235,77 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(460) {
     Err(_) => panic!("460 is in the valid range"),
 };
 
-/// What the access log needs of a request beyond its [`Facts`], taken only while the log is on.
-#[derive(Debug)]
-pub struct LogLine {
-    request: RequestLine,
-    /// The wall-clock time of arrival (`request_creation_time`); the record's `Instant`s
-    /// measure from it.
-    created: SystemTime,
-    grpc: bool,
-    /// The response head's size as HTTP/1 frames it.
-    response_head_bytes: u64,
-    /// A redirect's `Location`.
-    redirect_url: Option<HeaderValue>,
+/// The access log's entry for `req`, begun as it arrives on `conn` (only while the log is on):
+/// what the request and its connection say now, the rest filled in when the record ends.
+pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Box<Entry> {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    // `GET /path HTTP/1.1\r\n`, the headers, the blank line.
+    let head =
+        req.method().as_str().len() + 1 + target.len() + 11 + header_bytes(req.headers()) + 2;
+    // An absolute-form target (always, in HTTP/2) names its own authority.
+    let host = match uri.authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
+    };
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .map(HeaderValue::as_bytes);
+    let tls = conn.tls.as_ref();
+    let now = SystemTime::now();
+    Box::new(Entry {
+        kind: match (tls.is_some(), req.version()) {
+            (true, Version::HTTP_2) if grpc => "grpcs",
+            (_, Version::HTTP_2) => "h2",
+            (true, _) => "https",
+            (false, _) => "http",
+        },
+        created: now,
+        ended: now,
+        listener: conn.listener.name.clone(),
+        port: conn.listener.port,
+        client: conn.peer,
+        target: None,
+        request_processing: None,
+        target_processing: None,
+        response_processing: None,
+        elb_status: 0,
+        target_status: None,
+        received_bytes: head as u64,
+        sent_bytes: 0,
+        request: RequestLine::new(
+            req.method().clone(),
+            req.version(),
+            target.as_bytes(),
+            host,
+            user_agent,
+        ),
+        scheme: if tls.is_some() { "https" } else { "http" },
+        tls: tls.map(|t| TlsLine {
+            protocol: t.version,
+            cipher: t.cipher,
+        }),
+        target_group: None,
+        domain: tls.and_then(|t| t.sni.clone()),
+        certificate: tls.map(|t| t.certificate.clone()),
+        rule: RulePriority::NotRouted,
+        action: None,
+        redirect_url: None,
+        error_reason: None,
+        classification: None,
+        conn_trace_id: conn.trace_id,
+    })
 }
 
-impl LogLine {
-    /// Takes what the log writes of `req` as it arrived.
-    pub fn of<B>(req: &Request<B>, grpc: bool) -> Self {
-        let uri = req.uri();
-        let target = uri.path_and_query().map_or("/", |p| p.as_str());
-        // `GET /path HTTP/1.1\r\n`, the headers, the blank line.
-        let head =
-            req.method().as_str().len() + 1 + target.len() + 11 + header_bytes(req.headers()) + 2;
-        // An absolute-form target (always, in HTTP/2) names its own authority.
-        let host = match uri.authority() {
-            Some(a) => Some(a.as_str().as_bytes()),
-            None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
-        };
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .map(HeaderValue::as_bytes);
-        LogLine {
-            request: RequestLine::new(
-                req.method().clone(),
-                req.version(),
-                target.as_bytes(),
-                host,
-                user_agent,
-                head as u64,
-            ),
-            created: SystemTime::now(),
-            grpc,
-            response_head_bytes: 0,
-            redirect_url: None,
-        }
-    }
-
-    /// Takes what the log writes of the response seawall hands the client.
-    pub fn responded<B>(&mut self, resp: &Response<B>) {
-        // `HTTP/1.1 200 OK\r\n`, the headers, the blank line.
-        let reason = resp.status().canonical_reason().map_or(0, str::len);
-        self.response_head_bytes = (13 + reason + 2 + header_bytes(resp.headers()) + 2) as u64;
-        if resp.status().is_redirection() {
-            self.redirect_url = resp.headers().get(header::LOCATION).cloned();
-        }
+/// Notes in `entry` what seawall hands the client: the response head's size as HTTP/1 frames
+/// it, and a redirect's `Location`.
+pub fn responded<B>(entry: &mut Entry, resp: &Response<B>) {
+    // `HTTP/1.1 200 OK\r\n`, the headers, the blank line.
+    let reason = resp.status().canonical_reason().map_or(0, str::len);
+    entry.sent_bytes = (13 + reason + 2 + header_bytes(resp.headers()) + 2) as u64;
+    if resp.status().is_redirection() {
+        entry.redirect_url = resp.headers().get(header::LOCATION).cloned();
     }
 }
 
@@ -301,72 +318,42 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 }
 
 impl Record {
-    /// Hands the finished request's line to the access log, if it was on when the request
-    /// arrived and still is (a reload may have turned it off since).
+    /// Finishes the request's access-log entry and hands it to the log, if the log was on when
+    /// the request arrived and still is (a reload may have turned it off since).
     fn write_log(&mut self, status: StatusCode) {
-        if let Some(line) = self.line.take() {
-            let log = &self.conn.listener.plane.access_log;
-            if log.requests_on() {
-                log.request(Box::new(self.entry(*line, status)));
-            }
-        }
-    }
-
-    /// The access log's line for the finished request.
-    fn entry(&self, line: LogLine, status: StatusCode) -> Entry {
-        let f = &self.facts;
-        let conn = &*self.conn;
-        let tls = conn.tls.as_ref();
-        let ended = line.created + f.timing.arrived.elapsed();
-        let kind = match (tls.is_some(), status, line.request.version) {
-            (true, StatusCode::SWITCHING_PROTOCOLS, _) => "wss",
-            (false, StatusCode::SWITCHING_PROTOCOLS, _) => "ws",
-            (true, _, Version::HTTP_2) if line.grpc => "grpcs",
-            (_, _, Version::HTTP_2) => "h2",
-            (true, _, _) => "https",
-            (false, _, _) => "http",
+        let Some(mut e) = self.line.take() else {
+            return;
         };
-        Entry {
-            kind,
-            created: line.created,
-            ended,
-            listener: conn.listener.name.clone(),
-            port: conn.listener.port,
-            client: conn.peer,
-            target: f.target,
-            request_processing: f.timing.request_processing(),
-            target_processing: f.timing.target_processing(),
-            response_processing: f.timing.response_processing(),
-            elb_status: status.as_u16(),
-            target_status: f.target_status.map(|s| s.as_u16()),
-            received_bytes: line.request.head_bytes + f.received_bytes(),
-            sent_bytes: line.response_head_bytes + f.sent_bytes,
-            scheme: if tls.is_some() { "https" } else { "http" },
-            request: {
-                let mut request = line.request;
-                if let Some(id) = &f.trace_id {
-                    request.set_trace_id(id.as_bytes());
-                }
-                request
-            },
-            tls: tls.map(|t| TlsLine {
-                protocol: t.version,
-                cipher: t.cipher,
-            }),
-            target_group: f.metrics.as_ref().and_then(|m| m.group()).cloned(),
-            domain: tls.and_then(|t| t.sni.clone()),
-            certificate: tls.map(|t| t.certificate.clone()),
-            rule: match f.rule {
-                None => RulePriority::NotRouted,
-                Some(Priority::Default) => RulePriority::Default,
-                Some(Priority::Rule(p)) => RulePriority::Rule(p),
-            },
-            action: f.action.map(ActionKind::as_str),
-            redirect_url: line.redirect_url,
-            error_reason: f.error.as_ref().map(RequestError::log_code),
-            classification: f.classification,
-            conn_trace_id: conn.trace_id,
+        let log = &self.conn.listener.plane.access_log;
+        if !log.requests_on() {
+            return;
         }
+        let f = &self.facts;
+        e.ended = e.created + f.timing.arrived.elapsed();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            e.kind = if self.conn.tls.is_some() { "wss" } else { "ws" };
+        }
+        e.target = f.target;
+        e.request_processing = f.timing.request_processing();
+        e.target_processing = f.timing.target_processing();
+        e.response_processing = f.timing.response_processing();
+        e.elb_status = status.as_u16();
+        e.target_status = f.target_status.map(|s| s.as_u16());
+        e.received_bytes += f.received_bytes();
+        e.sent_bytes += f.sent_bytes;
+        if let Some(id) = &f.trace_id {
+            e.request.set_trace_id(id.as_bytes());
+        }
+        e.target_group = f.metrics.as_ref().and_then(|m| m.group()).cloned();
+        e.rule = match f.rule {
+            None => RulePriority::NotRouted,
+            Some(Priority::Default) => RulePriority::Default,
+            Some(Priority::Rule(p)) => RulePriority::Rule(p),
+        };
+        e.action = f.action.map(ActionKind::as_str);
+        e.error_reason = f.error.as_ref().map(RequestError::log_code);
+        e.classification = f.classification;
+        log.request(e);
     }
 }
 
