@@ -640,3 +640,45 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_460() {
     let text = sw.metrics_text();
     assert_eq!(metric_total(&text, "seawall_requests_total"), 0.0, "{text}");
 }
+
+/// A destination that takes no lines does not keep seawall from stopping: the writer, stuck in a
+/// write, is left behind after a few seconds.
+#[tokio::test]
+async fn a_sink_that_never_reads_does_not_hold_up_the_exit() {
+    let app = Backend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo");
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let cfg = config(
+        app.addr,
+        dead_port(),
+        "[access_log]\npath = \"pipe\"\nbuffer_lines = 16\n",
+    );
+    let file = write_file(dir.path(), "seawall.toml", &cfg);
+    let sw = Seawall::start_file(dir, &file);
+    let mut c = h1(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
+    for i in 0..1000 {
+        let req = Request::get(format!("/r/{i}"))
+            .header("host", "app.test")
+            .body(empty())
+            .unwrap();
+        assert_eq!(read(c.send_request(req).await.unwrap()).await.status, 200);
+    }
+    drop(c);
+    assert!(sw.metric("seawall_access_log_dropped_total") > 0.0);
+    let stopped = tokio::task::spawn_blocking(move || drop(sw));
+    assert!(
+        tokio::time::timeout(PATIENCE, stopped).await.is_ok(),
+        "seawall did not stop while its log writer was stuck"
+    );
+}

@@ -120,14 +120,21 @@ pub struct AccessLog {
     dropped: IntCounter,
     /// The writer thread, started when a log is first turned on.
     writer: Mutex<Writer>,
+    /// The settings in force, so that a reload that keeps them says nothing of them.
+    settings: Mutex<Option<Settings>>,
 }
 
 enum Writer {
     /// Not started: nothing has been logged yet.
     Idle(mpsc::Receiver<Message>),
-    Running(JoinHandle<()>),
+    /// The thread, and what it says when it has written its last line.
+    Running(JoinHandle<()>, mpsc::Receiver<()>),
     Closed,
 }
+
+/// How long [`AccessLog::close`] waits for the last lines to be written: a destination that
+/// takes nothing (a pipe nobody reads) must not keep the process from exiting.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AccessLog {
     /// Both logs off; at most `buffer_lines` lines wait for the writer once they are on.
@@ -139,6 +146,7 @@ impl AccessLog {
             shared: Arc::default(),
             dropped,
             writer: Mutex::new(Writer::Idle(rx)),
+            settings: Mutex::new(None),
         }
     }
 
@@ -209,16 +217,20 @@ impl AccessLog {
         } else {
             0
         };
-        match &opened.summary {
-            Some(s) => info!(
-                requests = %s.requests.describe(),
-                connections = %s.connections.as_ref().map_or("off".into(), Destination::describe),
-                format = ?s.format,
-                "access log on"
-            ),
-            None if self.on.load(Ordering::Relaxed) != 0 => info!("access log off"),
-            None => {}
+        let mut in_force = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        if *in_force != opened.summary {
+            match &opened.summary {
+                Some(s) => info!(
+                    requests = %s.requests.describe(),
+                    connections = %s.connections.as_ref().map_or("off".into(), Destination::describe),
+                    format = ?s.format,
+                    "access log on"
+                ),
+                None => info!("access log off"),
+            }
+            in_force.clone_from(&opened.summary);
         }
+        drop(in_force);
         if on != 0 {
             self.start_writer();
         }
@@ -239,12 +251,22 @@ impl AccessLog {
     pub fn close(&self) {
         self.on.store(0, Ordering::Relaxed);
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Writer::Running(_) = &*w {
+        if let Writer::Running(..) = &*w {
             self.shared.push(Command::Stop);
             self.wake();
-            if let Writer::Running(handle) = std::mem::replace(&mut *w, Writer::Closed) {
-                if handle.join().is_err() {
-                    warn!("the access log writer panicked");
+            if let Writer::Running(handle, done) = std::mem::replace(&mut *w, Writer::Closed) {
+                match done.recv_timeout(CLOSE_WAIT) {
+                    Ok(()) => {
+                        let _ = handle.join();
+                    }
+                    // Stuck in a write: left behind, and the process goes on exiting.
+                    Err(mpsc::RecvTimeoutError::Timeout) => warn!(
+                        "the access log's destination took no lines for {CLOSE_WAIT:?}; \
+                         the lines not yet written are lost"
+                    ),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        warn!("the access log writer panicked")
+                    }
                 }
             }
         } else {
@@ -261,11 +283,14 @@ impl AccessLog {
             unreachable!("checked above");
         };
         let shared = self.shared.clone();
+        let (done_tx, done) = mpsc::channel();
         match std::thread::Builder::new()
             .name("seawall-log".into())
-            .spawn(move || writer::run(rx, &shared))
-        {
-            Ok(handle) => *w = Writer::Running(handle),
+            .spawn(move || {
+                writer::run(rx, &shared);
+                let _ = done_tx.send(());
+            }) {
+            Ok(handle) => *w = Writer::Running(handle, done),
             Err(e) => warn!(error = %e, "cannot start the access log writer; lines are dropped"),
         }
     }
