@@ -401,11 +401,10 @@ async fn the_json_format_has_the_same_fields_under_athenas_names() {
     assert_eq!(conn["conn_trace_id"], tls["conn_trace_id"]);
 }
 
-/// A reader that never reads: the writer blocks once the pipe is full, then the channel fills.
-#[tokio::test]
-async fn a_sink_that_stops_reading_drops_lines_and_never_holds_up_a_request() {
-    use std::io::Read;
-    let app = Backend::start("app").await;
+/// seawall logging into a FIFO, and the FIFO's read end, which the caller reads or not. It is
+/// opened for reading (and writing, which on Linux never waits for the other end) before seawall
+/// opens it: a FIFO that no process reads is refused at load.
+fn seawall_on_a_fifo(app: SocketAddr) -> (Seawall, std::fs::File) {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe");
     let ok = std::process::Command::new("mkfifo")
@@ -414,20 +413,26 @@ async fn a_sink_that_stops_reading_drops_lines_and_never_holds_up_a_request() {
         .unwrap()
         .success();
     assert!(ok, "mkfifo");
-    // Opened for reading (and writing, which on Linux never waits for the other end) before
-    // seawall opens it: a FIFO that no process reads is refused at load.
-    let mut reader = std::fs::OpenOptions::new()
+    let reader = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&fifo)
         .unwrap();
     let cfg = config(
-        app.addr,
+        app,
         dead_port(),
         "[access_log]\npath = \"pipe\"\nbuffer_lines = 16\n",
     );
     let file = write_file(dir.path(), "seawall.toml", &cfg);
-    let sw = Seawall::start_file(dir, &file);
+    (Seawall::start_file(dir, &file), reader)
+}
+
+/// A reader that never reads: the writer blocks once the pipe is full, then the channel fills.
+#[tokio::test]
+async fn a_sink_that_stops_reading_drops_lines_and_never_holds_up_a_request() {
+    use std::io::Read;
+    let app = Backend::start("app").await;
+    let (sw, mut reader) = seawall_on_a_fifo(app.addr);
     let web = sw.addr("web");
     let dropped = || sw.metric("seawall_access_log_dropped_total");
     assert_eq!(dropped(), 0.0);
@@ -646,26 +651,7 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_460() {
 #[tokio::test]
 async fn a_sink_that_never_reads_does_not_hold_up_the_exit() {
     let app = Backend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe");
-    let ok = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mkfifo");
-    let _reader = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let cfg = config(
-        app.addr,
-        dead_port(),
-        "[access_log]\npath = \"pipe\"\nbuffer_lines = 16\n",
-    );
-    let file = write_file(dir.path(), "seawall.toml", &cfg);
-    let sw = Seawall::start_file(dir, &file);
+    let (sw, _reader) = seawall_on_a_fifo(app.addr);
     let mut c = h1(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
     for i in 0..1000 {
         let req = Request::get(format!("/r/{i}"))
