@@ -224,7 +224,6 @@ impl Drop for Record {
             m.observe_target_response(t.as_secs_f64());
         }
         self.write_log(status);
-        self.log(status);
     }
 }
 
@@ -354,40 +353,6 @@ impl Record {
         e.error_reason = f.error.as_ref().map(RequestError::log_code);
         e.classification = f.classification;
         log.request(e);
-    }
-}
-
-impl Record {
-    /// Writes the finished record at debug level under the target `seawall::access`
-    /// (`RUST_LOG=seawall::access=debug`): what the access log will write, in ALB's terms. A
-    /// disabled level costs one check of the callsite.
-    fn log(&self, status: StatusCode) {
-        let f = &self.facts;
-        let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
-        let tls = self.conn.tls.as_ref();
-        tracing::debug!(
-            target: "seawall::access",
-            listener = %self.conn.listener.name,
-            client = %self.conn.peer,
-            ssl_protocol = ?tls.map(|t| t.version),
-            ssl_cipher = ?tls.map(|t| t.cipher),
-            sni = tls.and_then(|t| t.sni.as_deref()).unwrap_or("-"),
-            certificate = tls.map_or("-", |t| t.certificate.as_str()),
-            rule = ?f.rule,
-            action = f.action.map_or("-", ActionKind::as_str),
-            target_group = f.metrics.as_ref().and_then(|m| m.group()).map_or("-", |g| g),
-            target = ?f.target,
-            request_processing_ms = ms(f.timing.request_processing()),
-            target_processing_ms = ms(f.timing.target_processing()),
-            response_processing_ms = ms(f.timing.response_processing()),
-            elb_status = status.as_u16(),
-            target_status = f.target_status.map_or(0, |s| s.as_u16()),
-            received_bytes = f.received_bytes(),
-            sent_bytes = f.sent_bytes,
-            trace_id = %String::from_utf8_lossy(f.trace_id.as_ref().map_or(b"-", |t| t.as_bytes())),
-            error = ?f.error,
-            "request"
-        );
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
 async fn handshake(
     tcp: Metered<TcpStream>,
     tls: &ListenerTls,
-    conn: Conn,
+    client: Conn,
     listener: &ListenerContext,
     rt: &Limits,
 ) -> Option<(
@@ -136,7 +136,7 @@ async fn handshake(
     bool,
     TlsFacts,
 )> {
-    let peer = conn.peer;
+    let peer = client.peer;
     let metrics = &listener.plane.metrics;
     let log = &listener.plane.access_log;
     let started = log.connections_on().then(std::time::Instant::now);
@@ -150,7 +150,7 @@ async fn handshake(
                 tls,
                 handshake: started.elapsed(),
                 verify,
-                conn_trace_id: conn.trace_id,
+                conn_trace_id: client.trace_id,
             }));
         }
     };
