@@ -1,6 +1,6 @@
-//! What one log line says, as owned values the writer formats later. Filled by the data plane
-//! with what it already holds (`Arc` clones, header values that share the request's buffer), so
-//! that filling one copies no text.
+//! What one log line says: what a request leaves behind when it arrives ([`Entry`]), what its
+//! connection says ([`Connection`]), and the finished request ([`Request`]), which borrows the
+//! rest from the record that ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,19 +16,6 @@ pub struct ConnTraceId(pub u128);
 impl ConnTraceId {
     pub fn random() -> Self {
         ConnTraceId(fastrand::u128(..))
-    }
-}
-
-impl ConnTraceId {
-    /// `TID_` and 32 hex digits, as ALB writes it.
-    pub fn write_to(self, out: &mut Vec<u8>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        out.extend_from_slice(b"TID_");
-        out.extend(
-            (0..32)
-                .rev()
-                .map(|i| HEX[((self.0 >> (i * 4)) & 15) as usize]),
-        );
     }
 }
 
@@ -74,7 +61,7 @@ pub enum RulePriority {
     Rule(u32),
 }
 
-/// The request as the client sent it: ALB's `"request"` and `"user_agent"`, and its trace id.
+/// The request as the client sent it: ALB's `"request"` and `"user_agent"`.
 ///
 /// The text is copied, not shared with the request: header values and the URI that hyper parsed
 /// are slices of the connection's read buffer, and a slice kept alive until the writer gets to
@@ -83,18 +70,14 @@ pub enum RulePriority {
 pub struct RequestLine {
     pub method: Method,
     pub version: Version,
-    /// The request target, the host, the user agent and the trace id, one after the other, in
-    /// one allocation.
+    /// The request target, the host and the user agent, one after the other, in one
+    /// allocation.
     text: Vec<u8>,
-    /// Where each of the four ends in `text`; an absent one is empty.
-    ends: [u32; 4],
-    /// Which of the host, the user agent and the trace id are present (bits 0, 1, 2).
+    /// Where each of the three ends in `text`; an absent one is empty.
+    ends: [u32; 3],
+    /// Which of the host and the user agent are present (bits 0 and 1).
     present: u8,
 }
-
-/// Room kept for the trace id, which is known only once the request is routed (seawall's own
-/// are 40 bytes).
-const TRACE_ID_ROOM: usize = 48;
 
 impl RequestLine {
     pub fn new(
@@ -105,28 +88,19 @@ impl RequestLine {
         user_agent: Option<&[u8]>,
     ) -> Self {
         let (h, ua) = (host.unwrap_or_default(), user_agent.unwrap_or_default());
-        let mut text = Vec::with_capacity(target.len() + h.len() + ua.len() + TRACE_ID_ROOM);
+        let mut text = Vec::with_capacity(target.len() + h.len() + ua.len());
         text.extend_from_slice(target);
         let target_end = text.len() as u32;
         text.extend_from_slice(h);
         let host_end = text.len() as u32;
         text.extend_from_slice(ua);
-        let ua_end = text.len() as u32;
         RequestLine {
             method,
             version,
+            ends: [target_end, host_end, text.len() as u32],
             text,
-            ends: [target_end, host_end, ua_end, ua_end],
             present: u8::from(host.is_some()) | u8::from(user_agent.is_some()) << 1,
         }
-    }
-
-    /// Adds the trace id the target was sent (or the client's, for an answer seawall made).
-    pub fn set_trace_id(&mut self, id: &[u8]) {
-        self.text.truncate(self.ends[2] as usize);
-        self.text.extend_from_slice(id);
-        self.ends[3] = self.text.len() as u32;
-        self.present |= 4;
     }
 
     fn part(&self, i: usize) -> &[u8] {
@@ -147,25 +121,63 @@ impl RequestLine {
         (self.present & 2 != 0).then(|| self.part(2))
     }
 
-    pub fn trace_id(&self) -> Option<&[u8]> {
-        (self.present & 4 != 0).then(|| self.part(3))
+    /// How many bytes the text takes: quoted fields take up to four times as many escaped.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
     }
 }
 
-/// One request's line.
+/// What the log keeps of a request from its arrival: what is gone from the request by the time
+/// its record ends. Filled in place as the request goes, and formatted (on the worker that
+/// served the request) when the record ends.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// ALB's `type`: `http`, `https`, `h2`, `grpcs`, `ws`, `wss`.
     pub kind: &'static str,
     /// When the request arrived (`request_creation_time`).
     pub created: SystemTime,
-    /// When the response ended (`time`).
-    pub ended: SystemTime,
+    pub request: RequestLine,
+    /// The request head's size as HTTP/1 frames it.
+    pub received_head: u64,
+    /// The response head's size as HTTP/1 frames it, once one is handed to the client.
+    pub sent_head: u64,
+    pub redirect_url: Option<HeaderValue>,
+}
+
+/// What the log needs of a connection, and the parts of a request line that only the connection
+/// decides, formatted once on its first request (see [`ConnText`]).
+#[derive(Debug)]
+pub struct Connection<'a> {
     /// The listener, for ALB's `elb` (`app/seawall/<listener>`).
-    pub listener: Arc<str>,
+    pub listener: &'a str,
     /// The listener's port, for the request line's URL.
     pub port: u16,
     pub client: SocketAddr,
+    pub tls: Option<TlsLine>,
+    /// The SNI the client asked for (`domain_name`).
+    pub domain: Option<&'a str>,
+    /// The certificate served (`chosen_cert_arn`).
+    pub certificate: Option<&'a Certificate>,
+    pub trace_id: ConnTraceId,
+    pub text: &'a ConnText,
+}
+
+/// A connection's parts of its requests' lines in ALB's text format, formatted on its first
+/// logged request and reused by the rest: the client's address, the listener, the TLS names
+/// and the connection's trace id are the same on every line of a connection.
+#[derive(Debug, Default)]
+pub struct ConnText(pub(super) std::sync::OnceLock<Box<super::format::ConnParts>>);
+
+/// One finished request, as the log writes it: the [`Entry`] begun on arrival, its connection,
+/// and what the record learnt on the way.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub entry: &'a Entry,
+    pub conn: Connection<'a>,
+    /// ALB's `type`, unless the request became a WebSocket (`ws`, `wss`).
+    pub kind: &'static str,
+    /// When the response ended (`time`).
+    pub ended: SystemTime,
     /// The target the request was (last) sent to.
     pub target: Option<SocketAddr>,
     pub request_processing: Option<Duration>,
@@ -173,29 +185,32 @@ pub struct Entry {
     pub response_processing: Option<Duration>,
     pub elb_status: u16,
     pub target_status: Option<u16>,
-    /// Request head (as HTTP/1 frames it) and body bytes.
+    /// Request head and body bytes.
     pub received_bytes: u64,
     /// Response head and body bytes.
     pub sent_bytes: u64,
-    pub request: RequestLine,
-    /// `https` or `http`: the request line's scheme.
-    pub scheme: &'static str,
-    pub tls: Option<TlsLine>,
-    pub target_group: Option<Arc<str>>,
-    /// The SNI the client asked for (`domain_name`).
-    pub domain: Option<Arc<str>>,
-    /// The certificate served (`chosen_cert_arn`).
-    pub certificate: Option<Certificate>,
+    pub target_group: Option<&'a str>,
+    /// The trace id the target was sent (or the client's, for an answer seawall made).
+    pub trace_id: Option<&'a [u8]>,
     pub rule: RulePriority,
     /// ALB's `actions_executed`: `forward`, `fixed-response`, `redirect`.
     pub action: Option<&'static str>,
-    pub redirect_url: Option<HeaderValue>,
     /// Why seawall answered itself, as a code (`error_reason`).
     pub error_reason: Option<&'static str>,
     /// ALB's desync `classification` and `classification_reason`, for a request that is not
     /// plainly compliant.
     pub classification: Option<(&'static str, &'static str)>,
-    pub conn_trace_id: ConnTraceId,
+}
+
+impl Request<'_> {
+    /// `https` or `http`: the request line's scheme.
+    pub fn scheme(&self) -> &'static str {
+        if self.conn.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// Whether a TLS connection's handshake succeeded: ALB's `tls_verify_status`.

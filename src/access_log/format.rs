@@ -6,30 +6,91 @@
 //! In quoted fields `"` and `\` are escaped with a backslash and bytes outside printable ASCII
 //! are written `\xHH`, so a line stays one line of ASCII whatever a client sends.
 //!
-//! The text format is written byte by byte, numbers with `itoa`, and the date part of a
-//! timestamp once a second: `core::fmt` and a `String` per field cost ten times as much, and the
-//! writer shares the cores with the data plane.
+//! Lines are formatted on the worker that served the request, so the text format is written for
+//! the fewest instructions: into room made once per line ([`Cursor`]), numbers with `itoa`,
+//! client text checked eight bytes at a time, the date part of a timestamp once a second, and
+//! what a connection's lines share (the client's address, the TLS names, the trace id) once per
+//! connection ([`ConnText`]). `core::fmt` and a `String` per field cost ten times as much.
 
 use std::borrow::Cow;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Version};
+use http::Version;
 use serde::Serialize;
 
-use super::entry::{Certificate, ConnectionEntry, Entry, RulePriority, TlsLine, Verify};
+use super::entry::{Connection, ConnectionEntry, RulePriority, Verify};
+use super::Request;
 
 /// Formats lines, keeping what they share from one to the next.
 #[derive(Debug, Default)]
 pub struct Formatter {
     /// The second last formatted, and its text up to the seconds (`2018-07-02T22:23:00`).
     second: Option<(u64, [u8; 19])>,
+    /// The target last written, and its text: keep-alive connections to a target make it the
+    /// same one line after line.
+    target: Option<(SocketAddr, [u8; ADDR_ROOM], u8)>,
+}
+
+/// `[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535` and some.
+const ADDR_ROOM: usize = 56;
+
+/// A connection's parts of its lines, in one allocation: ` app/seawall/<listener> <client>`,
+/// `:<port>`, `<cipher> <protocol>`, `"<domain>" "<certificate>"`, `TID_<hex>`.
+#[derive(Debug)]
+pub(super) struct ConnParts {
+    text: Box<[u8]>,
+    ends: [usize; 5],
+}
+
+impl ConnParts {
+    fn new(c: &Connection<'_>) -> Self {
+        let room = 200
+            + c.listener.len()
+            + 4 * (c.domain.map_or(0, str::len) + c.certificate.map_or(0, |x| x.as_str().len()));
+        let mut text = Vec::new();
+        let mut ends = [0; 5];
+        with_room(&mut text, room, |o| {
+            o.put(b" app/seawall/");
+            o.put(c.listener.as_bytes());
+            o.byte(b' ');
+            o.addr(c.client);
+            ends[0] = o.pos;
+            o.byte(b':');
+            o.number(c.port.into());
+            ends[1] = o.pos;
+            match c.tls {
+                Some(t) => {
+                    o.put(cipher_name(t.cipher).as_bytes());
+                    o.byte(b' ');
+                    o.put(protocol_name(t.protocol).as_bytes());
+                }
+                None => o.put(b"- -"),
+            }
+            ends[2] = o.pos;
+            o.quoted(c.domain.map(str::as_bytes));
+            o.byte(b' ');
+            o.quoted(c.certificate.map(|x| x.as_str().as_bytes()));
+            ends[3] = o.pos;
+            o.trace_id(c.trace_id.0);
+            ends[4] = o.pos;
+        });
+        ConnParts {
+            text: text.into_boxed_slice(),
+            ends,
+        }
+    }
+
+    fn part(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
 }
 
 impl Formatter {
     /// ALB's timestamps: ISO 8601 in UTC with microseconds (`2018-07-02T22:23:00.186641Z`).
-    fn timestamp(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+    fn timestamp(&mut self, out: &mut Cursor<'_>, t: SystemTime) {
         let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
         let date = match self.second {
@@ -44,165 +105,213 @@ impl Formatter {
                 date
             }
         };
-        out.extend_from_slice(&date);
-        out.push(b'.');
-        digits(out, since.subsec_micros(), 6);
-        out.push(b'Z');
+        out.put(&date);
+        out.byte(b'.');
+        out.digits(since.subsec_micros(), 6);
+        out.byte(b'Z');
+    }
+
+    fn target(&mut self, out: &mut Cursor<'_>, target: Option<SocketAddr>) {
+        let Some(t) = target else {
+            out.byte(b'-');
+            return;
+        };
+        match &self.target {
+            Some((last, text, len)) if *last == t => out.put(&text[..usize::from(*len)]),
+            _ => {
+                let start = out.pos;
+                out.addr(t);
+                let mut text = [0; ADDR_ROOM];
+                let len = out.pos - start;
+                text[..len].copy_from_slice(&out.buf[start..out.pos]);
+                self.target = Some((t, text, len as u8));
+            }
+        }
     }
 
     /// One request in ALB's text format, with its newline.
-    pub fn alb_request(&mut self, e: &Entry, out: &mut Vec<u8>) {
-        // A line is some 400 bytes: one reservation rather than growth along the way.
-        out.reserve(512);
-        let tls = e.tls.as_ref();
-        out.extend_from_slice(e.kind.as_bytes());
-        out.push(b' ');
-        self.timestamp(out, e.ended);
-        out.extend_from_slice(b" app/seawall/");
-        out.extend_from_slice(e.listener.as_bytes());
-        out.push(b' ');
-        addr(out, Some(e.client));
-        out.push(b' ');
-        let target = out.len();
-        addr(out, e.target);
-        let target = target..out.len();
-        for t in [
-            e.request_processing,
-            e.target_processing,
-            e.response_processing,
-        ] {
-            out.push(b' ');
-            seconds(out, t);
-        }
-        out.push(b' ');
-        number(out, e.elb_status.into());
-        out.push(b' ');
-        let status = out.len();
-        optional_number(out, e.target_status);
-        let status = status..out.len();
-        out.push(b' ');
-        number(out, e.received_bytes);
-        out.push(b' ');
-        number(out, e.sent_bytes);
-        out.extend_from_slice(b" \"");
-        // A method is a token: nothing to escape.
-        out.extend_from_slice(e.request.method.as_str().as_bytes());
-        out.push(b' ');
-        url(out, e, escaped);
-        out.push(b' ');
-        out.extend_from_slice(version_name(e.request.version).as_bytes());
-        out.extend_from_slice(b"\" ");
-        quoted(out, e.request.user_agent());
-        out.push(b' ');
-        dash_or(out, tls.map(|t| cipher_name(t.cipher)).as_deref());
-        out.push(b' ');
-        dash_or(out, tls.map(|t| protocol_name(t.protocol)).as_deref());
-        out.push(b' ');
-        dash_or(out, e.target_group.as_deref());
-        out.push(b' ');
-        quoted(out, e.request.trace_id());
-        out.push(b' ');
-        quoted(out, e.domain.as_deref().map(str::as_bytes));
-        out.push(b' ');
-        quoted(out, e.certificate.as_ref().map(|c| c.as_str().as_bytes()));
-        out.push(b' ');
-        match e.rule {
-            RulePriority::NotRouted => out.push(b'-'),
-            RulePriority::Default => out.push(b'0'),
-            RulePriority::Rule(p) => number(out, p.into()),
-        }
-        out.push(b' ');
-        self.timestamp(out, e.created);
-        out.push(b' ');
-        quoted_word(out, e.action);
-        out.push(b' ');
-        quoted(out, e.redirect_url.as_ref().map(HeaderValue::as_bytes));
-        out.push(b' ');
-        quoted_word(out, e.error_reason);
-        // The target and its status again, as ALB's lists of one.
-        out.extend_from_slice(b" \"");
-        out.extend_from_within(target);
-        out.extend_from_slice(b"\" \"");
-        out.extend_from_within(status);
-        out.extend_from_slice(b"\" ");
-        quoted_word(out, e.classification.map(|c| c.0));
-        out.push(b' ');
-        quoted_word(out, e.classification.map(|c| c.1));
-        out.push(b' ');
-        e.conn_trace_id.write_to(out);
-        out.push(b'\n');
+    pub fn alb_request(&mut self, r: &Request<'_>, out: &mut Vec<u8>) {
+        let conn = r
+            .conn
+            .text
+            .0
+            .get_or_init(|| Box::new(ConnParts::new(&r.conn)));
+        let e = r.entry;
+        let escaped = e.request.text_len()
+            + r.trace_id.map_or(0, <[u8]>::len)
+            + e.redirect_url.as_ref().map_or(0, |u| u.len());
+        let words = r.target_group.map_or(0, str::len)
+            + r.error_reason.map_or(0, str::len)
+            + r.classification.map_or(0, |(c, r)| c.len() + r.len());
+        let room = 512 + conn.text.len() + e.request.method.as_str().len() + 4 * escaped + words;
+        with_room(out, room, |o| {
+            o.put(r.kind.as_bytes());
+            o.byte(b' ');
+            self.timestamp(o, r.ended);
+            o.put(conn.part(0));
+            o.byte(b' ');
+            let target = o.pos;
+            self.target(o, r.target);
+            let target = target..o.pos;
+            for t in [
+                r.request_processing,
+                r.target_processing,
+                r.response_processing,
+            ] {
+                o.byte(b' ');
+                o.seconds(t);
+            }
+            o.byte(b' ');
+            o.status(Some(r.elb_status));
+            o.byte(b' ');
+            let status = o.pos;
+            o.status(r.target_status);
+            let status = status..o.pos;
+            o.byte(b' ');
+            o.number(r.received_bytes);
+            o.byte(b' ');
+            o.number(r.sent_bytes);
+            o.put(b" \"");
+            // A method is a token: nothing to escape.
+            o.put(e.request.method.as_str().as_bytes());
+            o.byte(b' ');
+            o.put(r.scheme().as_bytes());
+            o.put(b"://");
+            match e.request.host() {
+                Some(h) if !h.is_empty() => o.escaped(strip_port(h)),
+                _ => o.byte(b'-'),
+            }
+            o.put(conn.part(1));
+            o.escaped(e.request.target());
+            o.byte(b' ');
+            o.put(version_name(e.request.version).as_bytes());
+            o.put(b"\" ");
+            o.quoted(e.request.user_agent());
+            o.byte(b' ');
+            o.put(conn.part(2));
+            o.byte(b' ');
+            o.put(r.target_group.unwrap_or("-").as_bytes());
+            o.byte(b' ');
+            o.quoted(r.trace_id);
+            o.byte(b' ');
+            o.put(conn.part(3));
+            o.byte(b' ');
+            match r.rule {
+                RulePriority::NotRouted => o.byte(b'-'),
+                RulePriority::Default => o.byte(b'0'),
+                RulePriority::Rule(p) => o.number(p.into()),
+            }
+            o.byte(b' ');
+            self.timestamp(o, e.created);
+            o.byte(b' ');
+            o.quoted_word(r.action);
+            o.byte(b' ');
+            o.quoted(e.redirect_url.as_ref().map(|u| u.as_bytes()));
+            o.byte(b' ');
+            o.quoted_word(r.error_reason);
+            // The target and its status again, as ALB's lists of one.
+            o.put(b" \"");
+            o.copy_within(target);
+            o.put(b"\" \"");
+            o.copy_within(status);
+            o.put(b"\" ");
+            o.quoted_word(r.classification.map(|c| c.0));
+            o.byte(b' ');
+            o.quoted_word(r.classification.map(|c| c.1));
+            o.byte(b' ');
+            o.put(conn.part(4));
+            o.byte(b'\n');
+        });
     }
 
     /// One TLS connection in ALB's connection-log format, with its newline. The client
     /// certificate's fields are `-`: seawall does not ask for one yet.
     pub fn alb_connection(&mut self, e: &ConnectionEntry, out: &mut Vec<u8>) {
-        let tls = e.tls.as_ref();
-        self.timestamp(out, e.time);
-        out.push(b' ');
-        let _ = write!(out, "{} ", e.client.ip());
-        number(out, e.client.port().into());
-        out.push(b' ');
-        number(out, e.listener_port.into());
-        out.push(b' ');
-        dash_or(
-            out,
-            tls.map(|t: &TlsLine| protocol_name(t.protocol)).as_deref(),
-        );
-        out.push(b' ');
-        dash_or(out, tls.map(|t| cipher_name(t.cipher)).as_deref());
-        out.push(b' ');
-        millis(out, e.handshake);
-        out.extend_from_slice(b" - - - ");
-        out.extend_from_slice(verify_text(e.verify).as_bytes());
-        let _ = writeln!(out, " {}", e.conn_trace_id);
+        with_room(out, 512, |o| {
+            self.timestamp(o, e.time);
+            o.byte(b' ');
+            o.ip(e.client);
+            o.byte(b' ');
+            o.number(e.client.port().into());
+            o.byte(b' ');
+            o.number(e.listener_port.into());
+            o.byte(b' ');
+            match e.tls {
+                Some(t) => {
+                    o.put(protocol_name(t.protocol).as_bytes());
+                    o.byte(b' ');
+                    o.put(cipher_name(t.cipher).as_bytes());
+                }
+                None => o.put(b"- -"),
+            }
+            o.byte(b' ');
+            o.millis(e.handshake);
+            o.put(b" - - - ");
+            o.put(verify_text(e.verify).as_bytes());
+            o.byte(b' ');
+            o.trace_id(e.conn_trace_id.0);
+            o.byte(b'\n');
+        });
     }
 
     /// One request as a JSON object, with its newline.
-    pub fn json_request(&mut self, e: &Entry, out: &mut Vec<u8>) {
-        let mut url_text = Vec::with_capacity(64);
-        url(&mut url_text, e, |o, b| o.extend_from_slice(b));
+    pub fn json_request(&mut self, r: &Request<'_>, out: &mut Vec<u8>) {
+        let e = r.entry;
+        let c = &r.conn;
+        let mut url_text = Vec::new();
+        with_room(&mut url_text, 32 + e.request.text_len(), |o| {
+            o.put(r.scheme().as_bytes());
+            o.put(b"://");
+            match e.request.host() {
+                Some(h) if !h.is_empty() => o.put(strip_port(h)),
+                _ => o.byte(b'-'),
+            }
+            o.byte(b':');
+            o.number(c.port.into());
+            o.put(e.request.target());
+        });
         let line = JsonRequest {
-            r#type: e.kind,
-            time: self.timestamp_string(e.ended),
-            elb: format!("app/seawall/{}", e.listener),
-            client_ip: e.client.ip().to_string(),
-            client_port: e.client.port(),
-            target_ip: e.target.map(|t| t.ip().to_string()),
-            target_port: e.target.map(|t| t.port()),
-            request_processing_time: json_seconds(e.request_processing),
-            target_processing_time: json_seconds(e.target_processing),
-            response_processing_time: json_seconds(e.response_processing),
-            elb_status_code: e.elb_status,
-            target_status_code: e.target_status,
-            received_bytes: e.received_bytes,
-            sent_bytes: e.sent_bytes,
+            r#type: r.kind,
+            time: self.timestamp_string(r.ended),
+            elb: format!("app/seawall/{}", c.listener),
+            client_ip: c.client.ip().to_string(),
+            client_port: c.client.port(),
+            target_ip: r.target.map(|t| t.ip().to_string()),
+            target_port: r.target.map(|t| t.port()),
+            request_processing_time: json_seconds(r.request_processing),
+            target_processing_time: json_seconds(r.target_processing),
+            response_processing_time: json_seconds(r.response_processing),
+            elb_status_code: r.elb_status,
+            target_status_code: r.target_status,
+            received_bytes: r.received_bytes,
+            sent_bytes: r.sent_bytes,
             request_verb: e.request.method.as_str(),
             request_url: String::from_utf8_lossy(&url_text),
             request_proto: version_name(e.request.version),
             user_agent: e.request.user_agent().map(String::from_utf8_lossy),
-            ssl_cipher: e.tls.map(|t| cipher_name(t.cipher)),
-            ssl_protocol: e.tls.map(|t| protocol_name(t.protocol)),
-            target_group_arn: e.target_group.as_deref(),
-            trace_id: e.request.trace_id().map(String::from_utf8_lossy),
-            domain_name: e.domain.as_deref(),
-            chosen_cert_arn: e.certificate.as_ref().map(Certificate::as_str),
-            matched_rule_priority: match e.rule {
+            ssl_cipher: c.tls.map(|t| cipher_name(t.cipher)),
+            ssl_protocol: c.tls.map(|t| protocol_name(t.protocol)),
+            target_group_arn: r.target_group,
+            trace_id: r.trace_id.map(String::from_utf8_lossy),
+            domain_name: c.domain,
+            chosen_cert_arn: c.certificate.map(|x| x.as_str()),
+            matched_rule_priority: match r.rule {
                 RulePriority::NotRouted => None,
                 RulePriority::Default => Some(0),
                 RulePriority::Rule(p) => Some(p),
             },
             request_creation_time: self.timestamp_string(e.created),
-            actions_executed: e.action,
+            actions_executed: r.action,
             redirect_url: e
                 .redirect_url
                 .as_ref()
                 .map(|v| String::from_utf8_lossy(v.as_bytes())),
-            error_reason: e.error_reason,
-            target_port_list: e.target.iter().map(|t| t.to_string()).collect(),
-            target_status_code_list: e.target_status.into_iter().collect(),
-            classification: e.classification.map(|c| c.0),
-            classification_reason: e.classification.map(|c| c.1),
-            conn_trace_id: e.conn_trace_id.to_string(),
+            error_reason: r.error_reason,
+            target_port_list: r.target.iter().map(|t| t.to_string()).collect(),
+            target_status_code_list: r.target_status.into_iter().collect(),
+            classification: r.classification.map(|c| c.0),
+            classification_reason: r.classification.map(|c| c.1),
+            conn_trace_id: c.trace_id.to_string(),
         };
         // Serializing plain strings and numbers into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &line);
@@ -230,84 +339,206 @@ impl Formatter {
     }
 
     fn timestamp_string(&mut self, t: SystemTime) -> String {
-        let mut out = Vec::with_capacity(27);
-        self.timestamp(&mut out, t);
+        let mut out = Vec::new();
+        with_room(&mut out, 32, |o| self.timestamp(o, t));
         String::from_utf8(out).expect("a timestamp is ASCII")
     }
 }
 
-fn number(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-fn optional_number(out: &mut Vec<u8>, n: Option<u16>) {
-    match n {
-        Some(n) => number(out, n.into()),
-        None => out.push(b'-'),
-    }
-}
-
-/// ALB's processing times: seconds with millisecond precision, `-1` when the stage never ran.
-fn seconds(out: &mut Vec<u8>, d: Option<Duration>) {
-    let Some(d) = d else {
-        out.extend_from_slice(b"-1");
-        return;
+/// Makes `room` bytes at the end of `out`, lets `write` fill them from the start, and keeps
+/// what it wrote. `room` must be at least what `write` writes (a line's bound is worked out
+/// from its variable parts), or the cursor's index panics; one `memset` of the room is cheaper
+/// than `Vec`'s capacity check and length update at each of a line's seventy-odd writes.
+fn with_room(out: &mut Vec<u8>, room: usize, write: impl FnOnce(&mut Cursor<'_>)) {
+    let start = out.len();
+    out.resize(start + room, 0);
+    let mut cursor = Cursor {
+        buf: &mut out[start..],
+        pos: 0,
     };
-    // In u64: a u128 division (`as_nanos`) is a call into compiler-rt.
-    let ms = d.as_secs() * 1000 + u64::from((d.subsec_nanos() + 500_000) / 1_000_000);
-    number(out, ms / 1000);
-    out.push(b'.');
-    digits(out, (ms % 1000) as u32, 3);
+    write(&mut cursor);
+    let end = start + cursor.pos;
+    out.truncate(end);
 }
 
-/// The connection log's handshake time: milliseconds with microsecond precision.
-fn millis(out: &mut Vec<u8>, d: Duration) {
-    let us = d.as_secs() * 1_000_000 + u64::from((d.subsec_nanos() + 500) / 1000);
-    number(out, us / 1000);
-    out.push(b'.');
-    digits(out, (us % 1000) as u32, 3);
+/// Writes into room made beforehand (see [`with_room`]).
+pub(super) struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
 }
 
-/// The last `width` decimal digits of `n`, with leading zeros.
-fn digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
-    let mut buf = [b'0'; 10];
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
+impl Cursor<'_> {
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
     }
-    out.extend_from_slice(&buf[..width]);
-}
 
-/// `ip:port`, or `-`.
-fn addr(out: &mut Vec<u8>, a: Option<SocketAddr>) {
-    match a {
-        None => out.push(b'-'),
-        Some(SocketAddr::V4(v4)) => {
-            let [a, b, c, d] = v4.ip().octets();
-            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        self.buf[self.pos..self.pos + s.len()].copy_from_slice(s);
+        self.pos += s.len();
+    }
+
+    fn copy_within(&mut self, range: std::ops::Range<usize>) {
+        let len = range.len();
+        self.buf.copy_within(range, self.pos);
+        self.pos += len;
+    }
+
+    fn number(&mut self, n: u64) {
+        self.put(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// A status code (100..=999), or `-`.
+    fn status(&mut self, s: Option<u16>) {
+        match s {
+            Some(s @ 100..=999) => self.digits(s.into(), 3),
+            Some(s) => self.number(s.into()),
+            None => self.byte(b'-'),
+        }
+    }
+
+    /// The last `width` decimal digits of `n`, with leading zeros.
+    fn digits(&mut self, mut n: u32, width: usize) {
+        for slot in self.buf[self.pos..self.pos + width].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.pos += width;
+    }
+
+    /// ALB's processing times: seconds with millisecond precision, `-1` when the stage never
+    /// ran.
+    fn seconds(&mut self, d: Option<Duration>) {
+        let Some(d) = d else {
+            self.put(b"-1");
+            return;
+        };
+        // In u64: a u128 division (`as_nanos`) is a call into compiler-rt.
+        let ms = d.as_secs() * 1000 + u64::from((d.subsec_nanos() + 500_000) / 1_000_000);
+        self.number(ms / 1000);
+        self.byte(b'.');
+        self.digits((ms % 1000) as u32, 3);
+    }
+
+    /// The connection log's handshake time: milliseconds with microsecond precision.
+    fn millis(&mut self, d: Duration) {
+        let us = d.as_secs() * 1_000_000 + u64::from((d.subsec_nanos() + 500) / 1000);
+        self.number(us / 1000);
+        self.byte(b'.');
+        self.digits((us % 1000) as u32, 3);
+    }
+
+    fn ip(&mut self, a: SocketAddr) {
+        match a {
+            SocketAddr::V4(v4) => {
+                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.byte(b'.');
+                    }
+                    let width = if octet >= 100 {
+                        3
+                    } else if octet >= 10 {
+                        2
+                    } else {
+                        1
+                    };
+                    self.digits(octet.into(), width);
                 }
-                let width = if octet >= 100 {
-                    3
-                } else if octet >= 10 {
-                    2
-                } else {
-                    1
-                };
-                digits(out, octet.into(), width);
             }
-            out.push(b':');
-            number(out, v4.port().into());
-        }
-        Some(a @ SocketAddr::V6(_)) => {
-            let _ = write!(out, "{a}");
+            SocketAddr::V6(v6) => {
+                let mut text = [0u8; ADDR_ROOM];
+                let mut w = &mut text[..];
+                let _ = write!(w, "{}", v6.ip());
+                let len = ADDR_ROOM - w.len();
+                self.put(&text[..len]);
+            }
         }
     }
-}
 
-fn dash_or(out: &mut Vec<u8>, v: Option<&str>) {
-    out.extend_from_slice(v.unwrap_or("-").as_bytes());
+    /// `ip:port` (`[ip]:port` for IPv6).
+    fn addr(&mut self, a: SocketAddr) {
+        if a.is_ipv6() {
+            self.byte(b'[');
+            self.ip(a);
+            self.byte(b']');
+        } else {
+            self.ip(a);
+        }
+        self.byte(b':');
+        self.number(a.port().into());
+    }
+
+    /// ALB's `conn_trace_id`: `TID_` and 32 hex digits.
+    fn trace_id(&mut self, id: u128) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.put(b"TID_");
+        for (i, slot) in self.buf[self.pos..self.pos + 32].iter_mut().enumerate() {
+            *slot = HEX[((id >> ((31 - i) * 4)) & 15) as usize];
+        }
+        self.pos += 32;
+    }
+
+    /// Writes `bytes` escaped for a quoted field (see the module's doc). Eight bytes at a
+    /// time are checked for any that needs an escape, and copied whole when none does.
+    fn escaped(&mut self, bytes: &[u8]) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = ONES * 0x80;
+        // Whether any byte of `x` is zero (exact for presence: Bit Twiddling Hacks' haszero).
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            // Below 0x20 (hasless), 0x7f and above, `"`, `\`.
+            let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+            let high = (((x & !HIGH) + ONES) | x) & HIGH;
+            let special = zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')));
+            if control | high | special == 0 {
+                self.put(chunk);
+            } else {
+                chunk.iter().for_each(|&b| self.escaped_byte(b));
+            }
+        }
+        chunks
+            .remainder()
+            .iter()
+            .for_each(|&b| self.escaped_byte(b));
+    }
+
+    #[inline]
+    fn escaped_byte(&mut self, b: u8) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        if PLAIN[usize::from(b)] {
+            self.byte(b);
+        } else if b == b'"' || b == b'\\' {
+            self.put(&[b'\\', b]);
+        } else {
+            self.put(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        }
+    }
+
+    /// A quoted field: `"value"`, or `"-"` when absent.
+    fn quoted(&mut self, value: Option<&[u8]>) {
+        self.byte(b'"');
+        match value {
+            Some(v) if !v.is_empty() => self.escaped(v),
+            _ => self.byte(b'-'),
+        }
+        self.byte(b'"');
+    }
+
+    /// A quoted field of seawall's own words (an action, a code), which need no escape.
+    fn quoted_word(&mut self, value: Option<&str>) {
+        self.byte(b'"');
+        self.put(value.unwrap_or("-").as_bytes());
+        self.byte(b'"');
+    }
 }
 
 /// ALB's `ssl_protocol`.
@@ -358,63 +589,6 @@ const PLAIN: [bool; 256] = {
     }
     t
 };
-
-/// Writes `bytes` escaped for a quoted field (see the module's doc): runs of bytes that need no
-/// escape are copied whole.
-fn escaped(out: &mut Vec<u8>, mut bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    while !bytes.is_empty() {
-        let plain = bytes
-            .iter()
-            .position(|&b| !PLAIN[usize::from(b)])
-            .unwrap_or(bytes.len());
-        out.extend_from_slice(&bytes[..plain]);
-        let Some(&b) = bytes.get(plain) else {
-            return;
-        };
-        match b {
-            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]),
-        }
-        bytes = &bytes[plain + 1..];
-    }
-}
-
-/// A quoted field of seawall's own words (an action, a code), which need no escape.
-fn quoted_word(out: &mut Vec<u8>, value: Option<&str>) {
-    out.push(b'"');
-    out.extend_from_slice(value.unwrap_or("-").as_bytes());
-    out.push(b'"');
-}
-
-/// A quoted field: `"value"`, or `"-"` when absent.
-fn quoted(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    out.push(b'"');
-    match value {
-        Some(v) if !v.is_empty() => escaped(out, v),
-        _ => out.push(b'-'),
-    }
-    out.push(b'"');
-}
-
-/// The request URL as ALB writes it in the request line, `scheme://host:port/path?query`, its
-/// client-sent parts through `text` (escaping them, or not for JSON).
-fn url(out: &mut Vec<u8>, e: &Entry, text: fn(&mut Vec<u8>, &[u8])) {
-    out.extend_from_slice(e.scheme.as_bytes());
-    out.extend_from_slice(b"://");
-    match e.request.host() {
-        Some(h) if !h.is_empty() => text(out, strip_port(h)),
-        _ => out.push(b'-'),
-    }
-    out.push(b':');
-    number(out, e.port.into());
-    text(out, e.request.target());
-}
 
 /// `host` of a `host:port` header value (IPv6 literals keep their brackets).
 fn strip_port(h: &[u8]) -> &[u8] {
@@ -494,88 +668,102 @@ struct JsonConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_log::entry::{ConnTraceId, RequestLine};
-    use std::sync::Arc;
-    use std::time::UNIX_EPOCH;
+    use crate::access_log::entry::{
+        Certificate, ConnText, ConnTraceId, Entry, RequestLine, TlsLine,
+    };
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(1_530_570_180_186_641)
+    }
 
     fn entry() -> Entry {
-        let t0 = UNIX_EPOCH + Duration::from_micros(1_530_570_180_186_641);
         Entry {
             kind: "https",
-            created: t0,
-            ended: t0 + Duration::from_millis(12),
-            listener: "web".into(),
-            port: 443,
-            client: "192.168.131.39:2817".parse().unwrap(),
+            created: t0(),
+            request: RequestLine::new(
+                http::Method::GET,
+                Version::HTTP_11,
+                b"/a%20b?x=1",
+                Some(b"www.example.com:443"),
+                Some(br#"say "hi" \ ok"#),
+            ),
+            received_head: 34,
+            sent_head: 366,
+            redirect_url: None,
+        }
+    }
+
+    const CERT: Certificate = Certificate::SessionReused;
+
+    /// A request of `e` on a TLS connection, with `text` as its connection's cache.
+    fn request<'a>(e: &'a Entry, text: &'a ConnText, cert: &'a Certificate) -> Request<'a> {
+        Request {
+            entry: e,
+            conn: Connection {
+                listener: "web",
+                port: 443,
+                client: "192.168.131.39:2817".parse().unwrap(),
+                tls: Some(TlsLine {
+                    protocol: rustls::ProtocolVersion::TLSv1_2,
+                    cipher: rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                }),
+                domain: Some("www.example.com"),
+                certificate: Some(cert),
+                trace_id: ConnTraceId(0xdc57cebed65b444ebc8177bb698fe166),
+                text,
+            },
+            kind: e.kind,
+            ended: t0() + Duration::from_millis(12),
             target: Some("10.0.0.1:80".parse().unwrap()),
             request_processing: Some(Duration::from_micros(86)),
             target_processing: Some(Duration::from_millis(48)),
             response_processing: Some(Duration::from_micros(37_400)),
             elb_status: 200,
             target_status: Some(200),
-            received_bytes: 34,
-            sent_bytes: 366,
-            request: {
-                let mut r = RequestLine::new(
-                    http::Method::GET,
-                    Version::HTTP_11,
-                    b"/a%20b?x=1",
-                    Some(b"www.example.com:443"),
-                    Some(br#"say "hi" \ ok"#),
-                );
-                r.set_trace_id(b"Root=1-58337281-1d84f3d73c47ec4e58577259");
-                r
-            },
-            scheme: "https",
-            tls: Some(TlsLine {
-                protocol: rustls::ProtocolVersion::TLSv1_2,
-                cipher: rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            }),
-            target_group: Some(Arc::from("web-tg")),
-            domain: Some(Arc::from("www.example.com")),
-            certificate: Some(Certificate::Named(Arc::from("default"))),
+            received_bytes: e.received_head,
+            sent_bytes: e.sent_head,
+            target_group: Some("web-tg"),
+            trace_id: Some(b"Root=1-58337281-1d84f3d73c47ec4e58577259"),
             rule: RulePriority::Rule(1),
             action: Some("forward"),
-            redirect_url: None,
             error_reason: None,
             classification: None,
-            conn_trace_id: ConnTraceId(0xdc57cebed65b444ebc8177bb698fe166),
         }
+    }
+
+    fn alb(r: &Request<'_>) -> String {
+        let mut out = Vec::new();
+        Formatter::default().alb_request(r, &mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn the_text_line_is_albs() {
-        let mut out = Vec::new();
-        Formatter::default().alb_request(&entry(), &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "https 2018-07-02T22:23:00.198641Z app/seawall/web 192.168.131.39:2817 10.0.0.1:80 \
+        let (e, text, cert) = (
+            entry(),
+            ConnText::default(),
+            Certificate::Named("default".into()),
+        );
+        let expected = "https 2018-07-02T22:23:00.198641Z app/seawall/web 192.168.131.39:2817 10.0.0.1:80 \
              0.000 0.048 0.037 200 200 34 366 \
              \"GET https://www.example.com:443/a%20b?x=1 HTTP/1.1\" \"say \\\"hi\\\" \\\\ ok\" \
              ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 web-tg \
              \"Root=1-58337281-1d84f3d73c47ec4e58577259\" \"www.example.com\" \"default\" 1 \
              2018-07-02T22:23:00.186641Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" \
-             TID_dc57cebed65b444ebc8177bb698fe166\n"
-        );
+             TID_dc57cebed65b444ebc8177bb698fe166\n";
+        // The connection's parts, formatted on its first line, serve the next as they are.
+        let mut f = Formatter::default();
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            f.alb_request(&request(&e, &text, &cert), &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]
     fn absent_fields_are_dashes_and_minus_one() {
         let mut e = entry();
         e.kind = "http";
-        e.scheme = "http";
-        e.port = 80;
-        e.tls = None;
-        e.target = None;
-        e.target_status = None;
-        e.request_processing = None;
-        e.target_processing = None;
-        e.response_processing = None;
-        e.target_group = None;
-        e.domain = None;
-        e.certificate = None;
-        e.rule = RulePriority::NotRouted;
-        e.action = None;
         e.request = RequestLine::new(
             http::Method::GET,
             Version::HTTP_11,
@@ -583,11 +771,25 @@ mod tests {
             None,
             None,
         );
-        e.error_reason = Some("ClientBadRequest");
-        e.elb_status = 400;
-        let mut out = Vec::new();
-        Formatter::default().alb_request(&e, &mut out);
-        let line = String::from_utf8(out).unwrap();
+        let text = ConnText::default();
+        let mut r = request(&e, &text, &CERT);
+        r.kind = "http";
+        r.conn.port = 80;
+        r.conn.tls = None;
+        r.conn.domain = None;
+        r.conn.certificate = None;
+        r.target = None;
+        r.target_status = None;
+        r.request_processing = None;
+        r.target_processing = None;
+        r.response_processing = None;
+        r.target_group = None;
+        r.trace_id = None;
+        r.rule = RulePriority::NotRouted;
+        r.action = None;
+        r.error_reason = Some("ClientBadRequest");
+        r.elb_status = 400;
+        let line = alb(&r);
         assert!(
             line.contains(" - -1 -1 -1 400 - 34 366 \"GET http://-:80/a%20b?x=1 HTTP/1.1\" \"-\" - - - \"-\" \"-\" \"-\" - "),
             "{line}"
@@ -599,12 +801,37 @@ mod tests {
     }
 
     #[test]
+    fn a_long_client_text_of_bytes_to_escape_fits_its_room() {
+        // Every byte needs four: the room worked out for a line must hold them all.
+        let nasty = vec![0x01u8; 5000];
+        let mut e = entry();
+        e.request = RequestLine::new(
+            http::Method::from_bytes(&[b'X'; 300]).unwrap(),
+            Version::HTTP_11,
+            &nasty,
+            Some(&nasty),
+            Some(&nasty),
+        );
+        e.redirect_url = Some(http::HeaderValue::from_bytes(&[b'"'; 3000]).unwrap());
+        let text = ConnText::default();
+        let mut r = request(&e, &text, &CERT);
+        r.trace_id = Some(&nasty);
+        r.classification = Some(("Ambiguous", "UndefinedContentLengthSemantics"));
+        let line = alb(&r);
+        assert_eq!(line.matches("\\x01").count(), 4 * 5000);
+        assert!(line.contains(&"\\\"".repeat(3000)));
+        assert!(line.ends_with("TID_dc57cebed65b444ebc8177bb698fe166\n"));
+    }
+
+    #[test]
     fn one_formatter_keeps_timestamps_right_across_seconds_and_days() {
         let mut f = Formatter::default();
         let mut out = Vec::new();
         for micros in [86_399_999_999u64, 86_400_000_001, 86_400_000_002, 0] {
-            f.timestamp(&mut out, UNIX_EPOCH + Duration::from_micros(micros));
-            out.push(b' ');
+            with_room(&mut out, 32, |o| {
+                f.timestamp(o, UNIX_EPOCH + Duration::from_micros(micros));
+                o.byte(b' ');
+            });
         }
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -617,7 +844,7 @@ mod tests {
     fn the_trace_id_is_written_as_its_display_shows_it() {
         for id in [0, 1, u128::MAX, 0xdc57cebed65b444ebc8177bb698fe166] {
             let mut out = Vec::new();
-            ConnTraceId(id).write_to(&mut out);
+            with_room(&mut out, 36, |o| o.trace_id(id));
             assert_eq!(String::from_utf8(out).unwrap(), ConnTraceId(id).to_string());
         }
     }
@@ -625,26 +852,61 @@ mod tests {
     #[test]
     fn addresses_and_times_are_written_as_alb_writes_them() {
         let mut out = Vec::new();
-        addr(&mut out, Some("[2001:db8::1]:443".parse().unwrap()));
-        out.push(b' ');
-        addr(&mut out, Some("10.0.0.255:8080".parse().unwrap()));
-        out.push(b' ');
-        seconds(&mut out, Some(Duration::from_micros(1_234_567)));
-        out.push(b' ');
-        seconds(&mut out, Some(Duration::from_micros(999_600)));
-        out.push(b' ');
-        millis(&mut out, Duration::from_nanos(4_036_400));
+        let mut f = Formatter::default();
+        with_room(&mut out, 256, |o| {
+            o.addr("[2001:db8::1]:443".parse().unwrap());
+            o.byte(b' ');
+            o.addr("10.0.0.255:8080".parse().unwrap());
+            o.byte(b' ');
+            // The target's text is kept for the next line, and only for the same target.
+            for t in ["10.1.2.3:80", "10.1.2.3:80", "[::1]:81", "10.1.2.3:80"] {
+                f.target(o, Some(t.parse().unwrap()));
+                o.byte(b' ');
+            }
+            o.seconds(Some(Duration::from_micros(1_234_567)));
+            o.byte(b' ');
+            o.seconds(Some(Duration::from_micros(999_600)));
+            o.byte(b' ');
+            o.millis(Duration::from_nanos(4_036_400));
+        });
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "[2001:db8::1]:443 10.0.0.255:8080 1.235 1.000 4.036"
+            "[2001:db8::1]:443 10.0.0.255:8080 10.1.2.3:80 10.1.2.3:80 [::1]:81 10.1.2.3:80 \
+             1.235 1.000 4.036"
         );
     }
 
     #[test]
     fn bytes_outside_printable_ascii_are_escaped() {
-        let mut out = Vec::new();
-        escaped(&mut out, b"a\"b\\c\td\xffe");
-        assert_eq!(out, br#"a\"b\\c\x09d\xffe"#);
+        let cases: [(&[u8], &[u8]); 4] = [
+            (b"a\"b\\c\td\xffe", br#"a\"b\\c\x09d\xffe"#),
+            // Eight at a time: clean, then one of each kind in a chunk, then a tail.
+            (b"abcdefgh\x7fbcdefgh~ ok", br#"abcdefgh\x7fbcdefgh~ ok"#),
+            (
+                b"01234567\x1f\x20\"\\\x80\xfe\x7e\x7d",
+                br#"01234567\x1f \"\\\x80\xfe~}"#,
+            ),
+            (b"", b""),
+        ];
+        for (raw, want) in cases {
+            let mut out = Vec::new();
+            with_room(&mut out, 4 * raw.len(), |o| o.escaped(raw));
+            assert_eq!(out, want, "{}", String::from_utf8_lossy(raw));
+        }
+        // Every byte, in every position of a chunk.
+        for b in 0..=255u8 {
+            for at in 0..9 {
+                let mut raw = b"abcdefghi".to_vec();
+                raw[at] = b;
+                let mut fast = Vec::new();
+                with_room(&mut fast, 64, |o| o.escaped(&raw));
+                let mut slow = Vec::new();
+                with_room(&mut slow, 64, |o| {
+                    raw.iter().for_each(|&x| o.escaped_byte(x))
+                });
+                assert_eq!(fast, slow, "byte {b:#x} at {at}");
+            }
+        }
     }
 
     #[test]
@@ -660,10 +922,10 @@ mod tests {
         let mut e = entry();
         e.kind = "h2";
         e.request.version = Version::HTTP_2;
-        e.rule = RulePriority::Default;
-        let mut out = Vec::new();
-        Formatter::default().alb_request(&e, &mut out);
-        let line = String::from_utf8(out).unwrap();
+        let (text, cert) = (ConnText::default(), Certificate::Named("default".into()));
+        let mut r = request(&e, &text, &cert);
+        r.rule = RulePriority::Default;
+        let line = alb(&r);
         assert!(line.starts_with("h2 "), "{line}");
         assert!(line.contains("?x=1 HTTP/2.0\""), "{line}");
         assert!(line.contains("\"default\" 0 2018-"), "{line}");
@@ -671,8 +933,9 @@ mod tests {
 
     #[test]
     fn the_json_line_has_the_same_fields() {
+        let (e, text) = (entry(), ConnText::default());
         let mut out = Vec::new();
-        Formatter::default().json_request(&entry(), &mut out);
+        Formatter::default().json_request(&request(&e, &text, &CERT), &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "https");
@@ -682,6 +945,7 @@ mod tests {
         assert_eq!(v["request_url"], "https://www.example.com:443/a%20b?x=1");
         assert_eq!(v["user_agent"], r#"say "hi" \ ok"#);
         assert_eq!(v["ssl_cipher"], "ECDHE-RSA-AES128-GCM-SHA256");
+        assert_eq!(v["chosen_cert_arn"], "session-reused");
         assert_eq!(v["matched_rule_priority"], 1);
         assert_eq!(v["redirect_url"], serde_json::Value::Null);
         assert_eq!(v["conn_trace_id"], "TID_dc57cebed65b444ebc8177bb698fe166");

@@ -1,11 +1,16 @@
 //! ALB's access log and connection log: one line per request and one per TLS connection, in
 //! ALB's field order and quoting (or one JSON object per line), written off the data plane.
 //!
-//! The data plane only fills an [`Entry`] or a [`ConnectionEntry`] and offers it to a bounded
-//! channel: a worker never formats, never writes and never waits. When the writer falls behind
-//! (a slow disk, a pipe nobody reads), offers are refused, dropped and counted in
-//! `seawall_access_log_dropped_total`. The writer is one thread of its own ([`writer`]), which
-//! formats ([`format`](mod@format)) and writes in batches, so that a busy data plane rarely has to wake it.
+//! A worker keeps an [`Entry`] from a request's arrival, and when the request ends formats its
+//! line ([`format`](mod@format)) into a bounded buffer that a thread of its own ([`writer`])
+//! takes a batch at a time and writes; a worker never writes to a file and never waits for
+//! the writer. When the writer falls behind (a slow disk, a pipe nobody reads) and the buffer
+//! holds `buffer_lines` lines, new lines are dropped and counted in
+//! `seawall_access_log_dropped_total`.
+//!
+//! Formatting on the worker is cheaper than handing the writer an entry to format: no entry is
+//! allocated, sent and freed on another thread, and what a connection's lines share is formatted
+//! once per connection. The lock is held for one line's formatting (a microsecond).
 //!
 //! The control side opens the files ([`AccessLog::open`], so that a file that cannot be opened
 //! fails the load and leaves the running configuration in force), hands them over
@@ -18,7 +23,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -26,9 +31,10 @@ use prometheus::IntCounter;
 use tracing::{info, warn};
 
 pub use entry::{
-    Certificate, ConnTraceId, ConnectionEntry, Entry, RequestLine, RulePriority, TlsLine, Verify,
+    Certificate, ConnText, ConnTraceId, Connection, ConnectionEntry, Entry, Request, RequestLine,
+    RulePriority, TlsLine, Verify,
 };
-use writer::{Command, Message, Output, Shared};
+use writer::{Command, Lane, Output, Shared};
 
 /// How lines are written: ALB's text format, or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +96,10 @@ pub struct Settings {
 /// Lines waiting for the writer at most, unless `[access_log] buffer_lines` says otherwise.
 pub const DEFAULT_BUFFER_LINES: usize = 16384;
 
+/// Bytes that may wait per line of `buffer_lines`: a line is some 400 bytes, and a request whose
+/// long URL or user agent makes it kilobytes must not make the buffer hold that many of them.
+const LINE_BYTES: usize = 1024;
+
 /// A log file that could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open {}: {source}", path.display())]
@@ -103,8 +113,9 @@ pub struct OpenError {
 /// The logs' destinations, opened by the control side and handed to the writer.
 #[derive(Debug, Default)]
 pub struct Opened {
-    requests: Option<(Output, Format)>,
-    connections: Option<(Output, Format)>,
+    requests: Option<Output>,
+    connections: Option<Output>,
+    format: Format,
     summary: Option<Settings>,
 }
 
@@ -115,8 +126,11 @@ const CONNECTIONS: u8 = 2;
 /// The data plane's handle on the logs, and the control side's way to steer them.
 pub struct AccessLog {
     on: AtomicU8,
-    tx: SyncSender<Message>,
     shared: Arc<Shared>,
+    /// Lines that may wait for the writer, per log; beyond them lines are dropped.
+    max_lines: usize,
+    /// Bytes that may wait, per log, so that long lines cannot pin much memory either.
+    max_bytes: usize,
     dropped: IntCounter,
     /// The writer thread, started when a log is first turned on.
     writer: Mutex<Writer>,
@@ -126,7 +140,7 @@ pub struct AccessLog {
 
 enum Writer {
     /// Not started: nothing has been logged yet.
-    Idle(mpsc::Receiver<Message>),
+    Idle,
     /// The thread, and what it says when it has written its last line.
     Running(JoinHandle<()>, mpsc::Receiver<()>),
     Closed,
@@ -139,13 +153,14 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl AccessLog {
     /// Both logs off; at most `buffer_lines` lines wait for the writer once they are on.
     pub fn new(buffer_lines: usize, dropped: IntCounter) -> Self {
-        let (tx, rx) = mpsc::sync_channel(buffer_lines.max(1));
+        let max_lines = buffer_lines.max(1);
         AccessLog {
             on: AtomicU8::new(0),
-            tx,
             shared: Arc::default(),
+            max_lines,
+            max_bytes: max_lines.saturating_mul(LINE_BYTES),
             dropped,
-            writer: Mutex::new(Writer::Idle(rx)),
+            writer: Mutex::new(Writer::Idle),
             settings: Mutex::new(None),
         }
     }
@@ -162,20 +177,49 @@ impl AccessLog {
         self.on.load(Ordering::Relaxed) & CONNECTIONS != 0
     }
 
-    /// Offers a finished request's line to the writer; dropped and counted if it is behind.
-    pub fn request(&self, entry: Box<Entry>) {
-        self.offer(Message::Request(entry));
+    /// Formats a finished request's line for the writer; dropped and counted if it is behind.
+    pub fn request(&self, r: &Request<'_>) {
+        self.line(
+            |s| &mut s.requests,
+            |f, out| match f {
+                (Format::Alb, fmt) => fmt.alb_request(r, out),
+                (Format::Json, fmt) => fmt.json_request(r, out),
+            },
+        );
     }
 
-    /// Offers a TLS connection's line to the writer; dropped and counted if it is behind.
-    pub fn connection(&self, entry: Box<ConnectionEntry>) {
-        self.offer(Message::Connection(entry));
+    /// Formats a TLS connection's line for the writer; dropped and counted if it is behind.
+    pub fn connection(&self, e: &ConnectionEntry) {
+        self.line(
+            |s| &mut s.connections,
+            |f, out| match f {
+                (Format::Alb, fmt) => fmt.alb_connection(e, out),
+                (Format::Json, fmt) => fmt.json_connection(e, out),
+            },
+        );
     }
 
-    fn offer(&self, m: Message) {
-        match self.tx.try_send(m) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+    fn line(
+        &self,
+        lane: impl FnOnce(&mut writer::State) -> &mut Lane,
+        write: impl FnOnce((Format, &mut format::Formatter), &mut Vec<u8>),
+    ) {
+        let mut s = self.shared.lock();
+        let l = lane(&mut s);
+        let Some(format) = l.format else {
+            return;
+        };
+        if l.lines >= self.max_lines || l.buf.len() >= self.max_bytes {
+            drop(s);
+            self.dropped.inc();
+            return;
+        }
+        write((format, &mut l.formatter), &mut l.buf);
+        l.lines += 1;
+        let wake = std::mem::take(&mut s.writer_waiting);
+        drop(s);
+        if wake {
+            self.shared.wake();
         }
     }
 
@@ -196,11 +240,12 @@ impl AccessLog {
             })
         };
         Ok(Opened {
-            requests: Some((open("access_log.path", &s.requests)?, s.format)),
+            requests: Some(open("access_log.path", &s.requests)?),
             connections: match &s.connections {
-                Some(d) => Some((open("access_log.connections_path", d)?, s.format)),
+                Some(d) => Some(open("access_log.connections_path", d)?),
                 None => None,
             },
+            format: s.format,
             summary: Some(s.clone()),
         })
     }
@@ -234,7 +279,13 @@ impl AccessLog {
         if on != 0 {
             self.start_writer();
         }
-        self.command(Command::Configure {
+        // Under the lock with the lines: those formatted before go to the old destinations,
+        // those after in the new format to the new ones.
+        let mut s = self.shared.lock();
+        s.requests.format = opened.requests.is_some().then_some(opened.format);
+        s.connections.format = opened.connections.is_some().then_some(opened.format);
+        drop(s);
+        self.shared.command(Command::Configure {
             requests: opened.requests,
             connections: opened.connections,
         });
@@ -244,16 +295,19 @@ impl AccessLog {
     /// Reopens the log files by their paths (SIGUSR1, after logrotate renamed them): lines
     /// already handed over go to the old file, later ones to the new.
     pub fn reopen(&self) {
-        self.command(Command::Reopen);
+        self.shared.command(Command::Reopen);
     }
 
     /// Turns both logs off, writes every line already handed over, and stops the writer.
     pub fn close(&self) {
         self.on.store(0, Ordering::Relaxed);
+        let mut s = self.shared.lock();
+        s.requests.format = None;
+        s.connections.format = None;
+        drop(s);
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Writer::Running(..) = &*w {
-            self.shared.push(Command::Stop);
-            self.wake();
+            self.shared.command(Command::Stop);
             if let Writer::Running(handle, done) = std::mem::replace(&mut *w, Writer::Closed) {
                 match done.recv_timeout(CLOSE_WAIT) {
                     Ok(()) => {
@@ -276,34 +330,21 @@ impl AccessLog {
 
     fn start_writer(&self) {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if !matches!(&*w, Writer::Idle(_)) {
+        if !matches!(&*w, Writer::Idle) {
             return;
         }
-        let Writer::Idle(rx) = std::mem::replace(&mut *w, Writer::Closed) else {
-            unreachable!("checked above");
-        };
+        *w = Writer::Closed;
         let shared = self.shared.clone();
         let (done_tx, done) = mpsc::channel();
         match std::thread::Builder::new()
             .name("seawall-log".into())
             .spawn(move || {
-                writer::run(rx, &shared);
+                writer::run(&shared);
                 let _ = done_tx.send(());
             }) {
             Ok(handle) => *w = Writer::Running(handle, done),
             Err(e) => warn!(error = %e, "cannot start the access log writer; lines are dropped"),
         }
-    }
-
-    fn command(&self, c: Command) {
-        self.shared.push(c);
-        self.wake();
-    }
-
-    /// Wakes the writer to look at its commands. When the channel is full the writer is busy
-    /// and looks at them after the batch in hand.
-    fn wake(&self) {
-        let _ = self.tx.try_send(Message::Wake);
     }
 }
 

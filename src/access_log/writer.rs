@@ -1,60 +1,85 @@
-//! The writer thread: takes lines from the channel in batches, formats them, and writes each
+//! The writer thread: takes the lines the workers formatted, a batch at a time, and writes each
 //! batch with one `write` per log.
 //!
-//! After a batch it pauses briefly before it waits again. While it pauses the data plane's
-//! offers only queue: a writer asleep in the channel's wait would have to be woken (a system
-//! call) by the first offer of every batch, which at a few thousand requests a second is one
-//! wake-up per request.
+//! After a batch it pauses briefly before it looks again. While it pauses, lines only gather: a
+//! writer asleep on the condition variable has to be woken (a system call) by the first line of
+//! every batch, which at a few thousand requests a second would be one wake-up per request.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tracing::{error, info};
 
-use super::entry::{ConnectionEntry, Entry};
 use super::format::Formatter;
 use super::{Destination, Format};
 
-/// What the data plane hands the writer.
-pub enum Message {
-    Request(Box<Entry>),
-    Connection(Box<ConnectionEntry>),
-    /// Look at the commands (see [`Shared`]).
-    Wake,
-}
-
-/// What the control side asks of the writer. They do not travel in the channel, where a full
-/// buffer would refuse them: they wait in [`Shared`], and a `Wake` (or the next batch) brings
-/// the writer to them.
+/// What the control side asks of the writer, in order with the lines: each is taken when the
+/// lines gathered before it have been written.
 pub enum Command {
+    /// The logs' new destinations (`None`: that log is off).
     Configure {
-        requests: Option<(Output, Format)>,
-        connections: Option<(Output, Format)>,
+        requests: Option<Output>,
+        connections: Option<Output>,
     },
     Reopen,
     Stop,
 }
 
+/// One log's lines waiting for the writer, and how new ones are formatted.
+#[derive(Default)]
+pub struct Lane {
+    /// `None` while the log is off: lines for it are not formatted.
+    pub format: Option<Format>,
+    pub formatter: Formatter,
+    pub buf: Vec<u8>,
+    pub lines: usize,
+}
+
+/// What the workers, the control side and the writer share, under one lock.
+#[derive(Default)]
+pub struct State {
+    pub requests: Lane,
+    pub connections: Lane,
+    /// Commands, each with where the lanes' lines stood when it came.
+    commands: Vec<(Command, [usize; 2])>,
+    /// The writer waits on the condition variable: the next line must wake it.
+    pub writer_waiting: bool,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.requests.buf.is_empty() && self.connections.buf.is_empty() && self.commands.is_empty()
+    }
+}
+
 #[derive(Default)]
 pub struct Shared {
-    commands: Mutex<Vec<Command>>,
+    state: Mutex<State>,
+    wake: Condvar,
 }
 
 impl Shared {
-    pub fn push(&self, c: Command) {
-        self.commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(c);
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self) -> Vec<Command> {
-        std::mem::take(&mut *self.commands.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Queues `c` after the lines gathered so far, and wakes the writer for it.
+    pub fn command(&self, c: Command) {
+        let mut s = self.lock();
+        let at = [s.requests.buf.len(), s.connections.buf.len()];
+        s.commands.push((c, at));
+        s.writer_waiting = false;
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the writer after a line was added while it waited (see [`State::writer_waiting`]).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 }
 
@@ -129,138 +154,110 @@ fn open_file(path: &std::path::Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// One log: where it goes, how, and the lines of the batch in hand.
-struct Lane {
-    output: Output,
-    format: Format,
-    buf: Vec<u8>,
+/// One log's destination.
+struct Sink {
+    name: &'static str,
+    output: Option<Output>,
     /// The last write failed: said once, until a write succeeds again.
     failing: bool,
 }
 
-impl Lane {
-    fn new((output, format): (Output, Format)) -> Self {
-        Lane {
-            output,
-            format,
-            buf: Vec::with_capacity(BATCH_BYTES),
-            failing: false,
-        }
-    }
-
-    fn flush(&mut self, what: &str) {
-        if self.buf.is_empty() {
+impl Sink {
+    fn write(&mut self, bytes: &[u8]) {
+        let Some(output) = &mut self.output else {
+            return;
+        };
+        if bytes.is_empty() {
             return;
         }
-        match self.output.write_all(&self.buf) {
+        match output.write_all(bytes) {
             Ok(()) => self.failing = false,
             Err(e) if !self.failing => {
                 self.failing = true;
-                error!(log = what, error = %e, "cannot write the log; its lines are lost until it can");
+                error!(log = self.name, error = %e, "cannot write the log; its lines are lost until it can");
             }
             Err(_) => {}
         }
-        self.buf.clear();
     }
 }
 
-/// A batch is written once its lines take this much room, or when the channel is empty.
+/// A batch's room, kept from one batch to the next.
 const BATCH_BYTES: usize = 64 * 1024;
 /// The pause after a batch (see the module's doc).
 const PAUSE: Duration = Duration::from_millis(5);
-/// How long the writer waits for a line before it looks at its commands again anyway.
+/// How long the writer waits for a line before it looks again anyway.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-pub fn run(rx: Receiver<Message>, shared: &Shared) {
-    let mut requests: Option<Lane> = None;
-    let mut connections: Option<Lane> = None;
-    let mut f = Formatter::default();
+pub fn run(shared: &Shared) {
+    let mut sinks = [
+        Sink {
+            name: "access",
+            output: None,
+            failing: false,
+        },
+        Sink {
+            name: "connection",
+            output: None,
+            failing: false,
+        },
+    ];
+    let mut batch = [
+        Vec::with_capacity(BATCH_BYTES),
+        Vec::with_capacity(BATCH_BYTES),
+    ];
     loop {
+        let commands = {
+            let mut s = shared.lock();
+            while s.is_empty() {
+                s.writer_waiting = true;
+                s = shared
+                    .wake
+                    .wait_timeout(s, IDLE_WAKE)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            s.writer_waiting = false;
+            std::mem::swap(&mut s.requests.buf, &mut batch[0]);
+            std::mem::swap(&mut s.connections.buf, &mut batch[1]);
+            s.requests.lines = 0;
+            s.connections.lines = 0;
+            std::mem::take(&mut s.commands)
+        };
+        let mut written = [0, 0];
         let mut stop = false;
-        for c in shared.take() {
+        for (c, at) in commands {
+            for i in 0..2 {
+                sinks[i].write(&batch[i][written[i]..at[i]]);
+            }
+            written = at;
             match c {
                 Command::Configure {
-                    requests: r,
-                    connections: c,
+                    requests,
+                    connections,
                 } => {
-                    flush(&mut requests, &mut connections);
-                    requests = r.map(Lane::new);
-                    connections = c.map(Lane::new);
+                    sinks[0].output = requests;
+                    sinks[1].output = connections;
                 }
                 Command::Reopen => {
-                    flush(&mut requests, &mut connections);
-                    for lane in [&mut requests, &mut connections].into_iter().flatten() {
-                        lane.output.reopen();
+                    for s in &mut sinks {
+                        if let Some(o) = &mut s.output {
+                            o.reopen();
+                        }
                     }
                 }
                 Command::Stop => stop = true,
             }
         }
+        let wrote = batch[0].len() > written[0] || batch[1].len() > written[1];
+        for i in 0..2 {
+            sinks[i].write(&batch[i][written[i]..]);
+            batch[i].clear();
+        }
         if stop {
-            while let Ok(m) = rx.try_recv() {
-                take(m, &mut f, &mut requests, &mut connections);
-            }
-            flush(&mut requests, &mut connections);
             return;
         }
-        let first = match rx.recv_timeout(IDLE_WAKE) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut requests, &mut connections);
-                return;
-            }
-        };
-        let mut wrote = !matches!(first, Message::Wake);
-        take(first, &mut f, &mut requests, &mut connections);
-        while let Ok(m) = rx.try_recv() {
-            wrote |= !matches!(m, Message::Wake);
-            take(m, &mut f, &mut requests, &mut connections);
-            let full = |l: &Option<Lane>| l.as_ref().is_some_and(|l| l.buf.len() >= BATCH_BYTES);
-            if full(&requests) || full(&connections) {
-                flush(&mut requests, &mut connections);
-            }
-        }
-        flush(&mut requests, &mut connections);
         if wrote {
             std::thread::sleep(PAUSE);
         }
-    }
-}
-
-/// Formats one message into its lane's batch; a line for a log that is off is dropped.
-fn take(
-    m: Message,
-    f: &mut Formatter,
-    requests: &mut Option<Lane>,
-    connections: &mut Option<Lane>,
-) {
-    match m {
-        Message::Request(e) => {
-            if let Some(l) = requests {
-                match l.format {
-                    Format::Alb => f.alb_request(&e, &mut l.buf),
-                    Format::Json => f.json_request(&e, &mut l.buf),
-                }
-            }
-        }
-        Message::Connection(e) => {
-            if let Some(l) = connections {
-                match l.format {
-                    Format::Alb => f.alb_connection(&e, &mut l.buf),
-                    Format::Json => f.json_connection(&e, &mut l.buf),
-                }
-            }
-        }
-        Message::Wake => {}
-    }
-}
-
-fn flush(requests: &mut Option<Lane>, connections: &mut Option<Lane>) {
-    if let Some(l) = requests {
-        l.flush("access");
-    }
-    if let Some(l) = connections {
-        l.flush("connection");
     }
 }

@@ -239,6 +239,7 @@ mod tests {
             activity: Activity::new(),
             tls: None,
             trace_id: crate::access_log::ConnTraceId(1),
+            log_text: Default::default(),
         })
     }
 

@@ -27,7 +27,7 @@ use body::Reply;
 pub use body::ResponseBody;
 pub use record::{Record, TlsFacts};
 
-use crate::access_log::ConnTraceId;
+use crate::access_log::{ConnText, ConnTraceId};
 use crate::error::RequestError;
 use crate::protocol::ProtocolVersion;
 use crate::routing::{
@@ -54,6 +54,8 @@ pub struct ConnContext {
     pub tls: Option<TlsFacts>,
     /// ALB's `conn_trace_id`, shared by the connection log's line and the requests' lines.
     pub trace_id: ConnTraceId,
+    /// The connection's parts of its requests' access-log lines, formatted on the first.
+    pub log_text: ConnText,
 }
 
 /// Handles one request. Never fails: every error becomes the status code ALB would answer with.

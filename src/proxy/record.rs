@@ -1,10 +1,11 @@
 //! One record per request (rpxy's `HttpMessageLog` is the model): made when the request arrives,
 //! filled by TLS, routing and the forward as the request goes, and finished once, when the
 //! response body ends or is dropped. The metrics are observed from it, and with the access log on
-//! it fills the log's [`Entry`], begun on arrival ([`begin_entry`]) with what only the log needs
-//! (the request line, the wall-clock time), and only then.
+//! it keeps the log's [`Entry`], begun on arrival ([`begin_entry`]) with what only the log needs
+//! (the request line, the wall-clock time), and writes the line when it ends.
 //!
-//! Nothing here allocates per request (but the log's entry, when the log is on): names are `Arc<str>` clones held by the metric handles,
+//! Nothing here allocates per request (but the request line's text, when the log is on): names
+//! are `Arc<str>` clones held by the metric handles,
 //! times are `Instant`s, statuses `StatusCode`s, header values share the request's buffer; what
 //! the connection knows (TLS) is computed once per connection and shared.
 
@@ -17,7 +18,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Versio
 
 use super::ConnContext;
 pub use crate::access_log::Certificate;
-use crate::access_log::{Entry, RequestLine, RulePriority, TlsLine};
+use crate::access_log::{self, Entry, RequestLine, RulePriority};
 use crate::error::RequestError;
 use crate::metrics::RequestMetrics;
 use crate::routing::Priority;
@@ -164,10 +165,9 @@ pub struct Record {
     pub conn: Arc<ConnContext>,
     /// What the request met, filled by `respond` and the forward, read when the record ends.
     pub facts: Facts,
-    /// The access log's entry, begun when the request arrives while the log is on, finished
-    /// and sent when the record ends. Boxed, so that it costs a request with the log off one
-    /// word of its record, and the same box travels to the log's writer.
-    pub line: Option<Box<Entry>>,
+    /// The access log's entry, begun when the request arrives while the log is on; its line
+    /// is written when the record ends.
+    pub line: Option<Entry>,
     /// Keeps the request counted as in flight on its connection (the idle timer) while the
     /// record lives; dropped after the metrics are counted.
     _in_flight: RequestGuard,
@@ -235,8 +235,8 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(460) {
 };
 
 /// The access log's entry for `req`, begun as it arrives on `conn` (only while the log is on):
-/// what the request and its connection say now, the rest filled in when the record ends.
-pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Box<Entry> {
+/// what the request says now, the rest is filled in when the record ends.
+pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry {
     let uri = req.uri();
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     // `GET /path HTTP/1.1\r\n`, the headers, the blank line.
@@ -251,28 +251,14 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Box<E
         .headers()
         .get(header::USER_AGENT)
         .map(HeaderValue::as_bytes);
-    let tls = conn.tls.as_ref();
-    let now = SystemTime::now();
-    Box::new(Entry {
-        kind: match (tls.is_some(), req.version()) {
+    Entry {
+        kind: match (conn.tls.is_some(), req.version()) {
             (true, Version::HTTP_2) if grpc => "grpcs",
             (_, Version::HTTP_2) => "h2",
             (true, _) => "https",
             (false, _) => "http",
         },
-        created: now,
-        ended: now,
-        listener: conn.listener.name.clone(),
-        port: conn.listener.port,
-        client: conn.peer,
-        target: None,
-        request_processing: None,
-        target_processing: None,
-        response_processing: None,
-        elb_status: 0,
-        target_status: None,
-        received_bytes: head as u64,
-        sent_bytes: 0,
+        created: SystemTime::now(),
         request: RequestLine::new(
             req.method().clone(),
             req.version(),
@@ -280,21 +266,10 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Box<E
             host,
             user_agent,
         ),
-        scheme: if tls.is_some() { "https" } else { "http" },
-        tls: tls.map(|t| TlsLine {
-            protocol: t.version,
-            cipher: t.cipher,
-        }),
-        target_group: None,
-        domain: tls.and_then(|t| t.sni.clone()),
-        certificate: tls.map(|t| t.certificate.clone()),
-        rule: RulePriority::NotRouted,
-        action: None,
+        received_head: head as u64,
+        sent_head: 0,
         redirect_url: None,
-        error_reason: None,
-        classification: None,
-        conn_trace_id: conn.trace_id,
-    })
+    }
 }
 
 /// Notes in `entry` what seawall hands the client: the response head's size as HTTP/1 frames
@@ -302,7 +277,7 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Box<E
 pub fn responded<B>(entry: &mut Entry, resp: &Response<B>) {
     // `HTTP/1.1 200 OK\r\n`, the headers, the blank line.
     let reason = resp.status().canonical_reason().map_or(0, str::len);
-    entry.sent_bytes = (13 + reason + 2 + header_bytes(resp.headers()) + 2) as u64;
+    entry.sent_head = (13 + reason + 2 + header_bytes(resp.headers()) + 2) as u64;
     if resp.status().is_redirection() {
         entry.redirect_url = resp.headers().get(header::LOCATION).cloned();
     }
@@ -317,42 +292,59 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 }
 
 impl Record {
-    /// Finishes the request's access-log entry and hands it to the log, if the log was on when
-    /// the request arrived and still is (a reload may have turned it off since).
+    /// Writes the request's access-log line, if the log was on when the request arrived and
+    /// still is (a reload may have turned it off since).
     fn write_log(&mut self, status: StatusCode) {
-        let Some(mut e) = self.line.take() else {
+        let Some(e) = &self.line else {
             return;
         };
-        let log = &self.conn.listener.plane.access_log;
+        let conn = &*self.conn;
+        let log = &conn.listener.plane.access_log;
         if !log.requests_on() {
             return;
         }
         let f = &self.facts;
-        e.ended = e.created + f.timing.arrived.elapsed();
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            e.kind = if self.conn.tls.is_some() { "wss" } else { "ws" };
-        }
-        e.target = f.target;
-        e.request_processing = f.timing.request_processing();
-        e.target_processing = f.timing.target_processing();
-        e.response_processing = f.timing.response_processing();
-        e.elb_status = status.as_u16();
-        e.target_status = f.target_status.map(|s| s.as_u16());
-        e.received_bytes += f.received_bytes();
-        e.sent_bytes += f.sent_bytes;
-        if let Some(id) = &f.trace_id {
-            e.request.set_trace_id(id.as_bytes());
-        }
-        e.target_group = f.metrics.as_ref().and_then(|m| m.group()).cloned();
-        e.rule = match f.rule {
-            None => RulePriority::NotRouted,
-            Some(Priority::Default) => RulePriority::Default,
-            Some(Priority::Rule(p)) => RulePriority::Rule(p),
-        };
-        e.action = f.action.map(ActionKind::as_str);
-        e.error_reason = f.error.as_ref().map(RequestError::log_code);
-        e.classification = f.classification;
-        log.request(e);
+        let tls = conn.tls.as_ref();
+        log.request(&access_log::Request {
+            entry: e,
+            conn: access_log::Connection {
+                listener: &conn.listener.name,
+                port: conn.listener.port,
+                client: conn.peer,
+                tls: tls.map(|t| access_log::TlsLine {
+                    protocol: t.version,
+                    cipher: t.cipher,
+                }),
+                domain: tls.and_then(|t| t.sni.as_deref()),
+                certificate: tls.map(|t| &t.certificate),
+                trace_id: conn.trace_id,
+                text: &conn.log_text,
+            },
+            kind: match status {
+                StatusCode::SWITCHING_PROTOCOLS if tls.is_some() => "wss",
+                StatusCode::SWITCHING_PROTOCOLS => "ws",
+                _ => e.kind,
+            },
+            ended: SystemTime::now(),
+            target: f.target,
+            request_processing: f.timing.request_processing(),
+            target_processing: f.timing.target_processing(),
+            response_processing: f.timing.response_processing(),
+            elb_status: status.as_u16(),
+            target_status: f.target_status.map(|s| s.as_u16()),
+            received_bytes: e.received_head + f.received_bytes(),
+            sent_bytes: e.sent_head + f.sent_bytes,
+            target_group: f.metrics.as_ref().and_then(|m| m.group()).map(|g| &**g),
+            trace_id: f.trace_id.as_ref().map(TraceId::as_bytes),
+            rule: match f.rule {
+                None => RulePriority::NotRouted,
+                Some(Priority::Default) => RulePriority::Default,
+                Some(Priority::Rule(p)) => RulePriority::Rule(p),
+            },
+            action: f.action.map(ActionKind::as_str),
+            error_reason: f.error.as_ref().map(RequestError::log_code),
+            classification: f.classification,
+        });
     }
 }
 

@@ -143,7 +143,7 @@ async fn handshake(
     // ALB's connection log: one line per handshake, successful or not.
     let log_line = |tls: Option<TlsLine>, verify| {
         if let Some(started) = started {
-            log.connection(Box::new(ConnectionEntry {
+            log.connection(&ConnectionEntry {
                 time: std::time::SystemTime::now(),
                 client: peer,
                 listener_port: listener.port,
@@ -151,7 +151,7 @@ async fn handshake(
                 handshake: started.elapsed(),
                 verify,
                 conn_trace_id: client.trace_id,
-            }));
+            });
         }
     };
     let acceptor = TlsAcceptor::from(tls.config.clone());
@@ -281,6 +281,7 @@ where
         activity: activity.clone(),
         tls,
         trace_id: conn.trace_id,
+        log_text: Default::default(),
     });
     async move {
         // The request's future is boxed: hyper keeps a slot the size of the service's future
