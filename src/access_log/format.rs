@@ -107,7 +107,10 @@ impl Formatter {
         };
         out.put(&date);
         out.byte(b'.');
-        out.digits(since.subsec_micros(), 6);
+        let micros = since.subsec_micros();
+        out.pair((micros / 10_000) as usize);
+        out.pair((micros / 100 % 100) as usize);
+        out.pair((micros % 100) as usize);
         out.byte(b'Z');
     }
 
@@ -374,10 +377,30 @@ impl Cursor<'_> {
         self.pos += 1;
     }
 
+    /// Copies `s`. Most of a line's copies are a few bytes long, of a length known only at run
+    /// time, which `copy_from_slice` hands to `memcpy`: up to 16 bytes are moved here as two
+    /// overlapping words instead.
     #[inline]
     fn put(&mut self, s: &[u8]) {
-        self.buf[self.pos..self.pos + s.len()].copy_from_slice(s);
-        self.pos += s.len();
+        let n = s.len();
+        let dst = &mut self.buf[self.pos..self.pos + n];
+        match n {
+            8..=16 => {
+                dst[..8].copy_from_slice(&s[..8]);
+                dst[n - 8..].copy_from_slice(&s[n - 8..]);
+            }
+            4..=7 => {
+                dst[..4].copy_from_slice(&s[..4]);
+                dst[n - 4..].copy_from_slice(&s[n - 4..]);
+            }
+            0..=3 => {
+                for (d, &b) in dst.iter_mut().zip(s) {
+                    *d = b;
+                }
+            }
+            _ => dst.copy_from_slice(s),
+        }
+        self.pos += n;
     }
 
     fn copy_within(&mut self, range: std::ops::Range<usize>) {
@@ -386,26 +409,44 @@ impl Cursor<'_> {
         self.pos += len;
     }
 
+    /// `n` in decimal: the common small ones from the pairs table, the rest by `itoa`.
     fn number(&mut self, n: u64) {
-        self.put(itoa::Buffer::new().format(n).as_bytes());
+        match n {
+            0..=9 => self.byte(b'0' + n as u8),
+            10..=99 => self.pair(n as usize),
+            100..=999 => {
+                self.byte(b'0' + (n / 100) as u8);
+                self.pair((n % 100) as usize);
+            }
+            1000..=9999 => {
+                self.pair((n / 100) as usize);
+                self.pair((n % 100) as usize);
+            }
+            _ => self.put(itoa::Buffer::new().format(n).as_bytes()),
+        }
+    }
+
+    /// Two decimal digits of `n` (below 100).
+    #[inline]
+    fn pair(&mut self, n: usize) {
+        let digits = &PAIRS[2 * n..2 * n + 2];
+        self.buf[self.pos..self.pos + 2].copy_from_slice(digits);
+        self.pos += 2;
     }
 
     /// A status code (100..=999), or `-`.
     fn status(&mut self, s: Option<u16>) {
         match s {
-            Some(s @ 100..=999) => self.digits(s.into(), 3),
+            Some(s @ 100..=999) => self.three(s.into()),
             Some(s) => self.number(s.into()),
             None => self.byte(b'-'),
         }
     }
 
-    /// The last `width` decimal digits of `n`, with leading zeros.
-    fn digits(&mut self, mut n: u32, width: usize) {
-        for slot in self.buf[self.pos..self.pos + width].iter_mut().rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        self.pos += width;
+    /// `n` (below 1000) in three digits, with leading zeros.
+    fn three(&mut self, n: u32) {
+        self.byte(b'0' + (n / 100 % 10) as u8);
+        self.pair((n % 100) as usize);
     }
 
     /// ALB's processing times: seconds with millisecond precision, `-1` when the stage never
@@ -419,7 +460,7 @@ impl Cursor<'_> {
         let ms = d.as_secs() * 1000 + u64::from((d.subsec_nanos() + 500_000) / 1_000_000);
         self.number(ms / 1000);
         self.byte(b'.');
-        self.digits((ms % 1000) as u32, 3);
+        self.three((ms % 1000) as u32);
     }
 
     /// The connection log's handshake time: milliseconds with microsecond precision.
@@ -427,7 +468,7 @@ impl Cursor<'_> {
         let us = d.as_secs() * 1_000_000 + u64::from((d.subsec_nanos() + 500) / 1000);
         self.number(us / 1000);
         self.byte(b'.');
-        self.digits((us % 1000) as u32, 3);
+        self.three((us % 1000) as u32);
     }
 
     fn ip(&mut self, a: SocketAddr) {
@@ -437,14 +478,7 @@ impl Cursor<'_> {
                     if i > 0 {
                         self.byte(b'.');
                     }
-                    let width = if octet >= 100 {
-                        3
-                    } else if octet >= 10 {
-                        2
-                    } else {
-                        1
-                    };
-                    self.digits(octet.into(), width);
+                    self.number(octet.into());
                 }
             }
             SocketAddr::V6(v6) => {
@@ -481,29 +515,39 @@ impl Cursor<'_> {
     }
 
     /// Writes `bytes` escaped for a quoted field (see the module's doc). Eight bytes at a
-    /// time are checked for any that needs an escape, and copied whole when none does.
+    /// time are checked for any that needs an escape, and copied whole when none does; the
+    /// last eight overlap the chunk before when the length is not a multiple of eight.
     fn escaped(&mut self, bytes: &[u8]) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = ONES * 0x80;
-        // Whether any byte of `x` is zero (exact for presence: Bit Twiddling Hacks' haszero).
-        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            // Below 0x20 (hasless), 0x7f and above, `"`, `\`.
-            let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-            let high = (((x & !HIGH) + ONES) | x) & HIGH;
-            let special = zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')));
-            if control | high | special == 0 {
-                self.put(chunk);
-            } else {
-                chunk.iter().for_each(|&b| self.escaped_byte(b));
-            }
+        let n = bytes.len();
+        if n < 8 {
+            bytes.iter().for_each(|&b| self.escaped_byte(b));
+            return;
         }
-        chunks
-            .remainder()
-            .iter()
-            .for_each(|&b| self.escaped_byte(b));
+        let word =
+            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let mut plain = true;
+        let mut at = 0;
+        while at + 8 <= n {
+            let x = word(at);
+            if needs_escape(x) {
+                plain = false;
+                bytes[at..at + 8].iter().for_each(|&b| self.escaped_byte(b));
+            } else {
+                self.put(&x.to_le_bytes());
+            }
+            at += 8;
+        }
+        if at == n {
+            return;
+        }
+        let last = word(n - 8);
+        if plain && !needs_escape(last) {
+            // Everything so far was copied as it is: the overlap is written again, the same.
+            self.pos -= at - (n - 8);
+            self.put(&last.to_le_bytes());
+        } else {
+            bytes[at..].iter().for_each(|&b| self.escaped_byte(b));
+        }
     }
 
     #[inline]
@@ -589,6 +633,27 @@ const PLAIN: [bool; 256] = {
     }
     t
 };
+
+/// Whether any of the eight bytes in `x` needs an escape: below 0x20, 0x7f and above, `"`, `\`.
+/// Each test is exact for "any byte" (Bit Twiddling Hacks' `hasless` and `haszero`).
+#[inline]
+fn needs_escape(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let high = (((x & !HIGH) + ONES) | x) & HIGH;
+    let special = zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')));
+    control | high | special != 0
+}
+
+/// `00` to `99`, for writing numbers two digits at a time.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// `host` of a `host:port` header value (IPv6 literals keep their brackets).
 fn strip_port(h: &[u8]) -> &[u8] {
@@ -877,6 +942,32 @@ mod tests {
     }
 
     #[test]
+    fn numbers_and_copies_of_every_length_are_written_as_they_are() {
+        let mut n = 1u64;
+        let mut all = vec![0, u64::MAX];
+        while n < u64::MAX / 10 {
+            all.extend([n - 1, n, n + 1, 5 * n]);
+            n *= 10;
+        }
+        for n in all {
+            let mut out = Vec::new();
+            with_room(&mut out, 24, |o| o.number(n));
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        for len in 0..=40 {
+            let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut out = Vec::new();
+            with_room(&mut out, 64, |o| o.put(&text));
+            assert_eq!(out, text, "{len} bytes");
+        }
+        for s in [100u16, 200, 404, 999, 1000, 12] {
+            let mut out = Vec::new();
+            with_room(&mut out, 8, |o| o.status(Some(s)));
+            assert_eq!(String::from_utf8(out).unwrap(), s.to_string());
+        }
+    }
+
+    #[test]
     fn bytes_outside_printable_ascii_are_escaped() {
         let cases: [(&[u8], &[u8]); 4] = [
             (b"a\"b\\c\td\xffe", br#"a\"b\\c\x09d\xffe"#),
@@ -893,18 +984,20 @@ mod tests {
             with_room(&mut out, 4 * raw.len(), |o| o.escaped(raw));
             assert_eq!(out, want, "{}", String::from_utf8_lossy(raw));
         }
-        // Every byte, in every position of a chunk.
-        for b in 0..=255u8 {
-            for at in 0..9 {
-                let mut raw = b"abcdefghi".to_vec();
-                raw[at] = b;
-                let mut fast = Vec::new();
-                with_room(&mut fast, 64, |o| o.escaped(&raw));
-                let mut slow = Vec::new();
-                with_room(&mut slow, 64, |o| {
-                    raw.iter().for_each(|&x| o.escaped_byte(x))
-                });
-                assert_eq!(fast, slow, "byte {b:#x} at {at}");
+        // Every byte, in every position of whole chunks and of a last one that overlaps.
+        for len in [7, 8, 9, 12, 15, 16, 17, 23] {
+            for b in 0..=255u8 {
+                for at in 0..len {
+                    let mut raw = b"abcdefghijklmnopqrstuvw"[..len].to_vec();
+                    raw[at] = b;
+                    let mut fast = Vec::new();
+                    with_room(&mut fast, 128, |o| o.escaped(&raw));
+                    let mut slow = Vec::new();
+                    with_room(&mut slow, 128, |o| {
+                        raw.iter().for_each(|&x| o.escaped_byte(x))
+                    });
+                    assert_eq!(fast, slow, "byte {b:#x} at {at} of {len}");
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderMap, Request, Response, StatusCode, Version};
 
 use super::ConnContext;
 pub use crate::access_log::Certificate;
@@ -239,18 +239,24 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(460) {
 pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry {
     let uri = req.uri();
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    // One pass over the headers finds the two the log needs and sizes the head: two lookups
+    // by name would hash each name again.
+    let (mut host, mut user_agent, mut headers_len) = (None, None, 0);
+    for (n, v) in req.headers() {
+        // `name: value\r\n`
+        headers_len += n.as_str().len() + 2 + v.len() + 2;
+        if *n == header::HOST {
+            host = host.or(Some(v.as_bytes()));
+        } else if *n == header::USER_AGENT {
+            user_agent = user_agent.or(Some(v.as_bytes()));
+        }
+    }
     // `GET /path HTTP/1.1\r\n`, the headers, the blank line.
-    let head =
-        req.method().as_str().len() + 1 + target.len() + 11 + header_bytes(req.headers()) + 2;
+    let head = req.method().as_str().len() + 1 + target.len() + 11 + headers_len + 2;
     // An absolute-form target (always, in HTTP/2) names its own authority.
-    let host = match uri.authority() {
-        Some(a) => Some(a.as_str().as_bytes()),
-        None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
-    };
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map(HeaderValue::as_bytes);
+    if let Some(a) = uri.authority() {
+        host = Some(a.as_str().as_bytes());
+    }
     Entry {
         kind: match (conn.tls.is_some(), req.version()) {
             (true, Version::HTTP_2) if grpc => "grpcs",
