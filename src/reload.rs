@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::access_log::AccessLog;
+use crate::admin;
 use crate::config::compile::load_and_compile;
 use crate::config::validate::{CertificateSource, Config};
 use crate::config::{self, ConfigErrors, Source};
@@ -276,7 +277,11 @@ impl Reloader {
         let c = &self.control;
         let snapshot = Arc::new(compiled.attach(&c.registry, &c.plane.metrics, &c.secrets));
         let previous = c.plane.snapshot.swap(snapshot.clone());
-        c.settings.store(Arc::new(control::Settings::of(&cfg)));
+        let settings = Arc::new(control::Settings::of(&cfg));
+        if let Some(bind) = self.started_with.admin_bind {
+            admin::warn_if_locked(bind, settings.admin_token.as_ref());
+        }
+        c.settings.store(settings);
         c.plane.access_log.apply(logs);
         snapshot.apply_membership();
         let groups: Vec<&str> = snapshot
