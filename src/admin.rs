@@ -297,7 +297,11 @@ async fn upgrade(control: &Control) -> Resp {
         ),
         Err(e) => {
             let status = match *e {
-                crate::upgrade::UpgradeError::Busy => StatusCode::CONFLICT,
+                // Both are the process's state, not a fault: one upgrade at a time, and none
+                // from a container's PID 1.
+                crate::upgrade::UpgradeError::Busy | crate::upgrade::UpgradeError::Pid1 => {
+                    StatusCode::CONFLICT
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, e.to_string())

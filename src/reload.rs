@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,7 @@ use crate::control::{self, Control};
 use crate::listener::{BindError, ListenerSet};
 use crate::logging::LogFormat;
 use crate::metrics::ReloadOutcome;
+use crate::systemd;
 
 /// File events closer together than this are one change (an editor's temp file and rename, a
 /// Kubernetes symlink swap).
@@ -490,7 +492,15 @@ pub async fn run(
                 _ = stop.cancelled() => return,
             }
         };
+        // A process that handed over drains for the new one, which is the service now.
+        let tell = !reloader.control.handed_over.load(Ordering::Acquire);
+        if tell {
+            systemd::reloading();
+        }
         let result = reloader.reload();
+        if tell {
+            systemd::reloaded();
+        }
         let metrics = &reloader.control.plane.metrics;
         match &result {
             Ok(info) => {
