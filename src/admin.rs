@@ -11,6 +11,17 @@
 //!   answering with the group's new state. Deregistering a target discovery registered is
 //!   refused (409) and changes nothing. When `[admin] token` is set they need
 //!   `Authorization: Bearer <token>`; reads stay open.
+//!
+//! Hardening, since orchestrators' probes need the admin port beyond loopback
+//! (`config/container.toml` binds it to 0.0.0.0):
+//! - an admin server bound beyond loopback without a token answers every POST endpoint 403
+//!   (anyone who can reach the port could otherwise drain targets or start a binary), and each
+//!   load says so in a warning; reads stay open for the probes and Prometheus;
+//! - the token is compared in constant time;
+//! - at most [`MAX_CONNECTIONS`] connections at once (more are closed as they are accepted),
+//!   each with a head/idle deadline and a lifetime, so that a flood of connections holds no more
+//!   than that; the admin server runs on the control thread, apart from the data plane, so it
+//!   cannot take the data plane's workers either.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -27,9 +38,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::control::Control;
 use crate::snapshot::Group;
@@ -41,13 +55,35 @@ const MAX_BODY: usize = 64 * 1024;
 /// A client that has not sent its whole body by then is answered 408, so a slow sender cannot
 /// hold a connection on the control thread.
 const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections served at once; one more is closed as soon as it is accepted. Probes, a
+/// Prometheus scraper and an operator need a handful; the cap keeps a flood of connections to
+/// what a few file descriptors and tasks cost.
+pub const MAX_CONNECTIONS: usize = 64;
+/// From a connection's start, or the end of its last answer, to the end of the next request head
+/// (hyper starts this clock again when a kept-alive connection goes idle): a connection that sends
+/// nothing is closed by then.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest a connection lives, whatever it does: long enough for an upgrade's 30 s, short
+/// enough that a client that never reads its answer lets go of its slot.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 type Resp = Response<Full<Bytes>>;
 
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, control: Arc<Control>, stop: CancellationToken) {
+    // The socket's own address: after a binary upgrade it is the one inherited, whatever the
+    // new file says.
+    let locked = match listener.local_addr() {
+        Ok(bind) => {
+            warn_if_locked(bind, control.settings.load().admin_token.as_ref());
+            LockedOut::beyond_loopback(bind)
+        }
+        // Not expected of a bound socket; refusing changes is the side to err on.
+        Err(_) => Some(LockedOut { bind: None }),
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -58,23 +94,69 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, stop: Cancellat
             },
             _ = stop.cancelled() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: waiting for a slot would keep the flood's sockets open.
+            debug!(%peer, max = MAX_CONNECTIONS, "admin connection refused: too many open");
+            drop(tcp);
+            continue;
+        };
         let control = control.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let control = control.clone();
-                async move { Ok::<_, Infallible>(handle(req, &control).await) }
+                async move { Ok::<_, Infallible>(handle(req, &control, locked.as_ref()).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEAD_DEADLINE)
                 .serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    debug!(%peer, "admin connection closed: lifetime over");
+                }
                 _ = stop.cancelled() => {}
             }
+            drop(slot);
         });
+    }
+}
+
+/// Why changes through the admin API are refused: it listens beyond loopback and no token is
+/// set. Only `GET`s are served then.
+#[derive(Debug, Clone, Copy)]
+struct LockedOut {
+    /// The admin socket's address, for the reason given (`None`: it could not be read).
+    bind: Option<SocketAddr>,
+}
+
+impl LockedOut {
+    /// `Some` when `bind` is reachable from beyond this machine (a token then decides).
+    fn beyond_loopback(bind: SocketAddr) -> Option<LockedOut> {
+        (!bind.ip().to_canonical().is_loopback()).then_some(LockedOut { bind: Some(bind) })
+    }
+
+    fn reason(&self) -> String {
+        let bind = self
+            .bind
+            .map_or_else(|| "an address".to_string(), |b| b.to_string());
+        format!(
+            "the admin server listens on {bind}, beyond loopback, and [admin] has no token: \
+             changes through it are refused; set [admin] token (then send Authorization: Bearer \
+             <token>), or bind the admin server to 127.0.0.1"
+        )
+    }
+}
+
+/// Logs, at each load, that the admin API refuses changes: reachable beyond loopback with no
+/// token. `bind` is the admin socket's address.
+pub fn warn_if_locked(bind: SocketAddr, token: Option<&AdminToken>) {
+    if token.is_none() {
+        if let Some(locked) = LockedOut::beyond_loopback(bind) {
+            warn!(addr = %bind, "{}", locked.reason());
+        }
     }
 }
 
@@ -114,22 +196,32 @@ impl fmt::Debug for AdminToken {
     }
 }
 
-/// Compares without an early exit, so the time taken tells nothing about how much of `presented`
-/// matched; it depends only on the length of `expected`, which is fixed by the configuration.
+/// Compares the two values' SHA-256 digests with `subtle`'s constant-time equality: the time
+/// taken tells neither how much of `presented` matched nor how long the token is (a comparison
+/// of the values themselves would stop at a length mismatch).
 fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
-    let mut diff = u8::from(expected.len() != presented.len());
-    for (i, &e) in expected.iter().enumerate() {
-        diff |= e ^ presented.get(i).copied().unwrap_or(!e);
-    }
-    std::hint::black_box(diff) == 0
+    let (expected, presented) = (Sha256::digest(expected), Sha256::digest(presented));
+    expected.as_slice().ct_eq(presented.as_slice()).into()
 }
 
-async fn handle(req: Request<Incoming>, control: &Control) -> Resp {
-    match req.uri().path() {
+async fn handle(req: Request<Incoming>, control: &Control, locked: Option<&LockedOut>) -> Resp {
+    let path = req.uri().path();
+    if matches!(
+        path,
+        "/targets/register" | "/targets/deregister" | "/reload" | "/upgrade"
+    ) {
+        if req.method() != Method::POST {
+            return method_not_allowed(true, "POST");
+        }
+        if let Some(denied) = authorize(control, req.headers(), locked) {
+            return denied;
+        }
+    }
+    match path {
         "/targets/register" => return change_targets(req, control, Change::Register).await,
         "/targets/deregister" => return change_targets(req, control, Change::Deregister).await,
-        "/reload" => return reload(req, control).await,
-        "/upgrade" => return upgrade(req, control).await,
+        "/reload" => return reload(control).await,
+        "/upgrade" => return upgrade(control).await,
         _ => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -177,13 +269,7 @@ async fn handle(req: Request<Incoming>, control: &Control) -> Resp {
 
 /// `POST /reload`: reloads the configuration file now and answers with the outcome. Each request
 /// reloads (requests are never merged).
-async fn reload(req: Request<Incoming>, control: &Control) -> Resp {
-    if req.method() != Method::POST {
-        return method_not_allowed(true, "POST");
-    }
-    if let Some(denied) = authorize(control, req.headers()) {
-        return denied;
-    }
+async fn reload(control: &Control) -> Resp {
     match crate::reload::request(control, "POST /reload").await {
         Ok(info) => json(
             StatusCode::OK,
@@ -203,13 +289,7 @@ async fn reload(req: Request<Incoming>, control: &Control) -> Resp {
 
 /// `POST /upgrade`: starts the configured binary, hands it the sockets and, once it is ready,
 /// drains this process (as SIGUSR2 does).
-async fn upgrade(req: Request<Incoming>, control: &Control) -> Resp {
-    if req.method() != Method::POST {
-        return method_not_allowed(true, "POST");
-    }
-    if let Some(denied) = authorize(control, req.headers()) {
-        return denied;
-    }
+async fn upgrade(control: &Control) -> Resp {
     match crate::upgrade::request(control).await {
         Ok(pid) => json(
             StatusCode::OK,
@@ -217,7 +297,11 @@ async fn upgrade(req: Request<Incoming>, control: &Control) -> Resp {
         ),
         Err(e) => {
             let status = match *e {
-                crate::upgrade::UpgradeError::Busy => StatusCode::CONFLICT,
+                // Both are the process's state, not a fault: one upgrade at a time, and none
+                // from a container's PID 1.
+                crate::upgrade::UpgradeError::Busy | crate::upgrade::UpgradeError::Pid1 => {
+                    StatusCode::CONFLICT
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, e.to_string())
@@ -263,10 +347,13 @@ fn method_not_allowed(json_api: bool, allow: &'static str) -> Resp {
     r
 }
 
-/// Every mutating endpoint calls this first: with `[admin] token` set, it gives the 401 to answer
-/// unless the request carries the token.
-fn authorize(control: &Control, headers: &HeaderMap) -> Option<Resp> {
+/// Every mutating endpoint is let through this first: with `[admin] token` set, it gives the 401
+/// to answer unless the request carries the token; without one, the 403 of an admin server
+/// reachable beyond loopback.
+fn authorize(control: &Control, headers: &HeaderMap, locked: Option<&LockedOut>) -> Option<Resp> {
+    // Read per request: a reload may set or remove the token.
     match &control.settings.load().admin_token {
+        None => locked.map(|l| error(StatusCode::FORBIDDEN, l.reason())),
         Some(token) if !token.authorizes(headers) => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -278,7 +365,7 @@ fn authorize(control: &Control, headers: &HeaderMap) -> Option<Resp> {
             );
             Some(r)
         }
-        _ => None,
+        Some(_) => None,
     }
 }
 
@@ -389,12 +476,6 @@ const CHANGE_SHAPE: &str =
     r#"expected {"target_group": "<name>", "targets": ["<ip>:<port>", ...]}"#;
 
 async fn change_targets(req: Request<Incoming>, control: &Control, change: Change) -> Resp {
-    if req.method() != Method::POST {
-        return method_not_allowed(true, "POST");
-    }
-    if let Some(denied) = authorize(control, req.headers()) {
-        return denied;
-    }
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(e) => return e.response(),
@@ -574,6 +655,32 @@ mod tests {
         }
         assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
         assert!(!AdminToken::new("").authorizes(&headers("Bearer ")));
+    }
+
+    #[test]
+    fn changes_are_locked_out_beyond_loopback_only() {
+        for open in [
+            "127.0.0.1:9901",
+            "127.8.9.10:1",
+            "[::1]:9901",
+            "[::ffff:127.0.0.1]:9901",
+        ] {
+            let bind: SocketAddr = open.parse().unwrap();
+            assert!(LockedOut::beyond_loopback(bind).is_none(), "{open}");
+        }
+        for locked in [
+            "0.0.0.0:9901",
+            "10.0.0.5:9901",
+            "[::]:9901",
+            "[fd00::1]:9901",
+        ] {
+            let bind: SocketAddr = locked.parse().unwrap();
+            let reason = LockedOut::beyond_loopback(bind).expect(locked).reason();
+            assert!(
+                reason.contains(locked) && reason.contains("token"),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

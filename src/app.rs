@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
 use crate::secrets::Secrets;
 use crate::snapshot::Plane;
+use crate::systemd;
 use crate::targets::Registry;
 use crate::upgrade::{self, Inherited, UpgradeRequest, Upgrader};
 
@@ -204,6 +205,10 @@ impl App {
             .spawn(move || {
                 runtime.block_on(async {
                     drain.shutdown.cancelled().await;
+                    // After a hand-over the new process is the service: not a word from this one.
+                    if !drain.handed_over.load(Ordering::Acquire) {
+                        systemd::stopping();
+                    }
                     // The drain_timeout in force now: a reload may have changed it since start.
                     let drain_timeout = drain.settings.load().drain_timeout;
                     served.close_all(if drain.handed_over.load(Ordering::Acquire) {
@@ -241,11 +246,17 @@ impl App {
             (upgrader, upgrades),
             stopped.clone(),
         )?;
-        if let Some(p) = predecessor {
-            // Every socket is accepted on now: the previous process may stop.
-            if let Err(e) = p.ready() {
-                warn!(error = %e, "could not tell the previous process that this one is ready");
+        match predecessor {
+            Some(p) => {
+                // systemd hears of the new main process before the previous one may exit, so
+                // that its exit is not taken for the service's.
+                systemd::took_over();
+                // Every socket is accepted on now: the previous process may stop.
+                if let Err(e) = p.ready() {
+                    warn!(error = %e, "could not tell the previous process that this one is ready");
+                }
             }
+            None => systemd::ready(),
         }
         Ok(Running {
             control,

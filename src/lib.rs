@@ -78,6 +78,7 @@ pub mod secrets;
 mod server;
 pub mod snapshot;
 pub mod stickiness;
+mod systemd;
 pub mod targets;
 pub mod tls;
 mod tunnel;

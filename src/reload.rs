@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::access_log::AccessLog;
+use crate::admin;
 use crate::config::compile::load_and_compile;
 use crate::config::validate::{CertificateSource, Config};
 use crate::config::{self, ConfigErrors, Source};
@@ -28,6 +30,7 @@ use crate::control::{self, Control};
 use crate::listener::{BindError, ListenerSet};
 use crate::logging::LogFormat;
 use crate::metrics::ReloadOutcome;
+use crate::systemd;
 
 /// File events closer together than this are one change (an editor's temp file and rename, a
 /// Kubernetes symlink swap).
@@ -276,7 +279,11 @@ impl Reloader {
         let c = &self.control;
         let snapshot = Arc::new(compiled.attach(&c.registry, &c.plane.metrics, &c.secrets));
         let previous = c.plane.snapshot.swap(snapshot.clone());
-        c.settings.store(Arc::new(control::Settings::of(&cfg)));
+        let settings = Arc::new(control::Settings::of(&cfg));
+        if let Some(bind) = self.started_with.admin_bind {
+            admin::warn_if_locked(bind, settings.admin_token.as_ref());
+        }
+        c.settings.store(settings);
         c.plane.access_log.apply(logs);
         snapshot.apply_membership();
         let groups: Vec<&str> = snapshot
@@ -485,7 +492,15 @@ pub async fn run(
                 _ = stop.cancelled() => return,
             }
         };
+        // A process that handed over drains for the new one, which is the service now.
+        let tell = !reloader.control.handed_over.load(Ordering::Acquire);
+        if tell {
+            systemd::reloading();
+        }
         let result = reloader.reload();
+        if tell {
+            systemd::reloaded();
+        }
         let metrics = &reloader.control.plane.metrics;
         match &result {
             Ok(info) => {

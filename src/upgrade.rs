@@ -29,7 +29,7 @@ use rustix::net::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use zeroize::Zeroize;
 
 use crate::control::Control;
@@ -68,6 +68,20 @@ pub enum UpgradeError {
     Manifest(String),
     #[error("too many sockets to hand over ({0}; at most {MAX_FDS})")]
     TooMany(usize),
+    #[error(
+        "seawall runs as PID 1 (a container without an init): the container would end when this \
+         process exits after the hand-over, taking the new one with it; roll out a new image instead"
+    )]
+    Pid1,
+}
+
+/// Whether a process with id `pid` may hand over to a new binary. PID 1 may not: it is a
+/// container's first process, and the container ends with it, the new process included.
+fn may_hand_over(pid: u32) -> Result<(), UpgradeError> {
+    if pid == 1 {
+        return Err(UpgradeError::Pid1);
+    }
+    Ok(())
 }
 
 /// What travels with the file descriptors, in the same order.
@@ -369,12 +383,17 @@ pub async fn run(
             _ = stop.cancelled() => return,
         };
         let binary = upgrader.control.settings.load().binary.clone();
-        let result = upgrader.upgrade(&binary).await;
+        let result = match may_hand_over(std::process::id()) {
+            Ok(()) => upgrader.upgrade(&binary).await,
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(pid) => info!(
                 pid,
                 "upgrade: the new process is ready; this one stops accepting and drains"
             ),
+            // Not a passing failure: every upgrade asked of this process will be refused.
+            Err(e @ UpgradeError::Pid1) => error!(error = %e, "upgrade refused"),
             Err(e) => warn!(error = %e, "upgrade failed; this process goes on serving"),
         }
         let done = result.is_ok();
@@ -403,6 +422,20 @@ mod tests {
             secrets: secrets.export(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn pid_1_may_not_hand_over_and_any_other_may() {
+        let refused = may_hand_over(1).unwrap_err();
+        assert!(matches!(refused, UpgradeError::Pid1));
+        let reason = refused.to_string();
+        assert!(
+            reason.contains("PID 1") && reason.contains("container"),
+            "{reason}"
+        );
+        for pid in [2, 7, 4242, u32::MAX] {
+            assert!(may_hand_over(pid).is_ok(), "{pid}");
+        }
     }
 
     #[test]
