@@ -218,6 +218,8 @@ pub struct ListenerCounters {
     pub redirects: IntCounter,
     /// `fixed_responses_total`.
     pub fixed_responses: IntCounter,
+    /// `proxy_protocol_errors_total`.
+    pub proxy_protocol_errors: IntCounter,
     /// `requests_by_version_total` by [`HttpVersion`].
     by_version: [IntCounter; 3],
 }
@@ -236,6 +238,9 @@ impl ListenerCounters {
             rule_evaluations: metrics.rule_evaluations_total.with_label_values(&[name]),
             redirects: metrics.redirects_total.with_label_values(&[name]),
             fixed_responses: metrics.fixed_responses_total.with_label_values(&[name]),
+            proxy_protocol_errors: metrics
+                .proxy_protocol_errors_total
+                .with_label_values(&[name]),
             by_version: std::array::from_fn(|i| {
                 metrics
                     .requests_by_version_total
@@ -419,6 +424,9 @@ pub struct Metrics {
     pub fixed_responses_total: IntCounterVec,
     /// Requests by listener and HTTP version (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`).
     pub requests_by_version_total: IntCounterVec,
+    /// Connections to a `proxy_protocol` listener closed because they did not begin with a valid
+    /// PROXY protocol header (none, garbage, truncated, or too slow), by listener.
+    pub proxy_protocol_errors_total: IntCounterVec,
     /// Access and connection log lines dropped because the log writer fell behind.
     pub access_log_dropped_total: IntCounter,
     /// `tls_negotiations_total` by (version, suite), resolved on first use of each.
@@ -608,6 +616,11 @@ impl Metrics {
             "Requests answered, by listener and HTTP version.",
             &["listener", "version"],
         );
+        let proxy_protocol_errors_total = counter_vec(
+            "proxy_protocol_errors_total",
+            "Connections closed for want of a valid PROXY protocol header, by listener.",
+            &["listener"],
+        );
         let access_log_dropped_total = counter(
             "access_log_dropped_total",
             "Access and connection log lines dropped because the log writer fell behind.",
@@ -633,6 +646,7 @@ impl Metrics {
             redirects_total,
             fixed_responses_total,
             requests_by_version_total,
+            proxy_protocol_errors_total,
             access_log_dropped_total,
             active_connections: gauge("active_connections", "Open client connections."),
             parked_connections: gauge(
@@ -857,6 +871,7 @@ mod tests {
             r#"seawall_rule_evaluations_total{listener="web"} 0"#,
             r#"seawall_redirects_total{listener="web"} 1"#,
             r#"seawall_fixed_responses_total{listener="web"} 0"#,
+            r#"seawall_proxy_protocol_errors_total{listener="web"} 0"#,
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -194,5 +194,8 @@ pub struct Listener {
     pub protocol: Protocol,
     /// `Some` for https listeners.
     pub tls: Option<ListenerTls>,
+    /// Connections begin with a PROXY protocol header whose source address is the client's. Read
+    /// per connection, so a reload that flips it applies to the connections accepted after it.
+    pub proxy_protocol: bool,
     pub router: Router,
 }

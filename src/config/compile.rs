@@ -103,6 +103,7 @@ pub fn compile(
             bind: l.bind,
             protocol: l.protocol,
             tls,
+            proxy_protocol: l.proxy_protocol,
             router: router(l),
         });
     }

@@ -378,6 +378,8 @@ pub struct RawListener {
     pub certificates: Vec<String>,
     pub tls_policy: Option<String>,
     pub alpn: Option<Vec<String>>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
     pub default_action: RawAction,
     #[serde(default)]
     pub rules: Vec<RawRule>,

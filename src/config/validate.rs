@@ -150,6 +150,8 @@ pub struct ListenerConfig {
     pub tls_policy: tls::Policy,
     /// Offered in this order.
     pub alpn: Vec<tls::Alpn>,
+    /// Each connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer.
+    pub proxy_protocol: bool,
     pub default_action: ActionConfig,
     /// Sorted by priority.
     pub rules: Vec<RuleConfig>,
@@ -1139,6 +1141,7 @@ fn listener(
         certificates,
         tls_policy,
         alpn,
+        proxy_protocol: l.proxy_protocol,
         default_action: default_action?,
         rules,
     })

@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod framing;
 mod metered;
+pub mod proxy_protocol;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
@@ -60,7 +61,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// From a request head's first byte to its end; then 408.
     pub header_timeout: Duration,
-    /// From accept to the end of the TLS handshake.
+    /// From accept to the end of the TLS handshake (the PROXY protocol header, when the listener
+    /// expects one, included).
     pub handshake_timeout: Duration,
     /// The largest request head; then 431.
     pub max_header_bytes: usize,
@@ -84,23 +86,34 @@ const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// their own futures or boxes, and no value that has moved on to the next stage (the TCP stream
 /// into the handshake, the TLS stream into `serve_http`) is borrowed here, which would make the
 /// compiler keep its room.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
+pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
     let snapshot = listener.plane.snapshot.load_full();
     // The listener may have gone in a reload between accept and now.
     let Some(compiled) = snapshot.listener(&listener.name) else {
         return;
     };
     let rt = &snapshot.limits;
+    // One deadline for the PROXY protocol header and the TLS handshake after it: the setting
+    // counts from accept, so a balancer's slow header leaves the handshake less time.
+    let handshake_by = Instant::now() + rt.handshake_timeout;
     let _ = tcp.set_nodelay(true);
-    let conn = Conn {
+    let mut conn = Conn {
         peer,
         trace_id: ConnTraceId::random(),
     };
+    if compiled.proxy_protocol {
+        match proxied_client(&mut tcp, peer, &listener, handshake_by).await {
+            Some(client) => conn.peer = client,
+            None => return,
+        }
+    }
     let counters = &listener.counters;
     match &compiled.tls {
         Some(tls) => {
             let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
-            let Some((stream, h2, facts)) = handshake(tcp, tls, conn, &listener, rt).await else {
+            let Some((stream, h2, facts)) =
+                handshake(tcp, tls, conn, &listener, handshake_by).await
+            else {
                 return;
             };
             serve_http(stream, h2, conn, Some(facts), &listener, rt).await;
@@ -122,15 +135,44 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerConte
     }
 }
 
-/// The TLS handshake, within `handshake_timeout`, counted in the metrics: the stream, whether
-/// ALPN chose HTTP/2 and what the handshake settled for the connection's requests' records, or
-/// `None` when it failed (or a drain cut the wait short).
+/// Reads the PROXY protocol header a connection to a `proxy_protocol` listener begins with, by
+/// `deadline`: the client it names (the TCP peer when it names none), or `None` when the
+/// connection is to be closed, which a missing or bad header is counted and logged for.
+async fn proxied_client(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    deadline: Instant,
+) -> Option<SocketAddr> {
+    let read = tokio::select! {
+        r = timeout_at(deadline, proxy_protocol::read_header(tcp)) => r,
+        // As for a handshake: the balancer connected before the drain, but is owed no more
+        // than a bounded wait.
+        _ = drained(&listener.stop) => return None,
+    };
+    let refused = match read {
+        Ok(Ok(header)) => {
+            // Counted as processed like the rest of the connection's bytes.
+            listener.counters.bytes_in.inc_by(header.len as u64);
+            return Some(header.client.unwrap_or(peer));
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "none within handshake_timeout".to_string(),
+    };
+    listener.counters.proxy_protocol_errors.inc();
+    debug!(listener = %listener.name, %peer, error = %refused, "PROXY protocol header refused; connection closed");
+    None
+}
+
+/// The TLS handshake, by `deadline` (`handshake_timeout` after accept), counted in the metrics:
+/// the stream, whether ALPN chose HTTP/2 and what the handshake settled for the connection's
+/// requests' records, or `None` when it failed (or a drain cut the wait short).
 async fn handshake(
     tcp: Metered<TcpStream>,
     tls: &ListenerTls,
     client: Conn,
     listener: &ListenerContext,
-    rt: &Limits,
+    deadline: Instant,
 ) -> Option<(
     tokio_rustls::server::TlsStream<Metered<TcpStream>>,
     bool,
@@ -158,7 +200,7 @@ async fn handshake(
     // A drain (listener removed, process stopping) does not cut a handshake short: the client
     // connected before it and is owed an answer. It only bounds the wait.
     let handshake = tokio::select! {
-        r = timeout(rt.handshake_timeout, acceptor.accept(tcp)) => r,
+        r = timeout_at(deadline, acceptor.accept(tcp)) => r,
         _ = drained(&listener.stop) => return None,
     };
     let stream = match handshake {

@@ -187,6 +187,7 @@ targets = ["10.0.0.1:80", "[::1]:81"]
     );
     assert_eq!(l.tls_policy, tls::Policy::Tls13And12);
     assert_eq!(l.alpn, [tls::Alpn::Http2, tls::Alpn::Http11]);
+    assert!(!l.proxy_protocol);
     let priorities: Vec<u32> = l.rules.iter().map(|r| r.priority).collect();
     assert_eq!(priorities, [10, 20], "rules are sorted by priority");
     assert!(matches!(&l.rules[1].action, ActionConfig::Forward(f) if *f == ForwardConfig::to(0)));
@@ -235,6 +236,7 @@ protocol = "https"
 certificates = ["gen"]
 tls_policy = "tls13-only"
 alpn = ["http/1.1"]
+proxy_protocol = true
 default_action = { forward = "app" }
 
 [[target_groups]]
@@ -247,6 +249,7 @@ algorithm = "least_outstanding_requests"
     let l = &cfg.listeners[0];
     assert_eq!(l.tls_policy, tls::Policy::Tls13Only);
     assert_eq!(l.alpn, [tls::Alpn::Http11]);
+    assert!(l.proxy_protocol);
     let tg = &cfg.target_groups[0];
     assert_eq!(tg.protocol, Protocol::Https);
     assert_eq!(tg.protocol_version, ProtocolVersion::Http2);
