@@ -191,7 +191,7 @@ pub struct Request<'a> {
     pub sent_bytes: u64,
     pub target_group: Option<&'a str>,
     /// The trace id the target was sent (or the client's, for an answer seawall made).
-    pub trace_id: Option<&'a [u8]>,
+    pub trace_id: Option<TraceText<'a>>,
     pub rule: RulePriority,
     /// ALB's `actions_executed`: `forward`, `fixed-response`, `redirect`.
     pub action: Option<&'static str>,
@@ -200,6 +200,23 @@ pub struct Request<'a> {
     /// ALB's desync `classification` and `classification_reason`, for a request that is not
     /// plainly compliant.
     pub classification: Option<(&'static str, &'static str)>,
+}
+
+/// A request's trace id, as the log writes it.
+#[derive(Debug, Clone, Copy)]
+pub enum TraceText<'a> {
+    /// The client's: escaped like any client text.
+    Client(&'a [u8]),
+    /// One seawall made (`Root=1-` and hex digits): written as it is.
+    Own(&'a [u8]),
+}
+
+impl<'a> TraceText<'a> {
+    pub fn as_bytes(self) -> &'a [u8] {
+        match self {
+            TraceText::Client(t) | TraceText::Own(t) => t,
+        }
+    }
 }
 
 impl Request<'_> {

@@ -20,14 +20,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::Version;
 use serde::Serialize;
 
-use super::entry::{Connection, ConnectionEntry, RulePriority, Verify};
+use super::entry::{Connection, ConnectionEntry, RulePriority, TraceText, Verify};
 use super::Request;
 
 /// Formats lines, keeping what they share from one to the next.
 #[derive(Debug, Default)]
 pub struct Formatter {
-    /// The second last formatted, and its text up to the seconds (`2018-07-02T22:23:00`).
-    second: Option<(u64, [u8; 19])>,
+    /// The second last formatted, and its text up to the fraction (`2018-07-02T22:23:00.`).
+    second: Option<(u64, [u8; 20])>,
     /// The target last written, and its text: keep-alive connections to a target make it the
     /// same one line after line.
     target: Option<(SocketAddr, [u8; ADDR_ROOM], u8)>,
@@ -36,8 +36,9 @@ pub struct Formatter {
 /// `[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535` and some.
 const ADDR_ROOM: usize = 56;
 
-/// A connection's parts of its lines, in one allocation: ` app/seawall/<listener> <client>`,
-/// `:<port>`, `<cipher> <protocol>`, `"<domain>" "<certificate>"`, `TID_<hex>`.
+/// A connection's parts of its lines, in one allocation, with the spaces around them:
+/// ` app/seawall/<listener> <client> `, `:<port>`, ` <cipher> <protocol> `,
+/// ` "<domain>" "<certificate>" `, ` TID_<hex>\n`.
 #[derive(Debug)]
 pub(super) struct ConnParts {
     text: Box<[u8]>,
@@ -49,17 +50,19 @@ impl ConnParts {
         let room = 200
             + c.listener.len()
             + 4 * (c.domain.map_or(0, str::len) + c.certificate.map_or(0, |x| x.as_str().len()));
-        let mut text = Vec::new();
+        let mut text = Lines::default();
         let mut ends = [0; 5];
         with_room(&mut text, room, |o| {
             o.put(b" app/seawall/");
             o.put(c.listener.as_bytes());
             o.byte(b' ');
             o.addr(c.client);
+            o.byte(b' ');
             ends[0] = o.pos;
             o.byte(b':');
             o.number(c.port.into());
             ends[1] = o.pos;
+            o.byte(b' ');
             match c.tls {
                 Some(t) => {
                     o.put(cipher_name(t.cipher).as_bytes());
@@ -68,16 +71,21 @@ impl ConnParts {
                 }
                 None => o.put(b"- -"),
             }
+            o.byte(b' ');
             ends[2] = o.pos;
+            o.byte(b' ');
             o.quoted(c.domain.map(str::as_bytes));
             o.byte(b' ');
             o.quoted(c.certificate.map(|x| x.as_str().as_bytes()));
+            o.byte(b' ');
             ends[3] = o.pos;
+            o.byte(b' ');
             o.trace_id(c.trace_id.0);
+            o.byte(b'\n');
             ends[4] = o.pos;
         });
         ConnParts {
-            text: text.into_boxed_slice(),
+            text: text.as_bytes().into(),
             ends,
         }
     }
@@ -96,17 +104,16 @@ impl Formatter {
         let date = match self.second {
             Some((s, date)) if s == secs => date,
             _ => {
-                let mut date = [0u8; 19];
+                let mut date = [b'.'; 20];
                 let text =
                     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
                         .to_string();
-                date.copy_from_slice(&text.as_bytes()[..19]);
+                date[..19].copy_from_slice(&text.as_bytes()[..19]);
                 self.second = Some((secs, date));
                 date
             }
         };
         out.put(&date);
-        out.byte(b'.');
         let micros = since.subsec_micros();
         out.pair((micros / 10_000) as usize);
         out.pair((micros / 100 % 100) as usize);
@@ -133,17 +140,23 @@ impl Formatter {
     }
 
     /// One request in ALB's text format, with its newline.
-    pub fn alb_request(&mut self, r: &Request<'_>, out: &mut Vec<u8>) {
+    pub fn alb_request(&mut self, r: &Request<'_>, out: &mut Lines) {
         let conn = r
             .conn
             .text
             .0
             .get_or_init(|| Box::new(ConnParts::new(&r.conn)));
         let e = r.entry;
+        let (trace_id, own_trace_id) = match r.trace_id {
+            Some(TraceText::Client(t)) => (Some(t), None),
+            Some(TraceText::Own(t)) => (None, Some(t)),
+            None => (None, None),
+        };
         let escaped = e.request.text_len()
-            + r.trace_id.map_or(0, <[u8]>::len)
+            + trace_id.map_or(0, <[u8]>::len)
             + e.redirect_url.as_ref().map_or(0, |u| u.len());
         let words = r.target_group.map_or(0, str::len)
+            + own_trace_id.map_or(0, <[u8]>::len)
             + r.error_reason.map_or(0, str::len)
             + r.classification.map_or(0, |(c, r)| c.len() + r.len());
         let room = 512 + conn.text.len() + e.request.method.as_str().len() + 4 * escaped + words;
@@ -152,7 +165,6 @@ impl Formatter {
             o.byte(b' ');
             self.timestamp(o, r.ended);
             o.put(conn.part(0));
-            o.byte(b' ');
             let target = o.pos;
             self.target(o, r.target);
             let target = target..o.pos;
@@ -177,28 +189,30 @@ impl Formatter {
             o.put(b" \"");
             // A method is a token: nothing to escape.
             o.put(e.request.method.as_str().as_bytes());
-            o.byte(b' ');
-            o.put(r.scheme().as_bytes());
-            o.put(b"://");
+            o.put(if r.conn.tls.is_some() {
+                &b" https://"[..]
+            } else {
+                &b" http://"[..]
+            });
             match e.request.host() {
                 Some(h) if !h.is_empty() => o.escaped(strip_port(h)),
                 _ => o.byte(b'-'),
             }
             o.put(conn.part(1));
             o.escaped(e.request.target());
-            o.byte(b' ');
-            o.put(version_name(e.request.version).as_bytes());
-            o.put(b"\" ");
+            o.put(version_text(e.request.version));
             o.quoted(e.request.user_agent());
-            o.byte(b' ');
             o.put(conn.part(2));
-            o.byte(b' ');
             o.put(r.target_group.unwrap_or("-").as_bytes());
-            o.byte(b' ');
-            o.quoted(r.trace_id);
-            o.byte(b' ');
+            o.put(b" \"");
+            match (trace_id, own_trace_id) {
+                (Some(t), _) => o.escaped(t),
+                // Seawall's own (`Root=1-` and hex digits): nothing to escape.
+                (None, Some(t)) => o.put(t),
+                (None, None) => o.byte(b'-'),
+            }
+            o.byte(b'"');
             o.put(conn.part(3));
-            o.byte(b' ');
             match r.rule {
                 RulePriority::NotRouted => o.byte(b'-'),
                 RulePriority::Default => o.byte(b'0'),
@@ -206,30 +220,30 @@ impl Formatter {
             }
             o.byte(b' ');
             self.timestamp(o, e.created);
-            o.byte(b' ');
-            o.quoted_word(r.action);
+            o.word(r.action);
             o.byte(b' ');
             o.quoted(e.redirect_url.as_ref().map(|u| u.as_bytes()));
-            o.byte(b' ');
-            o.quoted_word(r.error_reason);
+            o.word(r.error_reason);
             // The target and its status again, as ALB's lists of one.
             o.put(b" \"");
             o.copy_within(target);
             o.put(b"\" \"");
             o.copy_within(status);
-            o.put(b"\" ");
-            o.quoted_word(r.classification.map(|c| c.0));
-            o.byte(b' ');
-            o.quoted_word(r.classification.map(|c| c.1));
-            o.byte(b' ');
+            o.byte(b'"');
+            match r.classification {
+                Some((class, reason)) => {
+                    o.word(Some(class));
+                    o.word(Some(reason));
+                }
+                None => o.put(b" \"-\" \"-\""),
+            }
             o.put(conn.part(4));
-            o.byte(b'\n');
         });
     }
 
     /// One TLS connection in ALB's connection-log format, with its newline. The client
     /// certificate's fields are `-`: seawall does not ask for one yet.
-    pub fn alb_connection(&mut self, e: &ConnectionEntry, out: &mut Vec<u8>) {
+    pub fn alb_connection(&mut self, e: &ConnectionEntry, out: &mut Lines) {
         with_room(out, 512, |o| {
             self.timestamp(o, e.time);
             o.byte(b' ');
@@ -258,10 +272,10 @@ impl Formatter {
     }
 
     /// One request as a JSON object, with its newline.
-    pub fn json_request(&mut self, r: &Request<'_>, out: &mut Vec<u8>) {
+    pub fn json_request(&mut self, r: &Request<'_>, out: &mut Lines) {
         let e = r.entry;
         let c = &r.conn;
-        let mut url_text = Vec::new();
+        let mut url_text = Lines::default();
         with_room(&mut url_text, 32 + e.request.text_len(), |o| {
             o.put(r.scheme().as_bytes());
             o.put(b"://");
@@ -289,13 +303,13 @@ impl Formatter {
             received_bytes: r.received_bytes,
             sent_bytes: r.sent_bytes,
             request_verb: e.request.method.as_str(),
-            request_url: String::from_utf8_lossy(&url_text),
+            request_url: String::from_utf8_lossy(url_text.as_bytes()),
             request_proto: version_name(e.request.version),
             user_agent: e.request.user_agent().map(String::from_utf8_lossy),
             ssl_cipher: c.tls.map(|t| cipher_name(t.cipher)),
             ssl_protocol: c.tls.map(|t| protocol_name(t.protocol)),
             target_group_arn: r.target_group,
-            trace_id: r.trace_id.map(String::from_utf8_lossy),
+            trace_id: r.trace_id.map(|t| String::from_utf8_lossy(t.as_bytes())),
             domain_name: c.domain,
             chosen_cert_arn: c.certificate.map(|x| x.as_str()),
             matched_rule_priority: match r.rule {
@@ -316,13 +330,11 @@ impl Formatter {
             classification_reason: r.classification.map(|c| c.1),
             conn_trace_id: c.trace_id.to_string(),
         };
-        // Serializing plain strings and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &line);
-        out.push(b'\n');
+        write_json(out, &line);
     }
 
     /// One TLS connection as a JSON object, with its newline.
-    pub fn json_connection(&mut self, e: &ConnectionEntry, out: &mut Vec<u8>) {
+    pub fn json_connection(&mut self, e: &ConnectionEntry, out: &mut Lines) {
         let line = JsonConnection {
             time: self.timestamp_string(e.time),
             client_ip: e.client.ip().to_string(),
@@ -337,31 +349,71 @@ impl Formatter {
             tls_verify_status: verify_text(e.verify),
             conn_trace_id: e.conn_trace_id.to_string(),
         };
-        let _ = serde_json::to_writer(&mut *out, &line);
-        out.push(b'\n');
+        write_json(out, &line);
     }
 
     fn timestamp_string(&mut self, t: SystemTime) -> String {
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         with_room(&mut out, 32, |o| self.timestamp(o, t));
-        String::from_utf8(out).expect("a timestamp is ASCII")
+        String::from_utf8_lossy(out.as_bytes()).into_owned()
     }
 }
 
-/// Makes `room` bytes at the end of `out`, lets `write` fill them from the start, and keeps
-/// what it wrote. `room` must be at least what `write` writes (a line's bound is worked out
-/// from its variable parts), or the cursor's index panics; one `memset` of the room is cheaper
-/// than `Vec`'s capacity check and length update at each of a line's seventy-odd writes.
-fn with_room(out: &mut Vec<u8>, room: usize, write: impl FnOnce(&mut Cursor<'_>)) {
-    let start = out.len();
-    out.resize(start + room, 0);
+/// Lines, in a buffer whose bytes are all initialised once: a line is written straight into
+/// the room after the last one ([`with_room`]). A `Vec`'s `resize` would zero that room again for
+/// every line, and its `extend_from_slice` checks the capacity at each of a line's seventy-odd
+/// writes.
+#[derive(Debug, Default)]
+pub struct Lines {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Lines {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets the lines, keeping the room.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        with_room(self, bytes.len(), |o| o.put(bytes));
+    }
+}
+
+/// One JSON object and its newline.
+fn write_json(out: &mut Lines, line: &impl Serialize) {
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    let mut text = serde_json::to_vec(line).unwrap_or_default();
+    text.push(b'\n');
+    out.extend(&text);
+}
+
+/// Lets `write` write at most `room` bytes after `out`'s lines, and keeps what it wrote. `room`
+/// must be at least what `write` writes (a line's bound is worked out from its variable parts),
+/// or the cursor's index panics.
+fn with_room(out: &mut Lines, room: usize, write: impl FnOnce(&mut Cursor<'_>)) {
+    if out.bytes.len() - out.len < room {
+        let grown = (out.len + room).max(2 * out.bytes.len()).max(4096);
+        out.bytes.resize(grown, 0);
+    }
     let mut cursor = Cursor {
-        buf: &mut out[start..],
+        buf: &mut out.bytes[out.len..],
         pos: 0,
     };
     write(&mut cursor);
-    let end = start + cursor.pos;
-    out.truncate(end);
+    out.len += cursor.pos;
 }
 
 /// Writes into room made beforehand (see [`with_room`]).
@@ -577,9 +629,10 @@ impl Cursor<'_> {
         self.byte(b'"');
     }
 
-    /// A quoted field of seawall's own words (an action, a code), which need no escape.
-    fn quoted_word(&mut self, value: Option<&str>) {
-        self.byte(b'"');
+    /// A space and a quoted field of seawall's own words (an action, a code), which need no
+    /// escape.
+    fn word(&mut self, value: Option<&str>) {
+        self.put(b" \"");
         self.put(value.unwrap_or("-").as_bytes());
         self.byte(b'"');
     }
@@ -610,6 +663,17 @@ pub fn cipher_name(c: rustls::CipherSuite) -> Cow<'static, str> {
         other => return format!("{other:?}").into(),
     };
     name.into()
+}
+
+/// The request line's version and its end, as ALB writes them (`HTTP/2.0` for HTTP/2).
+fn version_text(v: Version) -> &'static [u8] {
+    match v {
+        Version::HTTP_09 => b" HTTP/0.9\" ",
+        Version::HTTP_10 => b" HTTP/1.0\" ",
+        Version::HTTP_2 => b" HTTP/2.0\" ",
+        Version::HTTP_3 => b" HTTP/3.0\" ",
+        _ => b" HTTP/1.1\" ",
+    }
 }
 
 /// The request line's version, as ALB writes it (`HTTP/2.0` for HTTP/2).
@@ -788,7 +852,9 @@ mod tests {
             received_bytes: e.received_head,
             sent_bytes: e.sent_head,
             target_group: Some("web-tg"),
-            trace_id: Some(b"Root=1-58337281-1d84f3d73c47ec4e58577259"),
+            trace_id: Some(TraceText::Client(
+                b"Root=1-58337281-1d84f3d73c47ec4e58577259",
+            )),
             rule: RulePriority::Rule(1),
             action: Some("forward"),
             error_reason: None,
@@ -797,9 +863,9 @@ mod tests {
     }
 
     fn alb(r: &Request<'_>) -> String {
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         Formatter::default().alb_request(r, &mut out);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out.as_bytes().to_vec()).unwrap()
     }
 
     #[test]
@@ -819,10 +885,23 @@ mod tests {
         // The connection's parts, formatted on its first line, serve the next as they are.
         let mut f = Formatter::default();
         for _ in 0..2 {
-            let mut out = Vec::new();
+            let mut out = Lines::default();
             f.alb_request(&request(&e, &text, &cert), &mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), expected);
+            assert_eq!(
+                String::from_utf8(out.as_bytes().to_vec()).unwrap(),
+                expected
+            );
         }
+    }
+
+    #[test]
+    fn seawalls_own_trace_id_is_written_as_it_is_and_a_clients_is_escaped() {
+        let (e, text) = (entry(), ConnText::default());
+        let mut r = request(&e, &text, &CERT);
+        r.trace_id = Some(TraceText::Own(b"Root=1-692f1a3d-5b0e8c1f2a7d4e6b9c3a0f12"));
+        assert!(alb(&r).contains(" web-tg \"Root=1-692f1a3d-5b0e8c1f2a7d4e6b9c3a0f12\" "));
+        r.trace_id = Some(TraceText::Client(b"Root=\"1\""));
+        assert!(alb(&r).contains(" web-tg \"Root=\\\"1\\\"\" "));
     }
 
     #[test]
@@ -880,7 +959,7 @@ mod tests {
         e.redirect_url = Some(http::HeaderValue::from_bytes(&[b'"'; 3000]).unwrap());
         let text = ConnText::default();
         let mut r = request(&e, &text, &CERT);
-        r.trace_id = Some(&nasty);
+        r.trace_id = Some(TraceText::Client(&nasty));
         r.classification = Some(("Ambiguous", "UndefinedContentLengthSemantics"));
         let line = alb(&r);
         assert_eq!(line.matches("\\x01").count(), 4 * 5000);
@@ -891,7 +970,7 @@ mod tests {
     #[test]
     fn one_formatter_keeps_timestamps_right_across_seconds_and_days() {
         let mut f = Formatter::default();
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         for micros in [86_399_999_999u64, 86_400_000_001, 86_400_000_002, 0] {
             with_room(&mut out, 32, |o| {
                 f.timestamp(o, UNIX_EPOCH + Duration::from_micros(micros));
@@ -899,7 +978,7 @@ mod tests {
             });
         }
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.as_bytes().to_vec()).unwrap(),
             "1970-01-01T23:59:59.999999Z 1970-01-02T00:00:00.000001Z \
              1970-01-02T00:00:00.000002Z 1970-01-01T00:00:00.000000Z "
         );
@@ -908,15 +987,18 @@ mod tests {
     #[test]
     fn the_trace_id_is_written_as_its_display_shows_it() {
         for id in [0, 1, u128::MAX, 0xdc57cebed65b444ebc8177bb698fe166] {
-            let mut out = Vec::new();
+            let mut out = Lines::default();
             with_room(&mut out, 36, |o| o.trace_id(id));
-            assert_eq!(String::from_utf8(out).unwrap(), ConnTraceId(id).to_string());
+            assert_eq!(
+                String::from_utf8(out.as_bytes().to_vec()).unwrap(),
+                ConnTraceId(id).to_string()
+            );
         }
     }
 
     #[test]
     fn addresses_and_times_are_written_as_alb_writes_them() {
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         let mut f = Formatter::default();
         with_room(&mut out, 256, |o| {
             o.addr("[2001:db8::1]:443".parse().unwrap());
@@ -935,7 +1017,7 @@ mod tests {
             o.millis(Duration::from_nanos(4_036_400));
         });
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.as_bytes().to_vec()).unwrap(),
             "[2001:db8::1]:443 10.0.0.255:8080 10.1.2.3:80 10.1.2.3:80 [::1]:81 10.1.2.3:80 \
              1.235 1.000 4.036"
         );
@@ -950,20 +1032,26 @@ mod tests {
             n *= 10;
         }
         for n in all {
-            let mut out = Vec::new();
+            let mut out = Lines::default();
             with_room(&mut out, 24, |o| o.number(n));
-            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+            assert_eq!(
+                String::from_utf8(out.as_bytes().to_vec()).unwrap(),
+                n.to_string()
+            );
         }
         for len in 0..=40 {
             let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            let mut out = Vec::new();
+            let mut out = Lines::default();
             with_room(&mut out, 64, |o| o.put(&text));
-            assert_eq!(out, text, "{len} bytes");
+            assert_eq!(out.as_bytes(), &text[..], "{len} bytes");
         }
         for s in [100u16, 200, 404, 999, 1000, 12] {
-            let mut out = Vec::new();
+            let mut out = Lines::default();
             with_room(&mut out, 8, |o| o.status(Some(s)));
-            assert_eq!(String::from_utf8(out).unwrap(), s.to_string());
+            assert_eq!(
+                String::from_utf8(out.as_bytes().to_vec()).unwrap(),
+                s.to_string()
+            );
         }
     }
 
@@ -980,9 +1068,9 @@ mod tests {
             (b"", b""),
         ];
         for (raw, want) in cases {
-            let mut out = Vec::new();
+            let mut out = Lines::default();
             with_room(&mut out, 4 * raw.len(), |o| o.escaped(raw));
-            assert_eq!(out, want, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(out.as_bytes(), want, "{}", String::from_utf8_lossy(raw));
         }
         // Every byte, in every position of whole chunks and of a last one that overlaps.
         for len in [7, 8, 9, 12, 15, 16, 17, 23] {
@@ -990,13 +1078,17 @@ mod tests {
                 for at in 0..len {
                     let mut raw = b"abcdefghijklmnopqrstuvw"[..len].to_vec();
                     raw[at] = b;
-                    let mut fast = Vec::new();
+                    let mut fast = Lines::default();
                     with_room(&mut fast, 128, |o| o.escaped(&raw));
-                    let mut slow = Vec::new();
+                    let mut slow = Lines::default();
                     with_room(&mut slow, 128, |o| {
                         raw.iter().for_each(|&x| o.escaped_byte(x))
                     });
-                    assert_eq!(fast, slow, "byte {b:#x} at {at} of {len}");
+                    assert_eq!(
+                        fast.as_bytes(),
+                        slow.as_bytes(),
+                        "byte {b:#x} at {at} of {len}"
+                    );
                 }
             }
         }
@@ -1027,10 +1119,10 @@ mod tests {
     #[test]
     fn the_json_line_has_the_same_fields() {
         let (e, text) = (entry(), ConnText::default());
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         Formatter::default().json_request(&request(&e, &text, &CERT), &mut out);
-        assert_eq!(out.last(), Some(&b'\n'));
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out.as_bytes().last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(out.as_bytes()).unwrap();
         assert_eq!(v["type"], "https");
         assert_eq!(v["client_ip"], "192.168.131.39");
         assert_eq!(v["target_port"], 80);
@@ -1059,10 +1151,10 @@ mod tests {
             verify: Verify::Success,
             conn_trace_id: ConnTraceId(1),
         };
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         Formatter::default().alb_connection(&e, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.as_bytes().to_vec()).unwrap(),
             "2023-10-04T17:26:55.180849Z 192.0.2.1 49590 443 TLSv1.3 TLS_AES_128_GCM_SHA256 \
              4.036 - - - Success TID_00000000000000000000000000000001\n"
         );
@@ -1071,9 +1163,9 @@ mod tests {
             verify: Verify::Failed("HandshakeTimeout"),
             ..e
         };
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         Formatter::default().json_connection(&failed, &mut out);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(out.as_bytes()).unwrap();
         assert_eq!(v["tls_verify_status"], "Failed:HandshakeTimeout");
         assert_eq!(v["tls_protocol"], serde_json::Value::Null);
         assert_eq!(v["tls_handshake_latency"], 4.036);

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 pub use entry::{
     Certificate, ConnText, ConnTraceId, Connection, ConnectionEntry, Entry, Request, RequestLine,
-    RulePriority, TlsLine, Verify,
+    RulePriority, TlsLine, TraceText, Verify,
 };
 use writer::{Command, Lane, Output, Shared};
 
@@ -202,7 +202,7 @@ impl AccessLog {
     fn line(
         &self,
         lane: impl FnOnce(&mut writer::State) -> &mut Lane,
-        write: impl FnOnce((Format, &mut format::Formatter), &mut Vec<u8>),
+        write: impl FnOnce((Format, &mut format::Formatter), &mut format::Lines),
     ) {
         let mut s = self.shared.lock();
         let l = lane(&mut s);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
-use super::format::Formatter;
+use super::format::{Formatter, Lines};
 use super::{Destination, Format};
 
 /// What the control side asks of the writer, in order with the lines: each is taken when the
@@ -35,7 +35,7 @@ pub struct Lane {
     /// `None` while the log is off: lines for it are not formatted.
     pub format: Option<Format>,
     pub formatter: Formatter,
-    pub buf: Vec<u8>,
+    pub buf: Lines,
     pub lines: usize,
 }
 
@@ -181,8 +181,6 @@ impl Sink {
     }
 }
 
-/// A batch's room, kept from one batch to the next.
-const BATCH_BYTES: usize = 64 * 1024;
 /// The pause after a batch (see the module's doc).
 const PAUSE: Duration = Duration::from_millis(5);
 /// How long the writer waits for a line before it looks again anyway.
@@ -201,10 +199,7 @@ pub fn run(shared: &Shared) {
             failing: false,
         },
     ];
-    let mut batch = [
-        Vec::with_capacity(BATCH_BYTES),
-        Vec::with_capacity(BATCH_BYTES),
-    ];
+    let mut batch = [Lines::default(), Lines::default()];
     loop {
         let commands = {
             let mut s = shared.lock();
@@ -227,7 +222,7 @@ pub fn run(shared: &Shared) {
         let mut stop = false;
         for (c, at) in commands {
             for i in 0..2 {
-                sinks[i].write(&batch[i][written[i]..at[i]]);
+                sinks[i].write(&batch[i].as_bytes()[written[i]..at[i]]);
             }
             written = at;
             match c {
@@ -250,7 +245,7 @@ pub fn run(shared: &Shared) {
         }
         let wrote = batch[0].len() > written[0] || batch[1].len() > written[1];
         for i in 0..2 {
-            sinks[i].write(&batch[i][written[i]..]);
+            sinks[i].write(&batch[i].as_bytes()[written[i]..]);
             batch[i].clear();
         }
         if stop {

@@ -341,7 +341,10 @@ impl Record {
             received_bytes: e.received_head + f.received_bytes(),
             sent_bytes: e.sent_head + f.sent_bytes,
             target_group: f.metrics.as_ref().and_then(|m| m.group()).map(|g| &**g),
-            trace_id: f.trace_id.as_ref().map(TraceId::as_bytes),
+            trace_id: f.trace_id.as_ref().map(|t| match t {
+                TraceId::Made(id) => access_log::TraceText::Own(id),
+                TraceId::Client(v) => access_log::TraceText::Client(v.as_bytes()),
+            }),
             rule: match f.rule {
                 None => RulePriority::NotRouted,
                 Some(Priority::Default) => RulePriority::Default,
