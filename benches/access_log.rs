@@ -9,14 +9,14 @@
 //! `valgrind --tool=callgrind target/release/deps/access_log-* --bench --profile-time 1 format/alb`.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, Version};
 use seawall::access_log::format::{Formatter, Lines};
 use seawall::access_log::{
     Certificate, ConnText, ConnTraceId, Connection, Entry, Format, Request, RequestLine,
-    RulePriority, TlsLine, TraceText,
+    RulePriority, TlsLine, TraceText, WallTime,
 };
 
 /// What `seawall bench` sends through a TLS listener to a target, as `benches/callgrind.sh`
@@ -24,7 +24,7 @@ use seawall::access_log::{
 fn entry() -> Entry {
     Entry {
         kind: "https",
-        created: SystemTime::now(),
+        created: WallTime::now(),
         request: RequestLine::new(
             Method::GET,
             Version::HTTP_11,
@@ -55,7 +55,7 @@ fn request<'a>(e: &'a Entry, text: &'a ConnText, cert: &'a Certificate) -> Reque
             text,
         },
         kind: e.kind,
-        ended: e.created + Duration::from_micros(180),
+        ended: WallTime::now(),
         target: Some("127.0.0.1:8080".parse().unwrap()),
         request_processing: Some(Duration::from_micros(20)),
         target_processing: Some(Duration::from_micros(140)),

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Version};
 
@@ -30,6 +30,32 @@ impl std::fmt::Display for ConnTraceId {
 pub struct TlsLine {
     pub protocol: rustls::ProtocolVersion,
     pub cipher: rustls::CipherSuite,
+}
+
+/// A wall-clock time as the log writes it: seconds and microseconds since the Unix epoch, taken
+/// apart once, when the time is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallTime {
+    pub secs: u64,
+    pub micros: u32,
+}
+
+impl WallTime {
+    pub fn now() -> Self {
+        // Not rustix's clock_gettime: its own vDSO lookup crashes under valgrind, which the
+        // benchmarks run seawall in.
+        SystemTime::now().into()
+    }
+}
+
+impl From<SystemTime> for WallTime {
+    fn from(t: SystemTime) -> Self {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        WallTime {
+            secs: since.as_secs(),
+            micros: since.subsec_micros(),
+        }
+    }
 }
 
 /// The certificate a connection was served, as ALB logs it (`chosen_cert_arn`).
@@ -135,7 +161,7 @@ pub struct Entry {
     /// ALB's `type`: `http`, `https`, `h2`, `grpcs`, `ws`, `wss`.
     pub kind: &'static str,
     /// When the request arrived (`request_creation_time`).
-    pub created: SystemTime,
+    pub created: WallTime,
     pub request: RequestLine,
     /// The request head's size as HTTP/1 frames it.
     pub received_head: u64,
@@ -177,7 +203,7 @@ pub struct Request<'a> {
     /// ALB's `type`, unless the request became a WebSocket (`ws`, `wss`).
     pub kind: &'static str,
     /// When the response ended (`time`).
-    pub ended: SystemTime,
+    pub ended: WallTime,
     /// The target the request was (last) sent to.
     pub target: Option<SocketAddr>,
     pub request_processing: Option<Duration>,
@@ -242,7 +268,7 @@ pub enum Verify {
 #[derive(Debug, Clone)]
 pub struct ConnectionEntry {
     /// When the handshake ended (or failed).
-    pub time: SystemTime,
+    pub time: WallTime,
     pub client: SocketAddr,
     pub listener_port: u16,
     /// `None` when the handshake failed before it settled them.

@@ -15,12 +15,12 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::Version;
 use serde::Serialize;
 
-use super::entry::{Connection, ConnectionEntry, RulePriority, TraceText, Verify};
+use super::entry::{Connection, ConnectionEntry, RulePriority, TraceText, Verify, WallTime};
 use super::Request;
 
 /// Formats lines, keeping what they share from one to the next.
@@ -98,23 +98,19 @@ impl ConnParts {
 
 impl Formatter {
     /// ALB's timestamps: ISO 8601 in UTC with microseconds (`2018-07-02T22:23:00.186641Z`).
-    fn timestamp(&mut self, out: &mut Cursor<'_>, t: SystemTime) {
-        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let date = match self.second {
-            Some((s, date)) if s == secs => date,
-            _ => {
-                let mut date = [b'.'; 20];
-                let text =
-                    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
-                        .to_string();
-                date[..19].copy_from_slice(&text.as_bytes()[..19]);
-                self.second = Some((secs, date));
-                date
-            }
-        };
-        out.put(&date);
-        let micros = since.subsec_micros();
+    fn timestamp(&mut self, out: &mut Cursor<'_>, t: WallTime) {
+        let secs = t.secs;
+        if !matches!(self.second, Some((s, _)) if s == secs) {
+            let mut date = [b'.'; 20];
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string();
+            date[..19].copy_from_slice(&text.as_bytes()[..19]);
+            self.second = Some((secs, date));
+        }
+        if let Some((_, date)) = &self.second {
+            out.put(date);
+        }
+        let micros = t.micros.min(999_999);
         out.pair((micros / 10_000) as usize);
         out.pair((micros / 100 % 100) as usize);
         out.pair((micros % 100) as usize);
@@ -352,7 +348,7 @@ impl Formatter {
         write_json(out, &line);
     }
 
-    fn timestamp_string(&mut self, t: SystemTime) -> String {
+    fn timestamp_string(&mut self, t: WallTime) -> String {
         let mut out = Lines::default();
         with_room(&mut out, 32, |o| self.timestamp(o, t));
         String::from_utf8_lossy(out.as_bytes()).into_owned()
@@ -801,14 +797,14 @@ mod tests {
         Certificate, ConnText, ConnTraceId, Entry, RequestLine, TlsLine,
     };
 
-    fn t0() -> SystemTime {
+    fn t0() -> std::time::SystemTime {
         UNIX_EPOCH + Duration::from_micros(1_530_570_180_186_641)
     }
 
     fn entry() -> Entry {
         Entry {
             kind: "https",
-            created: t0(),
+            created: t0().into(),
             request: RequestLine::new(
                 http::Method::GET,
                 Version::HTTP_11,
@@ -842,7 +838,7 @@ mod tests {
                 text,
             },
             kind: e.kind,
-            ended: t0() + Duration::from_millis(12),
+            ended: (t0() + Duration::from_millis(12)).into(),
             target: Some("10.0.0.1:80".parse().unwrap()),
             request_processing: Some(Duration::from_micros(86)),
             target_processing: Some(Duration::from_millis(48)),
@@ -973,7 +969,7 @@ mod tests {
         let mut out = Lines::default();
         for micros in [86_399_999_999u64, 86_400_000_001, 86_400_000_002, 0] {
             with_room(&mut out, 32, |o| {
-                f.timestamp(o, UNIX_EPOCH + Duration::from_micros(micros));
+                f.timestamp(o, (UNIX_EPOCH + Duration::from_micros(micros)).into());
                 o.byte(b' ');
             });
         }
@@ -1140,7 +1136,7 @@ mod tests {
     #[test]
     fn the_connection_line_is_albs() {
         let e = ConnectionEntry {
-            time: UNIX_EPOCH + Duration::from_micros(1_696_440_415_180_849),
+            time: (UNIX_EPOCH + Duration::from_micros(1_696_440_415_180_849)).into(),
             client: "192.0.2.1:49590".parse().unwrap(),
             listener_port: 443,
             tls: Some(TlsLine {

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 pub use entry::{
     Certificate, ConnText, ConnTraceId, Connection, ConnectionEntry, Entry, Request, RequestLine,
-    RulePriority, TlsLine, TraceText, Verify,
+    RulePriority, TlsLine, TraceText, Verify, WallTime,
 };
 use writer::{Command, Lane, Output, Shared};
 
@@ -280,15 +280,18 @@ impl AccessLog {
             self.start_writer();
         }
         // Under the lock with the lines: those formatted before go to the old destinations,
-        // those after in the new format to the new ones.
-        let mut s = self.shared.lock();
-        s.requests.format = opened.requests.is_some().then_some(opened.format);
-        s.connections.format = opened.connections.is_some().then_some(opened.format);
-        drop(s);
-        self.shared.command(Command::Configure {
-            requests: opened.requests,
-            connections: opened.connections,
-        });
+        // those after, in the new format, to the new ones.
+        let formats = (
+            opened.requests.is_some().then_some(opened.format),
+            opened.connections.is_some().then_some(opened.format),
+        );
+        self.shared.command_with(
+            Command::Configure {
+                requests: opened.requests,
+                connections: opened.connections,
+            },
+            |s| (s.requests.format, s.connections.format) = formats,
+        );
         self.on.store(on, Ordering::Relaxed);
     }
 

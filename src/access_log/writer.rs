@@ -69,7 +69,14 @@ impl Shared {
 
     /// Queues `c` after the lines gathered so far, and wakes the writer for it.
     pub fn command(&self, c: Command) {
+        self.command_with(c, |_| {});
+    }
+
+    /// Queues `c` as [`command`](Self::command) does, and changes the state with `change`
+    /// under the same lock, so that no line comes between the two.
+    pub fn command_with(&self, c: Command, change: impl FnOnce(&mut State)) {
         let mut s = self.lock();
+        change(&mut s);
         let at = [s.requests.buf.len(), s.connections.buf.len()];
         s.commands.push((c, at));
         s.writer_waiting = false;

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, Request, Response, StatusCode, Version};
 
@@ -264,7 +264,7 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry
             (true, _) => "https",
             (false, _) => "http",
         },
-        created: SystemTime::now(),
+        created: access_log::WallTime::now(),
         request: RequestLine::new(
             req.method().clone(),
             req.version(),
@@ -331,7 +331,7 @@ impl Record {
                 StatusCode::SWITCHING_PROTOCOLS => "ws",
                 _ => e.kind,
             },
-            ended: SystemTime::now(),
+            ended: access_log::WallTime::now(),
             target: f.target,
             request_processing: f.timing.request_processing(),
             target_processing: f.timing.target_processing(),

@@ -186,7 +186,7 @@ async fn handshake(
     let log_line = |tls: Option<TlsLine>, verify| {
         if let Some(started) = started {
             log.connection(&ConnectionEntry {
-                time: std::time::SystemTime::now(),
+                time: crate::access_log::WallTime::now(),
                 client: peer,
                 listener_port: listener.port,
                 tls,
