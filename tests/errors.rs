@@ -1,5 +1,6 @@
 //! What seawall answers itself: 502/503/504 for target trouble, 400 for requests whose framing or
-//! Host cannot be trusted, 408 for a slow request head; and how connections end: the idle timeout
+//! Host cannot be trusted, 408 for a slow request head, 431/414 for an oversized head or request
+//! line; and how connections end: the idle timeout
 //! (HTTP/1.1 and HTTP/2) and a graceful drain.
 mod common;
 use common::*;
@@ -718,4 +719,57 @@ async fn request_head_over_max_header_bytes_gets_431_and_never_reaches_the_targe
     assert!(got.text.starts_with("HTTP/1.1 431"), "{:?}", got.text);
     assert!(got.closed);
     assert_eq!(b.hits(), 1, "the refused head never reached the target");
+}
+
+#[tokio::test]
+async fn request_line_over_16_kib_gets_414_and_never_reaches_the_target() {
+    let b = Backend::start("b1").await;
+    // The default max_header_bytes (64 KiB): the request line's own limit must come first.
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    // A request line of `len` bytes: `GET /aaa... HTTP/1.1` is 13 bytes besides the path's.
+    let request = |len: usize| {
+        let path = format!("/{}", "a".repeat(len - 14));
+        format!("GET {path} HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+    };
+    let got = raw(sw.addr("web"), request(16_384).as_bytes(), PATIENCE).await;
+    assert!(
+        got.text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got.text[..64.min(got.text.len())]
+    );
+    assert_eq!(b.hits(), 1, "a request line of exactly 16 KiB is forwarded");
+    for len in [16_385, 20_000, 100 * 1024] {
+        let got = raw(sw.addr("web"), request(len).as_bytes(), PATIENCE).await;
+        assert!(
+            got.text.starts_with("HTTP/1.1 414"),
+            "{len}: {:?}",
+            got.text
+        );
+        assert!(
+            got.text.ends_with("414 URI Too Long\n"),
+            "{len}: {:?}",
+            got.text
+        );
+        assert!(got.closed, "{len}");
+        assert_eq!(
+            b.hits(),
+            1,
+            "{len}: the refused request never reached the target"
+        );
+    }
+    // Over TLS too, and the process goes on serving.
+    let mut tls = tls_connect(sw.addr("secure"), &Tls::new("localhost"))
+        .await
+        .unwrap();
+    tls.write_all(request(20_000).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    assert!(read_until_closed(&mut tls, &mut out, PATIENCE).await);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 414"), "{text:?}");
+    assert_eq!(b.hits(), 1);
+    assert_eq!(
+        get(sw.addr("secure"), true, "localhost", "/x").await.status,
+        200
+    );
+    assert_eq!(b.hits(), 2);
 }

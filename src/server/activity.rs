@@ -210,6 +210,11 @@ impl Drop for RequestGuard {
 
 const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\n408 Request Timeout\n";
 const TOO_LARGE_RESPONSE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\ncontent-length: 36\r\nconnection: close\r\n\r\n431 Request Header Fields Too Large\n";
+const URI_TOO_LONG_RESPONSE: &[u8] = b"HTTP/1.1 414 URI Too Long\r\ncontent-type: text/plain\r\ncontent-length: 17\r\nconnection: close\r\n\r\n414 URI Too Long\n";
+
+/// ALB's limit on the request line (method, target and version, without the line end); past it,
+/// 414. A fixed limit, as ALB's: unlike the head size, it is not a setting.
+pub const MAX_REQUEST_LINE: usize = 16 * 1024;
 
 /// Why the IO wrapper answered a request head itself. It reaches hyper, and the server's logs, as
 /// the read error that ends the connection.
@@ -219,6 +224,8 @@ enum HeadRejection {
     Timeout,
     #[error("request head larger than max_header_bytes")]
     TooLarge,
+    #[error("request line longer than {MAX_REQUEST_LINE} bytes")]
+    LineTooLong,
 }
 
 impl HeadRejection {
@@ -226,6 +233,7 @@ impl HeadRejection {
         match self {
             HeadRejection::Timeout => TIMEOUT_RESPONSE,
             HeadRejection::TooLarge => TOO_LARGE_RESPONSE,
+            HeadRejection::LineTooLong => URI_TOO_LONG_RESPONSE,
         }
     }
 }
@@ -243,12 +251,14 @@ pub struct HeadLimits {
 ///
 /// - the head deadline (`header_timeout`, from the first byte of a head to its end);
 /// - the head size (`max_header_bytes`; hyper's own buffer limit is only approximate);
+/// - the request line's length ([`MAX_REQUEST_LINE`]): hyper has no limit of its own on it, and
+///   answers 431 only once an unfinished head fills its buffer;
 /// - the Content-Length and Transfer-Encoding lines, which `server::framing` weighs against what
 ///   hyper parsed: hyper accepts both together by silently dropping the Content-Length, so the
 ///   request handler could not see it (recorded in [`Activity`]).
 ///
-/// When the deadline or the size is exceeded, the wrapper writes the 408 or 431 answer itself and
-/// then fails the read, which makes hyper close the connection.
+/// When the deadline or a size is exceeded, the wrapper writes the 408, 431 or 414 answer itself
+/// and then fails the read, which makes hyper close the connection.
 ///
 /// Heads that hyper already holds in its buffer when the previous request ends (pipelining) are
 /// not scanned. Such a request is still forwarded unambiguously: hyper decodes it as chunked only
@@ -391,6 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
                             this.activity.raw_head.store(pack(raw), Ordering::Release);
                         }
                         Scan::TooLarge => return this.reject(cx, HeadRejection::TooLarge),
+                        Scan::LineTooLong => return this.reject(cx, HeadRejection::LineTooLong),
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -446,6 +457,8 @@ enum Scan {
     /// The empty line that ends the head has been read (bytes after it are not looked at).
     End(RawHead),
     TooLarge,
+    /// The request line is longer than [`MAX_REQUEST_LINE`].
+    LineTooLong,
 }
 
 /// An incremental, allocation-free scan of one request head: where it ends, how long it is, and
@@ -459,8 +472,12 @@ struct HeadScan {
     len: usize,
     /// Lines finished so far; line 0 is the request line.
     lines: usize,
-    /// Bytes of the current line, CR not counted.
+    /// Bytes of the current line, CR not counted (except in the request line and past the
+    /// names, where only `column == 0` matters, and the request line's length).
     column: usize,
+    /// The request line's last byte so far was a CR, which its length does not count when the
+    /// line ends right after it.
+    line_cr: bool,
     /// The current line still matches `content-length:` / `transfer-encoding:` so far.
     maybe_cl: bool,
     maybe_te: bool,
@@ -488,12 +505,20 @@ impl HeadScan {
                 let rest = &bytes[i..];
                 let n = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
                 if n > 0 {
+                    // CRs are counted here too; only `column == 0` matters once past the names.
+                    self.column += n;
+                    if self.lines == 0 {
+                        self.line_cr = rest[n - 1] == b'\r';
+                        // Checked before the head size, so that a long URI gets the answer
+                        // that names it (414), not 431. The line end's CR may be in `column`.
+                        if self.column > MAX_REQUEST_LINE + 1 {
+                            return Scan::LineTooLong;
+                        }
+                    }
                     self.len += n;
                     if self.len > max_bytes {
                         return Scan::TooLarge;
                     }
-                    // CRs are counted here too; only `column == 0` matters once past the names.
-                    self.column += n;
                     i += n;
                     continue;
                 }
@@ -508,6 +533,10 @@ impl HeadScan {
                     return Scan::End(self.seen);
                 }
                 b'\n' => {
+                    if self.lines == 0 && self.column - usize::from(self.line_cr) > MAX_REQUEST_LINE
+                    {
+                        return Scan::LineTooLong;
+                    }
                     self.lines += 1;
                     self.column = 0;
                     self.maybe_cl = true;
@@ -640,6 +669,48 @@ mod tests {
         }
         let head_len = long.len() - 2;
         assert_eq!(scan_all(&[long], head_len - 1), Scan::TooLarge);
+    }
+
+    #[test]
+    fn request_line_is_bounded_before_the_head() {
+        let head = |uri_len: usize, eol: &str| {
+            // `GET ` + `/aaa...` + ` HTTP/1.1`: 13 bytes around the target.
+            let uri = format!("/{}", "a".repeat(uri_len - 1));
+            format!("GET {uri} HTTP/1.1{eol}Host: a{eol}{eol}").into_bytes()
+        };
+        let line = |total: usize| total - 13;
+        for eol in ["\r\n", "\n"] {
+            let fits = head(line(MAX_REQUEST_LINE), eol);
+            let over = head(line(MAX_REQUEST_LINE + 1), eol);
+            for size in [1, 7, 4096, usize::MAX] {
+                let chunks = |h: &[u8]| -> Vec<Vec<u8>> {
+                    h.chunks(size.min(h.len())).map(<[u8]>::to_vec).collect()
+                };
+                let fed = |h: &[u8], max| {
+                    let owned = chunks(h);
+                    let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                    scan_all(&refs, max)
+                };
+                assert!(
+                    matches!(fed(&fits, 1 << 20), Scan::End(_)),
+                    "{eol:?} chunks of {size}"
+                );
+                assert_eq!(
+                    fed(&over, 1 << 20),
+                    Scan::LineTooLong,
+                    "{eol:?} chunks of {size}"
+                );
+            }
+        }
+        // A line far over both limits names the line, not the head.
+        let huge = head(100 * 1024, "\r\n");
+        assert_eq!(scan_all(&[&huge], 64 * 1024), Scan::LineTooLong);
+        // Long header lines are the head limit's business only.
+        let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        assert!(matches!(
+            scan_all(&[long_header.as_bytes()], 1 << 20),
+            Scan::End(_)
+        ));
     }
 
     #[test]
