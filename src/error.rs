@@ -17,6 +17,11 @@ pub enum Side {
 pub enum RequestError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request's body framing broke after its head was forwarded (a bad chunk size, the
+    /// client gone before its body's end): the client's fault, though the target was the one
+    /// left with half a request.
+    #[error("the request body broke off: {0}")]
+    ClientBody(String),
     #[error("target group has no targets")]
     NoTargets,
     #[error("could not connect to the target: {0}")]
@@ -37,7 +42,7 @@ impl RequestError {
     /// that does not answer in time 504.
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::BadRequest(_) | RequestError::ClientBody(_) => StatusCode::BAD_REQUEST,
             RequestError::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::ConnectFailed(_) | RequestError::TargetReset(_) => {
                 StatusCode::BAD_GATEWAY
@@ -66,7 +71,7 @@ impl RequestError {
     /// The access log's `error_reason`: a code per kind of failure, in ALB's style.
     pub fn log_code(&self) -> &'static str {
         match self {
-            RequestError::BadRequest(_) => "ClientBadRequest",
+            RequestError::BadRequest(_) | RequestError::ClientBody(_) => "ClientBadRequest",
             RequestError::NoTargets => "NoServingTargets",
             RequestError::ConnectFailed(_) => "TargetConnectionError",
             RequestError::ConnectTimeout => "TargetConnectionTimeout",
@@ -78,9 +83,10 @@ impl RequestError {
 
     pub fn grpc_status(&self) -> u16 {
         match self {
-            RequestError::BadRequest(_) => 13, // INTERNAL, as gRPC maps HTTP 400
+            // INTERNAL, as gRPC maps HTTP 400.
+            RequestError::BadRequest(_) | RequestError::ClientBody(_) => 13,
             RequestError::IncompatibleProtocol(_) => 12, // UNIMPLEMENTED
-            RequestError::ResponseTimeout => 4, // DEADLINE_EXCEEDED
+            RequestError::ResponseTimeout => 4,          // DEADLINE_EXCEEDED
             RequestError::NoTargets
             | RequestError::ConnectFailed(_)
             | RequestError::ConnectTimeout
@@ -90,7 +96,9 @@ impl RequestError {
 
     pub fn side(&self) -> Side {
         match self {
-            RequestError::BadRequest(_) | RequestError::IncompatibleProtocol(_) => Side::Downstream,
+            RequestError::BadRequest(_)
+            | RequestError::ClientBody(_)
+            | RequestError::IncompatibleProtocol(_) => Side::Downstream,
             _ => Side::Upstream,
         }
     }
@@ -113,6 +121,7 @@ impl RequestError {
             pool::Error::Handshake(e) | pool::Error::Exchange(e) | pool::Error::Stale(e) => {
                 RequestError::TargetReset(error_chain(&**e))
             }
+            pool::Error::ClientBody(e) => RequestError::ClientBody(error_chain(&**e)),
         }
     }
 }
@@ -138,6 +147,11 @@ mod tests {
     fn status_codes_are_albs() {
         let cases = [
             (RequestError::BadRequest("x"), 400, Side::Downstream),
+            (
+                RequestError::ClientBody("bad chunk size".into()),
+                400,
+                Side::Downstream,
+            ),
             (RequestError::NoTargets, 503, Side::Upstream),
             (
                 RequestError::ConnectFailed("refused".into()),

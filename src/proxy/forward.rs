@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -19,7 +18,7 @@ use crate::error::RequestError;
 use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
 use crate::targets::{State, TargetGroup};
 use crate::upstream::retry::{Decision, Failure, Retry};
-use crate::upstream::{pool, ForwardedFor, UpstreamBody};
+use crate::upstream::{pool, BodyProgress, ForwardedFor, UpstreamBody};
 
 #[allow(clippy::manual_async_fn)] // see `proxy::handle`
 pub(super) fn forward<'a>(
@@ -73,9 +72,9 @@ pub(super) fn forward<'a>(
         let body = if body.is_end_stream() {
             UpstreamBody::Empty
         } else {
-            let read = Arc::new(AtomicU64::new(0));
-            facts.received = Some(read.clone());
-            UpstreamBody::Stream(body, read)
+            let progress = Arc::new(BodyProgress::default());
+            facts.received = Some(progress.clone());
+            UpstreamBody::Stream(body, progress)
         };
         let replayable = !upgrade
             && matches!(body, UpstreamBody::Empty)
@@ -124,6 +123,11 @@ pub(super) fn forward<'a>(
             };
             debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
             let err = RequestError::from_upstream(&e);
+            if let pool::Error::ClientBody(_) = e {
+                // Not the target's failure: its health stands, and the request, whose body is
+                // partly spent, cannot go again.
+                return Err(err);
+            }
             // The target never saw the request: it refused the connection, or did not answer
             // it at all (a stopped container's address usually times out).
             let unreachable = match &err {

@@ -393,7 +393,7 @@ fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Reply
             resp
         }
     };
-    if matches!(e, RequestError::BadRequest(_)) {
+    if matches!(e, RequestError::BadRequest(_) | RequestError::ClientBody(_)) {
         // The connection's framing can no longer be trusted.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

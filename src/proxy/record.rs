@@ -10,7 +10,6 @@
 //! the connection knows (TLS) is computed once per connection and shared.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use crate::error::RequestError;
 use crate::metrics::RequestMetrics;
 use crate::routing::Priority;
 use crate::server::activity::RequestGuard;
-use crate::upstream::TraceId;
+use crate::upstream::{BodyProgress, TraceId};
 
 /// What a TLS connection's handshake settled, once per connection.
 #[derive(Debug, Clone)]
@@ -119,9 +118,9 @@ pub struct Facts {
     pub status: Option<StatusCode>,
     /// The target's answer (ALB's `target_status_code`), when one came.
     pub target_status: Option<StatusCode>,
-    /// Request body bytes read from the client: counted by the forwarded body as it streams,
-    /// only for requests that have one.
-    pub received: Option<Arc<AtomicU64>>,
+    /// How far the request body has been read from the client: counted by the forwarded body as
+    /// it streams, only for requests that have one.
+    pub received: Option<Arc<BodyProgress>>,
     /// Response body bytes handed to the client connection.
     pub sent_bytes: u64,
     /// The `X-Amzn-Trace-Id` the target was sent (the client's, or one seawall made).
@@ -153,9 +152,7 @@ impl Facts {
 
     /// Request body bytes read from the client so far.
     pub fn received_bytes(&self) -> u64 {
-        self.received
-            .as_ref()
-            .map_or(0, |r| r.load(Ordering::Relaxed))
+        self.received.as_ref().map_or(0, |r| r.read())
     }
 }
 
@@ -383,9 +380,9 @@ mod tests {
     fn received_bytes_read_the_shared_count() {
         let mut f = Facts::new(Instant::now());
         assert_eq!(f.received_bytes(), 0);
-        let count = Arc::new(AtomicU64::new(0));
-        f.received = Some(count.clone());
-        count.fetch_add(42, Ordering::Relaxed);
+        let progress = Arc::new(BodyProgress::default());
+        f.received = Some(progress.clone());
+        progress.add_read(42);
         assert_eq!(f.received_bytes(), 42);
     }
 

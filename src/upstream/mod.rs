@@ -8,7 +8,7 @@ pub mod pool;
 pub mod retry;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,10 +30,48 @@ use crate::http_tokens;
 /// client's `Incoming`.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    /// The client's body, and the count of its bytes read so far (the request's record reads it;
-    /// the body itself goes to the target connection's task).
-    Stream(Incoming, Arc<AtomicU64>),
+    /// The client's body, and how far reading it has come (the request's record and the pool
+    /// read that; the body itself goes to the target connection's task).
+    Stream(Incoming, Arc<BodyProgress>),
     Empty,
+}
+
+/// How far a client's request body has been read on its way to the target, shared between the
+/// body (polled by the target connection's task) and those who must judge the exchange after.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    read: AtomicU64,
+    /// Reading the client's body failed (bad chunk framing, the client gone before the length
+    /// was read). hyper's client then fails the exchange with an error that, by itself, looks
+    /// like the target's (for HTTP/2, a reset stream): this says whose fault it was.
+    failed: AtomicBool,
+}
+
+impl BodyProgress {
+    /// Body bytes read from the client so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes read from the client.
+    pub fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether the client's body broke off (see the field).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+impl UpstreamBody {
+    /// The client's body's progress, for a body that streams one.
+    pub fn progress(&self) -> Option<&Arc<BodyProgress>> {
+        match self {
+            UpstreamBody::Stream(_, p) => Some(p),
+            UpstreamBody::Empty => None,
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -45,12 +83,18 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Stream(b, read) => {
+            UpstreamBody::Stream(b, progress) => {
                 let frame = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &frame {
-                    if let Some(data) = f.data_ref() {
-                        read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                match &frame {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(data) = f.data_ref() {
+                            progress.add_read(data.len() as u64);
+                        }
                     }
+                    // Set before hyper's client sees the error, so it is set by the time the
+                    // exchange fails with it.
+                    Poll::Ready(Some(Err(_))) => progress.failed.store(true, Ordering::Release),
+                    _ => {}
                 }
                 frame
             }

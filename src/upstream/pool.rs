@@ -29,7 +29,7 @@ use tracing::debug;
 
 use super::connect::{self, Alpn, ConnectError};
 use super::retry::{Decision, Failure, Retry};
-use super::UpstreamBody;
+use super::{BodyProgress, UpstreamBody};
 use crate::metrics::TargetErrors;
 
 /// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
@@ -81,6 +81,10 @@ pub enum Error {
     /// likely closed the connection without reading it, though it cannot be known.
     #[error("reused connection: {0}")]
     Stale(Arc<hyper::Error>),
+    /// The client's request body broke off while it was being sent (see [`BodyProgress`]): the
+    /// target is not at fault, and its connection, left mid-request, is closed.
+    #[error("the client's request body: {0}")]
+    ClientBody(Arc<hyper::Error>),
 }
 
 impl Error {
@@ -111,7 +115,7 @@ fn count(errors: &TargetErrors, e: &Error) {
         Error::Connect(c) if matches!(**c, ConnectError::Tls(_)) => errors.tls.inc(),
         Error::Connect(_) | Error::Handshake(_) => errors.connection.inc(),
         Error::Exchange(h) if closed_under(h) => errors.connection.inc(),
-        Error::Exchange(_) | Error::Stale(_) => {}
+        Error::Exchange(_) | Error::Stale(_) | Error::ClientBody(_) => {}
     }
 }
 
@@ -259,6 +263,7 @@ impl Pool {
         reuse: Reuse,
     ) -> Result<(Response<Incoming>, Lease), Error> {
         let mut retry = Retry::for_attempt(reuse);
+        let progress = req.body().progress().cloned();
         loop {
             let pooled = match retry.reuse() {
                 Reuse::Pooled => self.checkout_h1(settings.shape),
@@ -291,6 +296,9 @@ impl Pool {
                     {
                         debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on a new one");
                         req = unsent;
+                    }
+                    _ if client_body_failed(progress.as_deref()) => {
+                        return Err(Error::ClientBody(Arc::new(e.into_error())))
                     }
                     // The proxy's to decide (see `retry`).
                     None if reused && closed_under(e.error()) => {
@@ -371,6 +379,7 @@ impl Pool {
         settings: &Settings,
     ) -> Result<Response<Incoming>, Error> {
         let mut retry = Retry::for_attempt(Reuse::Pooled);
+        let progress = req.body().progress().cloned();
         loop {
             let (mut send, cell, reused) = self.checkout_h2(settings).await?;
             match send.try_send_request(req).await {
@@ -384,6 +393,10 @@ impl Pool {
                         debug!(target = %self.shared.addr, error = %e.error(), "HTTP/2 connection closed before the request went out; reconnecting");
                         self.forget_h2(&cell);
                         req = unsent;
+                    }
+                    // The stream was reset for the client's sake; the shared connection is fine.
+                    _ if client_body_failed(progress.as_deref()) => {
+                        return Err(Error::ClientBody(Arc::new(e.into_error())))
                     }
                     _ => {
                         let e = Error::Exchange(Arc::new(e.into_error()));
@@ -502,6 +515,12 @@ impl Pool {
             tokio::spawn(reap(self.shared.clone()));
         }
     }
+}
+
+/// Whether an exchange failed because the client's request body broke off: then the error hyper
+/// gives (a body error for HTTP/1, a reset stream for HTTP/2) says nothing about the target.
+fn client_body_failed(progress: Option<&BodyProgress>) -> bool {
+    progress.is_some_and(BodyProgress::failed)
 }
 
 /// Whether an exchange failed because the connection was closed or reset under it, rather than
