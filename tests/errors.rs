@@ -1,11 +1,13 @@
 //! What seawall answers itself: 502/503/504 for target trouble, 400 for requests whose framing or
-//! Host cannot be trusted, 408 for a slow request head, 431/414 for an oversized head or request
-//! line; and how connections end: the idle timeout
-//! (HTTP/1.1 and HTTP/2) and a graceful drain.
+//! Host cannot be trusted (a body that breaks off included), 408 for a slow request head, 431 and
+//! 414 for an oversized head or request line; and how connections end: the idle timeout (HTTP/1.1
+//! and HTTP/2) and a graceful drain.
 mod common;
 use common::*;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
@@ -773,3 +775,185 @@ async fn request_line_over_16_kib_gets_414_and_never_reaches_the_target() {
     );
     assert_eq!(b.hits(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies that break off
+
+/// A target that answers GETs at once (`200 ok`, kept alive) and reads POST bodies slowly without
+/// ever answering them, so that a broken body is seen while the target still owes its answer.
+struct SlowReader {
+    addr: SocketAddr,
+    /// POST heads received, and connections that carried one and have since closed.
+    posts: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    /// GETs received (health checks not counted).
+    gets: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowReader {
+    async fn start() -> SlowReader {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters: [Arc<AtomicUsize>; 3] = Default::default();
+        let [posts, closed, gets] = counters.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let [posts, closed, gets] = counters.clone();
+                conns.spawn(async move {
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    let mut posted = false;
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                        if posted {
+                            continue;
+                        }
+                        while let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                            if head.starts_with("post ") {
+                                posted = true;
+                                posts.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                            if !head.contains("elb-healthchecker") {
+                                gets.fetch_add(1, Ordering::SeqCst);
+                            }
+                            data.drain(..end + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if tcp.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if posted {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        SlowReader {
+            addr,
+            posts,
+            closed,
+            gets,
+            task,
+        }
+    }
+}
+
+impl Drop for SlowReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a request body breaks off after its head (and a first part of it) went to the target.
+enum BreakOff {
+    /// More bytes that do not fit the framing.
+    Garbage(&'static [u8]),
+    /// The client stops sending (closes its write side) before the body's end.
+    HalfClose,
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_gets_400_and_its_target_connection_is_closed() {
+    let t = SlowReader::start().await;
+    let sw = Seawall::start(&config(&[t.addr], "", ""));
+    const CHUNKED: &str =
+        "POST /up HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    const SHORT: &str =
+        "POST /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 100\r\n\r\n0123456789";
+    let cases = [
+        (
+            "bad chunk size",
+            CHUNKED,
+            BreakOff::Garbage(b"zz\r\n"),
+            false,
+        ),
+        (
+            "bad chunk size over TLS",
+            CHUNKED,
+            BreakOff::Garbage(b"zz\r\n"),
+            true,
+        ),
+        ("chunked cut short", CHUNKED, BreakOff::HalfClose, false),
+        (
+            "shorter than Content-Length",
+            SHORT,
+            BreakOff::HalfClose,
+            false,
+        ),
+        (
+            "shorter than Content-Length over TLS",
+            SHORT,
+            BreakOff::HalfClose,
+            true,
+        ),
+    ];
+    let count = cases.len();
+    for (i, (name, start, then, tls)) in cases.into_iter().enumerate() {
+        let mut client: Box<dyn Io> = if tls {
+            Box::new(
+                tls_connect(sw.addr("secure"), &Tls::new("localhost"))
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            Box::new(TcpStream::connect(sw.addr("web")).await.unwrap())
+        };
+        client.write_all(start.as_bytes()).await.unwrap();
+        // The head is forwarded before the body breaks off.
+        assert!(
+            eventually(PATIENCE, || async { t.posts.load(Ordering::SeqCst) > i }).await,
+            "{name}: the head reached the target"
+        );
+        match then {
+            BreakOff::Garbage(bytes) => client.write_all(bytes).await.unwrap(),
+            BreakOff::HalfClose => client.shutdown().await.unwrap(),
+        }
+        let mut out = Vec::new();
+        assert!(
+            read_until_closed(&mut client, &mut out, PATIENCE).await,
+            "{name}: closed"
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{name}: {text:?}");
+        assert!(
+            text.to_lowercase().contains("connection: close"),
+            "{name}: {text:?}"
+        );
+        // The target's connection, left in the middle of a request, is not kept for another.
+        assert!(
+            eventually(PATIENCE, || async { t.closed.load(Ordering::SeqCst) > i }).await,
+            "{name}: the target connection was closed"
+        );
+    }
+    let metrics = sw.metrics_text();
+    let elb = |code| metric_value(&metrics, "seawall_elb_responses_total", &[("code", code)]);
+    assert_eq!(elb("400"), count as f64, "{metrics}");
+    assert_eq!(elb("502"), 0.0, "{metrics}");
+    assert_eq!(
+        metric_total(&metrics, "seawall_target_connection_errors_total"),
+        0.0,
+        "the target is not blamed: {metrics}"
+    );
+    let target = sw.member("app", t.addr).unwrap();
+    assert_ne!(target.state(), seawall::targets::State::Unhealthy);
+    // The process, and the target, go on serving.
+    for _ in 0..2 {
+        let got = get(sw.addr("web"), false, "example.test", "/x").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "ok");
+    }
+    assert_eq!(t.gets.load(Ordering::SeqCst), 2);
+}
+
+/// A client connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
