@@ -297,50 +297,30 @@ fn the_ecs_checks_refuse_a_broken_file() {
     };
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, v: &Value| write_file(dir.path(), name, &v.to_string());
+    // Each broken file in place of its good one: refused, naming what is wrong.
+    let refused = |task: &Path, policy: &Path, needle: &str| {
+        let out = validate_ecs(task, &ecs.join("service.json"), policy);
+        assert!(!out.status.success(), "{needle}");
+        assert!(text(&out.stderr).contains(needle), "{}", text(&out.stderr));
+    };
+    let (good_task, good_policy) = (
+        ecs.join("task-definition.json"),
+        ecs.join("iam-policy.json"),
+    );
 
     let mut task = read("task-definition.json");
     let c = task["containerDefinitions"][0].as_object_mut().unwrap();
     let timeout = c.remove("stopTimeout").unwrap();
     c.insert("stoptimeout".into(), timeout);
-    let out = validate_ecs(
-        &write("task.json", &task),
-        &ecs.join("service.json"),
-        &ecs.join("iam-policy.json"),
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("stoptimeout"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&write("task.json", &task), &good_policy, "stoptimeout");
 
     let mut policy = read("iam-policy.json");
     policy["Statement"][0]["Action"][0] = "ecs:ListTask".into();
-    let out = validate_ecs(
-        &ecs.join("task-definition.json"),
-        &ecs.join("service.json"),
-        &write("policy.json", &policy),
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("ListTask"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&good_task, &write("policy.json", &policy), "ListTask");
 
     let mut policy = read("iam-policy.json");
     policy["Version"] = "2012-10-18".into();
-    let out = validate_ecs(
-        &ecs.join("task-definition.json"),
-        &ecs.join("service.json"),
-        &write("policy.json", &policy),
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("policy"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&good_task, &write("policy.json", &policy), "policy");
 }
 
 // ---------------------------------------------------------------------------------------------
