@@ -285,20 +285,36 @@ impl AccessLog {
             opened.requests.is_some().then_some(opened.format),
             opened.connections.is_some().then_some(opened.format),
         );
-        self.shared.command_with(
-            Command::Configure {
-                requests: opened.requests,
-                connections: opened.connections,
-            },
-            |s| (s.requests.format, s.connections.format) = formats,
-        );
+        let set = |s: &mut writer::State| (s.requests.format, s.connections.format) = formats;
+        if self.writer_running() {
+            self.shared.command_with(
+                Command::Configure {
+                    requests: opened.requests,
+                    connections: opened.connections,
+                },
+                set,
+            );
+        } else {
+            // No writer to tell (never started, or stopped): the lanes are off, and commands
+            // nobody takes would only pile up, reload after reload.
+            set(&mut self.shared.lock());
+        }
         self.on.store(on, Ordering::Relaxed);
     }
 
     /// Reopens the log files by their paths (SIGUSR1, after logrotate renamed them): lines
     /// already handed over go to the old file, later ones to the new.
     pub fn reopen(&self) {
-        self.shared.command(Command::Reopen);
+        if self.writer_running() {
+            self.shared.command(Command::Reopen);
+        }
+    }
+
+    fn writer_running(&self) -> bool {
+        matches!(
+            &*self.writer.lock().unwrap_or_else(|e| e.into_inner()),
+            Writer::Running(..)
+        )
     }
 
     /// Turns both logs off, writes every line already handed over, and stops the writer.
