@@ -427,7 +427,18 @@ fn seawall_on_a_fifo(app: SocketAddr) -> (Seawall, std::fs::File) {
     (Seawall::start_file(dir, &file), reader)
 }
 
-/// A reader that never reads: the writer blocks once the pipe is full, then the channel fills.
+/// Sends `n` GETs on `c`, one after the other, each answered 200.
+async fn get_all_answered(c: &mut hyper::client::conn::http1::SendRequest<common::Body>, n: usize) {
+    for i in 0..n {
+        let req = Request::get(format!("/r/{i}"))
+            .header("host", "app.test")
+            .body(empty())
+            .unwrap();
+        assert_eq!(read(c.send_request(req).await.unwrap()).await.status, 200);
+    }
+}
+
+/// A reader that never reads: the writer blocks once the pipe is full, then the buffer fills.
 #[tokio::test]
 async fn a_sink_that_stops_reading_drops_lines_and_never_holds_up_a_request() {
     use std::io::Read;
@@ -436,17 +447,11 @@ async fn a_sink_that_stops_reading_drops_lines_and_never_holds_up_a_request() {
     let web = sw.addr("web");
     let dropped = || sw.metric("seawall_access_log_dropped_total");
     assert_eq!(dropped(), 0.0);
-    // 64 KiB of pipe is some 200 lines, then 16 wait in the channel: 1 000 requests must drop
+    // 64 KiB of pipe is some 200 lines, then 16 wait in the buffer: 1 000 requests must drop
     // lines, and every one of them must still be answered.
     let mut c = h1(TcpStream::connect(web).await.unwrap()).await;
     let answered = tokio::time::timeout(PATIENCE, async {
-        for i in 0..1000 {
-            let req = Request::get(format!("/r/{i}"))
-                .header("host", "app.test")
-                .body(empty())
-                .unwrap();
-            assert_eq!(read(c.send_request(req).await.unwrap()).await.status, 200);
-        }
+        get_all_answered(&mut c, 1000).await;
     })
     .await;
     assert!(answered.is_ok(), "requests waited for the log writer");
@@ -650,13 +655,7 @@ async fn a_sink_that_never_reads_does_not_hold_up_the_exit() {
     let app = Backend::start("app").await;
     let (sw, _reader) = seawall_on_a_fifo(app.addr);
     let mut c = h1(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
-    for i in 0..1000 {
-        let req = Request::get(format!("/r/{i}"))
-            .header("host", "app.test")
-            .body(empty())
-            .unwrap();
-        assert_eq!(read(c.send_request(req).await.unwrap()).await.status, 200);
-    }
+    get_all_answered(&mut c, 1000).await;
     drop(c);
     assert!(sw.metric("seawall_access_log_dropped_total") > 0.0);
     let stopped = tokio::task::spawn_blocking(move || drop(sw));
