@@ -24,7 +24,6 @@ use seawall::access_log::{
 fn entry() -> Entry {
     Entry {
         kind: "https",
-        created: WallTime::now(),
         request: RequestLine::new(
             Method::GET,
             Version::HTTP_11,
@@ -55,6 +54,7 @@ fn request<'a>(e: &'a Entry, text: &'a ConnText, cert: &'a Certificate) -> Reque
             text,
         },
         kind: e.kind,
+        created: WallTime::now(),
         ended: WallTime::now(),
         target: Some("127.0.0.1:8080".parse().unwrap()),
         request_processing: Some(Duration::from_micros(20)),

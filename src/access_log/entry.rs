@@ -46,6 +46,17 @@ impl WallTime {
         // benchmarks run seawall in.
         SystemTime::now().into()
     }
+
+    /// The time `d` before this one: a request's arrival, from its end and how long it took,
+    /// which spares a second read of the wall clock per request.
+    pub fn before(self, d: Duration) -> Self {
+        let micros = (self.secs * 1_000_000 + u64::from(self.micros))
+            .saturating_sub(d.as_secs() * 1_000_000 + u64::from(d.subsec_micros()));
+        WallTime {
+            secs: micros / 1_000_000,
+            micros: (micros % 1_000_000) as u32,
+        }
+    }
 }
 
 impl From<SystemTime> for WallTime {
@@ -90,19 +101,28 @@ pub enum RulePriority {
 /// The request as the client sent it: ALB's `"request"` and `"user_agent"`.
 ///
 /// The text is copied, not shared with the request: header values and the URI that hyper parsed
-/// are slices of the connection's read buffer, and a slice kept alive until the writer gets to
-/// it would stop hyper from reusing that buffer for the next request.
+/// are slices of the connection's read buffer, and a slice kept alive until the line is written
+/// would stop hyper from reusing that buffer for the next request.
 #[derive(Debug, Clone)]
 pub struct RequestLine {
     pub method: Method,
     pub version: Version,
-    /// The request target, the host and the user agent, one after the other, in one
-    /// allocation.
-    text: Vec<u8>,
+    /// The request target, the host and the user agent, one after the other.
+    text: Text,
     /// Where each of the three ends in `text`; an absent one is empty.
     ends: [u32; 3],
     /// Which of the host and the user agent are present (bits 0 and 1).
     present: u8,
+}
+
+/// Up to this many bytes of request text are kept inline: a short URL, a host and a terse user
+/// agent fit, and an allocation and its free per request cost a tenth of the whole line.
+const INLINE_TEXT: usize = 96;
+
+#[derive(Debug, Clone)]
+enum Text {
+    Inline([u8; INLINE_TEXT]),
+    Heap(Box<[u8]>),
 }
 
 impl RequestLine {
@@ -114,16 +134,30 @@ impl RequestLine {
         user_agent: Option<&[u8]>,
     ) -> Self {
         let (h, ua) = (host.unwrap_or_default(), user_agent.unwrap_or_default());
-        let mut text = Vec::with_capacity(target.len() + h.len() + ua.len());
-        text.extend_from_slice(target);
-        let target_end = text.len() as u32;
-        text.extend_from_slice(h);
-        let host_end = text.len() as u32;
-        text.extend_from_slice(ua);
+        let ends = [
+            target.len(),
+            target.len() + h.len(),
+            target.len() + h.len() + ua.len(),
+        ];
+        let fill = |text: &mut [u8]| {
+            text[..ends[0]].copy_from_slice(target);
+            text[ends[0]..ends[1]].copy_from_slice(h);
+            text[ends[1]..ends[2]].copy_from_slice(ua);
+        };
+        let text = if ends[2] <= INLINE_TEXT {
+            let mut inline = [0; INLINE_TEXT];
+            fill(&mut inline);
+            Text::Inline(inline)
+        } else {
+            let mut heap = vec![0; ends[2]].into_boxed_slice();
+            fill(&mut heap);
+            Text::Heap(heap)
+        };
         RequestLine {
             method,
             version,
-            ends: [target_end, host_end, text.len() as u32],
+            // A request head is far below 4 GiB (hyper's limit is kilobytes).
+            ends: ends.map(|e| e as u32),
             text,
             present: u8::from(host.is_some()) | u8::from(user_agent.is_some()) << 1,
         }
@@ -131,7 +165,11 @@ impl RequestLine {
 
     fn part(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        let text = match &self.text {
+            Text::Inline(t) => &t[..],
+            Text::Heap(t) => t,
+        };
+        &text[start..self.ends[i] as usize]
     }
 
     /// The request target as sent (origin form: path and query).
@@ -149,7 +187,7 @@ impl RequestLine {
 
     /// How many bytes the text takes: quoted fields take up to four times as many escaped.
     pub fn text_len(&self) -> usize {
-        self.text.len()
+        self.ends[2] as usize
     }
 }
 
@@ -160,8 +198,6 @@ impl RequestLine {
 pub struct Entry {
     /// ALB's `type`: `http`, `https`, `h2`, `grpcs`, `ws`, `wss`.
     pub kind: &'static str,
-    /// When the request arrived (`request_creation_time`).
-    pub created: WallTime,
     pub request: RequestLine,
     /// The request head's size as HTTP/1 frames it.
     pub received_head: u64,
@@ -202,6 +238,8 @@ pub struct Request<'a> {
     pub conn: Connection<'a>,
     /// ALB's `type`, unless the request became a WebSocket (`ws`, `wss`).
     pub kind: &'static str,
+    /// When the request arrived (`request_creation_time`).
+    pub created: WallTime,
     /// When the response ended (`time`).
     pub ended: WallTime,
     /// The target the request was (last) sent to.
@@ -277,4 +315,39 @@ pub struct ConnectionEntry {
     pub handshake: Duration,
     pub verify: Verify,
     pub conn_trace_id: ConnTraceId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_borrows_from_the_seconds() {
+        let end = WallTime {
+            secs: 10,
+            micros: 100,
+        };
+        let start = end.before(Duration::from_micros(250));
+        assert_eq!((start.secs, start.micros), (9, 999_850));
+        let never = end.before(Duration::from_secs(11));
+        assert_eq!((never.secs, never.micros), (0, 0));
+    }
+
+    #[test]
+    fn request_text_reads_back_inline_and_on_the_heap() {
+        for len in [0, 10, INLINE_TEXT - 20, INLINE_TEXT, 500] {
+            let target = vec![b'/'; len];
+            let line = RequestLine::new(
+                Method::GET,
+                Version::HTTP_11,
+                &target,
+                Some(b"example.com"),
+                None,
+            );
+            assert_eq!(line.target(), &target[..]);
+            assert_eq!(line.host(), Some(&b"example.com"[..]));
+            assert_eq!(line.user_agent(), None);
+            assert_eq!(line.text_len(), len + 11);
+        }
+    }
 }

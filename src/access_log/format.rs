@@ -215,7 +215,7 @@ impl Formatter {
                 RulePriority::Rule(p) => o.number(p.into()),
             }
             o.byte(b' ');
-            self.timestamp(o, e.created);
+            self.timestamp(o, r.created);
             o.word(r.action);
             o.byte(b' ');
             o.quoted(e.redirect_url.as_ref().map(|u| u.as_bytes()));
@@ -313,7 +313,7 @@ impl Formatter {
                 RulePriority::Default => Some(0),
                 RulePriority::Rule(p) => Some(p),
             },
-            request_creation_time: self.timestamp_string(e.created),
+            request_creation_time: self.timestamp_string(r.created),
             actions_executed: r.action,
             redirect_url: e
                 .redirect_url
@@ -804,7 +804,6 @@ mod tests {
     fn entry() -> Entry {
         Entry {
             kind: "https",
-            created: t0().into(),
             request: RequestLine::new(
                 http::Method::GET,
                 Version::HTTP_11,
@@ -838,6 +837,7 @@ mod tests {
                 text,
             },
             kind: e.kind,
+            created: t0().into(),
             ended: (t0() + Duration::from_millis(12)).into(),
             target: Some("10.0.0.1:80".parse().unwrap()),
             request_processing: Some(Duration::from_micros(86)),

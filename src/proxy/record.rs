@@ -2,7 +2,7 @@
 //! filled by TLS, routing and the forward as the request goes, and finished once, when the
 //! response body ends or is dropped. The metrics are observed from it, and with the access log on
 //! it keeps the log's [`Entry`], begun on arrival ([`begin_entry`]) with what only the log needs
-//! (the request line, the wall-clock time), and writes the line when it ends.
+//! (the request line), and writes the line when it ends.
 //!
 //! Nothing here allocates per request (but the request line's text, when the log is on): names
 //! are `Arc<str>` clones held by the metric handles,
@@ -196,16 +196,19 @@ impl std::fmt::Debug for Record {
 impl Drop for Record {
     fn drop(&mut self) {
         let f = &self.facts;
+        // One clock read and each processing time once, for the metrics and the log alike.
+        let took = f.timing.arrived.elapsed();
+        let target_processing = f.timing.target_processing();
         let Some(status) = f.status else {
             // The client left before an answer: not counted, but logged as ALB logs it.
-            self.write_log(CLIENT_CLOSED);
+            self.write_log(CLIENT_CLOSED, took, target_processing);
             return;
         };
         // A group's pair when a group answered; else the listener's own counters.
         let listener = &*self.conn.listener;
         let counted = f.metrics.as_deref().unwrap_or(&listener.direct);
         counted.count(status);
-        counted.observe_duration(f.timing.arrived.elapsed().as_secs_f64());
+        counted.observe_duration(took.as_secs_f64());
         listener.counters.request_version(f.version);
         if counted.group().is_none() || f.error.is_some() {
             listener.plane.metrics.elb_response(status);
@@ -217,10 +220,10 @@ impl Drop for Record {
                 Some(ActionKind::Forward) | None => {}
             }
         }
-        if let (Some(m), Some(t)) = (&f.metrics, f.timing.target_processing()) {
+        if let (Some(m), Some(t)) = (&f.metrics, target_processing) {
             m.observe_target_response(t.as_secs_f64());
         }
-        self.write_log(status);
+        self.write_log(status, took, target_processing);
     }
 }
 
@@ -261,7 +264,6 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry
             (true, _) => "https",
             (false, _) => "http",
         },
-        created: access_log::WallTime::now(),
         request: RequestLine::new(
             req.method().clone(),
             req.version(),
@@ -296,8 +298,14 @@ fn header_bytes(headers: &HeaderMap) -> usize {
 
 impl Record {
     /// Writes the request's access-log line, if the log was on when the request arrived and
-    /// still is (a reload may have turned it off since).
-    fn write_log(&mut self, status: StatusCode) {
+    /// still is (a reload may have turned it off since). `took` is from the request's arrival
+    /// to now.
+    fn write_log(
+        &mut self,
+        status: StatusCode,
+        took: Duration,
+        target_processing: Option<Duration>,
+    ) {
         let Some(e) = &self.line else {
             return;
         };
@@ -308,6 +316,7 @@ impl Record {
         }
         let f = &self.facts;
         let tls = conn.tls.as_ref();
+        let ended = access_log::WallTime::now();
         log.request(&access_log::Request {
             entry: e,
             conn: access_log::Connection {
@@ -328,10 +337,11 @@ impl Record {
                 StatusCode::SWITCHING_PROTOCOLS => "ws",
                 _ => e.kind,
             },
-            ended: access_log::WallTime::now(),
+            created: ended.before(took),
+            ended,
             target: f.target,
             request_processing: f.timing.request_processing(),
-            target_processing: f.timing.target_processing(),
+            target_processing,
             response_processing: f.timing.response_processing(),
             elb_status: status.as_u16(),
             target_status: f.target_status.map(|s| s.as_u16()),
