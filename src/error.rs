@@ -22,6 +22,10 @@ pub enum RequestError {
     /// left with half a request.
     #[error("the request body broke off: {0}")]
     ClientBody(String),
+    /// The request body is larger than the listener's `max_body_bytes`: declared so, or found so
+    /// while it streamed to the target.
+    #[error("the request body is larger than the listener's limit of {0} bytes")]
+    BodyTooLarge(u64),
     #[error("target group has no targets")]
     NoTargets,
     #[error("could not connect to the target: {0}")]
@@ -43,6 +47,7 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::ConnectFailed(_) | RequestError::TargetReset(_) => {
                 StatusCode::BAD_GATEWAY
@@ -64,14 +69,11 @@ impl RequestError {
         }
     }
 
-    /// The gRPC status a gRPC client is answered with instead of an HTTP error: gRPC clients
-    /// read `grpc-status`, and map a bare 502/504 to UNAVAILABLE without saying why. A response
-    /// timeout is DEADLINE_EXCEEDED rather than UNAVAILABLE because the target may have acted on
-    /// the call, so it must not look safe to retry.
     /// The access log's `error_reason`: a code per kind of failure, in ALB's style.
     pub fn log_code(&self) -> &'static str {
         match self {
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => "ClientBadRequest",
+            RequestError::BodyTooLarge(_) => "RequestBodyTooLarge",
             RequestError::NoTargets => "NoServingTargets",
             RequestError::ConnectFailed(_) => "TargetConnectionError",
             RequestError::ConnectTimeout => "TargetConnectionTimeout",
@@ -81,12 +83,17 @@ impl RequestError {
         }
     }
 
+    /// The gRPC status a gRPC client is answered with instead of an HTTP error: gRPC clients
+    /// read `grpc-status`, and map a bare 502/504 to UNAVAILABLE without saying why. A response
+    /// timeout is DEADLINE_EXCEEDED rather than UNAVAILABLE because the target may have acted on
+    /// the call, so it must not look safe to retry.
     pub fn grpc_status(&self) -> u16 {
         match self {
             // INTERNAL, as gRPC maps HTTP 400.
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => 13,
+            RequestError::BodyTooLarge(_) => 8, // RESOURCE_EXHAUSTED
             RequestError::IncompatibleProtocol(_) => 12, // UNIMPLEMENTED
-            RequestError::ResponseTimeout => 4,          // DEADLINE_EXCEEDED
+            RequestError::ResponseTimeout => 4, // DEADLINE_EXCEEDED
             RequestError::NoTargets
             | RequestError::ConnectFailed(_)
             | RequestError::ConnectTimeout
@@ -98,6 +105,7 @@ impl RequestError {
         match self {
             RequestError::BadRequest(_)
             | RequestError::ClientBody(_)
+            | RequestError::BodyTooLarge(_)
             | RequestError::IncompatibleProtocol(_) => Side::Downstream,
             _ => Side::Upstream,
         }
@@ -152,6 +160,7 @@ mod tests {
                 400,
                 Side::Downstream,
             ),
+            (RequestError::BodyTooLarge(10), 413, Side::Downstream),
             (RequestError::NoTargets, 503, Side::Upstream),
             (
                 RequestError::ConnectFailed("refused".into()),

@@ -197,5 +197,8 @@ pub struct Listener {
     /// Connections begin with a PROXY protocol header whose source address is the client's. Read
     /// per connection, so a reload that flips it applies to the connections accepted after it.
     pub proxy_protocol: bool,
+    /// The largest request body a forward takes (413 above it), read per request, so a reload
+    /// applies to the next request.
+    pub max_body_bytes: Option<u64>,
     pub router: Router,
 }

@@ -1,7 +1,7 @@
 //! What seawall answers itself: 502/503/504 for target trouble, 400 for requests whose framing or
 //! Host cannot be trusted (a body that breaks off included), 408 for a slow request head, 431 and
 //! 414 for an oversized head or request line; and how connections end: the idle timeout (HTTP/1.1
-//! and HTTP/2) and a graceful drain.
+//! and HTTP/2) and a graceful drain; 413 for a body over a listener's `max_body_bytes`.
 mod common;
 use common::*;
 
@@ -952,6 +952,100 @@ async fn a_body_that_breaks_off_gets_400_and_its_target_connection_is_closed() {
         assert_eq!(got.text(), "ok");
     }
     assert_eq!(t.gets.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn request_bodies_over_max_body_bytes_get_413_whether_declared_or_streamed() {
+    let b = Backend::start("b1").await;
+    let cfg = ConfigBuilder::new()
+        .runtime("workers = 1")
+        .self_signed("dev", &["localhost"])
+        .listener(
+            Listener::http("web")
+                .line("max_body_bytes = 1000")
+                .forward("app"),
+        )
+        .listener(
+            Listener::https("secure", &["dev"])
+                .line("max_body_bytes = 1000")
+                .forward("app"),
+        )
+        .listener(Listener::http("open").forward("app"))
+        .target_group(TargetGroup::new("app", &[b.addr]))
+        .build();
+    let sw = Seawall::start(&cfg);
+    let post = |len: usize| {
+        format!(
+            "POST /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: {len}\r\n\r\n{}",
+            "x".repeat(len)
+        )
+    };
+
+    // At the limit: forwarded.
+    let got = raw(
+        sw.addr("web"),
+        post(1000).as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status_of(&got.text), "200", "{}", got.text);
+    assert_eq!(b.hits(), 1);
+
+    // One byte over, declared: answered before any target is asked, and the connection, whose
+    // body is left unread, closed.
+    let got = raw(sw.addr("web"), post(1001).as_bytes(), PATIENCE).await;
+    assert_eq!(status_of(&got.text), "413", "{}", got.text);
+    assert!(
+        got.text.to_lowercase().contains("connection: close"),
+        "{}",
+        got.text
+    );
+    assert!(got.closed);
+    assert_eq!(b.hits(), 1, "the target never saw it");
+
+    // Chunked, so only counting finds it: the target got the head, never a whole request.
+    let chunk = format!("200\r\n{}\r\n", "y".repeat(512));
+    let chunked = format!(
+        "POST /up HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(3)
+    );
+    let got = raw(sw.addr("web"), chunked.as_bytes(), PATIENCE).await;
+    assert_eq!(status_of(&got.text), "413", "{}", got.text);
+    assert!(got.closed);
+
+    // HTTP/2, a body of unknown length: the stream gets 413, the connection goes on.
+    let tls = tls_connect(sw.addr("secure"), &Tls::new("localhost").h2())
+        .await
+        .unwrap();
+    let mut c = h2(tls).await;
+    let big = Request::post("https://localhost/up")
+        .body(pattern_body(200_000))
+        .unwrap();
+    let got = read(c.send_request(big).await.unwrap()).await;
+    assert_eq!(got.status, 413, "{}", got.text());
+    let small = Request::post("https://localhost/up")
+        .body(pattern_body(900))
+        .unwrap();
+    let got = read(c.send_request(small).await.unwrap()).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+
+    // A listener without the setting takes any size.
+    let got = raw(
+        sw.addr("open"),
+        post(5000).as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status_of(&got.text), "200", "{}", got.text);
+
+    let metrics = sw.metrics_text();
+    let elb = |code| metric_value(&metrics, "seawall_elb_responses_total", &[("code", code)]);
+    assert_eq!(elb("413"), 3.0, "{metrics}");
+    assert_eq!(
+        metric_total(&metrics, "seawall_target_connection_errors_total"),
+        0.0,
+        "the target is not blamed: {metrics}"
+    );
 }
 
 /// A client connection, plain or TLS.

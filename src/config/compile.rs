@@ -104,6 +104,7 @@ pub fn compile(
             protocol: l.protocol,
             tls,
             proxy_protocol: l.proxy_protocol,
+            max_body_bytes: l.max_body_bytes,
             router: router(l),
         });
     }

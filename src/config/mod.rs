@@ -380,6 +380,8 @@ pub struct RawListener {
     pub alpn: Option<Vec<String>>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The largest request body a forward takes, in bytes; above it, 413.
+    pub max_body_bytes: Option<u64>,
     pub default_action: RawAction,
     #[serde(default)]
     pub rules: Vec<RawRule>,

@@ -152,6 +152,9 @@ pub struct ListenerConfig {
     pub alpn: Vec<tls::Alpn>,
     /// Each connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer.
     pub proxy_protocol: bool,
+    /// The largest request body forwarded to a target; a larger one is answered 413. No limit
+    /// when unset, as ALB.
+    pub max_body_bytes: Option<u64>,
     pub default_action: ActionConfig,
     /// Sorted by priority.
     pub rules: Vec<RuleConfig>,
@@ -1123,6 +1126,16 @@ fn listener(
         }
     }
     rules.sort_by_key(|r| r.priority);
+    let max_body_bytes = match l.max_body_bytes {
+        Some(0) => {
+            errs.push(src.error(
+                format!("{path}.max_body_bytes"),
+                "must be at least 1 (leave it out for no limit)".to_string(),
+            ));
+            None
+        }
+        n => n,
+    };
     if l.rules.len() > rt.max_rules_per_listener {
         errs.push(src.error(
             format!("{path}.rules"),
@@ -1142,6 +1155,7 @@ fn listener(
         tls_policy,
         alpn,
         proxy_protocol: l.proxy_protocol,
+        max_body_bytes,
         default_action: default_action?,
         rules,
     })

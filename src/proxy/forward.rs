@@ -26,9 +26,16 @@ pub(super) fn forward<'a>(
     ctx: &'a ConnContext,
     tg: &'a Arc<TargetGroup>,
     sealer: Option<&'a Sealer>,
+    max_body: Option<u64>,
     facts: &'a mut Facts,
 ) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
     async move {
+        if let Some(limit) = max_body {
+            // A declared length says it before any of it is read: no target is bothered.
+            if req.body().size_hint().lower() > limit {
+                return Err(RequestError::BodyTooLarge(limit));
+            }
+        }
         let upgrade = headers::is_upgrade(&req);
         if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
             return Err(RequestError::IncompatibleProtocol(why));
@@ -72,7 +79,7 @@ pub(super) fn forward<'a>(
         let body = if body.is_end_stream() {
             UpstreamBody::Empty
         } else {
-            let progress = Arc::new(BodyProgress::default());
+            let progress = Arc::new(BodyProgress::with_limit(max_body));
             facts.received = Some(progress.clone());
             UpstreamBody::Stream(body, progress)
         };
@@ -126,6 +133,11 @@ pub(super) fn forward<'a>(
             if let pool::Error::ClientBody(_) = e {
                 // Not the target's failure: its health stands, and the request, whose body is
                 // partly spent, cannot go again.
+                if let (Some(limit), Some(p)) = (max_body, &facts.received) {
+                    if p.too_large() {
+                        return Err(RequestError::BodyTooLarge(limit));
+                    }
+                }
                 return Err(err);
             }
             // The target never saw the request: it refused the connection, or did not answer

@@ -133,6 +133,8 @@ struct Forwarding {
     sealer: Option<Arc<Sealer>>,
     /// The forward's group stickiness (`AWSALBTG`), if on.
     group_stickiness: Option<Duration>,
+    /// The listener's `max_body_bytes`, from the same snapshot.
+    max_body: Option<u64>,
 }
 
 /// The group of `f` that takes a request: the one its `AWSALBTG` cookie names, when the forward
@@ -201,6 +203,7 @@ fn respond<'a>(
                         sealer: sticky.then(|| snapshot.sealer.clone()),
                         group,
                         group_stickiness: f.stickiness,
+                        max_body: listener.max_body_bytes,
                     })
                 }
                 Action::FixedResponse(f) => Resolved::FixedResponse(f.clone()),
@@ -238,7 +241,8 @@ fn respond<'a>(
             Resolved::Forward(fwd) => {
                 facts.action = Some(ActionKind::Forward);
                 let sealer = fwd.sealer.as_deref();
-                let mut resp = forward::forward(req, ctx, &fwd.group, sealer, facts).await?;
+                let mut resp =
+                    forward::forward(req, ctx, &fwd.group, sealer, fwd.max_body, facts).await?;
                 if let (Some(duration), Some(sealer)) = (fwd.group_stickiness, sealer) {
                     // Refreshed on every response, as ALB does.
                     stickiness::add_group_cookies(
@@ -393,8 +397,11 @@ fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Reply
             resp
         }
     };
-    if matches!(e, RequestError::BadRequest(_) | RequestError::ClientBody(_)) {
-        // The connection's framing can no longer be trusted.
+    if matches!(
+        e,
+        RequestError::BadRequest(_) | RequestError::ClientBody(_) | RequestError::BodyTooLarge(_)
+    ) {
+        // The connection's framing can no longer be trusted, or its body was left unread.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -38,16 +38,48 @@ pub enum UpstreamBody {
 
 /// How far a client's request body has been read on its way to the target, shared between the
 /// body (polled by the target connection's task) and those who must judge the exchange after.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyProgress {
     read: AtomicU64,
     /// Reading the client's body failed (bad chunk framing, the client gone before the length
-    /// was read). hyper's client then fails the exchange with an error that, by itself, looks
-    /// like the target's (for HTTP/2, a reset stream): this says whose fault it was.
+    /// was read, or more than `limit`). hyper's client then fails the exchange with an error
+    /// that, by itself, looks like the target's (for HTTP/2, a reset stream): this says whose
+    /// fault it was.
     failed: AtomicBool,
+    /// The most body bytes the listener lets through (`max_body_bytes`); `u64::MAX` for none.
+    limit: u64,
+}
+
+impl Default for BodyProgress {
+    fn default() -> Self {
+        BodyProgress::with_limit(None)
+    }
+}
+
+/// Why the body sent to a target broke off: the client's framing, or the listener's size limit.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    #[error("the request body is larger than the listener's limit of {0} bytes")]
+    TooLarge(u64),
 }
 
 impl BodyProgress {
+    /// A body that may carry at most `limit` bytes.
+    pub fn with_limit(limit: Option<u64>) -> Self {
+        BodyProgress {
+            read: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            limit: limit.unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether the body broke off for being larger than the limit.
+    pub fn too_large(&self) -> bool {
+        self.failed() && self.read() > self.limit
+    }
+
     /// Body bytes read from the client so far.
     pub fn read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
@@ -76,27 +108,37 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             UpstreamBody::Stream(b, progress) => {
                 let frame = Pin::new(b).poll_frame(cx);
-                match &frame {
+                match frame {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(data) = f.data_ref() {
                             progress.add_read(data.len() as u64);
+                            if progress.read() > progress.limit {
+                                // Failing the body makes hyper's client abandon the exchange
+                                // mid-body: the target never sees a request that looks whole.
+                                progress.failed.store(true, Ordering::Release);
+                                return Poll::Ready(Some(Err(BodyError::TooLarge(progress.limit))));
+                            }
                         }
+                        Poll::Ready(Some(Ok(f)))
                     }
                     // Set before hyper's client sees the error, so it is set by the time the
                     // exchange fails with it.
-                    Poll::Ready(Some(Err(_))) => progress.failed.store(true, Ordering::Release),
-                    _ => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        progress.failed.store(true, Ordering::Release);
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
                 }
-                frame
             }
             UpstreamBody::Empty => Poll::Ready(None),
         }

@@ -845,6 +845,19 @@ fn a_listener_has_at_most_100_rules_unless_raised() {
     );
 }
 
+#[test]
+fn a_listener_body_limit_is_a_positive_byte_count_or_none() {
+    assert_eq!(valid(ANSWER).listeners[0].max_body_bytes, None);
+    let limited = format!("{ANSWER}max_body_bytes = 1048576\n");
+    assert_eq!(valid(&limited).listeners[0].max_body_bytes, Some(1 << 20));
+    fails(
+        &format!("{ANSWER}max_body_bytes = 0\n"),
+        7,
+        "listeners[0].max_body_bytes",
+        "must be at least 1 (leave it out for no limit)",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Actions
 
