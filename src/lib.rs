@@ -64,6 +64,7 @@ mod balancer;
 pub mod bench;
 pub mod config;
 mod control;
+mod descriptors;
 pub mod discovery;
 mod error;
 pub mod explain;
