@@ -134,9 +134,8 @@ async fn accept_loop(
                     let metrics = &ctx.plane.metrics;
                     metrics.new_connections_total.inc();
                     metrics.active_connections.inc();
-                    server::serve(tcp, peer, ctx.clone()).await;
+                    server::serve(tcp, peer, ctx.clone(), Arc::new(slot)).await;
                     ctx.plane.metrics.active_connections.dec();
-                    drop(slot);
                     drop(permit);
                 });
             }

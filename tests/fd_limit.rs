@@ -52,6 +52,26 @@ fn under_ulimit(config: &std::path::Path) -> Command {
     c
 }
 
+/// Seawall on `config` (with an admin server and a listener `web`) under [`under_ulimit`], ready,
+/// and the cap on client connections its start reports.
+async fn start_limited(config: &std::path::Path) -> (Proc, usize) {
+    let p = Proc::start_command(under_ulimit(config), &["web"], true).await;
+    p.wait_ready().await;
+    // The start says what it raised the limit to and how many clients that leaves.
+    let lines = p.lines();
+    let start = lines
+        .iter()
+        .find(|l| l.contains("file-descriptor limit: client connections capped"))
+        .unwrap_or_else(|| panic!("a start line reports the cap:\n{}", p.log()));
+    assert_eq!(process::field(start, "nofile"), Some("256"), "{start}");
+    assert_eq!(process::field(start, "raised_from"), Some("128"), "{start}");
+    let cap: usize = process::field(start, "max_client_connections")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the cap in {start}"));
+    assert!(cap > 0 && cap < NOFILE as usize / 2, "{start}");
+    (p, cap)
+}
+
 /// A GET / over HTTPS on a fresh connection, or `None` if the connection was refused or closed
 /// before an answer.
 async fn proxied(addr: SocketAddr) -> Option<Got> {
@@ -107,24 +127,9 @@ async fn a_flood_beyond_the_descriptor_limit_is_refused_at_once_and_served_again
         .listener(Listener::https("web", &["site"]).forward("app"))
         .target_group(TargetGroup::new("app", &[backend.addr]))
         .build();
-    let path = write_file(dir.path(), "seawall.toml", &config);
-    let mut p = Proc::start_command(under_ulimit(&path), &["web"], true).await;
-    p.wait_ready().await;
+    let (mut p, cap) = start_limited(&write_file(dir.path(), "seawall.toml", &config)).await;
     let web = p.addr("web");
     let admin = p.admin();
-
-    // The start says what it raised the limit to and how many clients that leaves.
-    let lines = p.lines();
-    let start = lines
-        .iter()
-        .find(|l| l.contains("file-descriptor limit: client connections capped"))
-        .unwrap_or_else(|| panic!("a start line reports the cap:\n{}", p.log()));
-    assert_eq!(process::field(start, "nofile"), Some("256"), "{start}");
-    assert_eq!(process::field(start, "raised_from"), Some("128"), "{start}");
-    let cap: usize = process::field(start, "max_client_connections")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("the cap in {start}"));
-    assert!(cap > 0 && cap < NOFILE as usize / 2, "{start}");
 
     // The flood: every connection completes (the kernel's queue takes them) and sends nothing.
     let mut flood: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
@@ -201,6 +206,81 @@ async fn a_flood_beyond_the_descriptor_limit_is_refused_at_once_and_served_again
     assert!(served, "served again after the flood:\n{}", p.log());
     assert!(backend.hits() >= 1);
 
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+/// A WebSocket's tunnel outlives its HTTP connection but still holds the client's descriptor (and
+/// a target's): it stays under the cap until it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_under_the_cap_until_they_close() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    raise_own_limit();
+    let backend = Backend::start("t").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ConfigBuilder::new()
+        .admin("")
+        .runtime("drain_timeout = \"2s\"")
+        .listener(Listener::http("web").forward("app"))
+        .target_group(TargetGroup::new("app", &[backend.addr]))
+        .build();
+    let (mut p, cap) = start_limited(&write_file(dir.path(), "seawall.toml", &config)).await;
+    let web = p.addr("web");
+    let get = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+    let mut tunnels = Vec::new();
+    for i in 0..cap {
+        let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+        let opened = tokio::time::timeout(
+            HANG_GUARD,
+            tokio_tungstenite::client_async("ws://localhost/ws", tcp),
+        )
+        .await;
+        let (mut ws, resp) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => panic!("tunnel {i} of {cap}: {e}\n{}", p.log()),
+            Err(_) => panic!("tunnel {i} of {cap} not opened in time"),
+        };
+        assert_eq!(resp.status(), 101);
+        // Through to the target and back: the tunnel is up, not just the 101.
+        ws.send(Message::text("up")).await.unwrap();
+        let echoed = tokio::time::timeout(HANG_GUARD, ws.next()).await.unwrap();
+        assert_eq!(echoed.unwrap().unwrap(), Message::text("up"));
+        tunnels.push(ws);
+    }
+
+    // Every place is held by a tunnel: a request on a new connection finds it closed, at once.
+    let started = Instant::now();
+    let answer = raw_exchange(web, get, HANG_GUARD).await;
+    assert_eq!(
+        answer, "",
+        "beyond the cap of {cap}, with every tunnel open"
+    );
+    assert!(started.elapsed() < HANG_GUARD, "closed, not left waiting");
+    let metrics = fetch_metrics(p.admin()).await;
+    let refused = metric_value(
+        &metrics,
+        "seawall_rejected_connections_total",
+        &[("listener", "web"), ("reason", "fd_limit")],
+    );
+    assert!(refused >= 1.0, "{metrics}");
+
+    // One tunnel closing makes room for one client.
+    let mut ws = tunnels.pop().unwrap();
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    let served = eventually(HANG_GUARD, || async {
+        raw_exchange(web, get, HANG_GUARD)
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "served once a tunnel closed:\n{}", p.log());
+
+    drop(tunnels);
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(10)).await.success());
 }
