@@ -284,3 +284,63 @@ async fn websocket_tunnels_count_under_the_cap_until_they_close() {
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(10)).await.success());
 }
+
+/// HTTP/2 clients can hold many target connections each, beyond what the cap reckons with: once
+/// the process is out of descriptors all the same, a new client is still accepted and closed at
+/// once (through the reserve descriptor), not left in the backlog, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_a_new_client_is_closed_at_once() {
+    raise_own_limit();
+    let backend = Backend::start("t").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ConfigBuilder::new()
+        .admin("")
+        .runtime("drain_timeout = \"1s\"")
+        .listener(Listener::http("web").forward("app"))
+        .target_group(TargetGroup::new("app", &[backend.addr]))
+        .build();
+    let (mut p, _cap) = start_limited(&write_file(dir.path(), "seawall.toml", &config)).await;
+    let web = p.addr("web");
+
+    // Two h2c clients with 150 slow requests each: every request takes its own HTTP/1 target
+    // connection, more than a hard limit of 256 leaves room for.
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let send = h2(tokio::net::TcpStream::connect(web).await.unwrap()).await;
+        for _ in 0..150 {
+            let mut send = send.clone();
+            slow.spawn(async move {
+                let req = Request::get("/delay?ms=4000")
+                    .header("host", "localhost")
+                    .body(empty())
+                    .unwrap();
+                let _ = send.send_request(req).await;
+            });
+        }
+    }
+
+    // A new client meanwhile is closed, and promptly: a second is far less than the requests'
+    // delay, in which a client left waiting would get nothing either.
+    let get = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let refused = eventually(Duration::from_secs(3), || async {
+        let started = Instant::now();
+        let answer = raw_exchange(web, get, Duration::from_secs(1)).await;
+        answer.is_empty() && started.elapsed() < Duration::from_millis(900)
+    })
+    .await;
+    assert!(refused, "a new client is closed at once:\n{}", p.log());
+    // Logged just after the close: the line may still be on its way.
+    let warned = eventually(HANG_GUARD, || async {
+        p.lines().iter().any(|l| {
+            l.contains("refusing client connections")
+                && process::field(l, "reason") == Some("fd_exhausted")
+        })
+    })
+    .await;
+    assert!(warned, "the log says why:\n{}", p.log());
+    assert!(p.child.try_wait().unwrap().is_none(), "seawall is up");
+
+    while slow.join_next().await.is_some() {}
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
