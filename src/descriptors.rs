@@ -3,7 +3,7 @@
 //! limit, then caps client connections well below it ([`Budget`]), so that a flood of clients
 //! leaves descriptors for the admin server, health checks and target connections: past the cap a
 //! listener accepts and closes at once ([`ClientSlots`]). Should the process run out all the same
-//! (`EMFILE`, or the system's table full, `ENFILE`), one descriptor held back ([`Reserve`]) lets
+//! (`EMFILE`, or the system's table full, `ENFILE`), descriptors held back ([`Reserve`]) let
 //! a listener accept and close what waits in its queue instead of spinning on the error while
 //! clients hang in the kernel's backlog.
 
@@ -19,7 +19,7 @@ use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 /// Descriptors kept from client connections whatever the limit: the admin server's 64
 /// connections (`admin::MAX_CONNECTIONS`), and 64 for what the process holds anyway (listening
 /// sockets, the runtimes' epoll and wake-up descriptors, log files, the configuration watcher, the
-/// upgrade socket), health-check probes and discovery's HTTPS connections.
+/// upgrade socket, the [`Reserve`]), health-check probes and discovery's HTTPS connections.
 const RESERVE_MIN: u64 = 128;
 
 /// How the descriptor limit is shared out.
@@ -170,11 +170,18 @@ impl Drop for ClientSlot {
     }
 }
 
-/// One descriptor (`/dev/null`) held so that, when accept fails with `EMFILE`, closing it makes
-/// room to accept a waiting connection and close it again: the client is told at once instead of
-/// waiting in the backlog for a descriptor that may not come.
+/// A few descriptors (`/dev/null`) held so that, when accept fails with `EMFILE`, closing one
+/// makes room to accept a waiting connection and close it again: the client is told at once
+/// instead of waiting in the backlog for a descriptor that may not come.
+///
+/// More than one because the room a closed descriptor leaves is the whole process's: another
+/// thread (a target connection being opened) may take it before the accept does, and then holds
+/// it for as long as its connection lives. Each round gives up one and takes back what it can.
 #[derive(Debug)]
-pub struct Reserve(Mutex<Option<File>>);
+pub struct Reserve(Mutex<Vec<File>>);
+
+/// Descriptors the reserve holds when it can; counted in [`RESERVE_MIN`].
+const RESERVE_FILES: usize = 8;
 
 /// Waiting connections a listener closes per `EMFILE`, so that one listener's queue does not hold
 /// the worker (and the reserve) for long; the rest wait for the next round.
@@ -182,24 +189,26 @@ const SHED_BATCH: usize = 64;
 
 impl Reserve {
     pub fn new() -> Reserve {
-        Reserve(Mutex::new(File::open("/dev/null").ok()))
+        let reserve = Reserve(Mutex::new(Vec::with_capacity(RESERVE_FILES)));
+        top_up(&mut reserve.0.lock().expect("not poisoned"));
+        reserve
     }
 
-    /// Whether the descriptor is held (it is not when reopening it failed).
+    /// How many descriptors are held (fewer than [`RESERVE_FILES`] when others took their room).
     #[cfg(test)]
-    fn held(&self) -> bool {
-        self.0.lock().expect("not poisoned").is_some()
+    fn held(&self) -> usize {
+        self.0.lock().expect("not poisoned").len()
     }
 
     /// Accepts and closes up to [`SHED_BATCH`] connections waiting on `listener` (a non-blocking
-    /// socket) in the room the reserve descriptor leaves, then takes the descriptor back. Returns
-    /// how many were closed: none when the reserve is not held (it could not be reopened last
-    /// time, as when another thread took the descriptor it gave up; it is tried again here for
-    /// the next round). Listeners that run out together take turns at it.
+    /// socket) in the room one reserve descriptor leaves, then takes back what it can. Returns
+    /// how many were closed: none when no descriptor is held, or when another thread took the
+    /// room first. Listeners that run out together take turns at it.
     pub fn shed(&self, listener: impl AsFd) -> usize {
         let mut held = self.0.lock().expect("not poisoned");
-        let Some(file) = held.take() else {
-            *held = File::open("/dev/null").ok();
+        // Descriptors lost in earlier rounds come back as soon as there is room for them.
+        top_up(&mut held);
+        let Some(file) = held.pop() else {
             return 0;
         };
         drop(file);
@@ -220,8 +229,18 @@ impl Reserve {
                 Err(_) => break,
             }
         }
-        *held = File::open("/dev/null").ok();
+        top_up(&mut held);
         closed
+    }
+}
+
+/// Opens reserve descriptors up to [`RESERVE_FILES`], as many as the limit leaves room for.
+fn top_up(held: &mut Vec<File>) {
+    while held.len() < RESERVE_FILES {
+        match File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(_) => break,
+        }
     }
 }
 
@@ -231,7 +250,7 @@ impl Default for Reserve {
     }
 }
 
-/// What the listeners share: the cap on client connections and the reserve descriptor.
+/// What the listeners share: the cap on client connections and the reserve descriptors.
 #[derive(Debug)]
 pub struct Descriptors {
     pub slots: Arc<ClientSlots>,
@@ -311,7 +330,7 @@ mod tests {
     }
 
     /// The mechanics of the `EMFILE` path, without running out (which would starve the other
-    /// tests of this process): waiting connections are accepted and closed, the descriptor is
+    /// tests of this process): waiting connections are accepted and closed, the descriptors are
     /// held again afterwards.
     #[test]
     fn shedding_closes_waiting_connections_and_keeps_the_reserve() {
@@ -321,9 +340,9 @@ mod tests {
         let mut clients: Vec<TcpStream> =
             (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let reserve = Reserve::new();
-        assert!(reserve.held());
+        assert_eq!(reserve.held(), RESERVE_FILES);
         assert_eq!(reserve.shed(&listener), 3);
-        assert!(reserve.held(), "the reserve is taken back");
+        assert_eq!(reserve.held(), RESERVE_FILES, "the reserve is taken back");
         for c in &mut clients {
             c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
                 .unwrap();
@@ -336,10 +355,10 @@ mod tests {
         }
         assert_eq!(reserve.shed(&listener), 0, "nothing waits");
 
-        let empty = Reserve(Mutex::new(None));
+        // Descriptors lost to other threads are reopened when there is room.
+        let short = Reserve(Mutex::new(Vec::new()));
         TcpStream::connect(addr).unwrap();
-        assert_eq!(empty.shed(&listener), 0, "without the descriptor");
-        assert!(empty.held(), "reopened for the next round");
-        assert_eq!(empty.shed(&listener), 1);
+        assert_eq!(short.shed(&listener), 1);
+        assert_eq!(short.held(), RESERVE_FILES);
     }
 }

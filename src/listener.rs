@@ -305,7 +305,7 @@ pub struct ListenerSet {
     data: tokio::runtime::Handle,
     /// Every connection task, so that shutdown can wait for them.
     tracker: TaskTracker,
-    /// The cap on client connections over every listener, and the reserve descriptor.
+    /// The cap on client connections over every listener, and the reserve descriptors.
     descriptors: Arc<Descriptors>,
     serving: Mutex<Vec<Serving>>,
     /// Sockets taken over from the previous process in a binary upgrade, used in place of new

@@ -77,7 +77,7 @@ label_values!(
         /// and closed at once.
         FdLimit => "fd_limit",
         /// Accepting failed for want of a descriptor (`EMFILE`, `ENFILE`): accepted through the
-        /// reserve descriptor and closed at once.
+        /// reserve descriptors and closed at once.
         FdExhausted => "fd_exhausted",
         /// Accepting failed otherwise (out of memory or buffers): the listener pauses.
         AcceptError => "accept_error",
