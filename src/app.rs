@@ -18,6 +18,7 @@ use crate::access_log::{self, AccessLog};
 use crate::config::compile::load_and_compile;
 use crate::config::{self, ConfigErrors, Source};
 use crate::control::{self, Control};
+use crate::descriptors::{self, Budget, Descriptors};
 use crate::listener::{self, Bound, ListenerSet, StopReason};
 use crate::metrics::Metrics;
 use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
@@ -139,6 +140,7 @@ impl App {
             control.shutdown.clone(),
             runtime.handle().clone(),
             tracker.clone(),
+            Descriptors::new(descriptor_budget()),
         ));
         let inherited_admin = predecessor.as_mut().and_then(|p| {
             listeners.adopt(std::mem::take(&mut p.listeners));
@@ -267,6 +269,28 @@ impl App {
             admin_addr,
         })
     }
+}
+
+/// Raises the descriptor limit to the hard limit and shares it out (see [`descriptors`]); the
+/// line it logs is how an operator learns how many clients the process takes at once.
+fn descriptor_budget() -> Budget {
+    let (before, limit) = match descriptors::raise_limit() {
+        Ok(r) => (r.before, r.after),
+        Err(e) => {
+            let limit = descriptors::current_limit();
+            warn!(error = %e, nofile = limit, "cannot raise the file-descriptor limit");
+            (limit, limit)
+        }
+    };
+    let budget = Budget::of(limit);
+    info!(
+        nofile = budget.limit,
+        raised_from = before,
+        reserved = budget.reserve,
+        max_client_connections = budget.clients,
+        "file-descriptor limit: client connections capped; more are closed as they are accepted"
+    );
+    budget
 }
 
 /// A serving seawall. Dropping it drains and stops it.

@@ -7,7 +7,8 @@
 //!
 //! The **data plane** (a tokio runtime of its own) carries requests, in this order:
 //!
-//! 1. [`listener`] accepts TCP connections on sockets the control side bound;
+//! 1. [`listener`] accepts TCP connections on sockets the control side bound, up to the cap
+//!    [`descriptors`] derives from the file-descriptor limit (beyond it, closed at once);
 //! 2. [`server`] reads the PROXY protocol header where a listener expects one
 //!    ([`server::proxy_protocol`]: the client it names is the connection's client from then on),
 //!    runs the TLS handshake (rustls, with the SNI resolver and policies of [`tls`]), then the
@@ -64,6 +65,7 @@ mod balancer;
 pub mod bench;
 pub mod config;
 mod control;
+mod descriptors;
 pub mod discovery;
 mod error;
 pub mod explain;

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use tokio::net::TcpListener;
@@ -13,7 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{ListenerCounters, RequestMetrics};
+use crate::descriptors::{is_out_of_descriptors, Descriptors};
+use crate::metrics::{ListenerCounters, Rejection, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::server::{self, ListenerContext};
 use crate::snapshot::{Listener, Plane};
@@ -92,14 +93,20 @@ impl ConnectionLimit {
 }
 
 /// Accepts until the process starts draining. At most `limit` connections are served at once;
-/// past that, new connections wait in the kernel's queue rather than being refused.
+/// past that, new connections wait in the kernel's queue rather than being refused. Past the
+/// process's cap on client connections (shared by every listener, `descriptors`), or out of
+/// descriptors, a connection is accepted and closed at once instead: waiting there would hold
+/// clients in the backlog for descriptors that may not come back soon, while every one of them
+/// still costs the kernel a socket.
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerContext>,
     tracker: TaskTracker,
     limit: Arc<ConnectionLimit>,
+    descriptors: Arc<Descriptors>,
 ) {
     let shutdown = ctx.stop.clone();
+    let mut refusals = Refusals::default();
     loop {
         let permit = tokio::select! {
             p = limit.acquire() => p,
@@ -111,24 +118,89 @@ async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let Some(slot) = descriptors.slots.try_take() else {
+                    drop(tcp);
+                    refusals.count(&ctx, Rejection::FdLimit, 1, || {
+                        format!(
+                            "the process serves {} client connections at most (see the \
+                             file-descriptor limit logged at start)",
+                            descriptors.slots.max()
+                        )
+                    });
+                    continue;
+                };
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
                     let metrics = &ctx.plane.metrics;
                     metrics.new_connections_total.inc();
                     metrics.active_connections.inc();
-                    server::serve(tcp, peer, ctx.clone()).await;
+                    server::serve(tcp, peer, ctx.clone(), Arc::new(slot)).await;
                     ctx.plane.metrics.active_connections.dec();
                     drop(permit);
                 });
             }
             Err(e) if is_per_connection(&e) => debug!(error = %e, "accept: connection gone"),
+            Err(e) if is_out_of_descriptors(&e) => {
+                let closed = descriptors.reserve.shed(&listener);
+                refusals.count(&ctx, Rejection::FdExhausted, closed as u64, || {
+                    format!("out of file descriptors ({e}); closing waiting connections at once")
+                });
+                // Whatever holds the descriptors (target connections, another listener's
+                // clients) frees them on its own time: retrying at once would spin.
+                tokio::time::sleep(EXHAUSTED_PAUSE).await;
+            }
             Err(e) => {
-                // Out of file descriptors or memory: back off instead of spinning on the error.
-                ctx.plane.metrics.rejected_connections_total.inc();
+                // Out of memory or buffers: back off instead of spinning on the error.
+                ctx.counters.rejected(Rejection::AcceptError, 1);
                 warn!(listener = %ctx.name, error = %e, "accept failed; pausing 100ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// The pause after shedding a queue out of descriptors: short, since the connections that
+/// arrive meanwhile wait in the backlog, long enough that a process stuck at its limit does not
+/// spend a worker on failing accepts.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(10);
+
+/// How often a listener says it is refusing connections: a flood refuses thousands a second, and
+/// a line for each would flood the log too.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// One listener's refused connections, by reason, since it last said so.
+#[derive(Default)]
+struct Refusals {
+    last_logged: [Option<Instant>; Rejection::ALL.len()],
+    unlogged: [u64; Rejection::ALL.len()],
+}
+
+impl Refusals {
+    /// Counts `n` connections refused for `why` (none, when running out of descriptors left
+    /// nothing to accept them with), and logs a warning with `reason`'s text unless one for
+    /// `why` was logged lately.
+    fn count(
+        &mut self,
+        ctx: &ListenerContext,
+        why: Rejection,
+        n: u64,
+        reason: impl FnOnce() -> String,
+    ) {
+        ctx.counters.rejected(why, n);
+        let i = why as usize;
+        self.unlogged[i] += n;
+        if self.last_logged[i].is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        warn!(
+            listener = %ctx.name,
+            reason = why.as_str(),
+            refused = self.unlogged[i],
+            "refusing client connections: {}",
+            reason()
+        );
+        self.last_logged[i] = Some(Instant::now());
+        self.unlogged[i] = 0;
     }
 }
 
@@ -233,6 +305,8 @@ pub struct ListenerSet {
     data: tokio::runtime::Handle,
     /// Every connection task, so that shutdown can wait for them.
     tracker: TaskTracker,
+    /// The cap on client connections over every listener, and the reserve descriptors.
+    descriptors: Arc<Descriptors>,
     serving: Mutex<Vec<Serving>>,
     /// Sockets taken over from the previous process in a binary upgrade, used in place of new
     /// binds for the same listeners.
@@ -245,12 +319,14 @@ impl ListenerSet {
         shutdown: tokio_util::sync::CancellationToken,
         data: tokio::runtime::Handle,
         tracker: TaskTracker,
+        descriptors: Arc<Descriptors>,
     ) -> Self {
         ListenerSet {
             plane,
             shutdown,
             data,
             tracker,
+            descriptors,
             serving: Mutex::new(Vec::new()),
             inherited: Mutex::new(Vec::new()),
         }
@@ -383,10 +459,11 @@ impl ListenerSet {
                 limit: limit.clone(),
             });
             let tracker = self.tracker.clone();
+            let descriptors = self.descriptors.clone();
             self.data.spawn(async move {
                 // from_std must run inside the runtime that will poll the socket.
                 match TcpListener::from_std(socket) {
-                    Ok(l) => accept_loop(l, ctx, tracker, limit).await,
+                    Ok(l) => accept_loop(l, ctx, tracker, limit, descriptors).await,
                     Err(e) => warn!(listener = %ctx.name, error = %e, "cannot register listener"),
                 }
             });

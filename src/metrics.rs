@@ -71,6 +71,20 @@ impl HttpVersion {
 }
 
 label_values!(
+    /// `rejected_connections_total{reason}`: why a listener refused a client connection.
+    Rejection {
+        /// The process's cap on client connections (`descriptors::Budget`) was reached: accepted
+        /// and closed at once.
+        FdLimit => "fd_limit",
+        /// Accepting failed for want of a descriptor (`EMFILE`, `ENFILE`): accepted through the
+        /// reserve descriptors and closed at once.
+        FdExhausted => "fd_exhausted",
+        /// Accepting failed otherwise (out of memory or buffers): the listener pauses.
+        AcceptError => "accept_error",
+    }
+);
+
+label_values!(
     /// `processed_bytes_total{direction}`, as seen from seawall's client socket.
     Direction {
         /// Read from the client.
@@ -222,6 +236,8 @@ pub struct ListenerCounters {
     pub proxy_protocol_errors: IntCounter,
     /// `requests_by_version_total` by [`HttpVersion`].
     by_version: [IntCounter; 3],
+    /// `rejected_connections_total` by [`Rejection`].
+    rejected: [IntCounter; 3],
 }
 
 impl ListenerCounters {
@@ -246,7 +262,17 @@ impl ListenerCounters {
                     .requests_by_version_total
                     .with_label_values(&[name, HttpVersion::ALL[i].as_str()])
             }),
+            rejected: std::array::from_fn(|i| {
+                metrics
+                    .rejected_connections_total
+                    .with_label_values(&[name, Rejection::ALL[i].as_str()])
+            }),
         }
+    }
+
+    /// Counts `n` client connections refused for `why`.
+    pub fn rejected(&self, why: Rejection, n: u64) {
+        self.rejected[why as usize].inc_by(n);
     }
 
     /// Counts a request by its HTTP version.
@@ -373,8 +399,8 @@ pub struct Metrics {
     pub parked_connections: IntGauge,
     /// \[NewConnectionCount\]
     pub new_connections_total: IntCounter,
-    /// \[RejectedConnectionCount\] connections refused at the limit or by accept errors.
-    pub rejected_connections_total: IntCounter,
+    /// \[RejectedConnectionCount\] client connections refused, by listener and [`Rejection`].
+    pub rejected_connections_total: IntCounterVec,
     /// Completed TLS handshakes by kind (`full` or `resumed`).
     pub tls_handshakes_total: IntCounterVec,
     /// \[ClientTLSNegotiationErrorCount\] by reason (`timeout`, `alert`, `io`).
@@ -621,6 +647,11 @@ impl Metrics {
             "Connections closed for want of a valid PROXY protocol header, by listener.",
             &["listener"],
         );
+        let rejected_connections_total = counter_vec(
+            "rejected_connections_total",
+            "Client connections refused at accept, by listener and reason.",
+            &["listener", "reason"],
+        );
         let access_log_dropped_total = counter(
             "access_log_dropped_total",
             "Access and connection log lines dropped because the log writer fell behind.",
@@ -654,10 +685,7 @@ impl Metrics {
                 "Idle HTTP/1 keep-alive client connections parked (open, holding no HTTP buffers).",
             ),
             new_connections_total: counter("new_connections_total", "Accepted client connections."),
-            rejected_connections_total: counter(
-                "rejected_connections_total",
-                "Client connections refused or dropped at accept.",
-            ),
+            rejected_connections_total,
             config_generation: gauge(
                 "config_generation",
                 "Generation of the configuration in force.",
@@ -861,6 +889,7 @@ mod tests {
         // Never handed over by hyper's server: not counted under another version's name.
         l.request_version(Version::HTTP_3);
         l.redirects.inc();
+        l.rejected(Rejection::FdLimit, 3);
         let text = m.render();
         for line in [
             r#"seawall_requests_by_version_total{listener="web",version="HTTP/1.0"} 1"#,
@@ -872,6 +901,9 @@ mod tests {
             r#"seawall_redirects_total{listener="web"} 1"#,
             r#"seawall_fixed_responses_total{listener="web"} 0"#,
             r#"seawall_proxy_protocol_errors_total{listener="web"} 0"#,
+            r#"seawall_rejected_connections_total{listener="web",reason="fd_limit"} 3"#,
+            r#"seawall_rejected_connections_total{listener="web",reason="fd_exhausted"} 0"#,
+            r#"seawall_rejected_connections_total{listener="web",reason="accept_error"} 0"#,
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

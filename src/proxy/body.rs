@@ -240,6 +240,11 @@ mod tests {
             tls: None,
             trace_id: crate::access_log::ConnTraceId(1),
             log_text: Default::default(),
+            slot: Arc::new(
+                crate::descriptors::ClientSlots::new(1)
+                    .try_take()
+                    .expect("an empty cap of one"),
+            ),
         })
     }
 

@@ -28,6 +28,7 @@ pub use body::ResponseBody;
 pub use record::{Record, TlsFacts};
 
 use crate::access_log::{ConnText, ConnTraceId};
+use crate::descriptors::ClientSlot;
 use crate::error::RequestError;
 use crate::protocol::ProtocolVersion;
 use crate::routing::{
@@ -56,6 +57,10 @@ pub struct ConnContext {
     pub trace_id: ConnTraceId,
     /// The connection's parts of its requests' access-log lines, formatted on the first.
     pub log_text: ConnText,
+    /// The connection's place under the process's cap on client connections. A WebSocket's
+    /// tunnel outlives the HTTP connection and still holds the client's descriptor (and a
+    /// target's), so it takes this along rather than let the cap forget the connection.
+    pub slot: Arc<ClientSlot>,
 }
 
 /// Handles one request. Never fails: every error becomes the status code ALB would answer with.

@@ -14,8 +14,8 @@ use crate::tunnel;
 use crate::upstream::pool::Lease;
 
 /// Once the target has answered 101: the client's and the target's connections are joined in a
-/// tunnel of their own task, which keeps the target counted as outstanding, and the client gets
-/// the 101 head with an empty body.
+/// tunnel of their own task, which keeps the target counted as outstanding and the client
+/// connection under the descriptor cap, and the client gets the 101 head with an empty body.
 pub(super) fn hand_off(
     client_side: OnUpgrade,
     mut resp: Response<Incoming>,
@@ -26,6 +26,7 @@ pub(super) fn hand_off(
     let target_side = hyper::upgrade::on(&mut resp);
     ctx.activity.mark_upgraded();
     let idle = ctx.listener.plane.snapshot.load().limits.idle_timeout;
+    let slot = ctx.slot.clone();
     tokio::spawn(async move {
         let closed = outstanding.target().closed().clone();
         let joined = tokio::try_join!(client_side, target_side);
@@ -36,6 +37,7 @@ pub(super) fn hand_off(
             Err(e) => debug!(error = %e, "upgrade failed"),
         }
         drop(outstanding);
+        drop(slot);
     });
     let (parts, _) = resp.into_parts();
     Response::from_parts(parts, Reply::full(Bytes::new()))

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::access_log::{ConnTraceId, ConnectionEntry, TlsLine, Verify};
+use crate::descriptors::ClientSlot;
 use crate::metrics::{HandshakeFailure, HandshakeKind, ListenerCounters, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
@@ -86,7 +87,15 @@ const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// their own futures or boxes, and no value that has moved on to the next stage (the TCP stream
 /// into the handshake, the TLS stream into `serve_http`) is borrowed here, which would make the
 /// compiler keep its room.
-pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
+///
+/// `slot` is the connection's place under the process's cap on client connections; an upgraded
+/// connection's tunnel keeps it after this returns.
+pub async fn serve(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    slot: Arc<ClientSlot>,
+) {
     let snapshot = listener.plane.snapshot.load_full();
     // The listener may have gone in a reload between accept and now.
     let Some(compiled) = snapshot.listener(&listener.name) else {
@@ -116,7 +125,7 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerC
             else {
                 return;
             };
-            serve_http(stream, h2, conn, Some(facts), &listener, rt).await;
+            serve_http(stream, h2, conn, Some(facts), slot, &listener, rt).await;
         }
         None => {
             // As for a handshake: a client that connected before a drain may still be sending
@@ -130,7 +139,7 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerC
             };
             // Counted from here: the peek above consumed nothing.
             let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
-            serve_http(tcp, h2, conn, None, &listener, rt).await;
+            serve_http(tcp, h2, conn, None, slot, &listener, rt).await;
         }
     }
 }
@@ -303,6 +312,7 @@ fn serve_http<'a, S>(
     h2: bool,
     conn: Conn,
     tls: Option<TlsFacts>,
+    slot: Arc<ClientSlot>,
     listener: &'a Arc<ListenerContext>,
     rt: &'a Limits,
 ) -> impl Future<Output = ()> + 'a
@@ -324,6 +334,7 @@ where
         tls,
         trace_id: conn.trace_id,
         log_text: Default::default(),
+        slot,
     });
     async move {
         // The request's future is boxed: hyper keeps a slot the size of the service's future

@@ -108,10 +108,14 @@ impl Proc {
     ) -> Proc {
         let mut command = cmd();
         adjust(&mut command);
+        command.args(["run", "--config"]).arg(config).args(after);
+        Self::start_command(command, listeners, admin).await
+    }
+
+    /// As [`Proc::start`], for a command that ends up running seawall with its arguments already
+    /// given (a shell that sets limits, then `exec`s the binary).
+    pub async fn start_command(mut command: Command, listeners: &[&str], admin: bool) -> Proc {
         let mut child = command
-            .args(["run", "--config"])
-            .arg(config)
-            .args(after)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
