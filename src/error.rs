@@ -39,6 +39,10 @@ pub enum RequestError {
     /// ALB's 464: the request cannot be carried in the target group's protocol version.
     #[error("incompatible protocol: {0}")]
     IncompatibleProtocol(&'static str),
+    /// seawall had no descriptor left to connect to the target (EMFILE, ENFILE): the target is
+    /// not at fault, so it is not marked failed, and the request is answered 503.
+    #[error("no file descriptor left to connect to the target")]
+    OutOfDescriptors,
 }
 
 impl RequestError {
@@ -48,7 +52,9 @@ impl RequestError {
         match self {
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => StatusCode::BAD_REQUEST,
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestError::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::NoTargets | RequestError::OutOfDescriptors => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RequestError::ConnectFailed(_) | RequestError::TargetReset(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -80,6 +86,7 @@ impl RequestError {
             RequestError::ResponseTimeout => "TargetResponseTimeout",
             RequestError::TargetReset(_) => "TargetConnectionReset",
             RequestError::IncompatibleProtocol(_) => "IncompatibleProtocol",
+            RequestError::OutOfDescriptors => "LoadBalancerOutOfDescriptors",
         }
     }
 
@@ -95,6 +102,7 @@ impl RequestError {
             RequestError::IncompatibleProtocol(_) => 12, // UNIMPLEMENTED
             RequestError::ResponseTimeout => 4, // DEADLINE_EXCEEDED
             RequestError::NoTargets
+            | RequestError::OutOfDescriptors
             | RequestError::ConnectFailed(_)
             | RequestError::ConnectTimeout
             | RequestError::TargetReset(_) => 14, // UNAVAILABLE
@@ -117,6 +125,7 @@ impl RequestError {
     pub fn from_upstream(err: &pool::Error) -> Self {
         match err {
             pool::Error::Connect(e) => match &**e {
+                e if e.is_local_exhaustion() => RequestError::OutOfDescriptors,
                 ConnectError::Timeout => RequestError::ConnectTimeout,
                 // The kernel gave up on the SYN before seawall's own timeout did.
                 ConnectError::Tcp(io) | ConnectError::Tls(io)
@@ -162,6 +171,7 @@ mod tests {
             ),
             (RequestError::BodyTooLarge(10), 413, Side::Downstream),
             (RequestError::NoTargets, 503, Side::Upstream),
+            (RequestError::OutOfDescriptors, 503, Side::Upstream),
             (
                 RequestError::ConnectFailed("refused".into()),
                 502,
@@ -180,6 +190,12 @@ mod tests {
                 Side::Downstream,
             ),
         ];
+        let emfile = std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        let local = pool::Error::Connect(std::sync::Arc::new(ConnectError::Tcp(emfile)));
+        assert!(matches!(
+            RequestError::from_upstream(&local),
+            RequestError::OutOfDescriptors
+        ));
         for (err, code, side) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");
             assert_eq!(err.side(), side, "{err}");

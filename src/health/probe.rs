@@ -54,6 +54,14 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
+    /// Whether the probe failed for want of seawall's own descriptors, not the target's doing.
+    pub fn is_local_exhaustion(&self) -> bool {
+        match self {
+            ProbeError::Connect(e) | ProbeError::Tls(e) => connect::is_local_exhaustion(e),
+            _ => false,
+        }
+    }
+
     /// The reason ALB's DescribeTargetHealth would give a target failing this way.
     pub fn reason(&self) -> Reason {
         match self {

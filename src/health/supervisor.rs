@@ -302,10 +302,17 @@ async fn check_target(ctx: Arc<GroupContext>, target: Arc<Target>, first: Durati
                     target.transition(State::Initial, State::Initial, Some(initial_reason()));
                 }
                 let result = ctx.prober.probe(target.addr).await;
-                if let Err(e) = &result {
-                    debug!(target_group = %ctx.group.name, target = %target.addr, error = %e, "health check failed");
+                match &result {
+                    // seawall's own shortage says nothing of the target: not counted either way.
+                    Err(e) if e.is_local_exhaustion() => {
+                        warn!(target_group = %ctx.group.name, target = %target.addr, error = %e, "health check skipped: no file descriptor left");
+                    }
+                    Err(e) => {
+                        debug!(target_group = %ctx.group.name, target = %target.addr, error = %e, "health check failed");
+                        ctx.record(&target, &mut counter, result);
+                    }
+                    Ok(()) => ctx.record(&target, &mut counter, result),
                 }
-                ctx.record(&target, &mut counter, result);
             }
         }
         // Also catches changes made elsewhere (a passive failure) since the last probe.

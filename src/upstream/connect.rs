@@ -49,6 +49,24 @@ pub enum ConnectError {
     Tls(io::Error),
 }
 
+impl ConnectError {
+    /// Whether the connection failed for want of seawall's own descriptors (EMFILE, ENFILE): the
+    /// target is not to blame, and must not be marked failed for it.
+    pub fn is_local_exhaustion(&self) -> bool {
+        match self {
+            ConnectError::Tcp(e) | ConnectError::Tls(e) => is_local_exhaustion(e),
+            ConnectError::Timeout => false,
+        }
+    }
+}
+
+/// EMFILE or ENFILE: the process, or the system, has no descriptor left for a new socket.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error()
+        .is_some_and(|n| n == Errno::MFILE.raw_os_error() || n == Errno::NFILE.raw_os_error())
+}
+
 /// A connection to a target, plain or TLS: one type for both, so that the HTTP layer above is
 /// built once rather than once per transport. The TLS side is boxed: a TLS session is ten times
 /// the size of a socket, and plain connections should not carry its room.

@@ -109,9 +109,10 @@ pub enum Reuse {
 /// before answering: a TLS handshake that failed as a TLS error, anything else as a connection
 /// error. A reused HTTP/1 connection closed under a request ([`Error::Stale`]) is the keep-alive
 /// race, not a failure of the target: the request goes again on a new connection, which counts
-/// if it fails.
+/// if it fails. Neither is seawall running out of descriptors.
 fn count(errors: &TargetErrors, e: &Error) {
     match e {
+        Error::Connect(c) if c.is_local_exhaustion() => {}
         Error::Connect(c) if matches!(**c, ConnectError::Tls(_)) => errors.tls.inc(),
         Error::Connect(_) | Error::Handshake(_) => errors.connection.inc(),
         Error::Exchange(h) if closed_under(h) => errors.connection.inc(),
