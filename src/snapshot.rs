@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::routing::{GroupId, Router};
 use crate::secrets::Secrets;
+use crate::server::framing::Mitigation;
 use crate::server::Limits;
 use crate::stickiness::Sealer;
 use crate::targets::{self, Origin, Registry, TargetGroup, Update};
@@ -197,5 +198,7 @@ pub struct Listener {
     /// Connections begin with a PROXY protocol header whose source address is the client's. Read
     /// per connection, so a reload that flips it applies to the connections accepted after it.
     pub proxy_protocol: bool,
+    /// What is done with requests by their desync classification (`server::framing`).
+    pub desync_mitigation: Mitigation,
     pub router: Router,
 }

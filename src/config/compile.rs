@@ -104,6 +104,7 @@ pub fn compile(
             protocol: l.protocol,
             tls,
             proxy_protocol: l.proxy_protocol,
+            desync_mitigation: l.desync_mitigation,
             router: router(l),
         });
     }

@@ -357,6 +357,8 @@ pub struct RawRuntime {
     pub max_rules_per_listener: Option<usize>,
     /// `"text"` or `"json"`: how the application log is written (read at start only).
     pub log_format: Option<String>,
+    /// ALB's HTTP desync mitigation mode: `"monitor"`, `"defensive"` or `"strictest"`.
+    pub desync_mitigation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,6 +382,8 @@ pub struct RawListener {
     pub alpn: Option<Vec<String>>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Overrides `runtime.desync_mitigation` for this listener.
+    pub desync_mitigation: Option<String>,
     pub default_action: RawAction,
     #[serde(default)]
     pub rules: Vec<RawRule>,
