@@ -492,3 +492,42 @@ async fn a_100_kib_uri_gets_414() {
     assert_eq!(got.status, 414, "{got:?}");
     assert!(rec.take().is_empty());
 }
+
+/// A head pipelined behind another in one write is not seen by the raw scan (README, "HTTP
+/// desync mitigation"): whatever it is classified, the target never gets a request framed two
+/// ways, and no bytes it cannot parse.
+#[tokio::test]
+async fn a_pipelined_head_with_both_framings_never_reaches_the_target_framed_two_ways() {
+    let (target, rec) = recording_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sw = start(target, dir.path()).await;
+    let tls = tls_client(&Tls::new("localhost"));
+    let two = format!(
+        "GET /first HTTP/1.1\r\n{H}\r\nPOST /second HTTP/1.1\r\n{H}Content-Length: 5\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    for mode in MODES {
+        let mut s = tls_connect_with(sw.addr(mode), &tls, "localhost")
+            .await
+            .unwrap();
+        s.write_all(two.as_bytes()).await.unwrap();
+        let first = read_answer(&mut s, false).await;
+        assert_eq!(first.status, 200, "[{mode}] {first:?}");
+        let second = read_answer(&mut s, false).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = rec.take();
+        assert_eq!(rec.broken_conns.load(Ordering::SeqCst), 0, "[{mode}]");
+        match second.status {
+            400 => assert_eq!(seen.len(), 1, "[{mode}] {seen:?}"),
+            200 => {
+                assert_eq!(seen.len(), 2, "[{mode}] {seen:?}");
+                let one = &seen[1];
+                assert!(
+                    one.content_length.is_empty() && one.body.as_deref() == Ok(&b"hello"[..]),
+                    "[{mode}] {one:?}"
+                );
+            }
+            other => panic!("[{mode}] {other}: {second:?}"),
+        }
+    }
+}
