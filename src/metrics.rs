@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::server::framing::Reason;
 use http::{StatusCode, Version};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -455,6 +456,9 @@ pub struct Metrics {
     pub proxy_protocol_errors_total: IntCounterVec,
     /// Access and connection log lines dropped because the log writer fell behind.
     pub access_log_dropped_total: IntCounter,
+    /// \[DesyncMitigationMode_NonCompliant_Request_Count\] HTTP requests that were not
+    /// compliant, by ALB's classification and reason code, whatever was done with them.
+    pub desync_mitigation_total: IntCounterVec,
     /// `tls_negotiations_total` by (version, suite), resolved on first use of each.
     tls_negotiations: Negotiations,
     /// `tls_handshakes_total` by [`HandshakeKind`], resolved once.
@@ -463,6 +467,9 @@ pub struct Metrics {
     handshake_errors: Box<[IntCounter]>,
     /// `config_reloads_total` by [`ReloadOutcome`], resolved once.
     reloads: Box<[IntCounter]>,
+    /// `desync_mitigation_total` by [`Reason`] (which decides the classification), resolved
+    /// once.
+    desync: Box<[IntCounter]>,
     /// `elb_responses_total` by code, resolved on first use of each.
     elb_responses: CodeCounters,
 }
@@ -652,6 +659,17 @@ impl Metrics {
             "Client connections refused at accept, by listener and reason.",
             &["listener", "reason"],
         );
+        let desync_mitigation_total = counter_vec(
+            "desync_mitigation_total",
+            "HTTP requests that were not compliant, by ALB's desync classification and reason.",
+            &["classification", "reason"],
+        );
+        let desync = Reason::ALL
+            .iter()
+            .map(|&r| {
+                desync_mitigation_total.with_label_values(&[r.verdict().alb_tier(), r.alb_code()])
+            })
+            .collect();
         let access_log_dropped_total = counter(
             "access_log_dropped_total",
             "Access and connection log lines dropped because the log writer fell behind.",
@@ -679,6 +697,8 @@ impl Metrics {
             requests_by_version_total,
             proxy_protocol_errors_total,
             access_log_dropped_total,
+            desync_mitigation_total,
+            desync,
             active_connections: gauge("active_connections", "Open client connections."),
             parked_connections: gauge(
                 "parked_connections",
@@ -734,6 +754,11 @@ impl Metrics {
     /// Counts a configuration reload.
     pub fn config_reload(&self, result: ReloadOutcome) {
         self.reloads[result as usize].inc();
+    }
+
+    /// Counts a request that was not compliant.
+    pub fn desync(&self, reason: Reason) {
+        self.desync[reason as usize].inc();
     }
 
     /// Counts an answer seawall made itself.

@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::routing::{GroupId, Router};
 use crate::secrets::Secrets;
+use crate::server::framing::Mitigation;
 use crate::server::Limits;
 use crate::stickiness::Sealer;
 use crate::targets::{self, Origin, Registry, TargetGroup, Update};
@@ -200,5 +201,7 @@ pub struct Listener {
     /// The largest request body a forward takes (413 above it), read per request, so a reload
     /// applies to the next request.
     pub max_body_bytes: Option<u64>,
+    /// What is done with requests by their desync classification (`server::framing`).
+    pub desync_mitigation: Mitigation,
     pub router: Router,
 }

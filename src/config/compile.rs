@@ -105,6 +105,7 @@ pub fn compile(
             tls,
             proxy_protocol: l.proxy_protocol,
             max_body_bytes: l.max_body_bytes,
+            desync_mitigation: l.desync_mitigation,
             router: router(l),
         });
     }

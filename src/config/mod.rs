@@ -357,6 +357,8 @@ pub struct RawRuntime {
     pub max_rules_per_listener: Option<usize>,
     /// `"text"` or `"json"`: how the application log is written (read at start only).
     pub log_format: Option<String>,
+    /// ALB's HTTP desync mitigation mode: `"monitor"`, `"defensive"` or `"strictest"`.
+    pub desync_mitigation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,6 +384,8 @@ pub struct RawListener {
     pub proxy_protocol: bool,
     /// The largest request body a forward takes, in bytes; above it, 413.
     pub max_body_bytes: Option<u64>,
+    /// Overrides `runtime.desync_mitigation` for this listener.
+    pub desync_mitigation: Option<String>,
     pub default_action: RawAction,
     #[serde(default)]
     pub rules: Vec<RawRule>,

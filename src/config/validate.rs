@@ -23,6 +23,7 @@ use crate::protocol::{Protocol, ProtocolVersion, UnknownValue};
 use crate::routing::{
     Conditions, HeaderCondition, IpNet, QueryPattern, RedirectError, RedirectTemplate, Wildcard,
 };
+use crate::server::framing::Mitigation;
 use crate::stickiness::{self, TargetStickiness};
 use crate::targets::{HealthCheck, Matcher};
 use crate::tls;
@@ -97,6 +98,9 @@ pub struct RuntimeConfig {
     /// How the application log is written, unless `--log-format` says otherwise. Read at start
     /// only: a reload that changes it is reported as needing a restart.
     pub log_format: LogFormat,
+    /// What is done with requests by their desync classification, on listeners that do not
+    /// say otherwise.
+    pub desync_mitigation: Mitigation,
 }
 
 impl RuntimeConfig {
@@ -122,6 +126,7 @@ impl RuntimeConfig {
             cookie_key: None,
             max_rules_per_listener: DEFAULT_MAX_RULES,
             log_format: LogFormat::Text,
+            desync_mitigation: Mitigation::Defensive,
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct ListenerConfig {
     /// The largest request body forwarded to a target; a larger one is answered 413. No limit
     /// when unset, as ALB.
     pub max_body_bytes: Option<u64>,
+    /// The listener's own mode, or `runtime.desync_mitigation`.
+    pub desync_mitigation: Mitigation,
     pub default_action: ActionConfig,
     /// Sorted by priority.
     pub rules: Vec<RuleConfig>,
@@ -483,6 +490,13 @@ fn runtime(
             "runtime.log_format".into(),
             r.log_format.as_deref(),
             d.log_format,
+            errs,
+        ),
+        desync_mitigation: word(
+            src,
+            "runtime.desync_mitigation".into(),
+            r.desync_mitigation.as_deref(),
+            d.desync_mitigation,
             errs,
         ),
     };
@@ -1156,6 +1170,13 @@ fn listener(
         alpn,
         proxy_protocol: l.proxy_protocol,
         max_body_bytes,
+        desync_mitigation: word(
+            src,
+            format!("{path}.desync_mitigation"),
+            l.desync_mitigation.as_deref(),
+            rt.desync_mitigation,
+            errs,
+        ),
         default_action: default_action?,
         rules,
     })

@@ -27,6 +27,7 @@ pub(super) fn forward<'a>(
     tg: &'a Arc<TargetGroup>,
     sealer: Option<&'a Sealer>,
     max_body: Option<u64>,
+    discard_target: bool,
     facts: &'a mut Facts,
 ) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
     async move {
@@ -182,6 +183,11 @@ pub(super) fn forward<'a>(
         };
         facts.timing.head = Some(Instant::now());
         facts.target_status = Some(resp.status());
+        if discard_target {
+            // Whatever the target made of the request's end, it reads nothing more on this
+            // connection: hyper closes it once the response is over.
+            lease = None;
+        }
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::rewrite_response(resp.headers_mut(), switched);

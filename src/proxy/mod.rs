@@ -174,7 +174,7 @@ fn respond<'a>(
         if req.method() == Method::CONNECT {
             return Err(RequestError::BadRequest("CONNECT is not proxied"));
         }
-        check_framing(&mut req, raw_head, ctx, facts)?;
+        let discard_target = check_framing(&mut req, raw_head, ctx, facts)?;
         let host = request_host(&req)?;
         let resolved = {
             let snapshot = ctx.listener.plane.snapshot.load();
@@ -246,8 +246,16 @@ fn respond<'a>(
             Resolved::Forward(fwd) => {
                 facts.action = Some(ActionKind::Forward);
                 let sealer = fwd.sealer.as_deref();
-                let mut resp =
-                    forward::forward(req, ctx, &fwd.group, sealer, fwd.max_body, facts).await?;
+                let mut resp = forward::forward(
+                    req,
+                    ctx,
+                    &fwd.group,
+                    sealer,
+                    fwd.max_body,
+                    discard_target,
+                    facts,
+                )
+                .await?;
                 if let (Some(duration), Some(sealer)) = (fwd.group_stickiness, sealer) {
                     // Refreshed on every response, as ALB does.
                     stickiness::add_group_cookies(
@@ -273,28 +281,53 @@ fn client_trace_id(req: &Request<Incoming>) -> Option<TraceId> {
         .map(TraceId::Client)
 }
 
-/// Rejects requests whose body framing two parsers could read differently (request smuggling), as
-/// `server::framing` judges them from the raw head and hyper's parse. hyper accepts some of them
-/// and keeps the stale header, so this runs before anything is forwarded.
+/// Classifies the request's framing and addressing (`server::framing`, from the raw head and
+/// hyper's parse) and acts on it by the listener's desync mitigation mode, before anything is
+/// forwarded: hyper accepts some doubtful framings and keeps the stale header. `Ok(true)`: the
+/// request goes on, but its connections, to the client and to the target, end after it.
 fn check_framing(
     req: &mut Request<Incoming>,
     raw_head: Option<framing::RawHead>,
     ctx: &ConnContext,
     facts: &mut Facts,
-) -> Result<(), RequestError> {
-    let judgment = framing::judge(raw_head, req.method(), req.version(), req.headers());
+) -> Result<bool, RequestError> {
+    let judgment = framing::judge(
+        raw_head,
+        req.method(),
+        req.version(),
+        req.uri(),
+        req.headers(),
+    );
     let verdict = judgment.verdict;
-    facts.classification = verdict.alb_classification();
-    if verdict.rejected() {
-        return Err(RequestError::BadRequest(verdict.reason()));
-    }
-    if verdict != framing::Verdict::Compliant {
-        debug!(listener = %ctx.listener.name, peer = %ctx.peer, ?verdict, reason = verdict.reason(), "forwarding a request of doubtful framing");
+    let mut close = false;
+    // A compliant request is forwarded in every mode: the snapshot is not even looked at.
+    if let Some(reason) = verdict.cause() {
+        facts.classification = verdict.alb_classification();
+        let plane = &ctx.listener.plane;
+        plane.metrics.desync(reason);
+        let mode = plane
+            .snapshot
+            .load()
+            .listener(&ctx.listener.name)
+            .map_or_else(framing::Mitigation::default, |l| l.desync_mitigation);
+        match mode.action(verdict) {
+            framing::Action::Refuse => return Err(RequestError::BadRequest(verdict.reason())),
+            framing::Action::ForwardThenClose => {
+                close = true;
+                // HTTP/2 streams are framed by the protocol, so only HTTP/1 has a connection
+                // whose next request could be misread.
+                if req.version() < Version::HTTP_2 {
+                    ctx.activity.ask_to_close();
+                }
+            }
+            framing::Action::Forward => {}
+        }
+        debug!(listener = %ctx.listener.name, peer = %ctx.peer, ?verdict, mode = mode.as_str(), reason = verdict.reason(), "forwarding a request of doubtful framing");
     }
     if let Some(one) = judgment.content_length {
         req.headers_mut().insert(header::CONTENT_LENGTH, one);
     }
-    Ok(())
+    Ok(close)
 }
 
 /// The request's host as the client wrote it: `:authority` for HTTP/2, else the Host header (or

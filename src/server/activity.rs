@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::RawHead;
+use super::framing::{self, Lookalike, RawHead};
 
 /// Where a connection is between requests; kept in an `AtomicU8`.
 #[repr(u8)]
@@ -64,16 +64,24 @@ impl Park {
 }
 
 /// A [`RawHead`] in one atomic word, so that the service can take it without a lock. 0 means no
-/// head was scanned; a scanned one sets `SCANNED` even if it saw neither header.
-fn pack(raw: RawHead) -> u32 {
-    const SCANNED: u32 = 1 << 16;
-    SCANNED | u32::from(raw.content_length) << 8 | u32::from(raw.transfer_encoding)
+/// head was scanned; a scanned one sets `SCANNED` even if it saw nothing of note.
+fn pack(raw: RawHead) -> u64 {
+    const SCANNED: u64 = 1 << 32;
+    SCANNED
+        | u64::from(raw.lookalike) << 25
+        | u64::from(raw.bare_lf) << 24
+        | u64::from(raw.host) << 16
+        | u64::from(raw.content_length) << 8
+        | u64::from(raw.transfer_encoding)
 }
 
-fn unpack(bits: u32) -> Option<RawHead> {
+fn unpack(bits: u64) -> Option<RawHead> {
     (bits != 0).then_some(RawHead {
         content_length: (bits >> 8) as u8,
         transfer_encoding: bits as u8,
+        host: (bits >> 16) as u8,
+        bare_lf: bits & 1 << 24 != 0,
+        lookalike: bits & 1 << 25 != 0,
     })
 }
 
@@ -90,7 +98,7 @@ pub struct Activity {
     /// What the IO wrapper saw of the raw HTTP/1 request head being served (packed, see [`pack`]):
     /// hyper repairs some framings before seawall sees the request (it drops the Content-Length
     /// of a head that also has Transfer-Encoding), so only the raw bytes tell.
-    raw_head: AtomicU32,
+    raw_head: AtomicU64,
     /// The connection was handed over to a protocol upgrade (WebSocket): its bytes are no longer
     /// HTTP, so no head limits apply.
     upgraded: AtomicBool,
@@ -107,7 +115,7 @@ impl Activity {
             phase: AtomicU8::new(Phase::Idle as u8),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            raw_head: AtomicU32::new(0),
+            raw_head: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             park: AtomicU8::new(Park::None as u8),
@@ -253,9 +261,10 @@ pub struct HeadLimits {
 /// - the head size (`max_header_bytes`; hyper's own buffer limit is only approximate);
 /// - the request line's length ([`MAX_REQUEST_LINE`]): hyper has no limit of its own on it, and
 ///   answers 431 only once an unfinished head fills its buffer;
-/// - the Content-Length and Transfer-Encoding lines, which `server::framing` weighs against what
-///   hyper parsed: hyper accepts both together by silently dropping the Content-Length, so the
-///   request handler could not see it (recorded in [`Activity`]).
+/// - what `server::framing` weighs against what hyper parsed (recorded in [`Activity`]): the
+///   Content-Length and Transfer-Encoding lines (hyper accepts both together by silently
+///   dropping the Content-Length, so the request handler could not see it), the Host lines,
+///   names that resemble a framing header, and lines ended by a bare LF.
 ///
 /// When the deadline or a size is exceeded, the wrapper writes the 408, 431 or 414 answer itself
 /// and then fails the read, which makes hyper close the connection.
@@ -462,10 +471,10 @@ enum Scan {
 }
 
 /// An incremental, allocation-free scan of one request head: where it ends, how long it is, and
-/// how many Content-Length and Transfer-Encoding lines it has. It does not parse HTTP (hyper does);
-/// it only needs line boundaries and header-name prefixes. Lines may end in LF alone, as hyper
-/// accepts.
-#[derive(Debug, Default)]
+/// the facts of [`RawHead`]. It does not parse HTTP (hyper does); it only needs line boundaries
+/// and the first bytes of header names, which it matches as they go by, so that most lines are
+/// skipped from their first byte on. Lines may end in LF alone, as hyper accepts.
+#[derive(Debug)]
 struct HeadScan {
     /// Past the empty lines a client may send before a request line (hyper skips them).
     started: bool,
@@ -478,14 +487,37 @@ struct HeadScan {
     /// The request line's last byte so far was a CR, which its length does not count when the
     /// line ends right after it.
     line_cr: bool,
-    /// The current line still matches `content-length:` / `transfer-encoding:` so far.
-    maybe_cl: bool,
-    maybe_te: bool,
+    /// The last byte was a CR (for the bare LF check).
+    cr: bool,
+    /// Still in the current header line's name, which may still be one the scan counts.
+    naming: bool,
+    /// The name so far is, or resembles, Content-Length / Transfer-Encoding.
+    cl: Lookalike,
+    te: Lookalike,
+    /// The name so far is a prefix of `host`.
+    maybe_host: bool,
     seen: RawHead,
 }
 
-const CONTENT_LENGTH: &[u8] = b"content-length:";
-const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
+const HOST: &[u8] = b"host";
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        HeadScan {
+            started: false,
+            len: 0,
+            lines: 0,
+            column: 0,
+            line_cr: false,
+            cr: false,
+            naming: false,
+            cl: Lookalike::new(framing::CONTENT_LENGTH),
+            te: Lookalike::new(framing::TRANSFER_ENCODING),
+            maybe_host: false,
+            seen: RawHead::default(),
+        }
+    }
+}
 
 impl HeadScan {
     fn feed(&mut self, bytes: &[u8], max_bytes: usize) -> Scan {
@@ -501,14 +533,15 @@ impl HeadScan {
             }
             // Inside a line that can no longer be either name (the request line included): jump
             // to its end instead of looking at every byte.
-            if self.column > 0 && !self.maybe_cl && !self.maybe_te {
+            if self.column > 0 && !self.naming {
                 let rest = &bytes[i..];
                 let n = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
                 if n > 0 {
                     // CRs are counted here too; only `column == 0` matters once past the names.
                     self.column += n;
+                    self.cr = rest[n - 1] == b'\r';
                     if self.lines == 0 {
-                        self.line_cr = rest[n - 1] == b'\r';
+                        self.line_cr = self.cr;
                         // Checked before the head size, so that a long URI gets the answer
                         // that names it (414), not 431. The line end's CR may be in `column`.
                         if self.column > MAX_REQUEST_LINE + 1 {
@@ -529,39 +562,58 @@ impl HeadScan {
                 return Scan::TooLarge;
             }
             match b {
-                b'\n' if self.column == 0 && self.lines > 0 => {
-                    return Scan::End(self.seen);
-                }
                 b'\n' => {
+                    self.seen.bare_lf |= !self.cr;
+                    self.cr = false;
+                    if self.column == 0 && self.lines > 0 {
+                        return Scan::End(self.seen);
+                    }
                     if self.lines == 0 && self.column - usize::from(self.line_cr) > MAX_REQUEST_LINE
                     {
                         return Scan::LineTooLong;
                     }
                     self.lines += 1;
                     self.column = 0;
-                    self.maybe_cl = true;
-                    self.maybe_te = true;
+                    self.naming = true;
+                    self.cl = Lookalike::new(framing::CONTENT_LENGTH);
+                    self.te = Lookalike::new(framing::TRANSFER_ENCODING);
+                    self.maybe_host = true;
                 }
-                b'\r' => {}
+                b'\r' => self.cr = true,
                 _ => {
-                    if self.lines > 0 {
-                        let b = b.to_ascii_lowercase();
-                        let at = |name: &[u8]| name.get(self.column) == Some(&b);
-                        self.maybe_cl &= at(CONTENT_LENGTH);
-                        self.maybe_te &= at(TRANSFER_ENCODING);
-                        let seen = &mut self.seen;
-                        if self.maybe_cl && self.column + 1 == CONTENT_LENGTH.len() {
-                            seen.content_length = seen.content_length.saturating_add(1);
-                        }
-                        if self.maybe_te && self.column + 1 == TRANSFER_ENCODING.len() {
-                            seen.transfer_encoding = seen.transfer_encoding.saturating_add(1);
-                        }
+                    self.cr = false;
+                    if self.naming {
+                        self.name_byte(b);
                     }
                     self.column += 1;
                 }
             }
         }
         Scan::Incomplete
+    }
+
+    /// A byte of a header line while its name may still be one that counts.
+    fn name_byte(&mut self, b: u8) {
+        if b == b':' {
+            // The name is `column` bytes long (hyper refuses names with a CR in them).
+            let (len, seen) = (self.column, &mut self.seen);
+            if self.cl.is_exact(len) {
+                seen.content_length = seen.content_length.saturating_add(1);
+            }
+            if self.te.is_exact(len) {
+                seen.transfer_encoding = seen.transfer_encoding.saturating_add(1);
+            }
+            seen.lookalike |= self.cl.resembles(len) || self.te.resembles(len);
+            if self.maybe_host && len == HOST.len() {
+                seen.host = seen.host.saturating_add(1);
+            }
+            self.naming = false;
+            return;
+        }
+        self.cl.feed(b);
+        self.te.feed(b);
+        self.maybe_host &= HOST.get(self.column) == Some(&b.to_ascii_lowercase());
+        self.naming = self.cl.alive() || self.te.alive() || self.maybe_host;
     }
 }
 
@@ -639,6 +691,7 @@ mod tests {
             Scan::End(RawHead {
                 content_length,
                 transfer_encoding,
+                ..RawHead::default()
             })
         };
         let conflict = seen(1, 1);
@@ -649,7 +702,13 @@ mod tests {
             clean,
             "body bytes are not the head"
         );
-        assert_eq!(scan_all(&[lf], 1024), conflict);
+        let lf_conflict = Scan::End(RawHead {
+            content_length: 1,
+            transfer_encoding: 1,
+            bare_lf: true,
+            ..RawHead::default()
+        });
+        assert_eq!(scan_all(&[lf], 1024), lf_conflict);
         assert_eq!(scan_all(&[lookalike], 1024), clean);
         assert_eq!(scan_all(&[&both[..30]], 1024), Scan::Incomplete);
         let repeated = b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n";
@@ -663,6 +722,37 @@ mod tests {
             (&long[..], &conflict),
         ] {
             for size in 1..head.len() {
+                let chunks: Vec<&[u8]> = head.chunks(size).collect();
+                assert_eq!(&scan_all(&chunks, 1024), want, "chunks of {size}");
+            }
+        }
+        // Hosts, bare LFs and names that resemble a framing header, whichever way the head is cut.
+        let odd =
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: b\nTransfer_Encoding: chunked\r\nhost: b\r\n\r\n";
+        let odd_seen = Scan::End(RawHead {
+            host: 2,
+            bare_lf: true,
+            lookalike: true,
+            ..RawHead::default()
+        });
+        let plain =
+            b"GET / HTTP/1.1\r\nHost: a\r\nHosts: b\r\nContent-Type: x\r\nX-Host: c\r\n\r\n";
+        let plain_seen = Scan::End(RawHead {
+            host: 1,
+            ..RawHead::default()
+        });
+        let bare_end = b"GET / HTTP/1.1\r\nHost: a\r\n\n";
+        let bare_end_seen = Scan::End(RawHead {
+            host: 1,
+            bare_lf: true,
+            ..RawHead::default()
+        });
+        for (head, want) in [
+            (&odd[..], &odd_seen),
+            (&plain[..], &plain_seen),
+            (&bare_end[..], &bare_end_seen),
+        ] {
+            for size in 1..=head.len() {
                 let chunks: Vec<&[u8]> = head.chunks(size).collect();
                 assert_eq!(&scan_all(&chunks, 1024), want, "chunks of {size}");
             }

@@ -1948,3 +1948,31 @@ fn access_log_values_are_checked() {
         "give a file",
     );
 }
+
+#[test]
+fn desync_mitigation_is_albs_mode_by_runtime_then_listener() {
+    use crate::server::framing::Mitigation;
+    let cfg = valid(ANSWER);
+    assert_eq!(cfg.runtime.desync_mitigation, Mitigation::Defensive);
+    assert_eq!(cfg.listeners[0].desync_mitigation, Mitigation::Defensive);
+    let cfg = valid(&runtime(r#"desync_mitigation = "strictest""#));
+    assert_eq!(cfg.listeners[0].desync_mitigation, Mitigation::Strictest);
+    let own = format!(
+        "[runtime]\ndesync_mitigation = \"strictest\"\n{ANSWER}desync_mitigation = \"monitor\"\n"
+    );
+    let cfg = valid(&own);
+    assert_eq!(cfg.runtime.desync_mitigation, Mitigation::Strictest);
+    assert_eq!(cfg.listeners[0].desync_mitigation, Mitigation::Monitor);
+    fails(
+        &runtime(r#"desync_mitigation = "paranoid""#),
+        2,
+        "runtime.desync_mitigation",
+        r#"unknown desync mitigation mode "paranoid"; expected "monitor", "defensive" or "strictest""#,
+    );
+    fails(
+        &format!("{ANSWER}desync_mitigation = \"Defensive\"\n"),
+        7,
+        "listeners[0].desync_mitigation",
+        "expected \"monitor\"",
+    );
+}
