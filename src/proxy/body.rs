@@ -201,6 +201,8 @@ mod tests {
                 header_timeout: limit,
                 handshake_timeout: limit,
                 max_header_bytes: 1024,
+                http2_max_concurrent_streams: 1,
+                http2_max_resets_per_second: 1,
             },
             max_connections: 1,
             listeners: Vec::new(),

@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod framing;
+pub mod h2_limits;
 mod metered;
 pub mod proxy_protocol;
 
@@ -23,13 +24,16 @@ use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::access_log::{ConnTraceId, ConnectionEntry, TlsLine, Verify};
-use crate::metrics::{HandshakeFailure, HandshakeKind, ListenerCounters, RequestMetrics};
+use crate::metrics::{
+    HandshakeFailure, HandshakeKind, Http2ConnError, ListenerCounters, RequestMetrics,
+};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
 use crate::proxy::{self, ConnContext, TlsFacts};
 use crate::snapshot::Plane;
 use crate::tls::ListenerTls;
 use activity::{Activity, HeadGuard, HeadLimits};
+use h2_limits::ResetBudget;
 use metered::Metered;
 
 /// What every connection of one listener shares.
@@ -64,8 +68,13 @@ pub struct Limits {
     /// From accept to the end of the TLS handshake (the PROXY protocol header, when the listener
     /// expects one, included).
     pub handshake_timeout: Duration,
-    /// The largest request head; then 431.
+    /// The largest request head; then 431. Over HTTP/2, the largest decoded header list.
     pub max_header_bytes: usize,
+    /// Streams an HTTP/2 connection may have open at once; more are refused (REFUSED_STREAM).
+    pub http2_max_concurrent_streams: u32,
+    /// How fast an HTTP/2 client may cancel streams before their answers begin, beyond a burst
+    /// of `http2_max_concurrent_streams` (see [`h2_limits::ResetBudget`]).
+    pub http2_max_resets_per_second: u32,
 }
 
 /// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
@@ -325,15 +334,28 @@ where
         trace_id: conn.trace_id,
         log_text: Default::default(),
     });
+    let peer = conn.peer;
+    let resets = h2.then(|| {
+        ResetBudget::new(
+            rt.http2_max_concurrent_streams,
+            rt.http2_max_resets_per_second,
+        )
+    });
     async move {
+        let watched = resets.clone();
         // The request's future is boxed: hyper keeps a slot the size of the service's future
         // for the whole life of the connection, and a forwarded request's state is kilobytes
         // that an idle keep-alive connection should not hold.
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
-            Box::pin(
-                async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, ctx).await) },
-            )
+            let watch = watched.as_ref().map(ResetBudget::watch);
+            Box::pin(async move {
+                let response = proxy::handle(req, ctx).await;
+                if let Some(watch) = watch {
+                    watch.answered();
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            })
         });
         let mut life = Lifecycle {
             activity: &activity,
@@ -341,22 +363,40 @@ where
             shutdown: &listener.stop,
             drain_started: None,
         };
-        if h2 {
+        if let Some(resets) = resets {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
-                .max_header_list_size(rt.max_header_bytes as u32);
+                .max_header_list_size(rt.max_header_bytes as u32)
+                .max_concurrent_streams(rt.http2_max_concurrent_streams);
             // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline it
             // would size every connection's task, idle HTTP/1 keep-alives included. (Boxed in the
             // same expression: a named unboxed value would keep its room in the task regardless.)
             let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-            life.drive(
-                conn.as_mut(),
-                |c| c.graceful_shutdown(),
-                Drain::GoAway,
-                None,
-            )
-            .await;
+            let counters = &listener.counters;
+            let too_many_resets = tokio::select! {
+                // `biased`: a connection that ends by itself is never counted as cut short.
+                biased;
+                (_, err) = life.drive(
+                    conn.as_mut(),
+                    |c| c.graceful_shutdown(),
+                    Drain::GoAway,
+                    None,
+                ) => {
+                    if let Some(reason) = err.as_ref().and_then(|e| h2_limits::closed_with(e)) {
+                        counters.http2_connection_error(reason);
+                    }
+                    false
+                }
+                _ = resets.spent() => true,
+            };
+            if too_many_resets {
+                // Dropped rather than closed gracefully: for as long as a GOAWAY's grace
+                // lasted, the client could go on opening and cancelling streams. Dropping the
+                // connection closes the socket, and hyper's stream tasks see it end.
+                counters.http2_connection_error(Http2ConnError::RapidReset);
+                debug!(listener = %listener.name, %peer, "HTTP/2 client cancelled streams too fast; connection closed");
+            }
             return;
         }
         let mut builder = http1::Builder::new();
@@ -371,7 +411,7 @@ where
                     .serve_connection(TokioIo::new(io), service.clone())
                     .with_upgrades(),
             );
-            let ended = life
+            let (ended, _) = life
                 .drive(
                     conn.as_mut(),
                     |c| c.graceful_shutdown(),
@@ -473,14 +513,15 @@ impl Lifecycle<'_> {
 
     /// Runs a hyper connection until it ends, closing it gracefully when it has been idle for
     /// `idle_timeout` or, once the process starts draining, as `drain` says. With `park_after`,
-    /// a connection idle that long is parked instead of kept whole.
+    /// a connection idle that long is parked instead of kept whole. Returns, beside how it
+    /// ended, the error hyper's connection ended with, if any.
     async fn drive<C, E>(
         &mut self,
         mut conn: Pin<&mut C>,
         graceful: impl Fn(Pin<&mut C>),
         drain: Drain,
         park_after: Option<Duration>,
-    ) -> Ended
+    ) -> (Ended, Option<E>)
     where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
@@ -514,10 +555,12 @@ impl Lifecycle<'_> {
             };
             tokio::select! {
                 res = conn.as_mut() => {
-                    if let Err(e) = res {
+                    let err = res.err();
+                    if let Some(e) = &err {
                         debug!(error = %e, "connection ended with an error");
                     }
-                    return if self.activity.parked() { Ended::Parked } else { Ended::Closed };
+                    let ended = if self.activity.parked() { Ended::Parked } else { Ended::Closed };
+                    return (ended, err);
                 }
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
@@ -543,8 +586,8 @@ impl Lifecycle<'_> {
             }
         }
         // An HTTP/2 peer gets its GOAWAY; do not wait on it for long.
-        let _ = timeout(CLOSE_GRACE, conn).await;
-        Ended::Closed
+        let err = timeout(CLOSE_GRACE, conn).await.ok().and_then(Result::err);
+        (Ended::Closed, err)
     }
 
     /// Waits on a parked connection: `true` when its client sends again (the bytes are kept in
