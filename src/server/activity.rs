@@ -98,6 +98,14 @@ pub struct Activity {
     closing: AtomicBool,
     /// A [`Park`].
     park: AtomicU8,
+    /// Response bodies that have chunks ready for the client: from the first chunk a body
+    /// hands hyper until it waits for its target again (or ends). While one does, the socket's
+    /// writes are the client's progress.
+    handed: AtomicUsize,
+    /// Milliseconds after `epoch` at which `handed` last rose from zero.
+    handed_since_ms: AtomicU64,
+    /// Milliseconds after `epoch` at which bytes last went to the client's socket.
+    written_ms: AtomicU64,
 }
 
 impl Activity {
@@ -111,7 +119,51 @@ impl Activity {
             upgraded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             park: AtomicU8::new(Park::None as u8),
+            handed: AtomicUsize::new(0),
+            handed_since_ms: AtomicU64::new(0),
+            written_ms: AtomicU64::new(0),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    /// A response body handed hyper a chunk after waiting for its target (or at its start);
+    /// [`Activity::taken`] once it waits again, ends or is dropped.
+    pub fn handed(&self) {
+        if self.handed.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.handed_since_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// See [`Activity::handed`].
+    pub fn taken(&self) {
+        self.handed.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Since when the client has been holding up a response: a body has chunks ready, and
+    /// nothing has gone to the client's socket since. `None` while every response is waiting
+    /// on its target, or none is under way.
+    ///
+    /// A client that stops reading (or, over HTTP/2, stops granting flow-control window) is
+    /// what this catches, whatever it sends meanwhile: what it has asked for no longer moves.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        if self.handed.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let since = self
+            .handed_since_ms
+            .load(Ordering::Acquire)
+            .max(self.written_ms.load(Ordering::Acquire));
+        Some(self.epoch + Duration::from_millis(since))
+    }
+
+    /// Bytes went to the client's socket.
+    pub fn wrote(&self) {
+        self.written_ms.store(self.now_ms(), Ordering::Release);
     }
 
     /// Marks a request as in flight until the guard drops (when its response body is done or
@@ -198,10 +250,7 @@ pub struct RequestGuard(Arc<Activity>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let a = &self.0;
-        let now = Instant::now()
-            .saturating_duration_since(a.epoch)
-            .as_millis() as u64;
-        a.idle_since_ms.store(now, Ordering::Release);
+        a.idle_since_ms.store(a.now_ms(), Ordering::Release);
         if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             a.phase.store(Phase::Idle as u8, Ordering::Release);
         }
@@ -614,6 +663,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_runs_from_the_first_chunk_ready_or_the_last_write_to_the_client() {
+        let a = Activity::new();
+        assert_eq!(a.stalled_since(), None, "nothing under way");
+        a.wrote();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // A chunk after a long wait for the target: the client has not held anything up yet.
+        a.handed();
+        assert_eq!(a.stalled_since(), Some(Instant::now()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.wrote();
+        let wrote_at = Instant::now();
+        assert_eq!(a.stalled_since(), Some(wrote_at));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Another response with chunks ready does not restart the clock.
+        a.handed();
+        assert_eq!(a.stalled_since(), Some(wrote_at));
+        a.taken();
+        assert_eq!(a.stalled_since(), Some(wrote_at));
+        a.taken();
+        assert_eq!(a.stalled_since(), None, "both wait for their targets");
+    }
 
     fn scan_all(chunks: &[&[u8]], max: usize) -> Scan {
         let mut scan = HeadScan::default();

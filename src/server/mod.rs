@@ -119,13 +119,14 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerC
     let counters = &listener.counters;
     match &compiled.tls {
         Some(tls) => {
-            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
+            let activity = Activity::new();
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out, &activity);
             let Some((stream, h2, facts)) =
                 handshake(tcp, tls, conn, &listener, handshake_by).await
             else {
                 return;
             };
-            serve_http(stream, h2, conn, Some(facts), &listener, rt).await;
+            serve_http(stream, activity, h2, conn, Some(facts), &listener, rt).await;
         }
         None => {
             // As for a handshake: a client that connected before a drain may still be sending
@@ -138,8 +139,9 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, listener: Arc<ListenerC
                 _ = drained(&listener.stop) => return,
             };
             // Counted from here: the peek above consumed nothing.
-            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
-            serve_http(tcp, h2, conn, None, &listener, rt).await;
+            let activity = Activity::new();
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out, &activity);
+            serve_http(tcp, activity, h2, conn, None, &listener, rt).await;
         }
     }
 }
@@ -309,6 +311,7 @@ async fn is_h2c_preface(tcp: &TcpStream) -> std::io::Result<bool> {
 /// uses what it captures in place, and the stream is only there once, inside the `HeadGuard`.
 fn serve_http<'a, S>(
     io: S,
+    activity: Arc<Activity>,
     h2: bool,
     conn: Conn,
     tls: Option<TlsFacts>,
@@ -318,7 +321,6 @@ fn serve_http<'a, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Activity::new();
     let limits = (!h2).then_some(HeadLimits {
         timeout: rt.header_timeout,
         max_bytes: rt.max_header_bytes,
@@ -465,6 +467,11 @@ impl Drop for Counted<'_> {
 /// enough that a client sending request after request never pays for a new one.
 const PARK_AFTER: Duration = Duration::from_millis(500);
 
+/// How many times per `idle_timeout` a busy connection's driver looks whether its client has
+/// stopped taking its responses: often enough to see a halt before its deadline, for a wake-up
+/// per busy connection every few seconds at the default 60 s.
+const STALL_CHECKS: u32 = 8;
+
 /// How a connection is told that the process (or its listener) is draining.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -504,6 +511,12 @@ impl Lifecycle<'_> {
         })
     }
 
+    /// When a connection whose client has stopped taking its responses is to be closed (see
+    /// [`Activity::stalled_since`]): `idle_timeout` without progress, as ALB does.
+    fn stall_at(&self) -> Option<Instant> {
+        Some(self.activity.stalled_since()? + self.idle_timeout)
+    }
+
     /// Notes the start of a drain, once.
     fn start_drain(&mut self) {
         if self.drain_started.is_none() {
@@ -540,6 +553,13 @@ impl Lifecycle<'_> {
                 None => self.idle_timeout,
             };
             let mut wake = self.close_at();
+            if wake.is_none() {
+                // Busy: a response can come to a halt without waking this loop; looking again
+                // within a fraction of the timeout sees the halt before its deadline.
+                recheck = recheck.min(self.idle_timeout / STALL_CHECKS);
+            }
+            let stall_at = self.stall_at();
+            wake = wake.into_iter().chain(stall_at).min();
             if let Some(after) = park_after {
                 recheck = recheck.min(after);
                 let park_at = self
@@ -564,6 +584,13 @@ impl Lifecycle<'_> {
                 }
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
+                    if self.stall_at().is_some_and(|d| d <= now) {
+                        // Not gracefully: the client takes nothing, a GOAWAY or the rest of a
+                        // response included. Dropping hyper's connection closes the socket and
+                        // drops the responses' bodies, and with them their targets' connections.
+                        debug!("client took nothing of its response for idle_timeout; connection closed");
+                        return (Ended::Closed, None);
+                    }
                     if self.close_at().is_some_and(|d| d <= now) {
                         graceful(conn.as_mut());
                         break;
