@@ -77,6 +77,12 @@ pub struct Limits {
     pub http2_max_resets_per_second: u32,
 }
 
+/// What one HTTP/2 stream may hold of its response beyond what the client has taken (hyper's
+/// default is 400 KiB): a client that opens every stream it may and reads none of them pins this
+/// times `http2_max_concurrent_streams` until `idle_timeout` closes it. The kernel's socket
+/// buffer, not this, keeps a fast client's link full.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -370,7 +376,8 @@ where
             builder
                 .timer(TokioTimer::new())
                 .max_header_list_size(rt.max_header_bytes as u32)
-                .max_concurrent_streams(rt.http2_max_concurrent_streams);
+                .max_concurrent_streams(rt.http2_max_concurrent_streams)
+                .max_send_buf_size(H2_SEND_BUFFER);
             // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline it
             // would size every connection's task, idle HTTP/1 keep-alives included. (Boxed in the
             // same expression: a named unboxed value would keep its room in the task regardless.)
