@@ -691,18 +691,20 @@ async fn hpack_bombs_are_refused_without_growing_the_process() {
 // ---------------------------------------------------------------------------------------------
 // Clients that stop reading
 
-/// A target whose every answer to `/forever` is a body without end, 64 KiB at a time, as fast
-/// as it is taken; anything else gets an empty 200 (its health checks).
-struct Forever {
+/// A target that streams: `/stream?bytes=N` answers N bytes, `/stream` a body without end, 64 KiB
+/// at a time (the same bytes again and again: the test process does no work per byte) and as
+/// fast as they are taken; anything else gets an empty 200 (its health checks, requests served
+/// meanwhile).
+struct Streamer {
     addr: SocketAddr,
-    /// Connections that carried a `/forever` request, and how many of those have ended.
+    /// Connections that carried a `/stream` request, and how many of those have ended.
     streaming: Arc<AtomicUsize>,
     ended: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
-impl Forever {
-    async fn start() -> Forever {
+impl Streamer {
+    async fn start() -> Streamer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let streaming = Arc::new(AtomicUsize::new(0));
@@ -719,21 +721,18 @@ impl Forever {
                     let c = carried.clone();
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let forever = req.uri().path() == "/forever";
-                            if forever && !c.swap(true, Ordering::SeqCst) {
+                            let stream = req.uri().path() == "/stream";
+                            if stream && !c.swap(true, Ordering::SeqCst) {
                                 s.fetch_add(1, Ordering::SeqCst);
                             }
+                            let bytes: Option<u64> = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("bytes="))
+                                .and_then(|n| n.parse().ok());
                             async move {
-                                let body = if forever {
-                                    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-                                    let chunks = futures_util::stream::repeat_with(move || {
-                                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
-                                            chunk.clone(),
-                                        ))
-                                    });
-                                    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
-                                        chunks,
-                                    ))
+                                let body = if stream {
+                                    Streamer::body(bytes)
                                 } else {
                                     empty()
                                 };
@@ -749,16 +748,35 @@ impl Forever {
                 });
             }
         });
-        Forever {
+        Streamer {
             addr,
             streaming,
             ended,
             task,
         }
     }
+
+    /// `len` bytes, or without end.
+    fn body(len: Option<u64>) -> Body {
+        const CHUNK: u64 = 64 * 1024;
+        let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+        let chunks = (0..len.map_or(u64::MAX, |n| n.div_ceil(CHUNK))).map(move |i| {
+            let left = len.map_or(CHUNK, |n| (n - i * CHUNK).min(CHUNK));
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                chunk.slice(..left as usize),
+            ))
+        });
+        http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )))
+    }
+
+    fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
 }
 
-impl Drop for Forever {
+impl Drop for Streamer {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -788,9 +806,13 @@ async fn served_meanwhile(edge: &Edge) {
 /// A client that stops reading a 1 GiB answer over HTTP/2, with a flow-control window that
 /// lets seawall send all of it (`big_window`: only the socket holds it back) or only the
 /// default 64 KiB (the window does).
-async fn h2_client_that_never_reads(big_window: bool) {
-    let app = Backend::start("app").await;
-    let edge = Edge::start(app.addr, &format!("idle_timeout = \"{}s\"", IDLE.as_secs())).await;
+async fn h2_client_that_never_reads(big_window: bool, streams: u32) {
+    let target = Streamer::start().await;
+    let edge = Edge::start(
+        target.addr,
+        &format!("idle_timeout = \"{}s\"", IDLE.as_secs()),
+    )
+    .await;
     let (peak_before, rss_before) = edge.memory();
 
     let settings: &[(u16, u32)] = if big_window {
@@ -811,22 +833,24 @@ async fn h2_client_that_never_reads(big_window: bool) {
     }
     c.stop_reading();
     let asked = Instant::now();
-    c.send(&frame(
-        HEADERS,
-        END_HEADERS | END_STREAM,
-        1,
-        &request_block(2, &format!("/download?bytes={}", 1u64 << 30)),
-    ))
-    .await
-    .unwrap();
+    let mut heads = Vec::new();
+    for i in 0..streams {
+        heads.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            2 * i + 1,
+            &request_block(2, &format!("/stream?bytes={}", 1u64 << 30)),
+        ));
+    }
+    c.send(&heads).await.unwrap();
     served_meanwhile(&edge).await;
-    let conns = app.conns.clone();
-    // The request served meanwhile left a connection in seawall's pool, which stays open.
-    let took = all_closed(&edge, || conns.closed() >= 1, asked).await;
+    let t = &target;
+    let took = all_closed(&edge, || t.ended() == streams as usize, asked).await;
+    assert_eq!(target.streaming.load(Ordering::SeqCst), streams as usize);
     let sent = edge.bytes_out().await;
     let (peak, rss) = edge.memory();
     println!(
-        "h2 never-reading client (big window: {big_window}): closed after {took:?}, {} KiB \
+        "h2 never-reading client (big window: {big_window}, {streams} streams): closed after {took:?}, {} KiB \
          sent in all; seawall VmHWM {} KiB before, {} KiB after; VmRSS {} KiB before, {} KiB \
          after",
         sent as u64 / 1024,
@@ -852,18 +876,24 @@ async fn h2_client_that_never_reads(big_window: bool) {
 
 #[tokio::test]
 async fn an_h2_client_that_never_reads_is_closed_after_idle_timeout_with_memory_bounded() {
-    h2_client_that_never_reads(true).await;
+    h2_client_that_never_reads(true, 1).await;
 }
 
 #[tokio::test]
 async fn an_h2_client_that_grants_no_window_is_closed_after_idle_timeout() {
-    h2_client_that_never_reads(false).await;
+    h2_client_that_never_reads(false, 1).await;
+}
+
+/// As many 1 GiB answers as the connection may ask for at once.
+#[tokio::test]
+async fn an_h2_client_that_never_reads_128_streams_is_closed_with_memory_bounded() {
+    h2_client_that_never_reads(true, 128).await;
 }
 
 /// Over HTTP/1.1 and TLS, from a target that never ends its answer.
 #[tokio::test]
 async fn a_client_that_never_reads_an_endless_answer_is_closed_after_idle_timeout() {
-    let target = Forever::start().await;
+    let target = Streamer::start().await;
     let edge = Edge::start(
         target.addr,
         &format!("idle_timeout = \"{}s\"", IDLE.as_secs()),
@@ -874,13 +904,13 @@ async fn a_client_that_never_reads_an_endless_answer_is_closed_after_idle_timeou
     let mut tls = tls_connect(edge.addr(), &Tls::new("localhost"))
         .await
         .unwrap();
-    tls.write_all(b"GET /forever HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    tls.write_all(b"GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let asked = Instant::now();
     served_meanwhile(&edge).await;
-    let ended = target.ended.clone();
-    let took = all_closed(&edge, || ended.load(Ordering::SeqCst) == 1, asked).await;
+    let t = &target;
+    let took = all_closed(&edge, || t.ended() == 1, asked).await;
     assert_eq!(target.streaming.load(Ordering::SeqCst), 1);
     let sent = edge.bytes_out().await;
     let (peak, rss) = edge.memory();
