@@ -380,7 +380,8 @@ async fn a_rapid_reset_burst_closes_that_connection_only() {
     }
     // The server may close before it has read everything.
     let _ = bad.send(&burst).await;
-    calm_goaway_if_any(&bad.closed().await);
+    let goaways = bad.closed().await;
+    calm_goaway_if_any(&goaways);
 
     // h2 catches a burst before its streams are accepted; streams accepted in the meantime are
     // seawall's own bound's to count. Either way, once.
@@ -392,6 +393,13 @@ async fn a_rapid_reset_burst_closes_that_connection_only() {
         "counted"
     );
     assert_eq!(counted().await, 1.0);
+    println!(
+        "rapid-reset burst: GOAWAY {goaways:?}; enhance_your_calm {}, rapid_reset {}; {} of 1000 \
+         streams reached the target (the good client's request included)",
+        edge.errors("enhance_your_calm").await,
+        edge.errors("rapid_reset").await,
+        app.hits()
+    );
     assert_eq!(metric_total(&edge.metrics().await, METRIC), 1.0);
     // Far fewer than the thousand reached the target.
     assert!(app.hits() <= 128 + 20, "{} reached the target", app.hits());
@@ -443,7 +451,10 @@ async fn cancelling_accepted_streams_faster_than_the_budget_closes_the_connectio
             break;
         }
     }
-    bad.closed().await;
+    let goaways = bad.closed().await;
+    println!(
+        "cancelled one by one: closed after {cancelled} cancelled streams, GOAWAY {goaways:?}"
+    );
     // The burst allowance: as many as the connection may have open, whatever the rate.
     assert!(
         (11..30).contains(&cancelled),
