@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::RawHead;
+use super::h2_limits::HeaderBlockScan;
 
 /// Where a connection is between requests; kept in an `AtomicU8`.
 #[repr(u8)]
@@ -327,6 +328,9 @@ pub struct HeadGuard<S> {
     activity: Arc<Activity>,
     /// `None` for HTTP/2 connections, where none of this applies.
     limits: Option<HeadLimits>,
+    /// HTTP/2 only: where header blocks begin and end, and how long one may take
+    /// (`header_timeout`), the deadline in `deadline`.
+    h2_heads: Option<(HeaderBlockScan, Duration)>,
     deadline: Option<Pin<Box<Sleep>>>,
     scan: HeadScan,
     /// The limit exceeded, and how much of its canned answer is out.
@@ -344,12 +348,19 @@ impl<S> HeadGuard<S> {
             inner,
             activity,
             limits,
+            h2_heads: None,
             deadline: None,
             scan: HeadScan::default(),
             rejecting: None,
             unread: Bytes::new(),
             unflushed: false,
         }
+    }
+
+    /// For an HTTP/2 connection: a header block that takes longer than `timeout` from its first
+    /// byte fails the read, which makes hyper close the connection.
+    pub fn watch_h2_headers(&mut self, timeout: Duration) {
+        self.h2_heads = Some((HeaderBlockScan::default(), timeout));
     }
 
     /// Puts bytes back in front of the socket's: the next reads return them first.
@@ -412,6 +423,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
         let this = self.get_mut();
         if this.rejecting.is_some() {
             return this.poll_reject(cx).map(Err);
+        }
+        if this.h2_heads.is_some() {
+            return this.poll_read_h2(cx, buf);
         }
         let upgraded = this.activity.upgraded.load(Ordering::Acquire);
         let Some(limits) = this.limits.filter(|_| !upgraded) else {
@@ -481,6 +495,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
 }
 
 impl<S: AsyncRead + Unpin> HeadGuard<S> {
+    /// An HTTP/2 connection's read: the header-block deadline, and nothing else of HTTP/1's.
+    fn poll_read_h2(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some((scan, timeout)) = &mut self.h2_heads else {
+            unreachable!("only called for HTTP/2 connections");
+        };
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    if !scan.feed(new) {
+                        self.deadline = None;
+                    } else if self.deadline.is_none() {
+                        self.deadline = Some(Box::pin(tokio::time::sleep(*timeout)));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if let Some(d) = &mut self.deadline {
+                    if d.as_mut().poll(cx).is_ready() {
+                        self.deadline = None;
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            HeadRejection::Timeout,
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
     /// Reads what was put back first, then the socket. Once parked, hyper gets end-of-file.
     fn poll_read_inner(
         &mut self,

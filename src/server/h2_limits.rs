@@ -1,5 +1,5 @@
-//! HTTP/2 under hostile clients: seawall's own rapid-reset bound, and the naming of the
-//! connection errors h2 closes a connection with.
+//! HTTP/2 under hostile clients: seawall's own rapid-reset bound, a deadline on header blocks,
+//! and the naming of the connection errors h2 closes a connection with.
 //!
 //! h2 bounds most floods by itself (see README, "Limits"): streams reset before hyper accepts
 //! them (20), CONTINUATION frames beyond what a header list of `max_header_bytes` needs, header
@@ -133,10 +133,131 @@ fn reason_label(reason: h2::Reason) -> Http2ConnError {
     }
 }
 
+/// Follows the frames an HTTP/2 client sends, as far as needed to tell whether a header block
+/// is under way: from the first byte of a frame to the end of the HEADERS or CONTINUATION frame
+/// that carries END_HEADERS. h2 has no deadline of its own there, so a client trickling a header
+/// block (slowloris) would hold its connection until `idle_timeout`; with this the connection
+/// gets `header_timeout`, as an HTTP/1 request head does.
+#[derive(Debug)]
+pub struct HeaderBlockScan {
+    /// Bytes of the client's connection preface still to come.
+    preface: usize,
+    /// The frame header being read, and how much of it is in.
+    head: [u8; FRAME_HEADER],
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    payload: usize,
+    /// A HEADERS frame has begun its block and no frame has ended it yet.
+    in_block: bool,
+    /// The current frame carries END_HEADERS: its last byte ends the block.
+    ends_block: bool,
+}
+
+const FRAME_HEADER: usize = 9;
+const PREFACE: usize = 24;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_HEADERS: u8 = 0x4;
+
+impl Default for HeaderBlockScan {
+    fn default() -> Self {
+        HeaderBlockScan {
+            preface: PREFACE,
+            head: [0; FRAME_HEADER],
+            have: 0,
+            payload: 0,
+            in_block: false,
+            ends_block: false,
+        }
+    }
+}
+
+impl HeaderBlockScan {
+    /// Takes bytes the client sent; whether a header block (or a frame's header) is unfinished
+    /// after them.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.preface > 0 {
+                let n = self.preface.min(bytes.len());
+                self.preface -= n;
+                bytes = &bytes[n..];
+            } else if self.payload > 0 {
+                let n = self.payload.min(bytes.len());
+                self.payload -= n;
+                bytes = &bytes[n..];
+                if self.payload == 0 {
+                    self.frame_done();
+                }
+            } else {
+                let n = (FRAME_HEADER - self.have).min(bytes.len());
+                self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have == FRAME_HEADER {
+                    self.have = 0;
+                    let h = self.head;
+                    self.payload = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                    let (kind, flags) = (h[3], h[4]);
+                    self.ends_block = false;
+                    if kind == HEADERS || kind == CONTINUATION {
+                        self.in_block = true;
+                        self.ends_block = flags & END_HEADERS != 0;
+                    }
+                    if self.payload == 0 {
+                        self.frame_done();
+                    }
+                }
+            }
+        }
+        self.in_block || self.have > 0
+    }
+
+    fn frame_done(&mut self) {
+        if self.ends_block {
+            self.in_block = false;
+            self.ends_block = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn frame(kind: u8, flags: u8, len: usize) -> Vec<u8> {
+        let mut f = (len as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags, 0, 0, 0, 1]);
+        f.extend(vec![0u8; len]);
+        f
+    }
+
+    #[test]
+    fn a_header_block_is_open_from_its_first_frame_to_end_headers() {
+        let mut scan = HeaderBlockScan::default();
+        assert!(!scan.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        // SETTINGS, whole: nothing open.
+        assert!(!scan.feed(&frame(0x4, 0, 6)));
+        // A frame's header a byte at a time is open until it is in.
+        let settings = frame(0x4, 0, 0);
+        for b in &settings[..8] {
+            assert!(scan.feed(&[*b]));
+        }
+        assert!(!scan.feed(&settings[8..]));
+        // HEADERS with END_HEADERS: open only while its payload comes.
+        let headers = frame(HEADERS, END_HEADERS, 20);
+        assert!(scan.feed(&headers[..15]));
+        assert!(!scan.feed(&headers[15..]));
+        // HEADERS without it, then CONTINUATIONs: open until the one that ends it.
+        assert!(scan.feed(&frame(HEADERS, 0, 10)));
+        assert!(scan.feed(&frame(CONTINUATION, 0, 10)));
+        // A frame of another type in the middle would be a protocol error for h2 to answer.
+        assert!(!scan.feed(&frame(CONTINUATION, END_HEADERS, 0)));
+        // DATA, however slow, is not a header block.
+        let data = frame(0x0, 0, 100);
+        assert!(!scan.feed(&data[..50]));
+        assert!(!scan.feed(&data[50..]));
+    }
 
     #[tokio::test]
     async fn a_burst_within_the_budget_passes_and_one_more_spends_it() {

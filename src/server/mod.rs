@@ -332,6 +332,9 @@ where
         max_bytes: rt.max_header_bytes,
     });
     let mut io = HeadGuard::new(io, activity.clone(), limits);
+    if h2 {
+        io.watch_h2_headers(rt.header_timeout);
+    }
     let ctx = Arc::new(ConnContext {
         listener: listener.clone(),
         peer: conn.peer,
