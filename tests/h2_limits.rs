@@ -1011,3 +1011,57 @@ async fn a_slowloris_client_is_closed_at_header_timeout() {
     );
     check(&mut good, "after").await;
 }
+
+/// The HTTP/2 slowloris: a header block trickled a CONTINUATION frame at a time is closed at
+/// `header_timeout`, counted from the block's first frame, while another connection is served.
+#[tokio::test]
+async fn an_h2_header_block_trickled_is_closed_at_header_timeout() {
+    let app = Backend::start("app").await;
+    let edge = Edge::start(app.addr, "header_timeout = \"1s\"\nidle_timeout = \"60s\"").await;
+    let mut good = good_client(edge.addr()).await;
+
+    let mut bad = Raw::connect(edge.addr()).await;
+    // A request, whole, first: the deadline is the header block's, not the connection's.
+    bad.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &request_block(2, "/first"),
+    ))
+    .await
+    .unwrap();
+    bad.until(|f| f.kind == HEADERS && f.stream == 1)
+        .await
+        .expect("the first request answered");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    bad.send(&frame(HEADERS, 0, 3, &request_block(2, "/slow-head")))
+        .await
+        .unwrap();
+    let mut header = Vec::new();
+    hpack_int(&mut header, 0, 4, 0);
+    hpack_str(&mut header, b"x-slow");
+    hpack_str(&mut header, b"a");
+    let mut served = 0;
+    while !bad.is_closed() && started.elapsed() < PATIENCE {
+        if bad.send(&frame(CONTINUATION, 0, 3, &header)).await.is_err() {
+            break;
+        }
+        check(&mut good, "meanwhile").await;
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let goaways = bad.closed().await;
+    let took = started.elapsed();
+    println!("h2 slowloris: closed after {took:?}, GOAWAY {goaways:?}; {served} requests served meanwhile");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        app.hits(),
+        1 + served,
+        "the trickled request never reached the target"
+    );
+    check(&mut good, "after").await;
+}
