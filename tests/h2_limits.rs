@@ -3,9 +3,10 @@
 //! and HPACK bombs each close the connection that sent them (counted in
 //! `seawall_http2_connection_errors_total`) while another client's connection is served
 //! throughout; `http2_max_concurrent_streams` is what the server's SETTINGS say and what it
-//! enforces (REFUSED_STREAM beyond it). A client that stops taking a response (1 GiB, or a target
-//! that streams without end) is closed after `idle_timeout` with seawall's memory bounded, and a
-//! slowloris client at `header_timeout`.
+//! enforces (REFUSED_STREAM beyond it). A client that stops taking a response (1 GiB on one
+//! stream or on 128, or a target that streams without end) is closed after `idle_timeout` with
+//! seawall's memory bounded, and a slowloris client (an HTTP/1 head, an HTTP/2 header block) at
+//! `header_timeout`.
 //!
 //! seawall runs as its own process, so that its memory (`/proc/PID/status`) is its own. The
 //! hostile clients write frames by hand over TLS with ALPN h2: no client library sends what they
