@@ -50,6 +50,32 @@ label_values!(
 );
 
 label_values!(
+    /// `http2_connection_errors_total{reason}`: why seawall closed a client's HTTP/2 connection.
+    ///
+    /// Beside seawall's own rapid-reset bound, these are the GOAWAY codes h2 closed the connection
+    /// with: h2 keeps no finer cause once the connection ends (the debug data naming the flood is
+    /// not handed back), so its flood bounds share `enhance_your_calm`.
+    Http2ConnError {
+        /// The client cancelled streams before their answers began faster than
+        /// `runtime.http2_max_resets_per_second` (CVE-2023-44487).
+        RapidReset => "rapid_reset",
+        /// One of h2's flood bounds: streams reset before they were accepted, CONTINUATION frames
+        /// beyond what a header list of the allowed size needs, a header list decoding to far
+        /// more than the allowed size (an HPACK bomb), floods of tiny DATA frames, too many
+        /// stream errors.
+        EnhanceYourCalm => "enhance_your_calm",
+        /// A header block HPACK could not decode, or one that went on growing after it was
+        /// already too large.
+        CompressionError => "compression_error",
+        ProtocolError => "protocol_error",
+        FlowControlError => "flow_control_error",
+        FrameSizeError => "frame_size_error",
+        /// Any other code h2 closed the connection with.
+        Other => "other",
+    }
+);
+
+label_values!(
     /// `requests_by_version_total{version}`: the HTTP versions hyper serves.
     HttpVersion {
         Http10 => "HTTP/1.0",
@@ -239,6 +265,8 @@ pub struct ListenerCounters {
     by_version: [IntCounter; 3],
     /// `rejected_connections_total` by [`Rejection`].
     rejected: [IntCounter; 3],
+    /// `http2_connection_errors_total` by [`Http2ConnError`].
+    http2_errors: Box<[IntCounter]>,
 }
 
 impl ListenerCounters {
@@ -268,12 +296,25 @@ impl ListenerCounters {
                     .rejected_connections_total
                     .with_label_values(&[name, Rejection::ALL[i].as_str()])
             }),
+            http2_errors: Http2ConnError::ALL
+                .iter()
+                .map(|r| {
+                    metrics
+                        .http2_connection_errors_total
+                        .with_label_values(&[name, r.as_str()])
+                })
+                .collect(),
         }
     }
 
     /// Counts `n` client connections refused for `why`.
     pub fn rejected(&self, why: Rejection, n: u64) {
         self.rejected[why as usize].inc_by(n);
+    }
+
+    /// Counts an HTTP/2 connection seawall closed on the client.
+    pub fn http2_connection_error(&self, reason: Http2ConnError) {
+        self.http2_errors[reason as usize].inc();
     }
 
     /// Counts a request by its HTTP version.
@@ -454,6 +495,9 @@ pub struct Metrics {
     /// Connections to a `proxy_protocol` listener closed because they did not begin with a valid
     /// PROXY protocol header (none, garbage, truncated, or too slow), by listener.
     pub proxy_protocol_errors_total: IntCounterVec,
+    /// HTTP/2 client connections seawall closed because the client broke the protocol or one of
+    /// its flood bounds (GOAWAY with an error code), by listener and [`Http2ConnError`].
+    pub http2_connection_errors_total: IntCounterVec,
     /// Access and connection log lines dropped because the log writer fell behind.
     pub access_log_dropped_total: IntCounter,
     /// \[DesyncMitigationMode_NonCompliant_Request_Count\] HTTP requests that were not
@@ -670,6 +714,11 @@ impl Metrics {
                 desync_mitigation_total.with_label_values(&[r.verdict().alb_tier(), r.alb_code()])
             })
             .collect();
+        let http2_connection_errors_total = counter_vec(
+            "http2_connection_errors_total",
+            "HTTP/2 client connections closed for breaking the protocol or a flood bound, by listener and reason.",
+            &["listener", "reason"],
+        );
         let access_log_dropped_total = counter(
             "access_log_dropped_total",
             "Access and connection log lines dropped because the log writer fell behind.",
@@ -696,6 +745,7 @@ impl Metrics {
             fixed_responses_total,
             requests_by_version_total,
             proxy_protocol_errors_total,
+            http2_connection_errors_total,
             access_log_dropped_total,
             desync_mitigation_total,
             desync,
@@ -915,6 +965,7 @@ mod tests {
         l.request_version(Version::HTTP_3);
         l.redirects.inc();
         l.rejected(Rejection::FdLimit, 3);
+        l.http2_connection_error(Http2ConnError::RapidReset);
         let text = m.render();
         for line in [
             r#"seawall_requests_by_version_total{listener="web",version="HTTP/1.0"} 1"#,
@@ -929,6 +980,8 @@ mod tests {
             r#"seawall_rejected_connections_total{listener="web",reason="fd_limit"} 3"#,
             r#"seawall_rejected_connections_total{listener="web",reason="fd_exhausted"} 0"#,
             r#"seawall_rejected_connections_total{listener="web",reason="accept_error"} 0"#,
+            r#"seawall_http2_connection_errors_total{listener="web",reason="rapid_reset"} 1"#,
+            r#"seawall_http2_connection_errors_total{listener="web",reason="enhance_your_calm"} 0"#,
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -125,6 +125,8 @@ pub fn compile(
             header_timeout: rt.header_timeout,
             handshake_timeout: rt.handshake_timeout,
             max_header_bytes: rt.max_header_bytes,
+            http2_max_concurrent_streams: rt.http2_max_concurrent_streams,
+            http2_max_resets_per_second: rt.http2_max_resets_per_second,
         },
         max_connections: rt.max_connections,
         cookie_sealer: rt

@@ -351,6 +351,8 @@ pub struct RawRuntime {
     pub drain_timeout: Option<DurationStr>,
     pub max_header_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub http2_max_concurrent_streams: Option<u32>,
+    pub http2_max_resets_per_second: Option<u32>,
     pub binary: Option<String>,
     /// `"env:NAME"` or the secret itself: the key stickiness cookies are sealed under.
     pub cookie_key: Option<String>,

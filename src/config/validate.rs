@@ -68,6 +68,12 @@ impl std::fmt::Debug for Secret {
 /// The most `runtime.max_connections` can be.
 pub const MAX_CONNECTIONS: usize = 100_000_000;
 
+/// The most `runtime.http2_max_concurrent_streams` can be: each stream is a request task that may
+/// hold a target connection and its buffers.
+pub const MAX_HTTP2_STREAMS: u32 = 10_000;
+/// The most `runtime.http2_max_resets_per_second` can be.
+pub const MAX_HTTP2_RESETS: u32 = 1_000_000;
+
 /// ALB's default quota of rules per listener.
 pub const DEFAULT_MAX_RULES: usize = 100;
 /// The most `runtime.max_rules_per_listener` can be: one rule per priority.
@@ -89,6 +95,11 @@ pub struct RuntimeConfig {
     pub max_header_bytes: usize,
     /// Open client connections per listener; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Streams one HTTP/2 client connection may have open at once (ALB's 128); more are refused.
+    pub http2_max_concurrent_streams: u32,
+    /// How fast an HTTP/2 client may cancel streams before their answers begin, beyond a burst
+    /// of `http2_max_concurrent_streams`; faster, and its connection is closed.
+    pub http2_max_resets_per_second: u32,
     /// The binary a zero-downtime upgrade starts.
     pub binary: PathBuf,
     /// The secret stickiness cookies are sealed under; `None`: the process's own random key.
@@ -122,6 +133,8 @@ impl RuntimeConfig {
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 65536,
             max_connections: 100_000,
+            http2_max_concurrent_streams: 128,
+            http2_max_resets_per_second: 100,
             binary,
             cookie_key: None,
             max_rules_per_listener: DEFAULT_MAX_RULES,
@@ -479,6 +492,12 @@ fn runtime(
         drain_timeout: r.drain_timeout.map_or(d.drain_timeout, |x| x.0),
         max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
         max_connections: r.max_connections.unwrap_or(d.max_connections),
+        http2_max_concurrent_streams: r
+            .http2_max_concurrent_streams
+            .unwrap_or(d.http2_max_concurrent_streams),
+        http2_max_resets_per_second: r
+            .http2_max_resets_per_second
+            .unwrap_or(d.http2_max_resets_per_second),
         binary: r.binary.as_deref().map_or(d.binary, |b| src.resolve(b)),
         cookie_key: r
             .cookie_key
@@ -527,6 +546,21 @@ fn runtime(
             format!("must be between 1 and {MAX_CONNECTIONS}"),
         ));
         rt.max_connections = d.max_connections;
+    }
+    if !(1..=MAX_HTTP2_STREAMS).contains(&rt.http2_max_concurrent_streams) {
+        errs.push(src.error(
+            "runtime.http2_max_concurrent_streams",
+            format!("must be between 1 and {MAX_HTTP2_STREAMS}"),
+        ));
+        rt.http2_max_concurrent_streams = d.http2_max_concurrent_streams;
+    }
+    // Zero would close a connection at its first cancelled stream, which browsers do routinely.
+    if !(1..=MAX_HTTP2_RESETS).contains(&rt.http2_max_resets_per_second) {
+        errs.push(src.error(
+            "runtime.http2_max_resets_per_second",
+            format!("must be between 1 and {MAX_HTTP2_RESETS}"),
+        ));
+        rt.http2_max_resets_per_second = d.http2_max_resets_per_second;
     }
     // ALB's priorities go up to 50 000, so more rules than that could not all be told apart.
     if !(1..=MAX_RULES).contains(&rt.max_rules_per_listener) {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{self, Lookalike, RawHead};
+use super::h2_limits::HeaderBlockScan;
 
 /// Where a connection is between requests; kept in an `AtomicU8`.
 #[repr(u8)]
@@ -106,6 +107,14 @@ pub struct Activity {
     closing: AtomicBool,
     /// A [`Park`].
     park: AtomicU8,
+    /// Response bodies that have chunks ready for the client: from the first chunk a body
+    /// hands hyper until it waits for its target again (or ends). While one does, the socket's
+    /// writes are the client's progress.
+    handed: AtomicUsize,
+    /// Milliseconds after `epoch` at which `handed` last rose from zero.
+    handed_since_ms: AtomicU64,
+    /// Milliseconds after `epoch` at which bytes last went to the client's socket.
+    written_ms: AtomicU64,
 }
 
 impl Activity {
@@ -119,7 +128,51 @@ impl Activity {
             upgraded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             park: AtomicU8::new(Park::None as u8),
+            handed: AtomicUsize::new(0),
+            handed_since_ms: AtomicU64::new(0),
+            written_ms: AtomicU64::new(0),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    /// A response body handed hyper a chunk after waiting for its target (or at its start);
+    /// [`Activity::taken`] once it waits again, ends or is dropped.
+    pub fn handed(&self) {
+        if self.handed.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.handed_since_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// See [`Activity::handed`].
+    pub fn taken(&self) {
+        self.handed.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Since when the client has been holding up a response: a body has chunks ready, and
+    /// nothing has gone to the client's socket since. `None` while every response is waiting
+    /// on its target, or none is under way.
+    ///
+    /// A client that stops reading (or, over HTTP/2, stops granting flow-control window) is
+    /// what this catches, whatever it sends meanwhile: what it has asked for no longer moves.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        if self.handed.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let since = self
+            .handed_since_ms
+            .load(Ordering::Acquire)
+            .max(self.written_ms.load(Ordering::Acquire));
+        Some(self.epoch + Duration::from_millis(since))
+    }
+
+    /// Bytes went to the client's socket.
+    pub fn wrote(&self) {
+        self.written_ms.store(self.now_ms(), Ordering::Release);
     }
 
     /// Marks a request as in flight until the guard drops (when its response body is done or
@@ -206,10 +259,7 @@ pub struct RequestGuard(Arc<Activity>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let a = &self.0;
-        let now = Instant::now()
-            .saturating_duration_since(a.epoch)
-            .as_millis() as u64;
-        a.idle_since_ms.store(now, Ordering::Release);
+        a.idle_since_ms.store(a.now_ms(), Ordering::Release);
         if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             a.phase.store(Phase::Idle as u8, Ordering::Release);
         }
@@ -287,6 +337,9 @@ pub struct HeadGuard<S> {
     activity: Arc<Activity>,
     /// `None` for HTTP/2 connections, where none of this applies.
     limits: Option<HeadLimits>,
+    /// HTTP/2 only: where header blocks begin and end, and how long one may take
+    /// (`header_timeout`), the deadline in `deadline`.
+    h2_heads: Option<(HeaderBlockScan, Duration)>,
     deadline: Option<Pin<Box<Sleep>>>,
     scan: HeadScan,
     /// The limit exceeded, and how much of its canned answer is out.
@@ -304,12 +357,19 @@ impl<S> HeadGuard<S> {
             inner,
             activity,
             limits,
+            h2_heads: None,
             deadline: None,
             scan: HeadScan::default(),
             rejecting: None,
             unread: Bytes::new(),
             unflushed: false,
         }
+    }
+
+    /// For an HTTP/2 connection: a header block that takes longer than `timeout` from its first
+    /// byte fails the read, which makes hyper close the connection.
+    pub fn watch_h2_headers(&mut self, timeout: Duration) {
+        self.h2_heads = Some((HeaderBlockScan::default(), timeout));
     }
 
     /// Puts bytes back in front of the socket's: the next reads return them first.
@@ -372,6 +432,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
         let this = self.get_mut();
         if this.rejecting.is_some() {
             return this.poll_reject(cx).map(Err);
+        }
+        if this.h2_heads.is_some() {
+            return this.poll_read_h2(cx, buf);
         }
         let upgraded = this.activity.upgraded.load(Ordering::Acquire);
         let Some(limits) = this.limits.filter(|_| !upgraded) else {
@@ -441,6 +504,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadGuard<S> {
 }
 
 impl<S: AsyncRead + Unpin> HeadGuard<S> {
+    /// An HTTP/2 connection's read: the header-block deadline, and nothing else of HTTP/1's.
+    fn poll_read_h2(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some((scan, timeout)) = &mut self.h2_heads else {
+            unreachable!("only called for HTTP/2 connections");
+        };
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    if !scan.feed(new) {
+                        self.deadline = None;
+                    } else if self.deadline.is_none() {
+                        self.deadline = Some(Box::pin(tokio::time::sleep(*timeout)));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if let Some(d) = &mut self.deadline {
+                    if d.as_mut().poll(cx).is_ready() {
+                        self.deadline = None;
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            HeadRejection::Timeout,
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
     /// Reads what was put back first, then the socket. Once parked, hyper gets end-of-file.
     fn poll_read_inner(
         &mut self,
@@ -666,6 +767,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_runs_from_the_first_chunk_ready_or_the_last_write_to_the_client() {
+        let a = Activity::new();
+        assert_eq!(a.stalled_since(), None, "nothing under way");
+        a.wrote();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // A chunk after a long wait for the target: the client has not held anything up yet.
+        a.handed();
+        assert_eq!(a.stalled_since(), Some(Instant::now()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.wrote();
+        let wrote_at = Instant::now();
+        assert_eq!(a.stalled_since(), Some(wrote_at));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Another response with chunks ready does not restart the clock.
+        a.handed();
+        assert_eq!(a.stalled_since(), Some(wrote_at));
+        a.taken();
+        assert_eq!(a.stalled_since(), Some(wrote_at));
+        a.taken();
+        assert_eq!(a.stalled_since(), None, "both wait for their targets");
+    }
 
     fn scan_all(chunks: &[&[u8]], max: usize) -> Scan {
         let mut scan = HeadScan::default();

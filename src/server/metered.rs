@@ -6,24 +6,32 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::activity::Activity;
+
 /// `io`, with every byte read added to `read` and every byte written to `written`: one relaxed
-/// atomic add per call that moved bytes, nothing for calls that did not.
+/// atomic add per call that moved bytes, nothing for calls that did not. Writes also tell the
+/// connection's [`Activity`] that the client is taking what it is sent: here, under TLS, where a
+/// write is bytes the client's socket accepted, not plaintext TLS buffered on its way.
 pub struct Metered<S> {
     io: S,
     read: IntCounter,
     written: IntCounter,
+    activity: Arc<Activity>,
 }
 
 impl<S> Metered<S> {
     /// Counts `io`'s traffic in `read` and `written` (the listener's, resolved once).
-    pub fn new(io: S, read: &IntCounter, written: &IntCounter) -> Self {
+    pub fn new(io: S, read: &IntCounter, written: &IntCounter, activity: &Arc<Activity>) -> Self {
         Metered {
             io,
             read: read.clone(),
             written: written.clone(),
+            activity: activity.clone(),
         }
     }
 }
@@ -56,6 +64,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
                 this.written.inc_by(n as u64);
+                this.activity.wrote();
             }
         }
         polled
@@ -71,6 +80,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
                 this.written.inc_by(n as u64);
+                this.activity.wrote();
             }
         }
         polled
@@ -103,7 +113,7 @@ mod tests {
             .await
             .unwrap();
         let (a, _) = listener.accept().await.unwrap();
-        let mut m = Metered::new(a, &read, &written);
+        let mut m = Metered::new(a, &read, &written, &Activity::new());
         // A socket writes vectored (hyper then writes a head and a body in one call).
         assert!(m.is_write_vectored());
         m.write_all(b"hello").await.unwrap();

@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod framing;
+pub mod h2_limits;
 mod metered;
 pub mod proxy_protocol;
 
@@ -24,13 +25,16 @@ use tracing::debug;
 
 use crate::access_log::{ConnTraceId, ConnectionEntry, TlsLine, Verify};
 use crate::descriptors::ClientSlot;
-use crate::metrics::{HandshakeFailure, HandshakeKind, ListenerCounters, RequestMetrics};
+use crate::metrics::{
+    HandshakeFailure, HandshakeKind, Http2ConnError, ListenerCounters, RequestMetrics,
+};
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
 use crate::proxy::{self, ConnContext, TlsFacts};
 use crate::snapshot::Plane;
 use crate::tls::ListenerTls;
 use activity::{Activity, HeadGuard, HeadLimits};
+use h2_limits::ResetBudget;
 use metered::Metered;
 
 /// What every connection of one listener shares.
@@ -65,9 +69,20 @@ pub struct Limits {
     /// From accept to the end of the TLS handshake (the PROXY protocol header, when the listener
     /// expects one, included).
     pub handshake_timeout: Duration,
-    /// The largest request head; then 431.
+    /// The largest request head; then 431. Over HTTP/2, the largest decoded header list.
     pub max_header_bytes: usize,
+    /// Streams an HTTP/2 connection may have open at once; more are refused (REFUSED_STREAM).
+    pub http2_max_concurrent_streams: u32,
+    /// How fast an HTTP/2 client may cancel streams before their answers begin, beyond a burst
+    /// of `http2_max_concurrent_streams` (see [`h2_limits::ResetBudget`]).
+    pub http2_max_resets_per_second: u32,
 }
+
+/// What one HTTP/2 stream may hold of its response beyond what the client has taken (hyper's
+/// default is 400 KiB): a client that opens every stream it may and reads none of them pins this
+/// times `http2_max_concurrent_streams` until `idle_timeout` closes it. The kernel's socket
+/// buffer, not this, keeps a fast client's link full.
+const H2_SEND_BUFFER: usize = 64 * 1024;
 
 /// How long a connection that was asked to close gracefully (idle timeout) may take to do so.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -119,13 +134,14 @@ pub async fn serve(
     let counters = &listener.counters;
     match &compiled.tls {
         Some(tls) => {
-            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
+            let activity = Activity::new();
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out, &activity);
             let Some((stream, h2, facts)) =
                 handshake(tcp, tls, conn, &listener, handshake_by).await
             else {
                 return;
             };
-            serve_http(stream, h2, conn, Some(facts), slot, &listener, rt).await;
+            serve_http(stream, activity, h2, conn, Some(facts), slot, &listener, rt).await;
         }
         None => {
             // As for a handshake: a client that connected before a drain may still be sending
@@ -138,8 +154,9 @@ pub async fn serve(
                 _ = drained(&listener.stop) => return,
             };
             // Counted from here: the peek above consumed nothing.
-            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out);
-            serve_http(tcp, h2, conn, None, slot, &listener, rt).await;
+            let activity = Activity::new();
+            let tcp = Metered::new(tcp, &counters.bytes_in, &counters.bytes_out, &activity);
+            serve_http(tcp, activity, h2, conn, None, slot, &listener, rt).await;
         }
     }
 }
@@ -309,6 +326,7 @@ async fn is_h2c_preface(tcp: &TcpStream) -> std::io::Result<bool> {
 /// uses what it captures in place, and the stream is only there once, inside the `HeadGuard`.
 fn serve_http<'a, S>(
     io: S,
+    activity: Arc<Activity>,
     h2: bool,
     conn: Conn,
     tls: Option<TlsFacts>,
@@ -319,12 +337,14 @@ fn serve_http<'a, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Activity::new();
     let limits = (!h2).then_some(HeadLimits {
         timeout: rt.header_timeout,
         max_bytes: rt.max_header_bytes,
     });
     let mut io = HeadGuard::new(io, activity.clone(), limits);
+    if h2 {
+        io.watch_h2_headers(rt.header_timeout);
+    }
     let ctx = Arc::new(ConnContext {
         listener: listener.clone(),
         peer: conn.peer,
@@ -336,15 +356,28 @@ where
         log_text: Default::default(),
         slot,
     });
+    let peer = conn.peer;
+    let resets = h2.then(|| {
+        ResetBudget::new(
+            rt.http2_max_concurrent_streams,
+            rt.http2_max_resets_per_second,
+        )
+    });
     async move {
+        let watched = resets.clone();
         // The request's future is boxed: hyper keeps a slot the size of the service's future
         // for the whole life of the connection, and a forwarded request's state is kilobytes
         // that an idle keep-alive connection should not hold.
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
-            Box::pin(
-                async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, ctx).await) },
-            )
+            let watch = watched.as_ref().map(ResetBudget::watch);
+            Box::pin(async move {
+                let response = proxy::handle(req, ctx).await;
+                if let Some(watch) = watch {
+                    watch.answered();
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            })
         });
         let mut life = Lifecycle {
             activity: &activity,
@@ -352,22 +385,41 @@ where
             shutdown: &listener.stop,
             drain_started: None,
         };
-        if h2 {
+        if let Some(resets) = resets {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
-                .max_header_list_size(rt.max_header_bytes as u32);
+                .max_header_list_size(rt.max_header_bytes as u32)
+                .max_concurrent_streams(rt.http2_max_concurrent_streams)
+                .max_send_buf_size(H2_SEND_BUFFER);
             // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's, and inline it
             // would size every connection's task, idle HTTP/1 keep-alives included. (Boxed in the
             // same expression: a named unboxed value would keep its room in the task regardless.)
             let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-            life.drive(
-                conn.as_mut(),
-                |c| c.graceful_shutdown(),
-                Drain::GoAway,
-                None,
-            )
-            .await;
+            let counters = &listener.counters;
+            let too_many_resets = tokio::select! {
+                // `biased`: a connection that ends by itself is never counted as cut short.
+                biased;
+                (_, err) = life.drive(
+                    conn.as_mut(),
+                    |c| c.graceful_shutdown(),
+                    Drain::GoAway,
+                    None,
+                ) => {
+                    if let Some(reason) = err.as_ref().and_then(|e| h2_limits::closed_with(e)) {
+                        counters.http2_connection_error(reason);
+                    }
+                    false
+                }
+                _ = resets.spent() => true,
+            };
+            if too_many_resets {
+                // Dropped rather than closed gracefully: for as long as a GOAWAY's grace
+                // lasted, the client could go on opening and cancelling streams. Dropping the
+                // connection closes the socket, and hyper's stream tasks see it end.
+                counters.http2_connection_error(Http2ConnError::RapidReset);
+                debug!(listener = %listener.name, %peer, "HTTP/2 client cancelled streams too fast; connection closed");
+            }
             return;
         }
         let mut builder = http1::Builder::new();
@@ -382,7 +434,7 @@ where
                     .serve_connection(TokioIo::new(io), service.clone())
                     .with_upgrades(),
             );
-            let ended = life
+            let (ended, _) = life
                 .drive(
                     conn.as_mut(),
                     |c| c.graceful_shutdown(),
@@ -436,6 +488,11 @@ impl Drop for Counted<'_> {
 /// enough that a client sending request after request never pays for a new one.
 const PARK_AFTER: Duration = Duration::from_millis(500);
 
+/// How many times per `idle_timeout` a busy connection's driver looks whether its client has
+/// stopped taking its responses: often enough to see a halt before its deadline, for a wake-up
+/// per busy connection every few seconds at the default 60 s.
+const STALL_CHECKS: u32 = 8;
+
 /// How a connection is told that the process (or its listener) is draining.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -475,6 +532,12 @@ impl Lifecycle<'_> {
         })
     }
 
+    /// When a connection whose client has stopped taking its responses is to be closed (see
+    /// [`Activity::stalled_since`]): `idle_timeout` without progress, as ALB does.
+    fn stall_at(&self) -> Option<Instant> {
+        Some(self.activity.stalled_since()? + self.idle_timeout)
+    }
+
     /// Notes the start of a drain, once.
     fn start_drain(&mut self) {
         if self.drain_started.is_none() {
@@ -484,14 +547,15 @@ impl Lifecycle<'_> {
 
     /// Runs a hyper connection until it ends, closing it gracefully when it has been idle for
     /// `idle_timeout` or, once the process starts draining, as `drain` says. With `park_after`,
-    /// a connection idle that long is parked instead of kept whole.
+    /// a connection idle that long is parked instead of kept whole. Returns, beside how it
+    /// ended, the error hyper's connection ended with, if any.
     async fn drive<C, E>(
         &mut self,
         mut conn: Pin<&mut C>,
         graceful: impl Fn(Pin<&mut C>),
         drain: Drain,
         park_after: Option<Duration>,
-    ) -> Ended
+    ) -> (Ended, Option<E>)
     where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
@@ -510,6 +574,13 @@ impl Lifecycle<'_> {
                 None => self.idle_timeout,
             };
             let mut wake = self.close_at();
+            if wake.is_none() {
+                // Busy: a response can come to a halt without waking this loop; looking again
+                // within a fraction of the timeout sees the halt before its deadline.
+                recheck = recheck.min(self.idle_timeout / STALL_CHECKS);
+            }
+            let stall_at = self.stall_at();
+            wake = wake.into_iter().chain(stall_at).min();
             if let Some(after) = park_after {
                 recheck = recheck.min(after);
                 let park_at = self
@@ -525,13 +596,22 @@ impl Lifecycle<'_> {
             };
             tokio::select! {
                 res = conn.as_mut() => {
-                    if let Err(e) = res {
+                    let err = res.err();
+                    if let Some(e) = &err {
                         debug!(error = %e, "connection ended with an error");
                     }
-                    return if self.activity.parked() { Ended::Parked } else { Ended::Closed };
+                    let ended = if self.activity.parked() { Ended::Parked } else { Ended::Closed };
+                    return (ended, err);
                 }
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
+                    if self.stall_at().is_some_and(|d| d <= now) {
+                        // Not gracefully: the client takes nothing, a GOAWAY or the rest of a
+                        // response included. Dropping hyper's connection closes the socket and
+                        // drops the responses' bodies, and with them their targets' connections.
+                        debug!("client took nothing of its response for idle_timeout; connection closed");
+                        return (Ended::Closed, None);
+                    }
                     if self.close_at().is_some_and(|d| d <= now) {
                         graceful(conn.as_mut());
                         break;
@@ -554,8 +634,8 @@ impl Lifecycle<'_> {
             }
         }
         // An HTTP/2 peer gets its GOAWAY; do not wait on it for long.
-        let _ = timeout(CLOSE_GRACE, conn).await;
-        Ended::Closed
+        let err = timeout(CLOSE_GRACE, conn).await.ok().and_then(Result::err);
+        (Ended::Closed, err)
     }
 
     /// Waits on a parked connection: `true` when its client sends again (the bytes are kept in

@@ -166,6 +166,14 @@ targets = ["10.0.0.1:80", "[::1]:81"]
     assert_eq!(rt.handshake_timeout, Duration::from_secs(10));
     assert_eq!(rt.drain_timeout, Duration::from_secs(30));
     assert_eq!((rt.max_header_bytes, rt.max_connections), (65536, 100_000));
+    // ALB's per-connection stream limit.
+    assert_eq!(
+        (
+            rt.http2_max_concurrent_streams,
+            rt.http2_max_resets_per_second
+        ),
+        (128, 100)
+    );
     assert_eq!(rt.log_format, crate::logging::LogFormat::Text);
     // The running binary comes from the environment, not from the process running the test.
     assert_eq!(rt.binary, Path::new("/opt/seawall/bin/seawall"));
@@ -1084,6 +1092,26 @@ fn runtime_bounds() {
         );
     }
     valid(&runtime("max_connections = 100000000"));
+    for n in ["0", "10001"] {
+        fails(
+            &runtime(&format!("http2_max_concurrent_streams = {n}")),
+            2,
+            "runtime.http2_max_concurrent_streams",
+            "must be between 1 and 10000",
+        );
+    }
+    valid(&runtime("http2_max_concurrent_streams = 1"));
+    valid(&runtime("http2_max_concurrent_streams = 10000"));
+    for n in ["0", "1000001"] {
+        fails(
+            &runtime(&format!("http2_max_resets_per_second = {n}")),
+            2,
+            "runtime.http2_max_resets_per_second",
+            "must be between 1 and 1000000",
+        );
+    }
+    valid(&runtime("http2_max_resets_per_second = 1"));
+    valid(&runtime("http2_max_resets_per_second = 1000000"));
 }
 
 /// What `seawall check` used to be run for in tests/cli.rs (`max_connections_out_of_range`): a
