@@ -380,9 +380,20 @@ pub struct RawListener {
     pub alpn: Option<Vec<String>>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    pub client_auth: Option<RawClientAuth>,
     pub default_action: RawAction,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+/// A listener's `client_auth` (ALB's mutual TLS): `mode` is `"verify"` (with `ca`, and `crl`
+/// optionally) or `"passthrough"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub mode: String,
+    pub ca: Option<String>,
+    pub crl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

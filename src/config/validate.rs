@@ -11,9 +11,9 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawConfig, RawDiscovery,
-    RawEcs, RawForward, RawHealthCheck, RawListener, RawMatch, RawRedirect, RawStickiness,
-    RawTargetGroup, Source, ENV_PREFIX,
+    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawClientAuth, RawConfig,
+    RawDiscovery, RawEcs, RawForward, RawHealthCheck, RawListener, RawMatch, RawRedirect,
+    RawStickiness, RawTargetGroup, Source, ENV_PREFIX,
 };
 use crate::access_log;
 use crate::balancer::Algorithm;
@@ -152,9 +152,19 @@ pub struct ListenerConfig {
     pub alpn: Vec<tls::Alpn>,
     /// Each connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer.
     pub proxy_protocol: bool,
+    /// ALB's mutual TLS; `None` asks clients for no certificate.
+    pub client_auth: Option<ClientAuthConfig>,
     pub default_action: ActionConfig,
     /// Sorted by priority.
     pub rules: Vec<RuleConfig>,
+}
+
+/// A listener's `client_auth`: the mode, and for `verify` the trust store's files (resolved
+/// against the config file's folder), which are read when the configuration is compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuthConfig {
+    Verify { ca: PathBuf, crl: Option<PathBuf> },
+    Passthrough,
 }
 
 #[derive(Debug, Clone)]
@@ -1067,6 +1077,7 @@ fn listener(
                 ("certificates", !l.certificates.is_empty()),
                 ("tls_policy", l.tls_policy.is_some()),
                 ("alpn", l.alpn.is_some()),
+                ("client_auth", l.client_auth.is_some()),
             ] {
                 if set {
                     errs.push(src.error(
@@ -1078,6 +1089,11 @@ fn listener(
         }
         _ => {}
     }
+
+    let client_auth = l
+        .client_auth
+        .as_ref()
+        .and_then(|c| client_auth(src, &format!("{path}.client_auth"), c, errs));
 
     // A redirect is checked against the listener it sits on, to catch spelled-out loops.
     let here = (protocol.unwrap_or(Protocol::Http), bind.map(|b| b.port()));
@@ -1142,9 +1158,53 @@ fn listener(
         tls_policy,
         alpn,
         proxy_protocol: l.proxy_protocol,
+        client_auth,
         default_action: default_action?,
         rules,
     })
+}
+
+/// `client_auth = { mode, ca, crl }`: verify needs a CA file; passthrough judges nothing, so a
+/// CA or CRL given with it would be a promise it does not keep.
+fn client_auth(
+    src: &Source,
+    path: &str,
+    c: &RawClientAuth,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ClientAuthConfig> {
+    match c.mode.as_str() {
+        "verify" => match &c.ca {
+            Some(ca) => Some(ClientAuthConfig::Verify {
+                ca: src.resolve(ca),
+                crl: c.crl.as_deref().map(|p| src.resolve(p)),
+            }),
+            None => {
+                errs.push(src.error(
+                    format!("{path}.mode"),
+                    "mode = \"verify\" needs `ca`: the PEM file of the CA certificates that client certificates must chain to",
+                ));
+                None
+            }
+        },
+        "passthrough" => {
+            for (key, set) in [("ca", c.ca.is_some()), ("crl", c.crl.is_some())] {
+                if set {
+                    errs.push(src.error(
+                        format!("{path}.{key}"),
+                        "passthrough verifies nothing; `ca` and `crl` belong to mode = \"verify\"",
+                    ));
+                }
+            }
+            Some(ClientAuthConfig::Passthrough)
+        }
+        other => {
+            errs.push(src.error(
+                format!("{path}.mode"),
+                format!("unknown mode {other:?}; expected \"verify\" or \"passthrough\""),
+            ));
+            None
+        }
+    }
 }
 
 /// ALB's quotas on a rule's conditions.
