@@ -11,8 +11,9 @@
 //!    [`descriptors`] derives from the file-descriptor limit (beyond it, closed at once);
 //! 2. [`server`] reads the PROXY protocol header where a listener expects one
 //!    ([`server::proxy_protocol`]: the client it names is the connection's client from then on),
-//!    runs the TLS handshake (rustls, with the SNI resolver and policies of [`tls`]), then the
-//!    HTTP/1.1 or HTTP/2 server ALPN chose, with the idle and request-head deadlines;
+//!    runs the TLS handshake (rustls, with the SNI resolver and policies of [`tls`], and the
+//!    client certificate checks of mutual TLS), then the HTTP/1.1 or HTTP/2 server ALPN chose,
+//!    with the idle and request-head deadlines;
 //!    [`server::framing`] judges each request's body framing (request smuggling) from the raw
 //!    head and the parsed headers;
 //! 3. [`proxy`] handles each request: the framing verdict, [`routing`] to an action (the router

@@ -4,7 +4,8 @@
 //! changes anything; only then is the new snapshot stored, in one atomic swap. Requests in flight
 //! finish on the snapshot they started with. A failure changes nothing and is reported with file,
 //! line and reason. Reloads run one at a time on the control thread, whatever triggered them:
-//! SIGHUP, `POST /reload`, or a change of the config file or of a certificate or key it names.
+//! SIGHUP, `POST /reload`, or a change of the config file or of a certificate, key, CA or CRL file
+//! it names.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use tracing::{info, warn};
 use crate::access_log::AccessLog;
 use crate::admin;
 use crate::config::compile::load_and_compile;
-use crate::config::validate::{CertificateSource, Config};
+use crate::config::validate::{CertificateSource, ClientAuthConfig, Config};
 use crate::config::{self, ConfigErrors, Source};
 use crate::control::{self, Control};
 use crate::listener::{BindError, ListenerSet};
@@ -171,9 +172,9 @@ pub struct Reloader {
     listeners: Arc<ListenerSet>,
     /// `None` runs the embedded default, which has no file to re-read.
     path: Option<PathBuf>,
-    /// The config file and every certificate and key file the last file that parsed names; a
-    /// file that failed to load is retried when a file it names changes (a certificate that was
-    /// missing appears).
+    /// The config file and every certificate, key, CA and CRL file the last file that parsed
+    /// names; a file that failed to load is retried when a file it names changes (a certificate
+    /// that was missing appears).
     watched: Vec<PathBuf>,
     /// The watched files' [`fingerprint`] as the last load attempt read them. A file event is a
     /// change only when the files no longer match it.
@@ -334,6 +335,12 @@ fn watched_files(source: &Source, cfg: &Config) -> Vec<PathBuf> {
         if let CertificateSource::Files { cert, key } = &c.source {
             files.push(cert.clone());
             files.push(key.clone());
+        }
+    }
+    for l in &cfg.listeners {
+        if let Some(ClientAuthConfig::Verify { ca, crl }) = &l.client_auth {
+            files.push(ca.clone());
+            files.extend(crl.clone());
         }
     }
     files

@@ -318,6 +318,9 @@ pub struct ConnectionEntry {
     pub tls: Option<TlsLine>,
     /// From accept to the end of the handshake.
     pub handshake: Duration,
+    /// The client's certificate, on a listener with `client_auth` (ALB's
+    /// `leaf_client_cert_subject`, `_validity` and `_serial_number`).
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
     pub verify: Verify,
     pub conn_trace_id: ConnTraceId,
 }

@@ -235,9 +235,13 @@ impl Formatter {
     }
 
     /// One TLS connection in ALB's connection-log format, with its newline. The client
-    /// certificate's fields are `-`: seawall does not ask for one yet.
+    /// certificate's fields are `-` without one (no `client_auth`, none presented).
     pub fn alb_connection(&mut self, e: &ConnectionEntry, out: &mut Lines) {
-        with_room(out, 512, |o| {
+        let leaf = e.client_cert.as_ref().and_then(|c| c.leaf.as_ref());
+        let room = leaf.map_or(0, |l| {
+            4 * l.subject.len() + l.validity.len() + l.serial.len()
+        });
+        with_room(out, 512 + room, |o| {
             self.timestamp(o, e.time);
             o.byte(b' ');
             o.ip(e.client);
@@ -256,7 +260,20 @@ impl Formatter {
             }
             o.byte(b' ');
             o.millis(e.handshake);
-            o.put(b" - - - ");
+            match leaf {
+                Some(l) => {
+                    // The subject is quoted, as ALB writes it (it has spaces); the validity
+                    // and serial never do.
+                    o.byte(b' ');
+                    o.quoted(Some(l.subject.as_bytes()));
+                    o.byte(b' ');
+                    o.put(l.validity.as_bytes());
+                    o.byte(b' ');
+                    o.put(l.serial.as_bytes());
+                    o.byte(b' ');
+                }
+                None => o.put(b" - - - "),
+            }
             o.put(verify_text(e.verify).as_bytes());
             o.byte(b' ');
             o.trace_id(e.conn_trace_id.0);
@@ -328,6 +345,7 @@ impl Formatter {
 
     /// One TLS connection as a JSON object, with its newline.
     pub fn json_connection(&mut self, e: &ConnectionEntry, out: &mut Lines) {
+        let leaf = e.client_cert.as_ref().and_then(|c| c.leaf.as_ref());
         let line = JsonConnection {
             time: self.timestamp_string(e.time),
             client_ip: e.client.ip().to_string(),
@@ -336,9 +354,9 @@ impl Formatter {
             tls_protocol: e.tls.map(|t| protocol_name(t.protocol)),
             tls_cipher: e.tls.map(|t| cipher_name(t.cipher)),
             tls_handshake_latency: (e.handshake.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            leaf_client_cert_subject: None,
-            leaf_client_cert_validity: None,
-            leaf_client_cert_serial_number: None,
+            leaf_client_cert_subject: leaf.map(|l| l.subject.as_str()),
+            leaf_client_cert_validity: leaf.map(|l| l.validity.as_str()),
+            leaf_client_cert_serial_number: leaf.map(|l| l.serial.as_str()),
             tls_verify_status: verify_text(e.verify),
             conn_trace_id: e.conn_trace_id.to_string(),
         };
@@ -766,7 +784,7 @@ fn json_seconds(d: Option<Duration>) -> f64 {
 }
 
 #[derive(Serialize)]
-struct JsonConnection {
+struct JsonConnection<'a> {
     time: String,
     client_ip: String,
     client_port: u16,
@@ -774,9 +792,9 @@ struct JsonConnection {
     tls_protocol: Option<Cow<'static, str>>,
     tls_cipher: Option<Cow<'static, str>>,
     tls_handshake_latency: f64,
-    leaf_client_cert_subject: Option<String>,
-    leaf_client_cert_validity: Option<String>,
-    leaf_client_cert_serial_number: Option<String>,
+    leaf_client_cert_subject: Option<&'a str>,
+    leaf_client_cert_validity: Option<&'a str>,
+    leaf_client_cert_serial_number: Option<&'a str>,
     tls_verify_status: String,
     conn_trace_id: String,
 }
@@ -1135,6 +1153,7 @@ mod tests {
                 cipher: rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
             }),
             handshake: Duration::from_micros(4036),
+            client_cert: None,
             verify: Verify::Success,
             conn_trace_id: ConnTraceId(1),
         };
@@ -1156,5 +1175,48 @@ mod tests {
         assert_eq!(v["tls_verify_status"], "Failed:HandshakeTimeout");
         assert_eq!(v["tls_protocol"], serde_json::Value::Null);
         assert_eq!(v["tls_handshake_latency"], 4.036);
+    }
+
+    #[test]
+    fn the_connection_line_names_the_client_certificate() {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Amazon Inc");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "amazon.com");
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0xFE, 0xF2, 0x57, 0xE5]));
+        p.not_before = rcgen::date_time_ymd(2023, 10, 3);
+        p.not_after = rcgen::date_time_ymd(2024, 10, 2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = p.self_signed(&key).unwrap().der().clone();
+        let cert = crate::tls::ClientCert::read(crate::tls::ClientAuthMode::Verify, &[der]);
+        let e = ConnectionEntry {
+            time: (UNIX_EPOCH + Duration::from_micros(1_696_440_415_180_849)).into(),
+            client: "192.0.2.1:49590".parse().unwrap(),
+            listener_port: 443,
+            tls: Some(TlsLine {
+                protocol: rustls::ProtocolVersion::TLSv1_3,
+                cipher: rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            }),
+            handshake: Duration::from_micros(4036),
+            client_cert: cert.map(std::sync::Arc::new),
+            verify: Verify::Success,
+            conn_trace_id: ConnTraceId(1),
+        };
+        let mut out = Lines::default();
+        Formatter::default().alb_connection(&e, &mut out);
+        assert_eq!(
+            String::from_utf8(out.as_bytes().to_vec()).unwrap(),
+            "2023-10-04T17:26:55.180849Z 192.0.2.1 49590 443 TLSv1.3 TLS_AES_128_GCM_SHA256 \
+             4.036 \"CN=amazon.com,O=Amazon Inc\" \
+             NotBefore=2023-10-03T00:00:00Z;NotAfter=2024-10-02T00:00:00Z FEF257E5 Success \
+             TID_00000000000000000000000000000001\n"
+        );
+        let mut out = Lines::default();
+        Formatter::default().json_connection(&e, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(out.as_bytes()).unwrap();
+        assert_eq!(v["leaf_client_cert_subject"], "CN=amazon.com,O=Amazon Inc");
+        assert_eq!(v["leaf_client_cert_serial_number"], "FEF257E5");
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::validate::{ActionConfig, CertificateSource, Config, ListenerConfig, TargetGroupConfig};
+use super::validate::{
+    ActionConfig, CertificateSource, ClientAuthConfig, Config, ListenerConfig, TargetGroupConfig,
+};
 use super::{ConfigErrors, Source};
 use crate::protocol::Protocol;
 use crate::routing::{Action, FixedResponse, Forward, GroupId, Router, Rule, WeightedGroup};
@@ -57,23 +59,65 @@ pub fn load_certificates(src: &Source, cfg: &Config) -> Result<Vec<LoadedCert>, 
     }
 }
 
-/// Reads the certificates, then compiles: what a start, a reload and `seawall check` all do.
+/// Reads the trust store of every listener with `client_auth` (`None` for the others, in
+/// `cfg.listeners`' order); every problem is reported, naming its file and key path.
+pub fn load_client_auth(
+    src: &Source,
+    cfg: &Config,
+) -> Result<Vec<Option<tls::ClientAuth>>, ConfigErrors> {
+    let mut errs = Vec::new();
+    let loaded = cfg
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match l.client_auth.as_ref()? {
+            ClientAuthConfig::Passthrough => Some(tls::ClientAuth::Passthrough),
+            ClientAuthConfig::Verify { ca, crl } => tls::load_trust_store(ca, crl.as_deref())
+                .map_err(|e| {
+                    let key = if e.is_crl() { "crl" } else { "ca" };
+                    errs.push(
+                        src.error(format!("listeners[{i}].client_auth.{key}"), e.to_string()),
+                    );
+                })
+                .ok(),
+        })
+        .collect();
+    if errs.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Reads the certificates and trust stores, then compiles: what a start, a reload and
+/// `seawall check` all do.
 pub fn load_and_compile(
     src: &Source,
     cfg: &Config,
     secrets: &Secrets,
 ) -> Result<Compiled, ConfigErrors> {
-    compile(src, cfg, &load_certificates(src, cfg)?, secrets)
+    // Both read before either fails, so that one check reports every unreadable file.
+    let (certs, client_auth) = (load_certificates(src, cfg), load_client_auth(src, cfg));
+    match (certs, client_auth) {
+        (Ok(certs), Ok(client_auth)) => compile(src, cfg, &certs, &client_auth, secrets),
+        (Err(ConfigErrors(mut a)), Err(ConfigErrors(b))) => {
+            a.extend(b);
+            Err(ConfigErrors(a))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
-/// Builds the compiled configuration from a validated one and its loaded certificates (`certs`
-/// in the order of `cfg.certificates`). Pure: it touches no run-time state, so a failure leaves
+/// Builds the compiled configuration from a validated one, its loaded certificates (`certs`
+/// in the order of `cfg.certificates`) and trust stores (`client_auth`, in the order of
+/// `cfg.listeners`). Pure: it touches no run-time state, so a failure leaves
 /// nothing behind; `secrets` are only read (the listeners' TLS seals session tickets with the
 /// process's keys, which outlive every configuration). Errors name the key path.
 pub fn compile(
     src: &Source,
     cfg: &Config,
     certs: &[LoadedCert],
+    client_auth: &[Option<tls::ClientAuth>],
     secrets: &Secrets,
 ) -> Result<Compiled, ConfigErrors> {
     let mut errs = Vec::new();
@@ -88,8 +132,12 @@ pub fn compile(
                     .map(|&c| (cfg.certificates[c].name.as_str().into(), &certs[c]))
                     .collect();
                 let alpn: Vec<Vec<u8>> = l.alpn.iter().map(|a| a.id().to_vec()).collect();
-                let tickets = secrets.tickets().for_listener(&l.name);
-                match tls::listener_tls(&chosen, l.tls_policy, &alpn, tickets) {
+                let auth = client_auth.get(i).and_then(Option::as_ref);
+                let tickets = secrets.tickets().for_listener(&match auth {
+                    Some(a) => format!("{}\n{}", l.name, a.ticket_binding()),
+                    None => l.name.clone(),
+                });
+                match tls::listener_tls(&chosen, l.tls_policy, &alpn, tickets, auth) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         errs.push(src.error(format!("listeners[{i}].certificates"), e.to_string()));

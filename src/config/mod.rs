@@ -388,9 +388,20 @@ pub struct RawListener {
     pub max_body_bytes: Option<u64>,
     /// Overrides `runtime.desync_mitigation` for this listener.
     pub desync_mitigation: Option<String>,
+    pub client_auth: Option<RawClientAuth>,
     pub default_action: RawAction,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+/// A listener's `client_auth` (ALB's mutual TLS): `mode` is `"verify"` (with `ca`, and `crl`
+/// optionally) or `"passthrough"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub mode: String,
+    pub ca: Option<String>,
+    pub crl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

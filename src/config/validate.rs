@@ -11,9 +11,9 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::{
-    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawConfig, RawDiscovery,
-    RawEcs, RawForward, RawHealthCheck, RawListener, RawMatch, RawRedirect, RawStickiness,
-    RawTargetGroup, Source, ENV_PREFIX,
+    ConfigError, ConfigErrors, Environment, RawAccessLog, RawAction, RawClientAuth, RawConfig,
+    RawDiscovery, RawEcs, RawForward, RawHealthCheck, RawListener, RawMatch, RawRedirect,
+    RawStickiness, RawTargetGroup, Source, ENV_PREFIX,
 };
 use crate::access_log;
 use crate::balancer::Algorithm;
@@ -175,9 +175,19 @@ pub struct ListenerConfig {
     pub max_body_bytes: Option<u64>,
     /// The listener's own mode, or `runtime.desync_mitigation`.
     pub desync_mitigation: Mitigation,
+    /// ALB's mutual TLS; `None` asks clients for no certificate.
+    pub client_auth: Option<ClientAuthConfig>,
     pub default_action: ActionConfig,
     /// Sorted by priority.
     pub rules: Vec<RuleConfig>,
+}
+
+/// A listener's `client_auth`: the mode, and for `verify` the trust store's files (resolved
+/// against the config file's folder), which are read when the configuration is compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuthConfig {
+    Verify { ca: PathBuf, crl: Option<PathBuf> },
+    Passthrough,
 }
 
 #[derive(Debug, Clone)]
@@ -1118,6 +1128,7 @@ fn listener(
                 ("certificates", !l.certificates.is_empty()),
                 ("tls_policy", l.tls_policy.is_some()),
                 ("alpn", l.alpn.is_some()),
+                ("client_auth", l.client_auth.is_some()),
             ] {
                 if set {
                     errs.push(src.error(
@@ -1129,6 +1140,11 @@ fn listener(
         }
         _ => {}
     }
+
+    let client_auth = l
+        .client_auth
+        .as_ref()
+        .and_then(|c| client_auth(src, &format!("{path}.client_auth"), c, errs));
 
     // A redirect is checked against the listener it sits on, to catch spelled-out loops.
     let here = (protocol.unwrap_or(Protocol::Http), bind.map(|b| b.port()));
@@ -1211,9 +1227,53 @@ fn listener(
             rt.desync_mitigation,
             errs,
         ),
+        client_auth,
         default_action: default_action?,
         rules,
     })
+}
+
+/// `client_auth = { mode, ca, crl }`: verify needs a CA file; passthrough judges nothing, so a
+/// CA or CRL given with it would be a promise it does not keep.
+fn client_auth(
+    src: &Source,
+    path: &str,
+    c: &RawClientAuth,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ClientAuthConfig> {
+    match c.mode.as_str() {
+        "verify" => match &c.ca {
+            Some(ca) => Some(ClientAuthConfig::Verify {
+                ca: src.resolve(ca),
+                crl: c.crl.as_deref().map(|p| src.resolve(p)),
+            }),
+            None => {
+                errs.push(src.error(
+                    format!("{path}.mode"),
+                    "mode = \"verify\" needs `ca`: the PEM file of the CA certificates that client certificates must chain to",
+                ));
+                None
+            }
+        },
+        "passthrough" => {
+            for (key, set) in [("ca", c.ca.is_some()), ("crl", c.crl.is_some())] {
+                if set {
+                    errs.push(src.error(
+                        format!("{path}.{key}"),
+                        "passthrough verifies nothing; `ca` and `crl` belong to mode = \"verify\"",
+                    ));
+                }
+            }
+            Some(ClientAuthConfig::Passthrough)
+        }
+        other => {
+            errs.push(src.error(
+                format!("{path}.mode"),
+                format!("unknown mode {other:?}; expected \"verify\" or \"passthrough\""),
+            ));
+            None
+        }
+    }
 }
 
 /// ALB's quotas on a rule's conditions.

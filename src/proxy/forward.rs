@@ -70,6 +70,7 @@ pub(super) fn forward<'a>(
                 proto: ctx.listener.protocol.as_str(),
                 port: &ctx.listener.port_header,
             },
+            ctx.tls.as_ref().and_then(|t| t.client_cert.as_deref()),
         );
         facts.trace_id = Some(trace_id);
         let path = parts

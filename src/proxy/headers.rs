@@ -1,7 +1,7 @@
 //! The header rewriting a forwarded request and its response get, and the request's form on the
 //! target's side.
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{request, HeaderMap, Request, Uri, Version};
 use hyper::body::Incoming;
 
@@ -9,6 +9,7 @@ use crate::error::RequestError;
 use crate::http_tokens;
 use crate::protocol::ProtocolVersion;
 use crate::targets::{Target, TargetGroup};
+use crate::tls::{self, ClientCert};
 use crate::upstream::{self, ForwardedFor, TraceId};
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket).
@@ -20,12 +21,14 @@ pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 /// Rewrites a request's head for a target speaking `version`: Host from HTTP/2's `:authority`,
 /// hop-by-hop headers out (but `TE: trailers` for HTTP/2 targets, and `Connection: upgrade` for an
-/// upgrade), `X-Forwarded-*` and the trace id in. Returns the trace id, made once here.
+/// upgrade), the client's `X-Amzn-Mtls-*` out and the connection's own (`client_cert`) in,
+/// `X-Forwarded-*` and the trace id in. Returns the trace id, made once here.
 pub(super) fn rewrite_request(
     parts: &mut request::Parts,
     version: ProtocolVersion,
     upgrade: bool,
     forwarded: &ForwardedFor<'_>,
+    client_cert: Option<&ClientCert>,
 ) -> TraceId {
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
         // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
@@ -51,12 +54,35 @@ pub(super) fn rewrite_request(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    strip_mtls(&mut parts.headers);
+    if let Some(c) = client_cert {
+        for (name, value) in c.headers.iter() {
+            parts.headers.insert(name, value.clone());
+        }
+    }
     upstream::add_forwarded(&mut parts.headers, forwarded);
     parts.version = match version {
         ProtocolVersion::Http1 => Version::HTTP_11,
         ProtocolVersion::Http2 | ProtocolVersion::Grpc => Version::HTTP_2,
     };
     upstream::ensure_trace_id(&mut parts.headers)
+}
+
+/// Removes every `X-Amzn-Mtls-*` header a client sent, on every listener: a target behind
+/// seawall may trust them as seawall's word about the client's certificate. One pass over the
+/// names; only a request that carries one pays for removing it.
+fn strip_mtls(headers: &mut HeaderMap) {
+    if !headers.keys().any(tls::is_mtls_header) {
+        return;
+    }
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| tls::is_mtls_header(n))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
 }
 
 /// The request target as the target's protocol writes it, the forms hyper-util's client used to

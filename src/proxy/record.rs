@@ -35,6 +35,9 @@ pub struct TlsFacts {
     pub sni: Option<Arc<str>>,
     /// ALB's `chosen_cert_arn`: which certificate was served.
     pub certificate: Certificate,
+    /// What the client's certificate says, on a listener with `client_auth` when the client
+    /// presented one: its `X-Amzn-Mtls-*` headers are rendered once here.
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
 }
 
 /// ALB's `actions_executed`: what seawall did with the request.

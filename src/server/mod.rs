@@ -32,7 +32,7 @@ use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
 use crate::proxy::{self, ConnContext, TlsFacts};
 use crate::snapshot::Plane;
-use crate::tls::ListenerTls;
+use crate::tls::{ClientAuthMode, ClientCert, ListenerTls};
 use activity::{Activity, HeadGuard, HeadLimits};
 use h2_limits::ResetBudget;
 use metered::Metered;
@@ -209,7 +209,7 @@ async fn handshake(
     let log = &listener.plane.access_log;
     let started = log.connections_on().then(std::time::Instant::now);
     // ALB's connection log: one line per handshake, successful or not.
-    let log_line = |tls: Option<TlsLine>, verify| {
+    let log_line = |tls: Option<TlsLine>, client_cert: Option<&Arc<ClientCert>>, verify| {
         if let Some(started) = started {
             log.connection(&ConnectionEntry {
                 time: crate::access_log::WallTime::now(),
@@ -217,6 +217,7 @@ async fn handshake(
                 listener_port: listener.port,
                 tls,
                 handshake: started.elapsed(),
+                client_cert: client_cert.cloned(),
                 verify,
                 conn_trace_id: client.trace_id,
             });
@@ -233,18 +234,23 @@ async fn handshake(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let (failure, verify) = if e.kind() == std::io::ErrorKind::InvalidData {
-                (HandshakeFailure::Alert, "ClientHandshakeError")
+                let refused = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+                let why = refused.and_then(crate::tls::verify_failure);
+                (
+                    HandshakeFailure::Alert,
+                    why.unwrap_or("ClientHandshakeError"),
+                )
             } else {
                 (HandshakeFailure::Io, "ConnectionError")
             };
             metrics.tls_handshake_error(failure);
-            log_line(None, Verify::Failed(verify));
+            log_line(None, None, Verify::Failed(verify));
             debug!(%peer, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
             metrics.tls_handshake_error(HandshakeFailure::Timeout);
-            log_line(None, Verify::Failed("HandshakeTimeout"));
+            log_line(None, None, Verify::Failed("HandshakeTimeout"));
             debug!(%peer, "TLS handshake timed out");
             return None;
         }
@@ -253,6 +259,18 @@ async fn handshake(
     let kind = match conn.handshake_kind() {
         Some(rustls::HandshakeKind::Resumed) => HandshakeKind::Resumed,
         _ => HandshakeKind::Full,
+    };
+    let client_cert = match tls.client_auth {
+        Some(mode) => match client_identity(mode, conn, kind) {
+            Ok(c) => c,
+            Err(why) => {
+                metrics.tls_handshake_error(HandshakeFailure::Alert);
+                log_line(None, None, Verify::Failed(why));
+                debug!(%peer, reason = why, "client certificate refused after resumption");
+                return None;
+            }
+        },
+        None => None,
     };
     metrics.tls_handshake(kind);
     let h2 = conn.alpn_protocol() == Some(b"h2");
@@ -273,15 +291,41 @@ async fn handshake(
             HandshakeKind::Full => Certificate::Named(tls.chosen_certificate(sni)),
         },
         sni: sni.map(Arc::from),
+        client_cert,
     };
     log_line(
         Some(TlsLine {
             protocol: facts.version,
             cipher: facts.cipher,
         }),
+        facts.client_cert.as_ref(),
         Verify::Success,
     );
     Some((stream, h2, facts))
+}
+
+/// What the client's certificate says, on a listener with `client_auth`, or why the connection
+/// is refused. rustls judged the certificate in a full handshake; a resumed one brings back the
+/// chain judged then, so verify mode checks here that its leaf has not expired since (the trust
+/// store cannot have changed: tickets are bound to it).
+fn client_identity(
+    mode: ClientAuthMode,
+    conn: &rustls::ServerConnection,
+    kind: HandshakeKind,
+) -> Result<Option<Arc<ClientCert>>, &'static str> {
+    let cert = conn
+        .peer_certificates()
+        .and_then(|chain| ClientCert::read(mode, chain));
+    if mode == ClientAuthMode::Verify {
+        let Some(cert) = &cert else {
+            return Err("ClientCertMissing");
+        };
+        let now = crate::access_log::WallTime::now().secs as i64;
+        if kind == HandshakeKind::Resumed && cert.expired_at(now) {
+            return Err("ClientCertExpired");
+        }
+    }
+    Ok(cert.map(Arc::new))
 }
 
 /// Who a connection is, from accept on.

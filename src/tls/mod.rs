@@ -2,6 +2,7 @@
 //! rustls `ServerConfig` per listener, built at load time and shared by every handshake.
 
 mod certs;
+mod client_auth;
 mod hkdf;
 mod resolver;
 mod tickets;
@@ -15,6 +16,10 @@ use rustls::SupportedCipherSuite;
 
 pub use certs::{
     load_pem_files, self_signed, self_signed_cached, CertError, LoadedCert, SelfSigned,
+};
+pub use client_auth::{
+    is_mtls_header, load_trust_store, verify_failure, ClientAuth, ClientAuthMode, ClientCert,
+    LeafFacts, TrustStore, TrustStoreError,
 };
 pub use resolver::SniResolver;
 pub use tickets::{TicketKeyError, TicketKeys, TicketKeysExport, ROTATION_SECS};
@@ -130,6 +135,8 @@ const TLS13_TICKETS: usize = 2;
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     resolver: Arc<SniResolver>,
+    /// The listener's mTLS mode, `None` when it asks for no client certificate.
+    pub client_auth: Option<ClientAuthMode>,
 }
 
 impl ListenerTls {
@@ -152,7 +159,7 @@ pub fn server_config(
         .map(|(i, c)| (Arc::from(i.to_string()), *c))
         .collect();
     let tickets = Arc::new(TicketKeys::generate()?).for_listener("");
-    Ok(listener_tls(&named, policy, alpn, tickets)?.config)
+    Ok(listener_tls(&named, policy, alpn, tickets, None)?.config)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,22 +171,27 @@ pub enum ServerConfigError {
 }
 
 /// [`server_config`] with the certificates' configured names, which the connections' records
-/// report, and the process's session tickets (see [`TicketKeys::for_listener`]).
+/// report, and the process's session tickets (see [`TicketKeys::for_listener`]; a listener with
+/// `client_auth` binds them to it too, see [`ClientAuth::ticket_binding`]).
 pub fn listener_tls(
     certs: &[(Arc<str>, &LoadedCert)],
     policy: Policy,
     alpn: &[Vec<u8>],
     tickets: Arc<dyn ProducesTickets>,
+    client_auth: Option<&ClientAuth>,
 ) -> Result<ListenerTls, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match policy {
         Policy::Tls13Only => &[&rustls::version::TLS13],
         Policy::Tls13And12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
     let resolver = Arc::new(SniResolver::new(certs).ok_or(rustls::Error::NoCertificatesPresented)?);
-    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver.clone());
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(versions)?;
+    let builder = match client_auth {
+        Some(auth) => builder.with_client_cert_verifier(auth.verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = alpn.to_vec();
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     cfg.ticketer = tickets;
@@ -187,6 +199,7 @@ pub fn listener_tls(
     Ok(ListenerTls {
         config: Arc::new(cfg),
         resolver,
+        client_auth: client_auth.map(ClientAuth::mode),
     })
 }
 
