@@ -92,6 +92,7 @@ impl Lookalike {
         self.step != Step::Distant
     }
 
+    #[inline]
     pub fn feed(&mut self, b: u8) {
         let alnum = b.is_ascii_alphanumeric();
         match self.step {
