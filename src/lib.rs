@@ -67,6 +67,8 @@ mod control;
 pub mod discovery;
 mod error;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 mod http_tokens;
 mod listener;

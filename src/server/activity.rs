@@ -452,7 +452,7 @@ impl<S: AsyncRead + Unpin> HeadGuard<S> {
 
 /// The result of feeding bytes to a [`HeadScan`].
 #[derive(Debug, PartialEq, Eq)]
-enum Scan {
+pub enum Scan {
     Incomplete,
     /// The empty line that ends the head has been read (bytes after it are not looked at).
     End(RawHead),
@@ -466,7 +466,7 @@ enum Scan {
 /// it only needs line boundaries and header-name prefixes. Lines may end in LF alone, as hyper
 /// accepts.
 #[derive(Debug, Default)]
-struct HeadScan {
+pub struct HeadScan {
     /// Past the empty lines a client may send before a request line (hyper skips them).
     started: bool,
     len: usize,
@@ -488,7 +488,7 @@ const CONTENT_LENGTH: &[u8] = b"content-length:";
 const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
 
 impl HeadScan {
-    fn feed(&mut self, bytes: &[u8], max_bytes: usize) -> Scan {
+    pub fn feed(&mut self, bytes: &[u8], max_bytes: usize) -> Scan {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
