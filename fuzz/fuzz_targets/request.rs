@@ -113,10 +113,10 @@ response_timeout = "2s"
 });
 
 /// Ends every input: a request that closes the connection once it is answered. hyper reads an
-/// end of file from a client as the end of everything, answering nothing more (it is set not to
-/// allow half-closed connections), so the client cannot simply stop sending. When the input
-/// leaves a head open, the empty line ends it first; when it leaves a body open, the request is
-/// read as body bytes, and the client stops reading once seawall has gone quiet instead.
+/// end of file from a client as the end of everything, answering nothing more (seawall keeps
+/// hyper's default: no half-closed connections), so the client cannot simply stop sending. When
+/// the input leaves a head open, the empty line ends it first; when it leaves a body open, the
+/// request is read as body bytes, and the client stops reading once seawall has gone quiet.
 const LAST: &[u8] = b"\r\n\r\nGET /last HTTP/1.1\r\nHost: last.test\r\nConnection: close\r\n\r\n";
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
