@@ -70,6 +70,8 @@ mod descriptors;
 pub mod discovery;
 mod error;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 mod http_tokens;
 mod listener;

@@ -614,6 +614,15 @@ default_action = { fixed_response = { status = 200 } }
         assert!(err.reason.contains("unknown field `colour`"), "{err}");
     }
 
+    /// Found by fuzz/ (corpus/config/toml-edit-spans.toml): toml_edit 0.23's parse, which only
+    /// finds lines for errors, panicked on a dotted key with empty parts after an empty one
+    /// ("all items have spans"), so such a file took `seawall check` or a reload down with it.
+    #[test]
+    fn a_malformed_file_is_an_error_not_a_panic() {
+        let err = parse_error("==\n.=");
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+
     /// A key that `[access_log]` does not have is named, not ignored.
     #[test]
     fn an_unknown_access_log_key_is_rejected() {

@@ -562,7 +562,7 @@ impl<S: AsyncRead + Unpin> HeadGuard<S> {
 
 /// The result of feeding bytes to a [`HeadScan`].
 #[derive(Debug, PartialEq, Eq)]
-enum Scan {
+pub enum Scan {
     Incomplete,
     /// The empty line that ends the head has been read (bytes after it are not looked at).
     End(RawHead),
@@ -576,7 +576,7 @@ enum Scan {
 /// and the first bytes of header names, which it matches as they go by, so that most lines are
 /// skipped from their first byte on. Lines may end in LF alone, as hyper accepts.
 #[derive(Debug)]
-struct HeadScan {
+pub struct HeadScan {
     /// Past the empty lines a client may send before a request line (hyper skips them).
     started: bool,
     len: usize,
@@ -621,7 +621,7 @@ impl Default for HeadScan {
 }
 
 impl HeadScan {
-    fn feed(&mut self, bytes: &[u8], max_bytes: usize) -> Scan {
+    pub fn feed(&mut self, bytes: &[u8], max_bytes: usize) -> Scan {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
