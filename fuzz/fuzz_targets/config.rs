@@ -47,7 +47,9 @@ fuzz_target!(|data: &[u8]| {
         Err(errs) => return check(&errs),
     };
     let certs = vec![CERT.clone(); cfg.certificates.len()];
-    if let Err(errs) = compile::compile(&src, &cfg, &certs, &SECRETS) {
+    // Trust stores are files too: every listener goes without one (no client certificates).
+    let client_auth: Vec<_> = cfg.listeners.iter().map(|_| None).collect();
+    if let Err(errs) = compile::compile(&src, &cfg, &certs, &client_auth, &SECRETS) {
         check(&errs);
     }
 });

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -459,31 +459,27 @@ fn escape_dn_value(s: &str, out: &mut String) {
     }
 }
 
-/// A certificate as PEM text, 64 base64 characters a line.
+/// A certificate as PEM text, 64 base64 characters a line, lines ending in LF as ALB's do.
 fn pem(der: &CertificateDer<'_>) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.as_ref()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
-/// ALB's URL-encoding of PEM text: every byte but letters, digits, `-_.~` and the `+=/` it names
-/// as safe becomes `%XX`.
+/// What ALB's URL-encoding of PEM text leaves as it is: letters, digits, `-_.~` and the `+=/` it
+/// names as safe. Every other byte becomes `%XX`.
+const ALB_URL_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'+')
+    .remove(b'=')
+    .remove(b'/');
+
 fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 16);
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~+=/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(text, ALB_URL_SAFE).to_string()
 }
 
 #[cfg(test)]
