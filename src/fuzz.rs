@@ -3,4 +3,6 @@
 //! server's modules becoming public, and it changes with them.
 
 pub use crate::server::activity::{HeadScan, Scan, MAX_REQUEST_LINE};
-pub use crate::server::framing::{judge, Judgment, RawHead, Reason, Verdict};
+pub use crate::server::framing::{
+    judge, lookalike_name, Action, Judgment, Mitigation, RawHead, Reason, Verdict,
+};

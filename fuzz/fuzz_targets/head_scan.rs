@@ -3,15 +3,16 @@
 //!
 //! Holds: however the bytes arrive, the answer is the same; on a head that httparse (hyper's
 //! parser, as hyper's server configures it) reads whole, the scan ends where httparse does,
-//! within the limits, and counts the framing lines httparse sees, since `server::framing` trusts
-//! those counts where hyper has already dropped a header.
+//! within the limits, and counts the framing and Host lines httparse sees, their look-alikes and
+//! bare LF line ends, since `server::framing` trusts those facts where hyper has already dropped
+//! or folded a header.
 //!
 //! Input: a byte that cuts the rest into reads, two for the head-size limit, then the bytes.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use seawall::fuzz::{HeadScan, RawHead, Scan, MAX_REQUEST_LINE};
+use seawall::fuzz::{lookalike_name, HeadScan, RawHead, Scan, MAX_REQUEST_LINE};
 
 fn scan<'a>(reads: impl IntoIterator<Item = &'a [u8]>, max: usize) -> Scan {
     let mut scan = HeadScan::default();
@@ -65,9 +66,25 @@ fuzz_target!(|data: &[u8]| {
             .count();
         u8::try_from(n).unwrap_or(u8::MAX)
     };
+    // hyper skips empty lines before the request line, and so does the scan.
+    let start = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(end)
+        .min(end);
+    let head = &bytes[start..end];
     let parsed = RawHead {
         content_length: count("content-length"),
         transfer_encoding: count("transfer-encoding"),
+        host: count("host"),
+        bare_lf: head
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')),
+        lookalike: req
+            .headers
+            .iter()
+            .any(|h| lookalike_name(h.name.as_bytes())),
     };
     let line = bytes
         .iter()
