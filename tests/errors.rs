@@ -724,6 +724,45 @@ async fn request_head_over_max_header_bytes_gets_431_and_never_reaches_the_targe
 }
 
 #[tokio::test]
+async fn too_many_headers_get_431_and_never_reach_the_target() {
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&config(&[b.addr], "", ""));
+    let head = |n: usize| {
+        let mut h = String::from("GET /x HTTP/1.1\r\nHost: example.test\r\n");
+        for i in 0..n {
+            h.push_str(&format!("X-H{i}: 1\r\n"));
+        }
+        h + "\r\n"
+    };
+    // 90 and the Host line: served (the test target, hyper too, takes 100 with the four
+    // headers seawall adds).
+    let got = raw(
+        sw.addr("web"),
+        head(90).as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status_of(&got.text), "200", "{}", got.text);
+    assert_eq!(b.hits(), 1);
+    // One over hyper's count of 100 (a 1 KB head, far below max_header_bytes), and 10 000 (a
+    // flood far above it): both refused by seawall, the connection closed.
+    for n in [100, 10_000] {
+        let got = raw(sw.addr("web"), head(n).as_bytes(), PATIENCE).await;
+        assert_eq!(status_of(&got.text), "431", "{n} headers: {}", got.text);
+        assert!(got.closed, "{n} headers: the connection is closed");
+    }
+    assert_eq!(b.hits(), 1, "no refused head reached the target");
+    // The process goes on serving.
+    let got = raw(
+        sw.addr("web"),
+        head(1).as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status_of(&got.text), "200", "{}", got.text);
+}
+
+#[tokio::test]
 async fn request_line_over_16_kib_gets_414_and_never_reaches_the_target() {
     let b = Backend::start("b1").await;
     // The default max_header_bytes (64 KiB): the request line's own limit must come first.
