@@ -365,6 +365,7 @@ async fn a_rapid_reset_burst_closes_that_connection_only() {
     let edge = Edge::start(app.addr, "").await;
     let mut good = good_client(edge.addr()).await;
     check(&mut good, "before").await;
+    let (peak_before, _) = edge.memory();
 
     let mut bad = Raw::connect(edge.addr()).await;
     // CVE-2023-44487: request after request, each cancelled at once, in one burst.
@@ -404,6 +405,18 @@ async fn a_rapid_reset_burst_closes_that_connection_only() {
     assert_eq!(metric_total(&edge.metrics().await, METRIC), 1.0);
     // Far fewer than the thousand reached the target.
     assert!(app.hits() <= 128 + 20, "{} reached the target", app.hits());
+    // Nor did the burst's streams stay behind in memory.
+    let (peak, now) = edge.memory();
+    println!(
+        "rapid-reset burst: seawall VmHWM {} KiB before, {} KiB after; VmRSS {} KiB",
+        peak_before / 1024,
+        peak / 1024,
+        now / 1024
+    );
+    assert!(
+        peak < peak_before + 32 * MIB,
+        "peak {peak} from {peak_before}"
+    );
 
     check(&mut good, "after").await;
     check(&mut good_client(edge.addr()).await, "new").await;
