@@ -94,6 +94,62 @@ async fn tls13_and_tls12_handshakes_serve_requests() {
     assert_eq!(b.hits(), 2);
 }
 
+/// A client offering `suites`, in that order of preference.
+fn client_offering(
+    suites: &[rustls::SupportedCipherSuite],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(seawall::upstream::AnyTargetCertificate(
+            provider,
+        )))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+#[tokio::test]
+async fn the_servers_order_of_suites_decides_as_albs_policies_do() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let b = Backend::start("b1").await;
+    let sw = Seawall::start(&one_cert_config(b.addr, ""));
+    let addr = sw.addr("web");
+    for (offered, want) in [
+        // OpenSSL's and rustls's clients list AES-256 first; the policy's first suite wins.
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256],
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        // A client that offers only a later suite of the policy still gets it.
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let tls = tls_connect_with(addr, &client_offering(&offered), "localhost")
+            .await
+            .unwrap();
+        let got = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(got, want, "offered {offered:?}");
+        assert_eq!(get_over(tls, "localhost", "/").await.status, 200);
+    }
+}
+
 #[tokio::test]
 async fn full_handshakes_are_counted() {
     let b = Backend::start("b1").await;
