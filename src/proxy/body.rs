@@ -99,10 +99,12 @@ impl Body for Reply {
             Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     // The end as hyper's server sees it (it stops polling once the length is
-                    // read), or as the stream ends. An error leaves the connection unreturned.
+                    // read, and after trailers, which come only once the chunked body has been
+                    // read to its last line), or as the stream ends. An error leaves the
+                    // connection unreturned.
                     let ended = match &frame {
                         None => true,
-                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Ok(f)) => f.is_trailers() || body.is_end_stream(),
                         Some(Err(_)) => false,
                     };
                     if ended {

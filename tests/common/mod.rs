@@ -6,11 +6,14 @@ pub mod config;
 #[cfg(feature = "ecs")]
 pub mod ecs;
 pub mod process;
+pub mod scripted;
 pub mod target;
 
 // Not every test file uses every piece.
 #[allow(unused_imports)]
 pub use config::{fixed, forward, path, ConfigBuilder, Listener, TargetGroup};
+#[allow(unused_imports)]
+pub use scripted::{Conn, Head, Scripted};
 #[allow(unused_imports)]
 pub use target::{Seen, Serves, Target};
 
