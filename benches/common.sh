@@ -6,14 +6,15 @@ need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get inst
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# seawall_base ADMIN_PORT: the admin server and one pinned worker, as every bench runs seawall.
+# seawall_base ADMIN_PORT: the admin server and one pinned worker, as every bench runs seawall
+# (WORKERS=N for N, to measure what the multi-worker data plane costs).
 seawall_base() {
     cat <<EOC
 [admin]
 bind = "127.0.0.1:$1"
 
 [runtime]
-workers = 1
+workers = ${WORKERS:-1}
 EOC
 }
 
