@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# seawall next to nginx and HAProxy on this machine: the same certificates, the same backend, the
-# same load generator (`seawall bench`), one proxy worker each pinned to cpu0 and everything else
-# (backend, load generator) on cpu1, all on 127.0.0.1.
+# seawall next to nginx, HAProxy, H2O and Caddy on this machine: the same certificates, the same
+# backend, the same load generator (`seawall bench`), one proxy worker each pinned to cpu0 and
+# everything else (backend, load generator) on cpu1, all on 127.0.0.1.
 #
 #   benches/compare.sh [seconds per scenario, default 5]
 #
@@ -11,7 +11,7 @@
 # load scenario N times per proxy, the proxies taking turns, and the table shows each proxy's
 # median: on this shared machine one proxy's figure moves by tens of percent between runs, and a
 # burst of load from a neighbour then lands on one round of one proxy, not on its result;
-# PEERS="nginx haproxy" (the default: both) picks the peers seawall is run beside.
+# PEERS="nginx haproxy h2o caddy" (the default: all four) picks the peers seawall is run beside.
 # A short run to see that every column fills in: ROUNDS=1 benches/compare.sh 2
 #
 # The contract every proxy is set up to: TLS 1.2 and 1.3 on the listener with the same certificate
@@ -41,19 +41,21 @@ rounds=${ROUNDS:-3}
 
 . benches/common.sh
 # The peers, in the order they run after seawall.
-read -r -a peers <<<"${PEERS:-nginx haproxy}"
+read -r -a peers <<<"${PEERS:-nginx haproxy h2o caddy}"
 proxies=(seawall "${peers[@]}")
-declare -A name_of=([seawall]=seawall [nginx]=nginx [haproxy]=HAProxy)
-declare -A short_of=([seawall]=sw [nginx]=ngx [haproxy]=hap)
+declare -A name_of=([seawall]=seawall [nginx]=nginx [haproxy]=HAProxy [h2o]=H2O [caddy]=Caddy)
+declare -A short_of=([seawall]=sw [nginx]=ngx [haproxy]=hap [h2o]=h2o [caddy]=caddy)
 for p in "${peers[@]}"; do
     if [ -z "${name_of[$p]:-}" ] || [ "$p" = seawall ]; then
-        echo "PEERS: unknown peer $p (nginx haproxy)" >&2
+        echo "PEERS: unknown peer $p (nginx haproxy h2o caddy)" >&2
         exit 2
     fi
 done
 peer() { [[ " ${peers[*]} " == *" $1 "* ]]; }
 need nginx nginx-light # also the backend
 peer haproxy && need haproxy haproxy
+peer h2o && need h2o h2o
+peer caddy && need caddy caddy
 need openssl openssl
 need python3 python3
 
@@ -181,6 +183,95 @@ backend be
 EOF
 start haproxy haproxy -f "$work/haproxy.cfg" -db
 
+# H2O 2.2: one thread; the keys signed in-process as the others do (not by neverbleed's separate
+# process) and no OCSP fetcher processes; 20 000 connections (the default 1 024 would refuse
+# idle-mem's 5 000) kept 60 s idle (the default 10 s would close idle-mem's first ones before its
+# last is open; nginx keeps them 75 s, HAProxy 60 s); backend connections kept alive 60 s (2.2's
+# pool has no count limit). 2.2 has no fixed-response directive: /fixed is its built-in mruby
+# handler. TLS: OpenSSL's default groups and TLS 1.3 suites, as nginx and HAProxy (2.2 has no
+# setting for groups). It adds x-forwarded-for, x-forwarded-proto and via to proxied requests, as
+# it does by default (seawall adds X-Forwarded-*; nginx and HAProxy add none). No access log.
+h2o_host() {
+    cat <<EOC
+  "$1":
+    listen:
+      host: 127.0.0.1
+      port: $2
+      ssl:
+        certificate-file: $3
+        key-file: $4
+        minimum-version: TLSv1.2
+        neverbleed: OFF
+        ocsp-update-interval: 0
+    paths:
+      /fixed:
+        mruby.handler: proc {|env| [200, {"content-type" => "text/plain"}, ["ok\\n"]]}
+      /:
+        proxy.reverse.url: http://127.0.0.1:$backend_port/
+EOC
+}
+mkdir -p "$work/h2o"
+cat > "$work/h2o/h2o.conf" <<EOF
+num-threads: 1
+max-connections: 20000
+error-log: $work/h2o/error.log
+http1-request-timeout: 60
+http2-idle-timeout: 60
+proxy.timeout.keepalive: 60000
+hosts:
+$(h2o_host ecdsa "${port_ecdsa[h2o]}" "$work/ecdsa.pem" "$work/ecdsa-key.pem")
+$(h2o_host rsa "${port_rsa[h2o]}" "$work/rsa.pem" "$work/rsa-key.pem")
+EOF
+# Started as root, h2o drops to nobody after reading its files ($work is world-readable).
+start h2o h2o -c "$work/h2o/h2o.conf"
+
+# Caddy 2.6 under GOMAXPROCS=1: no admin endpoint, no automatic HTTPS (nor ACME), no HTTP/3 (its
+# default would add a UDP listener and Alt-Svc), runtime log at ERROR and no access log; the
+# bench's certificate files, the curves in OpenSSL's default order (Go has no X448); Go's TLS 1.3
+# picks AES-128-GCM where nginx and HAProxy pick AES-256-GCM (not configurable in Go). /fixed is
+# `respond` (the quoted body spans the line break: the Caddyfile has no \n escape); the rest is
+# `reverse_proxy` with up to 128 idle backend connections kept 60 s, and without Go's
+# Accept-Encoding: gzip on the backend request. It adds X-Forwarded-For, -Host and -Proto to
+# proxied requests, as it does by default. Its state (autosave.json) goes under $work.
+caddy_site() {
+    cat <<EOC
+https://:$1 {
+	bind 127.0.0.1
+	tls $2 $3 {
+		protocols tls1.2 tls1.3
+		curves x25519 secp256r1 secp384r1 secp521r1
+	}
+	respond /fixed "ok
+" 200
+	reverse_proxy 127.0.0.1:$backend_port {
+		transport http {
+			keepalive 60s
+			keepalive_idle_conns 128
+			keepalive_idle_conns_per_host 128
+			compression off
+		}
+	}
+}
+EOC
+}
+mkdir -p "$work/caddy"
+cat > "$work/caddy/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	log {
+		level ERROR
+	}
+	servers {
+		protocols h1 h2
+	}
+}
+$(caddy_site "${port_ecdsa[caddy]}" "$work/ecdsa.pem" "$work/ecdsa-key.pem")
+$(caddy_site "${port_rsa[caddy]}" "$work/rsa.pem" "$work/rsa-key.pem")
+EOF
+start caddy env GOMAXPROCS=1 HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" \
+    caddy run --config "$work/caddy/Caddyfile" --adapter caddyfile
+
 for p in "${proxies[@]}"; do
     for _ in $(seq 100); do
         curl -fsk "https://localhost:${port_ecdsa[$p]}/" >/dev/null 2>&1 && break
@@ -191,7 +282,8 @@ done
 
 # ---- measuring ---------------------------------------------------------------------------------
 clk=$(getconf CLK_TCK)
-# Every process of a proxy: the one started and its children (nginx's worker).
+# Every process of a proxy: the one started and its children (nginx's worker). H2O and Caddy are one
+# process each (H2O's threads are in its /proc/PID/stat).
 procs() { echo "$1"; pgrep -P "$1" || true; }
 cpu_ticks() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$q/stat"))); done; echo "$t"; }
 rss_kib() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$q/status"))); done; echo "$t"; }
@@ -320,6 +412,8 @@ version() {
     case $1 in
         nginx) nginx -v 2>&1 | sed 's/.*\///' ;;
         haproxy) haproxy -v | awk 'NR==1 {print $3}' ;;
+        h2o) h2o --version | awk 'NR==1 {print $3}' ;;
+        caddy) caddy version | awk '{print $1}' ;;
     esac
 }
 {
