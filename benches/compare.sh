@@ -40,7 +40,7 @@ profile=${PROFILE:-dist}
 rounds=${ROUNDS:-3}
 
 . benches/common.sh
-# The peers, in the order they run after seawall.
+# The peers, in the order they run after seawall (the order rotates by round).
 read -r -a peers <<<"${PEERS:-nginx haproxy h2o caddy}"
 proxies=(seawall "${peers[@]}")
 declare -A name_of=([seawall]=seawall [nginx]=nginx [haproxy]=HAProxy [h2o]=H2O [caddy]=Caddy)
@@ -425,13 +425,16 @@ version() {
 # keeps would hide the growth).
 want idle-mem && for p in "${proxies[@]}"; do idle_mem "$p"; done
 # each LABEL FIELD ARGS... (with @PORT@ for the proxy's ECDSA port, @RSA@ for its RSA one): runs
-# the scenario $rounds times for every proxy, the proxies taking turns within a round.
+# the scenario $rounds times for every proxy, the proxies taking turns within a round and round r
+# starting one proxy further along than round r-1 (so no proxy always runs first, or always right
+# after the same one).
 each() {
     local label=$1 field=$2; shift 2
     want "$label" || return 0
-    local p args
-    for _ in $(seq "$rounds"); do
-        for p in "${proxies[@]}"; do
+    local r i p args n=${#proxies[@]}
+    for r in $(seq 0 $((rounds - 1))); do
+        for i in $(seq 0 $((n - 1))); do
+            p=${proxies[$(((i + r) % n))]}
             args=("${@//@PORT@/${port_ecdsa[$p]}}")
             args=("${args[@]//@RSA@/${port_rsa[$p]}}")
             run_bench "$p" "$label" "$field" "${args[@]}"
