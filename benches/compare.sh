@@ -100,7 +100,9 @@ taskset -c 1 nginx -c "$work/backend/nginx.conf" -p "$work/backend" & pids+=($!)
 
 # ---- the proxies, on cpu0 ------------------------------------------------------------------------
 declare -A port_ecdsa port_rsa pid_of
-for p in "${proxies[@]}"; do port_ecdsa[$p]=$(free_port); port_rsa[$p]=$(free_port); done
+# Ports for every proxy the script knows, so that every configuration can be written; only this
+# run's proxies are started.
+for p in "${!name_of[@]}"; do port_ecdsa[$p]=$(free_port); port_rsa[$p]=$(free_port); done
 admin_port=$(free_port)
 # start PROXY COMMAND...: runs the proxy pinned to cpu0 if it is one of this run's; its pid is the
 # command's (taskset and env exec it).
