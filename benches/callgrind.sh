@@ -85,7 +85,7 @@ if [ -n "${ACCESS_LOG:-}" ]; then
 fi
 rm -f "$out"*
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" --instr-atstart=no \
-    "$bin" run --config "$work/seawall.toml" 2>"$work/valgrind.log" & vg=$!; pids+=($vg)
+    "$bin" run --config "$work/seawall.toml" 2>"$work/valgrind.log" & vg=$!; pids+=("$vg")
 for _ in $(seq 300); do curl -fsk "https://localhost:$port/fixed" >/dev/null 2>&1 && break; sleep 0.2; done
 
 url="https://localhost:$port/"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the benchmark scripts in this folder (sourced, not run).
 
 # need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing.
