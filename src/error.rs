@@ -43,6 +43,9 @@ pub enum RequestError {
     /// not at fault, so it is not marked failed, and the request is answered 503.
     #[error("no file descriptor left to connect to the target")]
     OutOfDescriptors,
+    /// The target's response head is larger than ALB's limit (32 KiB): 502, as ALB answers it.
+    #[error("the target's response head is {0} bytes, over the limit of {limit}", limit = pool::MAX_RESPONSE_HEAD)]
+    ResponseHeadTooLarge(usize),
 }
 
 impl RequestError {
@@ -55,9 +58,9 @@ impl RequestError {
             RequestError::NoTargets | RequestError::OutOfDescriptors => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RequestError::ConnectFailed(_) | RequestError::TargetReset(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            RequestError::ConnectFailed(_)
+            | RequestError::TargetReset(_)
+            | RequestError::ResponseHeadTooLarge(_) => StatusCode::BAD_GATEWAY,
             RequestError::ConnectTimeout | RequestError::ResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -87,6 +90,7 @@ impl RequestError {
             RequestError::TargetReset(_) => "TargetConnectionReset",
             RequestError::IncompatibleProtocol(_) => "IncompatibleProtocol",
             RequestError::OutOfDescriptors => "LoadBalancerOutOfDescriptors",
+            RequestError::ResponseHeadTooLarge(_) => "TargetResponseHeadTooLarge",
         }
     }
 
@@ -105,7 +109,8 @@ impl RequestError {
             | RequestError::OutOfDescriptors
             | RequestError::ConnectFailed(_)
             | RequestError::ConnectTimeout
-            | RequestError::TargetReset(_) => 14, // UNAVAILABLE
+            | RequestError::TargetReset(_)
+            | RequestError::ResponseHeadTooLarge(_) => 14, // UNAVAILABLE
         }
     }
 
@@ -179,6 +184,11 @@ mod tests {
             ),
             (
                 RequestError::TargetReset("reset".into()),
+                502,
+                Side::Upstream,
+            ),
+            (
+                RequestError::ResponseHeadTooLarge(40_000),
                 502,
                 Side::Upstream,
             ),

@@ -84,6 +84,19 @@ fn http_target() -> Handler {
                     Response::new(TargetBody::new(pattern_body(n)))
                 }
                 "echo" => Response::new(TargetBody::new(req.into_body())),
+                "big-head" => {
+                    // One header of `bytes=` bytes.
+                    let n: usize = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.strip_prefix("bytes="))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut resp = Response::new(TargetBody::new(body("ok")));
+                    resp.headers_mut()
+                        .insert("x-big", "b".repeat(n).parse().unwrap());
+                    resp
+                }
                 _ => {
                     let _ = req.into_body().collect().await;
                     Response::new(TargetBody::new(body("ok")))
@@ -467,6 +480,32 @@ async fn http2_groups_send_http2_with_the_clients_host_to_h2c_and_tls_targets() 
             if prefix == "h2tls" {
                 assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]), "{what}");
             }
+        }
+    }
+}
+
+/// ALB's 32 KiB limit on a target's response head holds for HTTP/2 targets too (seawall tells
+/// them as `SETTINGS_MAX_HEADER_LIST_SIZE`): a 40 KiB header gets 502, a 31 KiB one arrives whole.
+#[tokio::test]
+async fn http2_targets_response_heads_over_32_kib_get_502() {
+    let s = http2_setup().await;
+    for prefix in ["h2c", "h2tls"] {
+        for via in ALL_VIA {
+            // The test's own HTTP/2 client takes heads of 16 KiB at most (hyper's default).
+            if !matches!(via, Via::H2Tls) {
+                let path = format!("/{prefix}/big-head?bytes={}", 31 * 1024);
+                let got = send_read(&s.sw, via, Request::get(&path).body(empty()).unwrap()).await;
+                assert_eq!(got.status, StatusCode::OK, "{prefix} {via:?}");
+                assert_eq!(got.headers["x-big"].len(), 31 * 1024, "{prefix} {via:?}");
+            }
+            let path = format!("/{prefix}/big-head?bytes={}", 40 * 1024);
+            let got = send_read(&s.sw, via, Request::get(&path).body(empty()).unwrap()).await;
+            assert_eq!(
+                got.status,
+                StatusCode::BAD_GATEWAY,
+                "{prefix} {via:?}: {}",
+                got.text()
+            );
         }
     }
 }

@@ -184,6 +184,11 @@ pub(super) fn forward<'a>(
         };
         facts.timing.head = Some(Instant::now());
         facts.target_status = Some(resp.status());
+        let head = headers::head_bytes(resp.status(), resp.headers());
+        if head > pool::MAX_RESPONSE_HEAD {
+            // Dropping the response closes its connection: the body is never read.
+            return Err(RequestError::ResponseHeadTooLarge(head));
+        }
         if discard_target {
             // Whatever the target made of the request's end, it reads nothing more on this
             // connection: hyper closes it once the response is over.

@@ -2,7 +2,7 @@
 //! target's side.
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{request, HeaderMap, Request, Uri, Version};
+use http::{request, HeaderMap, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::error::RequestError;
@@ -111,6 +111,18 @@ pub(super) fn target_uri(
             .build()
             .map_err(|_| RequestError::BadRequest("unrepresentable request target"))
     }
+}
+
+/// A response head's size as HTTP/1 frames it: `HTTP/1.1 200 OK\r\n`, `name: value\r\n` each,
+/// the blank line. Measured for ALB's limit on a target's response head, whatever version it came
+/// in.
+pub(super) fn head_bytes(status: StatusCode, headers: &HeaderMap) -> usize {
+    let reason = status.canonical_reason().map_or(0, str::len);
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    13 + reason + 2 + fields + 2
 }
 
 /// Rewrites a target's response head for the client: hop-by-hop headers out, except what a

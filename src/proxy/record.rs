@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderMap, Request, Response, StatusCode, Version};
+use http::{header, Request, Response, StatusCode, Version};
 
 use super::ConnContext;
 pub use crate::access_log::Certificate;
@@ -283,20 +283,10 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry
 /// Notes in `entry` what seawall hands the client: the response head's size as HTTP/1 frames
 /// it, and a redirect's `Location`.
 pub fn responded<B>(entry: &mut Entry, resp: &Response<B>) {
-    // `HTTP/1.1 200 OK\r\n`, the headers, the blank line.
-    let reason = resp.status().canonical_reason().map_or(0, str::len);
-    entry.sent_head = (13 + reason + 2 + header_bytes(resp.headers()) + 2) as u64;
+    entry.sent_head = super::headers::head_bytes(resp.status(), resp.headers()) as u64;
     if resp.status().is_redirection() {
         entry.redirect_url = resp.headers().get(header::LOCATION).cloned();
     }
-}
-
-/// The headers' size as HTTP/1 frames them: `name: value\r\n` each.
-fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
-        .sum()
 }
 
 impl Record {

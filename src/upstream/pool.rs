@@ -43,6 +43,17 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// only the next burst of the same size would use.
 pub const MAX_IDLE_PER_TARGET: usize = 256;
 
+/// The largest response head taken from a target, as ALB's (32 KiB for the whole head): a larger
+/// one is a 502 (see `proxy::forward`, which measures each head; HTTP/2 targets are told it as
+/// their `SETTINGS_MAX_HEADER_LIST_SIZE`).
+pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+
+/// hyper's HTTP/1 client refuses a head that does not fit its read buffer, but only once the
+/// buffer is full, and a read may bring in more than the cap at once: twice the limit bounds what
+/// a target can make seawall hold while the exact size is checked after parsing. Bodies are read
+/// in pieces of at most this size.
+const H1_READ_BUFFER: usize = 2 * MAX_RESPONSE_HEAD;
+
 /// What a group's connections are made as. Connections are only reused for a group with the same
 /// shape: a reload that changes the protocol version or the scheme empties the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +372,9 @@ impl Pool {
             .tls
             .then(|| connect::tls_connector(Alpn::Http1));
         let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
-        let (send, conn) = http1::handshake(TokioIo::new(io))
+        let (send, conn) = http1::Builder::new()
+            .max_buf_size(H1_READ_BUFFER)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| Error::Handshake(Arc::new(e)))?;
         let addr = self.shared.addr;
@@ -497,6 +510,7 @@ impl Pool {
         let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| Error::Handshake(Arc::new(e)))?;
