@@ -1,0 +1,147 @@
+//! An HTTP/1 connection to a target, driven in place: polled by the task of the request that is
+//! using it (its future until the response head, then its response body, see [`TargetBody`]),
+//! never by a task of its own.
+//!
+//! hyper's client connection is two halves: the [`http1::SendRequest`] that queues a request and
+//! waits for its answer, and the [`http1::Connection`] future that does the I/O. Spawned, the
+//! connection future is another task, and every exchange crosses between the two tasks several
+//! times (the request through a channel, the head back through another, each body chunk through
+//! a third), each crossing a wake of the other task. Polled here, the request's own task does the
+//! I/O and finds the answer on the channels at once: no other task is woken.
+//!
+//! Idle, in the pool, a connection is polled by no one: whatever happened to it while it waited
+//! (the target closed it, sent stray bytes) is noticed as it is taken ([`Conn::settle`]). A close
+//! that lands just as it is reused is the keep-alive race that `retry` already covers.
+//!
+//! [`TargetBody`]: super::response::TargetBody
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll, Waker};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, TrySendError};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::connect::TargetStream;
+use super::UpstreamBody;
+
+type Connection = http1::Connection<TokioIo<TargetStream>, UpstreamBody>;
+
+/// An HTTP/1 connection: the sender and the connection future, kept together so that whoever
+/// sends on it also drives it.
+pub(super) struct Conn {
+    send: http1::SendRequest<UpstreamBody>,
+    /// hyper's state machine of the socket: it reads and writes only when polled.
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+/// A request that could not be exchanged, as hyper gives it: the error, and the request itself
+/// when it never left (so it may be sent again).
+pub(super) type SendError = TrySendError<Request<UpstreamBody>>;
+
+impl Conn {
+    /// The HTTP/1 handshake on an open connection (no I/O: hyper only sets up its state).
+    pub(super) async fn handshake(io: TargetStream) -> Result<Self, hyper::Error> {
+        let (send, conn) = http1::handshake(TokioIo::new(io)).await?;
+        Ok(Conn { send, conn })
+    }
+
+    /// Polls the connection once with a waker that wakes nothing, and says whether it is open and
+    /// ready for a request. It takes in whatever happened since it was last polled (the end of
+    /// the last exchange, a close by the target, stray bytes, which are an error), and leaves
+    /// none of its wakers pointing at the task that last used it: an idle connection must not
+    /// wake a task when the target closes it, nor when the next request is queued on it.
+    pub(super) fn settle(&mut self, addr: SocketAddr) -> bool {
+        let mut quiet = Context::from_waker(Waker::noop());
+        match Pin::new(&mut self.conn).poll(&mut quiet) {
+            Poll::Ready(ended) => {
+                log_end(addr, ended);
+                false
+            }
+            Poll::Pending => self.send.is_ready(),
+        }
+    }
+
+    /// Polls the connection with the request's task's waker: it reads and writes what it can
+    /// (the request body too) and arranges to wake this task when it can do more. `false` once
+    /// it has ended (closed, failed); it must not be polled again.
+    pub(super) fn drive(&mut self, cx: &mut Context<'_>, addr: SocketAddr) -> bool {
+        match Pin::new(&mut self.conn).poll(cx) {
+            Poll::Ready(ended) => {
+                log_end(addr, ended);
+                false
+            }
+            Poll::Pending => true,
+        }
+    }
+
+    /// Sends `req` and drives the connection from this future until the response head has come.
+    /// The connection comes back with the response, for its body to drive on; `None` when it
+    /// ended with the head (`Connection: close` with the whole body read already, say), whose
+    /// body is then all in the response's channel.
+    ///
+    /// Dropped before the head comes (the response timeout, the client gone), the connection is
+    /// dropped with it, and closed: its state is unknown.
+    pub(super) async fn exchange(
+        self,
+        req: Request<UpstreamBody>,
+        addr: SocketAddr,
+    ) -> Result<(Response<Incoming>, Option<Conn>), SendError> {
+        let Conn { mut send, conn } = self;
+        let mut conn = Some(conn);
+        // hyper's answer future does not borrow the sender: it waits on a channel whose sending
+        // end is the connection's.
+        let mut answer = pin!(send.try_send_request(req));
+        let answered = poll_fn(|cx| {
+            if let Some(c) = &mut conn {
+                if let Poll::Ready(ended) = Pin::new(c).poll(cx) {
+                    log_end(addr, ended);
+                    // Dropped, it fails whatever it still owed the answer.
+                    conn = None;
+                }
+            }
+            if conn.is_some() {
+                // Only the connection, polled just above, completes the answer: the answer
+                // needs no waker, and this task's would have it woken by its own poll.
+                answer
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            } else {
+                answer.as_mut().poll(cx)
+            }
+        })
+        .await;
+        let resp = answered?;
+        Ok((resp, conn.map(|conn| Conn { send, conn })))
+    }
+
+    /// Hands the connection to a task of its own, with upgrades: for a request that may be
+    /// answered `101 Switching Protocols` (a WebSocket), whose socket hyper then hands to the
+    /// tunnel. Such a connection never comes back to the pool; its sender, kept until the
+    /// exchange is over, is all that is left here.
+    pub(super) fn spawn(self, addr: SocketAddr) -> http1::SendRequest<UpstreamBody> {
+        let Conn { send, conn } = self;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
+            }
+        });
+        send
+    }
+}
+
+fn log_end(addr: SocketAddr, ended: hyper::Result<()>) {
+    if let Err(e) = ended {
+        debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
+    }
+}
