@@ -1,12 +1,15 @@
 //! A target's response body, as the pool hands it out: hyper's [`Incoming`], and for HTTP/1 the
 //! connection it comes on, which the body drives and gives back to the pool once it has ended.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::pool::Lease;
 
@@ -21,11 +24,27 @@ pub struct TargetBody {
     /// HTTP/1's connection; `None` for HTTP/2 (its shared connection has its own task), and once
     /// the connection has ended or gone back.
     lease: Option<Lease>,
+    /// The body's failure, held back for a moment (see `poll_frame`).
+    failed: Option<Box<Failed>>,
+}
+
+/// How long a failure of the target's body is held back before the client's side is told: long
+/// enough for what came before it to be written out (see `poll_frame`).
+const HOLD_BACK: Duration = Duration::from_millis(1);
+
+#[derive(Debug)]
+struct Failed {
+    error: hyper::Error,
+    until: Pin<Box<Sleep>>,
 }
 
 impl TargetBody {
     pub(super) fn new(incoming: Incoming, lease: Option<Lease>) -> Self {
-        TargetBody { incoming, lease }
+        TargetBody {
+            incoming,
+            lease,
+            failed: None,
+        }
     }
 
     /// The connection is not to be reused whatever happens: it is closed once this body ends
@@ -57,6 +76,11 @@ impl Body for TargetBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        if let Some(failed) = &mut this.failed {
+            ready!(failed.until.as_mut().poll(cx));
+            let failed = this.failed.take().expect("just seen");
+            return Poll::Ready(Some(Err(failed.error)));
+        }
         let frame = match &mut this.lease {
             Some(lease) if lease.in_place() => {
                 // Only the connection, polled in this task, puts chunks in the body's channel:
@@ -81,25 +105,43 @@ impl Body for TargetBody {
             // HTTP/2, or a connection in a task of its own: the channel is filled from there.
             _ => Pin::new(&mut this.incoming).poll_frame(cx),
         };
-        if let Poll::Ready(frame) = &frame {
-            // The end as hyper's server sees it (it stops polling once the length is read, and
-            // after trailers, which come only once the chunked body has been read to its last
-            // line), or as the stream ends. An error leaves the connection to be closed.
-            let ended = match frame {
-                None => true,
-                Some(Ok(f)) => f.is_trailers() || this.incoming.is_end_stream(),
-                Some(Err(_)) => {
-                    this.lease = None;
-                    false
-                }
-            };
-            if ended {
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
-                }
+        match frame {
+            Poll::Ready(Some(Err(e))) => {
+                // The connection is closed with the lease. The failure is held back a moment:
+                // hyper's server, told the body failed, closes the client's connection (HTTP/1)
+                // or resets its stream (HTTP/2) at once, dropping what it has not yet written
+                // (the head, the chunks before the break), which the client should get. Driven
+                // in this task, the connection finds the break in the very poll after the last
+                // good chunk, before the server (for HTTP/2, the connection's own task) had a
+                // chance to write those out.
+                this.lease = None;
+                let mut failed = Box::new(Failed {
+                    error: e,
+                    until: Box::pin(tokio::time::sleep(HOLD_BACK)),
+                });
+                let _ = failed.until.as_mut().poll(cx);
+                this.failed = Some(failed);
+                Poll::Pending
             }
+            Poll::Ready(frame) => {
+                // The end as hyper's server sees it (it stops polling once the length is read,
+                // and after trailers, which come only once the chunked body has been read to
+                // its last line), or as the stream ends.
+                let ended = match &frame {
+                    None => true,
+                    Some(f) => {
+                        f.as_ref().is_ok_and(Frame::is_trailers) || this.incoming.is_end_stream()
+                    }
+                };
+                if ended {
+                    if let Some(lease) = this.lease.take() {
+                        lease.release();
+                    }
+                }
+                Poll::Ready(frame)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
