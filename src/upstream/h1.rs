@@ -35,14 +35,27 @@ type Connection = http1::Connection<TokioIo<TargetStream>, UpstreamBody>;
 /// sends on it also drives it.
 pub(super) struct Conn {
     send: http1::SendRequest<UpstreamBody>,
-    /// hyper's state machine of the socket: it reads and writes only when polled.
-    conn: Connection,
+    /// hyper's state machine of the socket: it reads and writes only when polled. Boxed: it is
+    /// most of a kilobyte, and the connection moves with each request (out of the pool, into its
+    /// response body, which hyper's server moves about, back), which a pointer does cheaply.
+    conn: Box<Connection>,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn").finish_non_exhaustive()
     }
+}
+
+/// What an open connection is doing, as [`Conn::settle`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    /// Idle: it can take a request.
+    Ready,
+    /// Still busy with an exchange: sending a request body, or taking in the end of an answer.
+    Busy,
+    /// Closed or failed: only to be dropped.
+    Ended,
 }
 
 /// A request that could not be exchanged, as hyper gives it: the error, and the request itself
@@ -53,30 +66,51 @@ impl Conn {
     /// The HTTP/1 handshake on an open connection (no I/O: hyper only sets up its state).
     pub(super) async fn handshake(io: TargetStream) -> Result<Self, hyper::Error> {
         let (send, conn) = http1::handshake(TokioIo::new(io)).await?;
-        Ok(Conn { send, conn })
+        Ok(Conn {
+            send,
+            conn: Box::new(conn),
+        })
     }
 
-    /// Polls the connection once with a waker that wakes nothing, and says whether it is open and
-    /// ready for a request. It takes in whatever happened since it was last polled (the end of
-    /// the last exchange, a close by the target, stray bytes, which are an error), and leaves
-    /// none of its wakers pointing at the task that last used it: an idle connection must not
-    /// wake a task when the target closes it, nor when the next request is queued on it.
-    pub(super) fn settle(&mut self, addr: SocketAddr) -> bool {
+    /// Polls the connection once with a waker that wakes nothing, and says whether it can take a
+    /// request now. It takes in whatever happened since it was last polled (the end of the last
+    /// exchange, a close by the target, stray bytes, which are an error), and leaves none of its
+    /// wakers pointing at the task that last used it: an idle connection must not wake a task
+    /// when the target closes it, nor when the next request is queued on it.
+    pub(super) fn settle(&mut self, addr: SocketAddr) -> Settled {
         let mut quiet = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.conn).poll(&mut quiet) {
+        match Pin::new(&mut *self.conn).poll(&mut quiet) {
             Poll::Ready(ended) => {
                 log_end(addr, ended);
-                false
+                Settled::Ended
             }
-            Poll::Pending => self.send.is_ready(),
+            Poll::Pending if self.send.is_ready() => Settled::Ready,
+            Poll::Pending => Settled::Busy,
         }
+    }
+
+    /// Drives the connection until it can take another request, for an exchange whose answer
+    /// has ended while its request body is still being sent (the target answered before reading
+    /// it whole): `None` if it ends first.
+    pub(super) async fn finish_request(mut self, addr: SocketAddr) -> Option<Conn> {
+        let open = poll_fn(|cx| {
+            if !self.drive(cx, addr) {
+                Poll::Ready(false)
+            } else if self.send.is_ready() {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        open.then_some(self)
     }
 
     /// Polls the connection with the request's task's waker: it reads and writes what it can
     /// (the request body too) and arranges to wake this task when it can do more. `false` once
     /// it has ended (closed, failed); it must not be polled again.
     pub(super) fn drive(&mut self, cx: &mut Context<'_>, addr: SocketAddr) -> bool {
-        match Pin::new(&mut self.conn).poll(cx) {
+        match Pin::new(&mut *self.conn).poll(cx) {
             Poll::Ready(ended) => {
                 log_end(addr, ended);
                 false
@@ -104,7 +138,7 @@ impl Conn {
         let mut answer = pin!(send.try_send_request(req));
         let answered = poll_fn(|cx| {
             if let Some(c) = &mut conn {
-                if let Poll::Ready(ended) = Pin::new(c).poll(cx) {
+                if let Poll::Ready(ended) = Pin::new(&mut **c).poll(cx) {
                     log_end(addr, ended);
                     // Dropped, it fails whatever it still owed the answer.
                     conn = None;
@@ -132,7 +166,7 @@ impl Conn {
     pub(super) fn spawn(self, addr: SocketAddr) -> http1::SendRequest<UpstreamBody> {
         let Conn { send, conn } = self;
         tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
+            if let Err(e) = (*conn).with_upgrades().await {
                 debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
             }
         });

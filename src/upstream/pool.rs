@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::connect::{self, Alpn, ConnectError};
-use super::h1::{self, SendError};
+use super::h1::{self, SendError, Settled};
 use super::response::TargetBody;
 use super::retry::{Decision, Failure, Retry};
 use super::{BodyProgress, UpstreamBody};
@@ -173,8 +173,8 @@ impl Lease {
         self.reusable = false;
     }
 
-    /// The exchange is over: the connection goes back to its pool if it can take another
-    /// request, else it is closed.
+    /// The answer has ended: the connection goes back to its pool (see [`Pool::give_back`]),
+    /// unless it may not be reused, or runs in a task of its own; then it is closed.
     pub(super) fn release(self) {
         if let (Lent::InPlace(conn), true) = (self.conn, self.reusable) {
             self.pool.give_back(conn, self.shape);
@@ -278,16 +278,42 @@ impl Pool {
         }
     }
 
-    /// Keeps an HTTP/1 connection whose exchange has ended for the next request, if it can take
-    /// one.
+    /// Takes back an HTTP/1 connection whose answer has ended, for the next request.
     fn give_back(&self, mut conn: h1::Conn, shape: Shape) {
         // Takes in the end of the exchange, and leaves the connection waking no task while idle.
-        if !conn.settle(self.shared.addr) {
-            // Not ready: closed, failed, or still sending a request body the target answered
-            // before reading whole. Waiting for that could take as long as the upload, driven
-            // by no one: it is closed instead.
-            return;
+        match conn.settle(self.shared.addr) {
+            Settled::Ready => self.keep(conn, shape),
+            Settled::Ended => {}
+            Settled::Busy => {
+                // The target answered before it had read the whole request body, which is
+                // still being sent. No body is left to drive the connection: a task of its own
+                // finishes sending (as long as the client sends; the response body is done, so
+                // this is rare) and brings the connection back, so the target reads a whole
+                // request and keeps its connection.
+                let pool = Pool {
+                    shared: self.shared.clone(),
+                };
+                tokio::spawn(async move {
+                    let addr = pool.shared.addr;
+                    let closed = pool.shared.closed.clone();
+                    tokio::select! {
+                        biased;
+                        _ = closed.cancelled() => {}
+                        finished = conn.finish_request(addr) => {
+                            if let Some(mut conn) = finished {
+                                if conn.settle(addr) == Settled::Ready {
+                                    pool.keep(conn, shape);
+                                }
+                            }
+                        }
+                    }
+                });
+            }
         }
+    }
+
+    /// Keeps an idle HTTP/1 connection, settled, for the next request.
+    fn keep(&self, conn: h1::Conn, shape: Shape) {
         let since = Instant::now();
         let mut state = self.shared.state.lock().expect("not poisoned");
         // A connection from before a reload that changed the group's shape, or to a target that
@@ -434,7 +460,8 @@ impl Pool {
                 drop(stale);
                 return None;
             }
-            if idle.conn.settle(self.shared.addr) {
+            // Busy cannot be: only a settled, ready connection is kept.
+            if idle.conn.settle(self.shared.addr) == Settled::Ready {
                 return Some(idle.conn);
             }
         }
@@ -644,7 +671,8 @@ async fn reap(shared: Arc<Shared>) {
             // timeout.
             let addr = shared.addr;
             state.idle.retain_mut(|c| {
-                now.saturating_duration_since(c.since) < POOL_IDLE_TIMEOUT && c.conn.settle(addr)
+                now.saturating_duration_since(c.since) < POOL_IDLE_TIMEOUT
+                    && c.conn.settle(addr) == Settled::Ready
             });
             if state
                 .h2
