@@ -115,13 +115,12 @@ impl Body for TargetBody {
                 // good chunk, before the server (for HTTP/2, the connection's own task) had a
                 // chance to write those out.
                 this.lease = None;
-                let mut failed = Box::new(Failed {
+                this.failed = Some(Box::new(Failed {
                     error: e,
                     until: Box::pin(tokio::time::sleep(HOLD_BACK)),
-                });
-                let _ = failed.until.as_mut().poll(cx);
-                this.failed = Some(failed);
-                Poll::Pending
+                }));
+                // Now waits on the timer, at the top.
+                Pin::new(this).poll_frame(cx)
             }
             Poll::Ready(frame) => {
                 // The end as hyper's server sees it (it stops polling once the length is read,
