@@ -9,6 +9,12 @@
 //! a third), each crossing a wake of the other task. Polled here, the request's own task does the
 //! I/O and finds the answer on the channels at once: no other task is woken.
 //!
+//! One wake is left that hyper's channels make by themselves: taking a chunk from the response
+//! body's channel wakes whoever last polled its sending end, the connection, which here is the
+//! very task taking it; a task that wakes itself is polled once more, for nothing. So the
+//! connection is polled with a waker of its own ([`Relay`]) that passes its wakes on to the task
+//! driving it, except while that task is taking a chunk ([`Conn::take`]).
+//!
 //! Idle, in the pool, a connection is polled by no one: whatever happened to it while it waited
 //! (the target closed it, sent stray bytes) is noticed as it is taken ([`Conn::settle`]). A close
 //! that lands just as it is reused is the keep-alive race that `retry` already covers.
@@ -18,9 +24,14 @@
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
+use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, TrySendError};
 use hyper_util::rt::TokioIo;
@@ -39,6 +50,36 @@ pub(super) struct Conn {
     /// most of a kilobyte, and the connection moves with each request (out of the pool, into its
     /// response body, which hyper's server moves about, back), which a pointer does cheaply.
     conn: Box<Connection>,
+    /// What the connection is polled with when driven (see [`Relay`]), and the same as a waker,
+    /// made once per connection.
+    relay: Arc<Relay>,
+    waker: Waker,
+}
+
+/// The waker a connection is driven with. It passes each wake on to the task driving the
+/// connection now, unless hushed: while that task takes a chunk from the response body's
+/// channel, which wakes the connection (hyper's channel does, to say there is room again), that
+/// is, the taking task itself, for nothing: the connection is polled anyway when the next chunk
+/// is asked for (see [`Conn::take`]).
+#[derive(Debug, Default)]
+struct Relay {
+    task: AtomicWaker,
+    hushed: AtomicBool,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // A wake from elsewhere (the target's socket, say) that lands while hushed is lost
+        // harmlessly too: the readiness it announces stays recorded on the socket, and the
+        // connection is polled before the body waits (see `TargetBody::poll_frame`).
+        if !self.hushed.load(Ordering::Relaxed) {
+            self.task.wake();
+        }
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -66,9 +107,12 @@ impl Conn {
     /// The HTTP/1 handshake on an open connection (no I/O: hyper only sets up its state).
     pub(super) async fn handshake(io: TargetStream) -> Result<Self, hyper::Error> {
         let (send, conn) = http1::handshake(TokioIo::new(io)).await?;
+        let relay = Arc::new(Relay::default());
         Ok(Conn {
             send,
             conn: Box::new(conn),
+            waker: Waker::from(relay.clone()),
+            relay,
         })
     }
 
@@ -106,17 +150,41 @@ impl Conn {
         open.then_some(self)
     }
 
-    /// Polls the connection with the request's task's waker: it reads and writes what it can
-    /// (the request body too) and arranges to wake this task when it can do more. `false` once
+    /// Polls the connection for the task whose context is `cx`: it reads and writes what it can
+    /// (the request body too) and arranges to wake that task when it can do more. `false` once
     /// it has ended (closed, failed); it must not be polled again.
     pub(super) fn drive(&mut self, cx: &mut Context<'_>, addr: SocketAddr) -> bool {
-        match Pin::new(&mut *self.conn).poll(cx) {
+        match poll_relayed(&mut self.conn, &self.relay, &self.waker, cx) {
             Poll::Ready(ended) => {
                 log_end(addr, ended);
                 false
             }
             Poll::Pending => true,
         }
+    }
+
+    /// Takes what the connection has put in the response body's channel, if anything. Only the
+    /// connection, driven in this task, fills the channel: the channel needs no waker, and the
+    /// wake its taking gives the connection is hushed (see [`Relay`]).
+    pub(super) fn take(
+        &self,
+        body: &mut Incoming,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.relay.hushed.store(true, Ordering::Relaxed);
+        let frame = Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()));
+        self.relay.hushed.store(false, Ordering::Relaxed);
+        frame
+    }
+
+    /// Whether the connection can take a request, as far as it knew when last polled.
+    pub(super) fn is_ready(&self) -> bool {
+        self.send.is_ready()
+    }
+
+    /// Forgets the task that drove the connection, which an idle connection has no business
+    /// holding on to (nor waking, should the target close it).
+    pub(super) fn forget_task(&self) {
+        drop(self.relay.task.take());
     }
 
     /// Sends `req` and drives the connection from this future until the response head has come.
@@ -131,14 +199,19 @@ impl Conn {
         req: Request<UpstreamBody>,
         addr: SocketAddr,
     ) -> Result<(Response<Incoming>, Option<Conn>), SendError> {
-        let Conn { mut send, conn } = self;
+        let Conn {
+            mut send,
+            conn,
+            relay,
+            waker,
+        } = self;
         let mut conn = Some(conn);
         // hyper's answer future does not borrow the sender: it waits on a channel whose sending
         // end is the connection's.
         let mut answer = pin!(send.try_send_request(req));
         let answered = poll_fn(|cx| {
             if let Some(c) = &mut conn {
-                if let Poll::Ready(ended) = Pin::new(&mut **c).poll(cx) {
+                if let Poll::Ready(ended) = poll_relayed(c, &relay, &waker, cx) {
                     log_end(addr, ended);
                     // Dropped, it fails whatever it still owed the answer.
                     conn = None;
@@ -156,7 +229,13 @@ impl Conn {
         })
         .await;
         let resp = answered?;
-        Ok((resp, conn.map(|conn| Conn { send, conn })))
+        let conn = conn.map(|conn| Conn {
+            send,
+            conn,
+            relay,
+            waker,
+        });
+        Ok((resp, conn))
     }
 
     /// Hands the connection to a task of its own, with upgrades: for a request that may be
@@ -164,7 +243,7 @@ impl Conn {
     /// tunnel. Such a connection never comes back to the pool; its sender, kept until the
     /// exchange is over, is all that is left here.
     pub(super) fn spawn(self, addr: SocketAddr) -> http1::SendRequest<UpstreamBody> {
-        let Conn { send, conn } = self;
+        let Conn { send, conn, .. } = self;
         tokio::spawn(async move {
             if let Err(e) = (*conn).with_upgrades().await {
                 debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
@@ -172,6 +251,17 @@ impl Conn {
         });
         send
     }
+}
+
+/// Polls `conn` with its relay, which passes wakes on to the task of `cx`.
+fn poll_relayed(
+    conn: &mut Connection,
+    relay: &Relay,
+    waker: &Waker,
+    cx: &mut Context<'_>,
+) -> Poll<hyper::Result<()>> {
+    relay.task.register(cx.waker());
+    Pin::new(conn).poll(&mut Context::from_waker(waker))
 }
 
 fn log_end(addr: SocketAddr, ended: hyper::Result<()>) {

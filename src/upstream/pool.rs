@@ -16,10 +16,14 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, Request, Response};
+use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -155,17 +159,25 @@ enum Lent {
 }
 
 impl Lease {
-    /// Whether the connection is driven by the body that holds the lease.
-    pub(super) fn in_place(&self) -> bool {
-        matches!(self.conn, Lent::InPlace(_))
-    }
-
     /// Polls an in-place connection in the body's task (see [`h1::Conn::drive`]); `false` once
     /// it has ended. A spawned one drives itself.
-    pub(super) fn drive(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+    pub(super) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         match &mut self.conn {
             Lent::InPlace(c) => c.drive(cx, self.pool.shared.addr),
             Lent::Spawned { .. } => true,
+        }
+    }
+
+    /// Takes a chunk of the response body: through an in-place connection (see
+    /// [`h1::Conn::take`]), else as its own task delivers them.
+    pub(super) fn take(
+        &self,
+        body: &mut Incoming,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &self.conn {
+            Lent::InPlace(c) => c.take(body),
+            Lent::Spawned { .. } => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -280,6 +292,14 @@ impl Pool {
 
     /// Takes back an HTTP/1 connection whose answer has ended, for the next request.
     fn give_back(&self, mut conn: h1::Conn, shape: Shape) {
+        if conn.is_ready() {
+            // The usual case: it took in the end of the exchange as it read the answer's last
+            // bytes. It only forgets its task: the full poll `settle` makes is made as it is
+            // taken again anyway.
+            conn.forget_task();
+            self.keep(conn, shape);
+            return;
+        }
         // Takes in the end of the exchange, and leaves the connection waking no task while idle.
         match conn.settle(self.shared.addr) {
             Settled::Ready => self.keep(conn, shape),

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,28 +82,21 @@ impl Body for TargetBody {
             return Poll::Ready(Some(Err(failed.error)));
         }
         let frame = match &mut this.lease {
-            Some(lease) if lease.in_place() => {
-                // Only the connection, polled in this task, puts chunks in the body's channel:
-                // the channel needs no waker, and this task's would have it woken by its own
-                // poll. What the connection delivered last time is taken first; only when
-                // nothing is there is the connection polled (with this task's waker, which its
-                // I/O keeps), then the channel looked at again.
-                let mut quiet = Context::from_waker(Waker::noop());
-                match Pin::new(&mut this.incoming).poll_frame(&mut quiet) {
-                    Poll::Pending if lease.drive(cx) => {
-                        Pin::new(&mut this.incoming).poll_frame(&mut quiet)
-                    }
-                    Poll::Pending => {
-                        // The connection ended (and is dropped): the rest of the body, or its
-                        // failure, is in the channel already.
-                        this.lease = None;
-                        Pin::new(&mut this.incoming).poll_frame(cx)
-                    }
-                    ready => ready,
+            // What the connection delivered last time is taken first; only when nothing is
+            // there is the connection polled (its I/O then wakes this task), and the channel
+            // looked at again.
+            Some(lease) => match lease.take(&mut this.incoming, cx) {
+                Poll::Pending if lease.drive(cx) => lease.take(&mut this.incoming, cx),
+                Poll::Pending => {
+                    // The connection ended (and is dropped): the rest of the body, or its
+                    // failure, is in the channel already.
+                    this.lease = None;
+                    Pin::new(&mut this.incoming).poll_frame(cx)
                 }
-            }
-            // HTTP/2, or a connection in a task of its own: the channel is filled from there.
-            _ => Pin::new(&mut this.incoming).poll_frame(cx),
+                ready => ready,
+            },
+            // HTTP/2: the channel is filled by the shared connection's task.
+            None => Pin::new(&mut this.incoming).poll_frame(cx),
         };
         match frame {
             Poll::Ready(Some(Err(e))) => {
