@@ -74,27 +74,13 @@ fn http_target() -> Handler {
                     let text = format!("{} {}", sha256_hex(&data), data.len());
                     Response::new(TargetBody::new(body(text)))
                 }
-                "download" => {
-                    let n: usize = req
-                        .uri()
-                        .query()
-                        .and_then(|q| q.strip_prefix("bytes="))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    Response::new(TargetBody::new(pattern_body(n)))
-                }
+                "download" => Response::new(TargetBody::new(pattern_body(bytes_asked(&req)))),
                 "echo" => Response::new(TargetBody::new(req.into_body())),
                 "big-head" => {
                     // One header of `bytes=` bytes.
-                    let n: usize = req
-                        .uri()
-                        .query()
-                        .and_then(|q| q.strip_prefix("bytes="))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
                     let mut resp = Response::new(TargetBody::new(body("ok")));
                     resp.headers_mut()
-                        .insert("x-big", "b".repeat(n).parse().unwrap());
+                        .insert("x-big", "b".repeat(bytes_asked(&req)).parse().unwrap());
                     resp
                 }
                 _ => {

@@ -436,18 +436,19 @@ impl Drop for Backend {
     }
 }
 
+/// The `bytes=N` a test request's query asks for (0 without one).
+pub fn bytes_asked<B>(req: &Request<B>) -> usize {
+    req.uri()
+        .query()
+        .and_then(|q| q.strip_prefix("bytes="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn backend_handle(mut req: Request<Incoming>, id: &str) -> Response<Body> {
     let path = req.uri().path().to_string();
     match path.as_str() {
-        "/download" => {
-            let n: usize = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("bytes="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            Response::new(pattern_body(n))
-        }
+        "/download" => Response::new(pattern_body(bytes_asked(&req))),
         "/upload" => {
             let mut hasher = Sha256::new();
             let mut len = 0usize;
