@@ -338,6 +338,18 @@ async fn a_sticky_target_that_refuses_the_connection_is_retried_elsewhere() {
             )
             .build(),
     );
+    // The first round of checks runs at start: waited out, so that none can see the target
+    // gone. Else it may leave the dead target `Initial` while the other turns `Healthy`, and the
+    // request goes to the healthy one without trying the dead one (nothing to mark).
+    for addr in [a.addr, b.addr] {
+        let sw = &sw;
+        assert!(
+            eventually(PATIENCE, || async move {
+                sw.member("web", addr).unwrap().state() == State::Healthy
+            })
+            .await
+        );
+    }
     let mut c = Client::new(sw.addr("web")).await;
     let first = c.get("/", &[]).await;
     let stuck = who(&first);
