@@ -102,7 +102,7 @@ pub(super) fn forward<'a>(
         };
         let mut body = Some(body);
         facts.timing.sent = Some(Instant::now());
-        let (mut resp, outstanding, mut lease) = loop {
+        let (mut resp, outstanding) = loop {
             facts.target = Some(target.addr);
             let outstanding = target.begin();
             let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
@@ -127,7 +127,7 @@ pub(super) fn forward<'a>(
             };
             let e = match answer {
                 Err(_) => return Err(RequestError::ResponseTimeout),
-                Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
+                Ok(Ok(resp)) => break (resp, outstanding),
                 Ok(Err(e)) => e,
             };
             debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
@@ -191,8 +191,8 @@ pub(super) fn forward<'a>(
         }
         if discard_target {
             // Whatever the target made of the request's end, it reads nothing more on this
-            // connection: hyper closes it once the response is over.
-            lease = None;
+            // connection: it is closed once the response is over.
+            resp.body_mut().discard_connection();
         }
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -210,21 +210,11 @@ pub(super) fn forward<'a>(
             );
         }
         if let (Some(client_side), true) = (client_upgrade, switched) {
-            return Ok(upgrade::hand_off(
-                client_side,
-                resp,
-                outstanding,
-                lease,
-                ctx,
-            ));
+            return Ok(upgrade::hand_off(client_side, resp, outstanding, ctx));
         }
-        let (parts, body) = resp.into_parts();
-        if body.is_end_stream() {
-            // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
-            if let Some(lease) = lease.take() {
-                outstanding.target().pool().give_back(lease);
-            }
-        }
+        let (parts, mut body) = resp.into_parts();
+        // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
+        body.release_if_ended();
         Ok(Response::from_parts(
             parts,
             Reply::upstream(
@@ -232,7 +222,6 @@ pub(super) fn forward<'a>(
                 TargetWatch {
                     outstanding,
                     closed: None,
-                    lease,
                 },
             ),
         ))
