@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -288,73 +287,4 @@ async fn an_http2_group_sends_concurrent_requests_on_one_connection() {
     let got = get(web, false, "app.test", "/later").await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(conns.load(Ordering::SeqCst), 1);
-}
-
-/// Answers each request on its head alone, then reads its body to the end and notes its size,
-/// and serves the connection on.
-async fn answers_on_the_head(mut c: Conn) {
-    while let Some(head) = c.request().await {
-        if !c
-            .write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
-            .await
-        {
-            return;
-        }
-        let Some(body) = c.body(&head).await else {
-            return;
-        };
-        c.note(format!("{} {} bytes on {}", head.path, body.len(), c.id));
-    }
-}
-
-/// A target that answers before it has read the request body: the client gets the answer while
-/// it is still uploading, the rest of the upload still reaches the target once the answer is
-/// over, and the connection, left whole, serves the next request.
-#[tokio::test]
-async fn an_answer_before_the_request_body_ends_keeps_the_connection() {
-    let t = Scripted::start(answers_on_the_head).await;
-    let sw = Seawall::start(
-        &ConfigBuilder::new()
-            .listener(Listener::http("web").forward("app"))
-            .target_group(TargetGroup::new("app", &[t.addr]))
-            .build(),
-    );
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        let data = rx.recv().await?;
-        Some((
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)),
-            rx,
-        ))
-    });
-    let upload = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames));
-    tx.send(Bytes::from_static(b"first")).unwrap();
-    let mut c = h1(TcpStream::connect(sw.addr("web")).await.unwrap()).await;
-    let req = Request::post("/up")
-        .header("host", "app.test")
-        .header("content-length", "10")
-        .body(upload)
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
-        .await
-        .expect("answered while the upload goes on")
-        .unwrap();
-    let got = read(resp).await;
-    assert_eq!((got.status, got.text().as_str()), (StatusCode::OK, "early"));
-    tx.send(Bytes::from_static(b"later")).unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            t.noted("/up 10 bytes on 0")
-        })
-        .await,
-        "{:?}",
-        t.notes()
-    );
-    let got = get_on(&mut c, "/next").await;
-    assert_eq!(got.text(), "early");
-    assert_eq!(
-        t.seen(),
-        [(0, "/up".to_string()), (0, "/next".to_string())],
-        "one connection"
-    );
 }

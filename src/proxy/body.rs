@@ -6,11 +6,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::record::Record;
 use crate::targets::OutstandingGuard;
-use crate::upstream::response::TargetBody;
+use crate::upstream::pool::Lease;
 
 /// A response body as the client connection gets it: the answer, and the request's record, which
 /// keeps the request counted as in flight (for the connection's idle timer) and is finished when
@@ -38,10 +39,11 @@ pub(super) struct Reply {
 }
 
 /// The target a streamed body comes from: counted as outstanding while the body lives, and cut
-/// when the target's draining time ends. (The HTTP/1 connection the body comes on is the body's
-/// own, see [`TargetBody`].)
+/// when the target's draining time ends.
 pub(super) struct TargetWatch {
     pub(super) outstanding: OutstandingGuard,
+    /// The HTTP/1 connection the body comes on, back to the target's pool when the body ends.
+    pub(super) lease: Option<Lease>,
     /// Created the first time the body waits for the target, so a body that never waits costs
     /// no allocation.
     pub(super) closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -49,7 +51,7 @@ pub(super) struct TargetWatch {
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(TargetBody),
+    Upstream(Incoming),
 }
 
 impl ResponseBody {
@@ -71,7 +73,7 @@ impl Reply {
     }
 
     /// A target's body, streamed through while `watch` counts it on its target.
-    pub(super) fn upstream(body: TargetBody, watch: TargetWatch) -> Self {
+    pub(super) fn upstream(body: Incoming, watch: TargetWatch) -> Self {
         Reply {
             inner: Inner::Upstream(body),
             target: Some(watch),
@@ -95,8 +97,25 @@ impl Body for Reply {
         match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
-                // The body gives its connection back to the pool itself as it ends.
-                Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+                Poll::Ready(frame) => {
+                    // The end as hyper's server sees it (it stops polling once the length is
+                    // read, and after trailers, which come only once the chunked body has been
+                    // read to its last line), or as the stream ends. An error leaves the
+                    // connection unreturned.
+                    let ended = match &frame {
+                        None => true,
+                        Some(Ok(f)) => f.is_trailers() || body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if ended {
+                        if let Some(watch) = &mut this.target {
+                            if let Some(lease) = watch.lease.take() {
+                                watch.outstanding.target().pool().give_back(lease);
+                            }
+                        }
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
                 Poll::Pending => {
                     if let Some(watch) = &mut this.target {
                         let closed = watch.closed.get_or_insert_with(|| {

@@ -102,7 +102,7 @@ pub(super) fn forward<'a>(
         };
         let mut body = Some(body);
         facts.timing.sent = Some(Instant::now());
-        let (mut resp, outstanding) = loop {
+        let (mut resp, outstanding, mut lease) = loop {
             facts.target = Some(target.addr);
             let outstanding = target.begin();
             let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
@@ -127,7 +127,7 @@ pub(super) fn forward<'a>(
             };
             let e = match answer {
                 Err(_) => return Err(RequestError::ResponseTimeout),
-                Ok(Ok(resp)) => break (resp, outstanding),
+                Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
                 Ok(Err(e)) => e,
             };
             debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
@@ -191,8 +191,8 @@ pub(super) fn forward<'a>(
         }
         if discard_target {
             // Whatever the target made of the request's end, it reads nothing more on this
-            // connection: it is closed once the response is over.
-            resp.body_mut().discard_connection();
+            // connection: hyper closes it once the response is over.
+            lease = None;
         }
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -210,11 +210,21 @@ pub(super) fn forward<'a>(
             );
         }
         if let (Some(client_side), true) = (client_upgrade, switched) {
-            return Ok(upgrade::hand_off(client_side, resp, outstanding, ctx));
+            return Ok(upgrade::hand_off(
+                client_side,
+                resp,
+                outstanding,
+                lease,
+                ctx,
+            ));
         }
-        let (parts, mut body) = resp.into_parts();
-        // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
-        body.release_if_ended();
+        let (parts, body) = resp.into_parts();
+        if body.is_end_stream() {
+            // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
+            if let Some(lease) = lease.take() {
+                outstanding.target().pool().give_back(lease);
+            }
+        }
         Ok(Response::from_parts(
             parts,
             Reply::upstream(
@@ -222,6 +232,7 @@ pub(super) fn forward<'a>(
                 TargetWatch {
                     outstanding,
                     closed: None,
+                    lease,
                 },
             ),
         ))

@@ -1,14 +1,10 @@
 //! The way to the targets. The hot path is [`pool`]: each target's kept-alive connections, which
-//! every forwarded request goes through; [`h1`] drives an HTTP/1 one in the request's own task,
-//! and [`response`] is the body it answers with, which drives it on and brings it back to the
-//! pool; [`connect`] opens new ones (and the health checker's).
+//! every forwarded request goes through; [`connect`] opens new ones (and the health checker's).
 //! Here: what a forwarded request carries (its body type, the header rewriting a proxy owes both
 //! sides: hop-by-hop removal, `X-Forwarded-*`, the ALB trace id) and the TLS setup towards targets.
 
 pub mod connect;
-mod h1;
 pub mod pool;
-pub mod response;
 pub mod retry;
 
 use std::pin::Pin;
@@ -35,13 +31,13 @@ use crate::http_tokens;
 #[derive(Debug)]
 pub enum UpstreamBody {
     /// The client's body, and how far reading it has come (the request's record and the pool
-    /// read that; the body itself goes to the target connection, which polls it).
+    /// read that; the body itself goes to the target connection's task).
     Stream(Incoming, Arc<BodyProgress>),
     Empty,
 }
 
 /// How far a client's request body has been read on its way to the target, shared between the
-/// body (polled by the target connection) and those who must judge the exchange after.
+/// body (polled by the target connection's task) and those who must judge the exchange after.
 #[derive(Debug)]
 pub struct BodyProgress {
     read: AtomicU64,

@@ -5,9 +5,8 @@
 //! idle connections are closed at once rather than lingering until they time out.
 //!
 //! - HTTP/1: a stack of idle connections, the most recently used on top (the one most likely to
-//!   be open and warm; those at the bottom age out). A connection is lent to one exchange, driven
-//!   in place by it (no task of its own, see [`h1`](super::h1)), and comes back through its
-//!   [`Lease`] when the response body has ended.
+//!   be open and warm; those at the bottom age out). A connection is lent to one exchange and
+//!   comes back through its [`Lease`] when the response body has ended, with no task of its own.
 //! - HTTP/2 (and gRPC): one connection per target, shared by all requests. One connect at a time:
 //!   requests that find it being made wait for it.
 //!
@@ -16,14 +15,10 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Request, Response};
-use http_body::{Body, Frame};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,8 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::connect::{self, Alpn, ConnectError};
-use super::h1::{self, SendError, Settled};
-use super::response::TargetBody;
 use super::retry::{Decision, Failure, Retry};
 use super::{BodyProgress, UpstreamBody};
 use crate::metrics::TargetErrors;
@@ -54,6 +47,12 @@ pub const MAX_IDLE_PER_TARGET: usize = 256;
 /// one is a 502 (see `proxy::forward`, which measures each head; HTTP/2 targets are told it as
 /// their `SETTINGS_MAX_HEADER_LIST_SIZE`).
 pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+
+/// hyper's HTTP/1 client refuses a head that does not fit its read buffer, but only once the
+/// buffer is full, and a read may bring in more than the cap at once: twice the limit bounds what
+/// a target can make seawall hold while the exact size is checked after parsing. Bodies are read
+/// in pieces of at most this size.
+const H1_READ_BUFFER: usize = 2 * MAX_RESPONSE_HEAD;
 
 /// What a group's connections are made as. Connections are only reused for a group with the same
 /// shape: a reload that changes the protocol version or the scheme empties the pool.
@@ -138,65 +137,13 @@ impl From<ConnectError> for Error {
     }
 }
 
-/// An HTTP/1 connection lent to one exchange, held by its response body ([`TargetBody`]): given
-/// back to the pool once the body has ended; dropped instead (a body cut short, failed, an
-/// upgrade), the connection closes, as its state is unknown.
+/// An HTTP/1 connection lent to one exchange. Give it back with [`Pool::give_back`] once the
+/// response body has ended; dropped instead (a body cut short, an upgrade), the connection closes,
+/// as its state is unknown.
 #[derive(Debug)]
 pub struct Lease {
-    conn: Lent,
-    /// Where it goes back to.
-    pool: Pool,
+    send: http1::SendRequest<UpstreamBody>,
     shape: Shape,
-    /// Whether it may be reused once the exchange is over (see
-    /// [`TargetBody::discard_connection`]).
-    reusable: bool,
-}
-
-#[derive(Debug)]
-enum Lent {
-    /// Driven by the exchange's own task: the usual case.
-    InPlace(h1::Conn),
-    /// Running in a task of its own (an upgrade, see [`h1::Conn::spawn`]): its sender is kept
-    /// until the exchange is over (dropped, it lets the connection end), and it never comes back.
-    Spawned {
-        _sender: http1::SendRequest<UpstreamBody>,
-    },
-}
-
-impl Lease {
-    /// Polls an in-place connection in the body's task (see [`h1::Conn::drive`]); `false` once
-    /// it has ended. A spawned one drives itself.
-    pub(super) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.conn {
-            Lent::InPlace(c) => c.drive(cx, self.pool.shared.addr),
-            Lent::Spawned { .. } => true,
-        }
-    }
-
-    /// Takes a chunk of the response body: through an in-place connection (see
-    /// [`h1::Conn::take`]), else as its own task delivers them.
-    pub(super) fn take(
-        &self,
-        body: &mut Incoming,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &self.conn {
-            Lent::InPlace(c) => c.take(body),
-            Lent::Spawned { .. } => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    pub(super) fn forbid_reuse(&mut self) {
-        self.reusable = false;
-    }
-
-    /// The answer has ended: the connection goes back to its pool (see [`Pool::give_back`]),
-    /// unless it may not be reused, or runs in a task of its own; then it is closed.
-    pub(super) fn release(self) {
-        if let (Lent::InPlace(conn), true) = (self.conn, self.reusable) {
-            self.pool.give_back(conn, self.shape);
-        }
-    }
 }
 
 /// A target's connections.
@@ -226,7 +173,7 @@ struct State {
 
 #[derive(Debug)]
 struct Idle {
-    conn: h1::Conn,
+    send: http1::SendRequest<UpstreamBody>,
     since: Instant,
 }
 
@@ -242,7 +189,7 @@ struct H2 {
 }
 
 impl State {
-    /// Drops every connection held. An idle HTTP/1 connection closes as it is dropped; the
+    /// Drops every connection held. An idle HTTP/1 connection closes as its sender goes; the
     /// HTTP/2 one once the requests still streaming on it are done.
     fn flush(&mut self) {
         self.idle.clear();
@@ -279,84 +226,41 @@ impl Pool {
     /// its protocol writes: origin-form with a Host header for HTTP/1, absolute for HTTP/2.
     ///
     /// A request that a pooled connection could not send, because the target had closed it (the
-    /// keep-alive race), is sent again on a new connection: the target never saw it. An HTTP/1
-    /// response's body holds its connection until it ends (see [`TargetBody`]).
+    /// keep-alive race), is sent again on a new connection: the target never saw it. The lease
+    /// is `Some` for HTTP/1, whose connection is the exchange's until the response body ends.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         settings: &Settings,
         reuse: Reuse,
-    ) -> Result<Response<TargetBody>, Error> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), Error> {
         if settings.shape.http2 {
-            let resp = self.send_h2(req, settings).await?;
-            Ok(resp.map(|incoming| TargetBody::new(incoming, None)))
+            Ok((self.send_h2(req, settings).await?, None))
         } else {
-            self.send_h1(req, settings, reuse).await
+            let (resp, lease) = self.send_h1(req, settings, reuse).await?;
+            Ok((resp, Some(lease)))
         }
     }
 
-    /// Takes back an HTTP/1 connection whose answer has ended, for the next request.
-    fn give_back(&self, mut conn: h1::Conn, shape: Shape) {
-        if conn.is_ready() {
-            // The usual case: it took in the end of the exchange as it read the answer's last
-            // bytes. It only forgets its task: the full poll `settle` makes is made as it is
-            // taken again anyway.
-            conn.forget_task();
-            self.keep(conn, shape);
+    /// Returns an HTTP/1 connection whose exchange has ended, for the next request.
+    pub fn give_back(&self, lease: Lease) {
+        if lease.send.is_closed() {
             return;
         }
-        // Takes in the end of the exchange, and leaves the connection waking no task while idle.
-        match conn.settle(self.shared.addr) {
-            Settled::Ready => self.keep(conn, shape),
-            Settled::Ended => {}
-            Settled::Busy => {
-                // The target answered before it had read the whole request body, which is
-                // still being sent. No body is left to drive the connection: a task of its own
-                // finishes sending (as long as the client sends; the response body is done, so
-                // this is rare) and brings the connection back, so the target reads a whole
-                // request and keeps its connection.
-                let pool = Pool {
-                    shared: self.shared.clone(),
-                };
-                tokio::spawn(async move {
-                    let addr = pool.shared.addr;
-                    let closed = pool.shared.closed.clone();
-                    tokio::select! {
-                        biased;
-                        _ = closed.cancelled() => {}
-                        finished = conn.finish_request(addr) => {
-                            if let Some(mut conn) = finished {
-                                if conn.settle(addr) == Settled::Ready {
-                                    pool.keep(conn, shape);
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    }
-
-    /// Keeps an idle HTTP/1 connection, settled, for the next request.
-    fn keep(&self, conn: h1::Conn, shape: Shape) {
-        let since = Instant::now();
         let mut state = self.shared.state.lock().expect("not poisoned");
         // A connection from before a reload that changed the group's shape, or to a target that
         // has ended, is not kept.
-        if state.shape != Some(shape) || self.shared.closed.is_cancelled() {
-            drop(state);
+        if state.shape != Some(lease.shape) || self.shared.closed.is_cancelled() {
             return;
         }
-        let oldest = if state.idle.len() >= MAX_IDLE_PER_TARGET {
-            state.idle.pop_front()
-        } else {
-            None
-        };
-        state.idle.push_back(Idle { conn, since });
+        if state.idle.len() >= MAX_IDLE_PER_TARGET {
+            state.idle.pop_front();
+        }
+        state.idle.push_back(Idle {
+            send: lease.send,
+            since: Instant::now(),
+        });
         self.ensure_reaper(&mut state);
-        drop(state);
-        // Closed outside the lock.
-        drop(oldest);
     }
 
     /// Idle HTTP/1 connections held (for tests and the curious).
@@ -369,11 +273,9 @@ impl Pool {
         mut req: Request<UpstreamBody>,
         settings: &Settings,
         reuse: Reuse,
-    ) -> Result<Response<TargetBody>, Error> {
+    ) -> Result<(Response<Incoming>, Lease), Error> {
         let mut retry = Retry::for_attempt(reuse);
         let progress = req.body().progress().cloned();
-        // An upgrade request keeps its `Upgrade` header (any other loses it as hop-by-hop).
-        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
             let pooled = match retry.reuse() {
                 Reuse::Pooled => self.checkout_h1(settings.shape),
@@ -386,113 +288,74 @@ impl Pool {
                     None
                 }
             };
-            let (conn, reused) = match pooled {
-                Some(conn) => (conn, true),
+            let (mut send, reused) = match pooled {
+                Some(send) => (send, true),
                 // Boxed: connecting (TCP, TLS, the HTTP handshake) is kilobytes of state that
                 // every request's future would otherwise carry, and copy, for a rare event.
                 None => (Box::pin(self.connect_h1(settings)).await?, false),
             };
-            let sent = if upgrade {
-                self.exchange_spawned(conn, req).await
-            } else {
-                self.exchange_in_place(conn, req).await
-            };
-            let e = match sent {
-                Ok((resp, lent)) => {
-                    let lease = lent.map(|conn| Lease {
-                        conn,
-                        pool: Pool {
-                            shared: self.shared.clone(),
-                        },
+            match send.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        send,
                         shape: settings.shape,
-                        reusable: true,
-                    });
-                    return Ok(resp.map(|incoming| TargetBody::new(incoming, lease)));
+                    };
+                    return Ok((resp, lease));
                 }
-                Err(e) => e,
-            };
-            req = self.judge_h1(e, &mut retry, reused, progress.as_deref(), settings)?;
+                Err(mut e) => match e.take_message() {
+                    Some(unsent)
+                        if retry.after(Failure::Unsent { reused }) == Decision::NewConnection =>
+                    {
+                        debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on a new one");
+                        req = unsent;
+                    }
+                    _ if client_body_failed(progress.as_deref()) => {
+                        return Err(Error::ClientBody(Arc::new(e.into_error())))
+                    }
+                    // The proxy's to decide (see `retry`).
+                    None if reused && closed_under(e.error()) => {
+                        return Err(Error::Stale(Arc::new(e.into_error())))
+                    }
+                    _ => {
+                        let e = Error::Exchange(Arc::new(e.into_error()));
+                        count(&settings.errors, &e);
+                        return Err(e);
+                    }
+                },
+            }
         }
     }
 
-    /// The hot path: the exchange driven by this request's task (see [`h1`](super::h1)).
-    async fn exchange_in_place(
-        &self,
-        conn: h1::Conn,
-        req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Lent>), SendError> {
-        let (resp, conn) = conn.exchange(req, self.shared.addr).await?;
-        Ok((resp, conn.map(Lent::InPlace)))
+    /// The most recently used idle connection that can take a request now.
+    fn checkout_h1(&self, shape: Shape) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        state.adopt(shape);
+        if state.idle.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut i = state.idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &state.idle[i];
+            if c.send.is_closed() || now.saturating_duration_since(c.since) >= POOL_IDLE_TIMEOUT {
+                state.idle.remove(i);
+            } else if c.send.is_ready() {
+                return state.idle.remove(i).map(|c| c.send);
+            }
+            // Else it is open but not ready: its connection task has not yet taken in the end of
+            // the last exchange (it comes back as its response body ends, which can be a moment
+            // before), or the target answered before reading the whole request body, which is
+            // still being sent. Waiting could take as long as that upload, so it is left for a
+            // later request and this one takes another or a new connection.
+        }
+        None
     }
 
-    /// An upgrade's exchange, on a connection handed to a task of its own with hyper's upgrade
-    /// support: a 101 answer gives its socket to the proxy's tunnel, which in-place driving
-    /// cannot (hyper hands over an upgraded socket only from its own upgradeable connection
-    /// future). Rare enough that the cost of the extra task does not matter.
-    async fn exchange_spawned(
+    async fn connect_h1(
         &self,
-        conn: h1::Conn,
-        req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Lent>), SendError> {
-        let mut send = conn.spawn(self.shared.addr);
-        let resp = send.try_send_request(req).await?;
-        Ok((resp, Some(Lent::Spawned { _sender: send })))
-    }
-
-    /// After a failed HTTP/1 exchange: the request back, to be sent again on a new connection,
-    /// or the error to give up with.
-    fn judge_h1(
-        &self,
-        mut e: SendError,
-        retry: &mut Retry,
-        reused: bool,
-        progress: Option<&BodyProgress>,
         settings: &Settings,
-    ) -> Result<Request<UpstreamBody>, Error> {
-        match e.take_message() {
-            Some(unsent) if retry.after(Failure::Unsent { reused }) == Decision::NewConnection => {
-                debug!(target = %self.shared.addr, error = %e.error(), "pooled connection closed before the request went out; sending it on a new one");
-                Ok(unsent)
-            }
-            _ if client_body_failed(progress) => Err(Error::ClientBody(Arc::new(e.into_error()))),
-            // The proxy's to decide (see `retry`).
-            None if reused && closed_under(e.error()) => {
-                Err(Error::Stale(Arc::new(e.into_error())))
-            }
-            _ => {
-                let e = Error::Exchange(Arc::new(e.into_error()));
-                count(&settings.errors, &e);
-                Err(e)
-            }
-        }
-    }
-
-    /// The most recently used idle connection that can take a request now. Each one tried is
-    /// settled first (see [`h1::Conn::settle`]), outside the pool's lock: one the target closed
-    /// while it was idle, or sent stray bytes on, is closed and the next one tried.
-    fn checkout_h1(&self, shape: Shape) -> Option<h1::Conn> {
-        loop {
-            let mut idle = {
-                let mut state = self.shared.state.lock().expect("not poisoned");
-                state.adopt(shape);
-                state.idle.pop_back()?
-            };
-            if idle.since.elapsed() >= POOL_IDLE_TIMEOUT {
-                // The reaper's to close, and all those below it are older: closed now.
-                let mut state = self.shared.state.lock().expect("not poisoned");
-                let stale = std::mem::take(&mut state.idle);
-                drop(state);
-                drop(stale);
-                return None;
-            }
-            // Busy cannot be: only a settled, ready connection is kept.
-            if idle.conn.settle(self.shared.addr) == Settled::Ready {
-                return Some(idle.conn);
-            }
-        }
-    }
-
-    async fn connect_h1(&self, settings: &Settings) -> Result<h1::Conn, Error> {
+    ) -> Result<http1::SendRequest<UpstreamBody>, Error> {
         let made = self.try_connect_h1(settings).await;
         if let Err(e) = &made {
             count(&settings.errors, e);
@@ -500,15 +363,28 @@ impl Pool {
         made
     }
 
-    async fn try_connect_h1(&self, settings: &Settings) -> Result<h1::Conn, Error> {
+    async fn try_connect_h1(
+        &self,
+        settings: &Settings,
+    ) -> Result<http1::SendRequest<UpstreamBody>, Error> {
         let tls = settings
             .shape
             .tls
             .then(|| connect::tls_connector(Alpn::Http1));
         let io = connect::open(self.shared.addr, tls, settings.connect_timeout).await?;
-        h1::Conn::handshake(io)
+        let (send, conn) = http1::Builder::new()
+            .max_buf_size(H1_READ_BUFFER)
+            .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| Error::Handshake(Arc::new(e)))
+            .map_err(|e| Error::Handshake(Arc::new(e)))?;
+        let addr = self.shared.addr;
+        // With upgrades, so that a 101 answer hands the socket to the proxy's tunnel.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(target = %addr, error = %crate::error::error_chain(&e), "target connection failed");
+            }
+        });
+        Ok(send)
     }
 
     async fn send_h2(
@@ -693,12 +569,8 @@ async fn reap(shared: Arc<Shared>) {
                 state.flush();
             }
             let now = Instant::now();
-            // Settled too: one the target closed while idle is closed now rather than at its
-            // timeout.
-            let addr = shared.addr;
-            state.idle.retain_mut(|c| {
-                now.saturating_duration_since(c.since) < POOL_IDLE_TIMEOUT
-                    && c.conn.settle(addr) == Settled::Ready
+            state.idle.retain(|c| {
+                !c.send.is_closed() && now.saturating_duration_since(c.since) < POOL_IDLE_TIMEOUT
             });
             if state
                 .h2
@@ -783,47 +655,57 @@ mod tests {
             .unwrap()
     }
 
-    /// An exchange's response, its body not read yet: its connection is lent to it.
-    async fn open(pool: &Pool) -> Response<TargetBody> {
-        pool.send(get(), &h1(), Reuse::Pooled).await.unwrap()
-    }
-
-    /// Reads a response's body to its end, which gives its connection back; gives the server's
-    /// connection number.
-    async fn read(resp: Response<TargetBody>) -> String {
+    /// One exchange, its body read to the end; gives the server's connection number and the
+    /// lease.
+    async fn exchange(pool: &Pool) -> (String, Lease) {
+        let (resp, lease) = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
+        (String::from_utf8(body.to_vec()).unwrap(), lease.unwrap())
     }
 
-    /// One exchange, its body read to the end.
-    async fn exchange(pool: &Pool) -> String {
-        read(open(pool).await).await
+    /// Until the connection task has taken in the end of the exchange.
+    async fn settled(pool: &Pool) {
+        while !pool
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .idle
+            .iter()
+            .all(|c| c.send.is_ready())
+        {
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test]
     async fn the_most_recently_returned_connection_is_reused_first() {
         let (addr, _) = server().await;
         let pool = Pool::new(addr, CancellationToken::new());
-        // Both lent at once: two connections.
-        let resp_a = open(&pool).await;
-        let resp_b = open(&pool).await;
-        let a = read(resp_a).await;
-        let b = read(resp_b).await;
+        // Both leased at once: two connections.
+        let (a, lease_a) = exchange(&pool).await;
+        let (b, lease_b) = exchange(&pool).await;
         assert_ne!(a, b);
+        pool.give_back(lease_a);
+        pool.give_back(lease_b);
         assert_eq!(pool.idle(), 2);
-        let resp = open(&pool).await;
+        settled(&pool).await;
+        let (again, lease) = exchange(&pool).await;
+        assert_eq!(again, b, "last in, first out");
         assert_eq!(pool.idle(), 1);
-        // A body dropped before its end (a response cut short) closes its connection.
-        drop(resp);
-        assert_eq!(exchange(&pool).await, a, "b was taken last in, first out");
-        assert_eq!(pool.idle(), 1);
+        // A lease dropped rather than given back (a body cut short) is not reused.
+        drop(lease);
+        let (next, _) = exchange(&pool).await;
+        assert_eq!(next, a);
+        assert_eq!(pool.idle(), 0);
     }
 
     #[tokio::test]
     async fn a_changed_shape_empties_the_pool() {
         let (addr, ended) = server().await;
         let pool = Pool::new(addr, CancellationToken::new());
-        exchange(&pool).await;
+        let (_, lease) = exchange(&pool).await;
+        pool.give_back(lease);
         let tls = Shape {
             http2: false,
             tls: true,
@@ -838,45 +720,19 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // An exchange begun before the change does not bring its connection back either.
-        let resp = open(&pool).await;
+        let (resp, lease) = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
+        let _ = resp.into_body().collect().await;
         pool.checkout_h1(tls);
-        read(resp).await;
+        pool.give_back(lease.unwrap());
         assert_eq!(pool.idle(), 0);
-    }
-
-    /// A connection the target closes while it is idle is noticed as it is taken, though no one
-    /// polls it meanwhile, and a new one made.
-    #[tokio::test]
-    async fn a_connection_closed_while_idle_is_not_taken() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            for n in 0usize.. {
-                let (mut tcp, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut buf = [0u8; 1024];
-                    let _ = tcp.read(&mut buf).await;
-                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n{n}");
-                    let _ = tcp.write_all(answer.as_bytes()).await;
-                    // Closed without saying so, once the answer has been taken.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                });
-            }
-        });
-        let pool = Pool::new(addr, CancellationToken::new());
-        assert_eq!(exchange(&pool).await, "0");
-        assert_eq!(pool.idle(), 1);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(pool.idle(), 1, "idle, and polled by no one");
-        assert_eq!(exchange(&pool).await, "1", "a new connection");
     }
 
     #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout_without_traffic() {
         let (addr, ended) = server().await;
         let pool = Pool::new(addr, CancellationToken::new());
-        exchange(&pool).await;
+        let (_, lease) = exchange(&pool).await;
+        pool.give_back(lease);
         tokio::time::pause();
         tokio::time::advance(POOL_IDLE_TIMEOUT - Duration::from_secs(1)).await;
         assert_eq!(pool.idle(), 1, "kept until the timeout");
@@ -918,7 +774,8 @@ mod tests {
         let uri = format!("http://{addr}/");
         for _ in 0..3 {
             let req = Request::get(&uri).body(UpstreamBody::Empty).unwrap();
-            let resp = pool.send(req, &h2, Reuse::Pooled).await.unwrap();
+            let (resp, lease) = pool.send(req, &h2, Reuse::Pooled).await.unwrap();
+            assert!(lease.is_none(), "an HTTP/2 connection is shared, not lent");
             assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "h2");
         }
         closed.cancel();
@@ -933,15 +790,15 @@ mod tests {
         let (addr, ended) = server().await;
         let closed = CancellationToken::new();
         let pool = Pool::new(addr, closed.clone());
-        let idle = open(&pool).await;
-        let busy = open(&pool).await;
-        read(idle).await;
+        let (_, idle) = exchange(&pool).await;
+        let (_, busy) = exchange(&pool).await;
+        pool.give_back(idle);
         closed.cancel();
         while ended.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         assert_eq!(pool.idle(), 0, "the idle connection was closed at once");
-        read(busy).await;
+        pool.give_back(busy);
         assert_eq!(pool.idle(), 0, "one in use is not kept when it comes back");
     }
 
