@@ -196,7 +196,9 @@ pub(super) fn forward<'a>(
         }
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::rewrite_response(resp.headers_mut(), switched);
+        let rewritten = headers::rewrite_response(resp.headers_mut(), switched);
+        // Passed on as it came, the head's size is known already (see `Facts::response_head`).
+        facts.response_head = (!rewritten && sticky.is_none()).then_some(head);
         if let Some(s) = &sticky {
             // The target that answered, after any retry to another.
             s.stickiness.add_cookies(

@@ -126,10 +126,12 @@ pub(super) fn head_bytes(status: StatusCode, headers: &HeaderMap) -> usize {
 }
 
 /// Rewrites a target's response head for the client: hop-by-hop headers out, except what a
-/// switch of protocols (`switched`) needs, which gets `Connection: upgrade` back.
-pub(super) fn rewrite_response(headers: &mut HeaderMap, switched: bool) {
-    upstream::strip_hop_by_hop(headers, switched);
+/// switch of protocols (`switched`) needs, which gets `Connection: upgrade` back. Says whether
+/// the head changed.
+pub(super) fn rewrite_response(headers: &mut HeaderMap, switched: bool) -> bool {
+    let stripped = upstream::strip_hop_by_hop(headers, switched);
     if switched {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    stripped || switched
 }

@@ -103,6 +103,7 @@ pub fn handle(
                 // Counted under the HTTP status even when a gRPC client is answered with 200 and a
                 // grpc-status, so that dashboards see the failure.
                 let r = error_response(&e, grpc);
+                facts.response_head = None;
                 facts.status = Some(e.status());
                 facts.error = Some(e);
                 r
@@ -114,10 +115,12 @@ pub fn handle(
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            facts.response_head = None;
         }
         facts.timing.responded = Some(std::time::Instant::now());
+        let known = facts.response_head;
         if let Some(entry) = &mut record.line {
-            record::responded(entry, &response);
+            record::responded(entry, &response, known);
         }
         response.map(|reply| ResponseBody::new(reply, record))
     }

@@ -126,6 +126,9 @@ pub struct Facts {
     pub received: Option<Arc<BodyProgress>>,
     /// Response body bytes handed to the client connection.
     pub sent_bytes: u64,
+    /// The response head's size as HTTP/1 frames it, when the target's head is passed on
+    /// unchanged: measured for the head limit, it spares the access log a second count.
+    pub response_head: Option<usize>,
     /// The `X-Amzn-Trace-Id` the target was sent (the client's, or one seawall made).
     pub trace_id: Option<TraceId>,
     /// Why seawall answered itself (ALB's `error_reason`), if it did.
@@ -147,6 +150,7 @@ impl Facts {
             target_status: None,
             received: None,
             sent_bytes: 0,
+            response_head: None,
             trace_id: None,
             error: None,
             classification: None,
@@ -281,9 +285,11 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry
 }
 
 /// Notes in `entry` what seawall hands the client: the response head's size as HTTP/1 frames
-/// it, and a redirect's `Location`.
-pub fn responded<B>(entry: &mut Entry, resp: &Response<B>) {
-    entry.sent_head = super::headers::head_bytes(resp.status(), resp.headers()) as u64;
+/// it (`known` when it was measured already, see [`Facts::response_head`]), and a redirect's
+/// `Location`.
+pub fn responded<B>(entry: &mut Entry, resp: &Response<B>, known: Option<usize>) {
+    let head = known.unwrap_or_else(|| super::headers::head_bytes(resp.status(), resp.headers()));
+    entry.sent_head = head as u64;
     if resp.status().is_redirection() {
         entry.redirect_url = resp.headers().get(header::LOCATION).cloned();
     }

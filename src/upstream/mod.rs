@@ -250,8 +250,8 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 ];
 
 /// Removes hop-by-hop headers. `Upgrade` is removed too unless the exchange is an upgrade, in which
-/// case the caller puts `Connection: upgrade` back.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// case the caller puts `Connection: upgrade` back. Says whether it removed any.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     // One pass over the headers (cheap comparisons of standard names) finds which are present, so
     // that only those cost a hash lookup to remove: most messages carry none, or a lone
     // `Connection: keep-alive`, whose value names no other header to look up.
@@ -269,7 +269,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if present == 0 {
-        return;
+        return false;
     }
     if lists_others {
         // Names listed in Connection are hop-by-hop for this message only.
@@ -291,6 +291,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
+    true
 }
 
 /// The options of a `Connection` value that name other headers: all but `close` and those
