@@ -1332,3 +1332,47 @@ async fn c13_a_client_that_stops_reading_is_closed_after_idle_timeout() {
         seen(&[(0, "/big"), (1, "/meanwhile"), (1, "/after")])
     );
 }
+
+/// The access log's `sent_bytes` are the bytes the client got: for a head passed on as the target
+/// sent it (measured once, for the head limit and the log alike) and for one that lost its
+/// hop-by-hop headers on the way (measured again as it goes out).
+#[tokio::test]
+async fn c14_the_access_logs_sent_bytes_are_what_the_client_got() {
+    let t = Scripted::start(|c| {
+        serve_each(c, |h| match h.path.as_str() {
+            "/as-sent" => b"HTTP/1.1 200 OK\r\nx-kept: 1\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\
+                   content-length: 2\r\n\r\nok"
+                .to_vec(),
+        })
+    })
+    .await;
+    let sw = Seawall::start(&format!(
+        "{}\n[access_log]\npath = \"access.log\"\nformat = \"json\"\n",
+        config(&[t.addr], "", "")
+    ));
+    let mut c = RawClient::web(&sw).await;
+    let mut got = Vec::new();
+    for path in ["/as-sent", "/stripped"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response(false).await;
+        assert_eq!(r.text(), "ok");
+        got.push((path, r.head.len() + r.body.len()));
+    }
+    let log = sw.dir.path().join("access.log");
+    let lines = eventually(PATIENCE, || async {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2)
+    })
+    .await;
+    assert!(lines, "two lines in the access log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for (path, bytes) in got {
+        let line: serde_json::Value = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .find(|v: &serde_json::Value| v["request_url"].as_str().unwrap().ends_with(path))
+            .unwrap_or_else(|| panic!("no line for {path}:\n{text}"));
+        assert_eq!(line["sent_bytes"], bytes as u64, "{path}: {line}");
+    }
+}

@@ -185,9 +185,9 @@ pub(super) fn forward<'a>(
         facts.timing.head = Some(Instant::now());
         facts.target_status = Some(resp.status());
         let head = headers::head_bytes(resp.status(), resp.headers());
-        if head > pool::MAX_RESPONSE_HEAD {
+        if head.bytes > pool::MAX_RESPONSE_HEAD {
             // Dropping the response closes its connection: the body is never read.
-            return Err(RequestError::ResponseHeadTooLarge(head));
+            return Err(RequestError::ResponseHeadTooLarge(head.bytes));
         }
         if discard_target {
             // Whatever the target made of the request's end, it reads nothing more on this
@@ -198,7 +198,7 @@ pub(super) fn forward<'a>(
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let rewritten = headers::rewrite_response(resp.headers_mut(), switched);
         // Passed on as it came, the head's size is known already (see `Facts::response_head`).
-        facts.response_head = (!rewritten && sticky.is_none()).then_some(head);
+        facts.response_head = (!rewritten && sticky.is_none()).then(|| head.sent());
         if let Some(s) = &sticky {
             // The target that answered, after any retry to another.
             s.stickiness.add_cookies(

@@ -115,14 +115,37 @@ pub(super) fn target_uri(
 
 /// A response head's size as HTTP/1 frames it: `HTTP/1.1 200 OK\r\n`, `name: value\r\n` each,
 /// the blank line. Measured for ALB's limit on a target's response head, whatever version it came
-/// in.
-pub(super) fn head_bytes(status: StatusCode, headers: &HeaderMap) -> usize {
+/// in, and for the access log's `sent_bytes` ([`HeadSize::sent`]).
+pub(super) fn head_bytes(status: StatusCode, headers: &HeaderMap) -> HeadSize {
     let reason = status.canonical_reason().map_or(0, str::len);
+    let mut dated = false;
     let fields: usize = headers
         .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .map(|(n, v)| {
+            dated |= n == header::DATE;
+            n.as_str().len() + v.len() + 4
+        })
         .sum();
-    13 + reason + 2 + fields + 2
+    HeadSize {
+        bytes: 13 + reason + 2 + fields + 2,
+        dated,
+    }
+}
+
+/// A response head's size, and whether it has a `Date`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeadSize {
+    pub bytes: usize,
+    pub dated: bool,
+}
+
+impl HeadSize {
+    /// The size as the client gets it: hyper's server adds a `Date` to a response without one.
+    pub fn sent(self) -> usize {
+        // `date: `, an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), CRLF.
+        const DATE_FIELD: usize = 6 + 29 + 2;
+        self.bytes + if self.dated { 0 } else { DATE_FIELD }
+    }
 }
 
 /// Rewrites a target's response head for the client: hop-by-hop headers out, except what a

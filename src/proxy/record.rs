@@ -126,8 +126,9 @@ pub struct Facts {
     pub received: Option<Arc<BodyProgress>>,
     /// Response body bytes handed to the client connection.
     pub sent_bytes: u64,
-    /// The response head's size as HTTP/1 frames it, when the target's head is passed on
-    /// unchanged: measured for the head limit, it spares the access log a second count.
+    /// The response head's size as the client gets it over HTTP/1, when the target's head is
+    /// passed on unchanged: measured for the head limit, it spares the access log a second
+    /// count.
     pub response_head: Option<usize>,
     /// The `X-Amzn-Trace-Id` the target was sent (the client's, or one seawall made).
     pub trace_id: Option<TraceId>,
@@ -288,7 +289,8 @@ pub fn begin_entry<B>(req: &Request<B>, conn: &ConnContext, grpc: bool) -> Entry
 /// it (`known` when it was measured already, see [`Facts::response_head`]), and a redirect's
 /// `Location`.
 pub fn responded<B>(entry: &mut Entry, resp: &Response<B>, known: Option<usize>) {
-    let head = known.unwrap_or_else(|| super::headers::head_bytes(resp.status(), resp.headers()));
+    let head =
+        known.unwrap_or_else(|| super::headers::head_bytes(resp.status(), resp.headers()).sent());
     entry.sent_head = head as u64;
     if resp.status().is_redirection() {
         entry.redirect_url = resp.headers().get(header::LOCATION).cloned();
