@@ -6,7 +6,9 @@
 //!
 //! - HTTP/1: a stack of idle connections, the most recently used on top (the one most likely to
 //!   be open and warm; those at the bottom age out). A connection is lent to one exchange and
-//!   comes back through its [`Lease`] when the response body has ended, with no task of its own.
+//!   comes back through its [`Lease`] when the response body has ended. Each data-plane worker
+//!   takes only the connections it made: the stack is shared, its connections are not (see
+//!   [`Pool::checkout_h1`]).
 //! - HTTP/2 (and gRPC): one connection per target, shared by all requests. One connect at a time:
 //!   requests that find it being made wait for it.
 //!
@@ -16,6 +18,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -175,6 +178,9 @@ struct State {
 struct Idle {
     send: http1::SendRequest<UpstreamBody>,
     since: Instant,
+    /// The data-plane worker whose runtime runs the connection's task: the one that made it,
+    /// which is also the only one that uses it, and so the one that gives it back.
+    home: ThreadId,
 }
 
 /// The shared HTTP/2 connection, made once by whichever request needed it first; the others wait
@@ -259,6 +265,7 @@ impl Pool {
         state.idle.push_back(Idle {
             send: lease.send,
             since: Instant::now(),
+            home: std::thread::current().id(),
         });
         self.ensure_reaper(&mut state);
     }
@@ -326,7 +333,10 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection that can take a request now.
+    /// The most recently used idle connection made by this data-plane worker that can take a
+    /// request now. A worker connects when it has none idle rather than borrow another's: the
+    /// connection's task runs on the worker that made it, so each exchange on a borrowed one
+    /// would cross from one thread to the other and back, waking the other worker every time.
     fn checkout_h1(&self, shape: Shape) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut state = self.shared.state.lock().expect("not poisoned");
         state.adopt(shape);
@@ -334,13 +344,14 @@ impl Pool {
             return None;
         }
         let now = Instant::now();
+        let here = std::thread::current().id();
         let mut i = state.idle.len();
         while i > 0 {
             i -= 1;
             let c = &state.idle[i];
             if c.send.is_closed() || now.saturating_duration_since(c.since) >= POOL_IDLE_TIMEOUT {
                 state.idle.remove(i);
-            } else if c.send.is_ready() {
+            } else if c.home == here && c.send.is_ready() {
                 return state.idle.remove(i).map(|c| c.send);
             }
             // Else it is open but not ready: its connection task has not yet taken in the end of
@@ -698,6 +709,51 @@ mod tests {
         let (next, _) = exchange(&pool).await;
         assert_eq!(next, a);
         assert_eq!(pool.idle(), 0);
+    }
+
+    /// Each data-plane worker (a thread with a runtime of its own) takes only the idle
+    /// connections it made, however recently another worker gave one back.
+    #[test]
+    fn a_worker_takes_only_the_connections_it_made() {
+        let target = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, _) = target.block_on(server());
+        let pool = Pool::new(addr, CancellationToken::new());
+        let worker = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // Each exchange gives its connection back and waits until it can be taken again.
+        let round = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                let (n, lease) = exchange(&pool).await;
+                pool.give_back(lease);
+                settled(&pool).await;
+                n
+            })
+        };
+        let first = worker();
+        let mine = round(&first);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = round(&worker());
+                assert_ne!(
+                    other, mine,
+                    "the other worker's idle connection is left to it"
+                );
+            });
+        });
+        assert_eq!(pool.idle(), 2);
+        assert_eq!(
+            round(&first),
+            mine,
+            "its own, though the other worker's came back later"
+        );
     }
 
     #[tokio::test]
