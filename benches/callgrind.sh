@@ -8,7 +8,7 @@
 #                                               # measured request, which takes the default action
 #   ACCESS_LOG=alb benches/callgrind.sh h2      # with the access log on, written to a file
 #                                               # (alb or json); the writer thread is counted too
-#   WORKERS=2 benches/callgrind.sh keepalive    # the multi-threaded data plane of two workers
+#   WORKERS=2 benches/callgrind.sh keepalive    # the data plane of two workers (two threads)
 #
 # seawall (the dist build, with line tables for the annotation) runs under callgrind in front of
 # an nginx backend; `seawall bench` warms the connections up, then instrumentation is switched on

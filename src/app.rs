@@ -1,6 +1,6 @@
 //! The running process: loads the configuration, binds every socket before serving, then runs the
-//! data plane (a multi-thread tokio runtime) and the control thread (its own current-thread runtime,
-//! serving the admin API) until told to drain.
+//! data plane (`workers` threads, each its own current-thread tokio runtime) and the control thread
+//! (its own current-thread runtime, serving the admin API) until told to drain.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,8 +48,9 @@ pub enum StartError {
 /// A loaded configuration with its sockets bound, not yet serving.
 pub struct App {
     control: Arc<Control>,
-    /// The data plane's runtime; its workers start idle and pick up the accept loops on start.
-    runtime: tokio::runtime::Runtime,
+    /// The data plane's workers, a runtime each; they start idle and pick up their accept loops
+    /// on start.
+    workers: Vec<tokio::runtime::Runtime>,
     listeners: Arc<ListenerSet>,
     bound: Bound,
     admin: Option<std::net::TcpListener>,
@@ -120,25 +121,21 @@ impl App {
             secrets,
         });
         control.follow_discovery(&cfg);
-        let workers = rt.worker_threads();
-        // One worker: the data thread itself runs every task (see `start`), which spares the
-        // multi-threaded scheduler's cross-thread bookkeeping on every wake-up of the hot path.
-        let runtime = if workers == 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name("seawall-worker")
-                .enable_all()
-                .build()?
-        };
+        // A current-thread runtime per worker rather than one multi-thread runtime: a connection
+        // stays on the worker that accepted it, which spares the hot path the multi-threaded
+        // scheduler's cross-thread costs (work stealing, remote wake-ups, the shared queue).
+        let workers = (0..rt.worker_threads())
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let tracker = TaskTracker::new();
         let listeners = Arc::new(ListenerSet::new(
             control.plane.clone(),
             control.shutdown.clone(),
-            runtime.handle().clone(),
+            workers.iter().map(|w| w.handle().clone()).collect(),
             tracker.clone(),
             Descriptors::new(descriptor_budget()),
         ));
@@ -162,7 +159,7 @@ impl App {
         let reloader = Reloader::new(control.clone(), listeners.clone(), source, &cfg);
         Ok(App {
             control,
-            runtime,
+            workers,
             listeners,
             bound,
             admin,
@@ -179,7 +176,7 @@ impl App {
     pub fn start(self) -> Result<Running, StartError> {
         let App {
             control,
-            runtime,
+            workers,
             listeners,
             bound,
             admin,
@@ -200,38 +197,36 @@ impl App {
         }
         control.ready.store(true, Ordering::Release);
 
-        let drain = control.clone();
-        let served = listeners.clone();
-        let data = std::thread::Builder::new()
-            .name("seawall-data".into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    drain.shutdown.cancelled().await;
-                    // After a hand-over the new process is the service: not a word from this one.
-                    if !drain.handed_over.load(Ordering::Acquire) {
-                        systemd::stopping();
-                    }
-                    // The drain_timeout in force now: a reload may have changed it since start.
-                    let drain_timeout = drain.settings.load().drain_timeout;
-                    served.close_all(if drain.handed_over.load(Ordering::Acquire) {
-                        StopReason::HandedOver
-                    } else {
-                        StopReason::Shutdown
-                    });
-                    tracker.close();
-                    info!(connections = tracker.len(), "draining");
-                    if tokio::time::timeout(drain_timeout, tracker.wait())
-                        .await
-                        .is_err()
-                    {
-                        warn!(
-                            connections = tracker.len(),
-                            "drain_timeout passed; closing the remaining connections"
-                        );
-                    }
+        // Every worker runs until the drain is over, since its connections are part of it; then
+        // each drops what the drain_timeout left of its own.
+        let drained = CancellationToken::new();
+        workers[0].spawn(drain_on_shutdown(
+            control.clone(),
+            listeners.clone(),
+            tracker,
+            drained.clone(),
+        ));
+        let mut data = Vec::with_capacity(workers.len());
+        for (i, runtime) in workers.into_iter().enumerate() {
+            let done = drained.clone();
+            // Short enough for the kernel's 15 bytes of thread name (top, ps) up to 100 workers.
+            let spawned = std::thread::Builder::new()
+                .name(format!("seawall-data-{i}"))
+                .spawn(move || {
+                    runtime.block_on(done.cancelled());
+                    runtime.shutdown_timeout(Duration::from_millis(100));
                 });
-                runtime.shutdown_timeout(Duration::from_millis(100));
-            })?;
+            match spawned {
+                Ok(thread) => data.push(thread),
+                Err(e) => {
+                    drained.cancel();
+                    for thread in data {
+                        let _ = thread.join();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
 
         let stopped = CancellationToken::new();
         let upgrader = Upgrader::new(
@@ -262,12 +257,48 @@ impl App {
         }
         Ok(Running {
             control,
-            data: Some(data),
+            data,
             control_thread: Some(control_thread),
             stopped,
             listeners,
             admin_addr,
         })
+    }
+}
+
+/// Waits for the process to start draining, then stops the listeners and waits for their
+/// connections, at most the drain_timeout, before cancelling `drained`.
+async fn drain_on_shutdown(
+    control: Arc<Control>,
+    listeners: Arc<ListenerSet>,
+    tracker: TaskTracker,
+    drained: CancellationToken,
+) {
+    // Cancelled however this ends (a panic too), or the workers would wait forever.
+    let _drained = drained.drop_guard();
+    control.shutdown.cancelled().await;
+    let handed_over = control.handed_over.load(Ordering::Acquire);
+    // After a hand-over the new process is the service: not a word from this one.
+    if !handed_over {
+        systemd::stopping();
+    }
+    // The drain_timeout in force now: a reload may have changed it since start.
+    let drain_timeout = control.settings.load().drain_timeout;
+    listeners.close_all(if handed_over {
+        StopReason::HandedOver
+    } else {
+        StopReason::Shutdown
+    });
+    tracker.close();
+    info!(connections = tracker.len(), "draining");
+    if tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = tracker.len(),
+            "drain_timeout passed; closing the remaining connections"
+        );
     }
 }
 
@@ -296,7 +327,8 @@ fn descriptor_budget() -> Budget {
 /// A serving seawall. Dropping it drains and stops it.
 pub struct Running {
     control: Arc<Control>,
-    data: Option<JoinHandle<()>>,
+    /// The data-plane workers' threads; they end once the drain is over.
+    data: Vec<JoinHandle<()>>,
     control_thread: Option<JoinHandle<()>>,
     stopped: CancellationToken,
     listeners: Arc<ListenerSet>,
@@ -345,8 +377,8 @@ impl Running {
 
     fn stop_now(&mut self) {
         self.shutdown();
-        if let Some(d) = self.data.take() {
-            let _ = d.join();
+        for worker in self.data.drain(..) {
+            let _ = worker.join();
         }
         self.stopped.cancel();
         if let Some(c) = self.control_thread.take() {

@@ -1,6 +1,8 @@
 //! Listening sockets: bound as std sockets by the control side (so that a bind failure can fail a
-//! start or a reload as a whole before anything changes), then registered with the data-plane
-//! runtime, whose workers accept on them.
+//! start or a reload as a whole before anything changes), then registered with every data-plane
+//! worker: each worker runs an accept loop of its own on every listener, on a duplicate of the
+//! same socket, so the workers take connections from one kernel queue and each serves what it
+//! accepted on its own thread.
 
 use std::io;
 use std::net::SocketAddr;
@@ -92,9 +94,10 @@ impl ConnectionLimit {
     }
 }
 
-/// Accepts until the process starts draining. At most `limit` connections are served at once;
-/// past that, new connections wait in the kernel's queue rather than being refused. Past the
-/// process's cap on client connections (shared by every listener, `descriptors`), or out of
+/// Accepts until the process starts draining, on one worker: every worker runs such a loop on
+/// the listener, all sharing `limit` and `descriptors`. At most `limit` connections are served at
+/// once; past that, new connections wait in the kernel's queue rather than being refused. Past
+/// the process's cap on client connections (shared by every listener, `descriptors`), or out of
 /// descriptors, a connection is accepted and closed at once instead: waiting there would hold
 /// clients in the backlog for descriptors that may not come back soon, while every one of them
 /// still costs the kernel a socket.
@@ -168,7 +171,8 @@ const EXHAUSTED_PAUSE: Duration = Duration::from_millis(10);
 /// a line for each would flood the log too.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// One listener's refused connections, by reason, since it last said so.
+/// One accept loop's refused connections, by reason, since it last said so (each worker's loop
+/// keeps its own: a listener may log a line per worker every [`REFUSAL_LOG_EVERY`]).
 #[derive(Default)]
 struct Refusals {
     last_logged: [Option<Instant>; Rejection::ALL.len()],
@@ -286,9 +290,10 @@ pub struct HandedOver {
 struct Serving {
     id: Identity,
     local: SocketAddr,
-    /// A duplicate of the socket, to hand over in a binary upgrade.
+    /// The socket itself, kept to hand over in a binary upgrade; the accept loops have
+    /// duplicates of it.
     socket: std::net::TcpListener,
-    /// Cancelling it stops the accept loop and drains the listener's connections.
+    /// Cancelling it stops every worker's accept loop and drains the listener's connections.
     stop: tokio_util::sync::CancellationToken,
     limit: Arc<ConnectionLimit>,
 }
@@ -301,8 +306,9 @@ pub struct ListenerSet {
     plane: Arc<Plane>,
     /// Cancelled when the process drains; each listener's stop token is a child of it.
     shutdown: tokio_util::sync::CancellationToken,
-    /// The data-plane runtime: sockets are registered with it and accepted on by its workers.
-    data: tokio::runtime::Handle,
+    /// The data-plane workers, a current-thread runtime each: every listener is registered with
+    /// each of them and accepted on by all.
+    workers: Vec<tokio::runtime::Handle>,
     /// Every connection task, so that shutdown can wait for them.
     tracker: TaskTracker,
     /// The cap on client connections over every listener, and the reserve descriptors.
@@ -317,14 +323,15 @@ impl ListenerSet {
     pub fn new(
         plane: Arc<Plane>,
         shutdown: tokio_util::sync::CancellationToken,
-        data: tokio::runtime::Handle,
+        workers: Vec<tokio::runtime::Handle>,
         tracker: TaskTracker,
         descriptors: Arc<Descriptors>,
     ) -> Self {
+        assert!(!workers.is_empty(), "the data plane has a worker at least");
         ListenerSet {
             plane,
             shutdown,
-            data,
+            workers,
             tracker,
             descriptors,
             serving: Mutex::new(Vec::new()),
@@ -332,9 +339,10 @@ impl ListenerSet {
         }
     }
 
-    /// The data-plane runtime the sockets are registered with.
+    /// The first data-plane worker's runtime, for what needs a runtime that runs from start to
+    /// the end of the drain (signal handlers).
     pub fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.data
+        &self.workers[0]
     }
 
     /// Keeps sockets received from the previous process, for the listeners that still exist.
@@ -351,7 +359,7 @@ impl ListenerSet {
     }
 
     /// Forgets every listener, logging `why` for each. The accept loops stop by themselves on
-    /// shutdown; this closes the duplicates kept for upgrades, without which the kernel would go
+    /// shutdown; this closes the sockets kept for upgrades, without which the kernel would go
     /// on queueing connections that nobody accepts instead of refusing them.
     pub fn close_all(&self, why: StopReason) {
         for s in self.serving.lock().expect("not poisoned").drain(..) {
@@ -426,13 +434,6 @@ impl ListenerSet {
                     continue;
                 }
             };
-            let dup = match socket.try_clone() {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(listener = %id.name, error = %e, "cannot duplicate the listener socket");
-                    continue;
-                }
-            };
             // The one line a listener's start logs (tests and scripts read its `addr` when the
             // file said port 0).
             info!(listener = %id.name, addr = %local, protocol = id.protocol.as_str(), "listening");
@@ -451,21 +452,37 @@ impl ListenerSet {
                 stop: self.shutdown.child_token(),
             });
             let limit = ConnectionLimit::new(max_connections);
+            for worker in &self.workers {
+                // A duplicate per worker rather than one socket per worker (SO_REUSEPORT): one
+                // kernel queue, taken from by whichever worker is free, and one socket to hand
+                // over in an upgrade.
+                let dup = match socket.try_clone() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(listener = %id.name, error = %e, "cannot duplicate the listener socket");
+                        continue;
+                    }
+                };
+                let ctx = ctx.clone();
+                let limit = limit.clone();
+                let tracker = self.tracker.clone();
+                let descriptors = self.descriptors.clone();
+                worker.spawn(async move {
+                    // from_std must run inside the runtime that will poll the socket.
+                    match TcpListener::from_std(dup) {
+                        Ok(l) => accept_loop(l, ctx, tracker, limit, descriptors).await,
+                        Err(e) => {
+                            warn!(listener = %ctx.name, error = %e, "cannot register listener")
+                        }
+                    }
+                });
+            }
             serving.push(Serving {
                 id,
                 local,
-                socket: dup,
+                socket,
                 stop: ctx.stop.clone(),
-                limit: limit.clone(),
-            });
-            let tracker = self.tracker.clone();
-            let descriptors = self.descriptors.clone();
-            self.data.spawn(async move {
-                // from_std must run inside the runtime that will poll the socket.
-                match TcpListener::from_std(socket) {
-                    Ok(l) => accept_loop(l, ctx, tracker, limit, descriptors).await,
-                    Err(e) => warn!(listener = %ctx.name, error = %e, "cannot register listener"),
-                }
+                limit,
             });
         }
     }
