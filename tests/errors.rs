@@ -20,8 +20,8 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One http listener "web" and one https listener "secure", both forwarding to the target group
 /// "app" with `targets`; `runtime` and `tg_extra` are spliced into their sections. One worker, so
-/// that these tests run on the single-threaded runtime seawall uses then (the other test files
-/// use the multi-threaded one, with a worker per core).
+/// that these tests run on a single data-plane thread (the other test files use a worker per
+/// core, each a thread of its own).
 fn config(targets: &[SocketAddr], runtime: &str, tg_extra: &str) -> String {
     ConfigBuilder::new()
         .runtime("workers = 1\ndrain_timeout = \"5s\"")
