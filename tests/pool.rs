@@ -15,10 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 /// An http listener "web" forwarding to the group "app" with `targets`; `extra` lines go in the
-/// group's table. Health checks every 100 ms, so targets are healthy quickly.
+/// group's table. Health checks every 100 ms, so targets are healthy quickly. One worker: each
+/// worker uses only the target connections it made, so with more the connections counted here
+/// would depend on which worker the kernel gave each client connection to.
 fn config(targets: &[SocketAddr], extra: &str) -> String {
     ConfigBuilder::new()
         .admin("")
+        .runtime("workers = 1")
         .listener(Listener::http("web").forward("app"))
         .target_group(
             TargetGroup::new("app", targets)
