@@ -47,9 +47,11 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 /// `web` (http) and `secure` (https) forwarding to `app` with `targets`; `runtime` and `group`
-/// lines go in their sections.
+/// lines go in their sections. One worker: each worker uses only the target connections it
+/// made, and the tests follow which target connection each request took.
 fn config(targets: &[SocketAddr], runtime: &str, group: &str) -> String {
     ConfigBuilder::new()
+        .runtime("workers = 1")
         .runtime(runtime)
         .self_signed("dev", &["localhost"])
         .listener(Listener::http("web").forward("app"))
