@@ -149,6 +149,15 @@ pub struct Lease {
     shape: Shape,
 }
 
+/// The data-plane worker (thread) running now. `thread::current()` hands out a counted handle
+/// per call; the id is read once per thread instead, since the pool asks twice per request.
+fn this_worker() -> ThreadId {
+    thread_local! {
+        static WORKER: ThreadId = std::thread::current().id();
+    }
+    WORKER.with(|id| *id)
+}
+
 /// A target's connections.
 #[derive(Debug)]
 pub struct Pool {
@@ -265,7 +274,7 @@ impl Pool {
         state.idle.push_back(Idle {
             send: lease.send,
             since: Instant::now(),
-            home: std::thread::current().id(),
+            home: this_worker(),
         });
         self.ensure_reaper(&mut state);
     }
@@ -344,7 +353,7 @@ impl Pool {
             return None;
         }
         let now = Instant::now();
-        let here = std::thread::current().id();
+        let here = this_worker();
         let mut i = state.idle.len();
         while i > 0 {
             i -= 1;
