@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::body::{Reply, TargetWatch};
-use super::record::Facts;
+use super::record::{Facts, Moment};
 use super::{headers, incompatible, upgrade, ConnContext};
 use crate::error::RequestError;
 use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
@@ -101,7 +101,7 @@ pub(super) fn forward<'a>(
             None => tg.pick().ok_or(RequestError::NoTargets)?,
         };
         let mut body = Some(body);
-        facts.timing.sent = Some(Instant::now());
+        facts.timing.sent = Some(Moment::now());
         let (mut resp, outstanding, mut lease) = loop {
             facts.target = Some(target.addr);
             let outstanding = target.begin();
@@ -182,7 +182,7 @@ pub(super) fn forward<'a>(
                 Decision::GiveUp => return Err(err),
             }
         };
-        facts.timing.head = Some(Instant::now());
+        facts.timing.head = Some(Moment::now());
         facts.target_status = Some(resp.status());
         let head = headers::head_bytes(resp.status(), resp.headers());
         if head.bytes > pool::MAX_RESPONSE_HEAD {
@@ -196,9 +196,13 @@ pub(super) fn forward<'a>(
         }
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let rewritten = headers::rewrite_response(resp.headers_mut(), switched);
-        // Passed on as it came, the head's size is known already (see `Facts::response_head`).
-        facts.response_head = (!rewritten && sticky.is_none()).then(|| head.sent());
+        let shrunk = headers::rewrite_response(resp.headers_mut(), switched);
+        // The head's size is known already (see `Facts::response_head`), less what was taken
+        // out; a sticky forward's cookies are added below.
+        facts.response_head = match shrunk {
+            Some(bytes) if sticky.is_none() => Some(head.sent() - bytes),
+            _ => None,
+        };
         if let Some(s) = &sticky {
             // The target that answered, after any retry to another.
             s.stickiness.add_cookies(

@@ -149,12 +149,18 @@ impl HeadSize {
 }
 
 /// Rewrites a target's response head for the client: hop-by-hop headers out, except what a
-/// switch of protocols (`switched`) needs, which gets `Connection: upgrade` back. Says whether
-/// the head changed.
-pub(super) fn rewrite_response(headers: &mut HeaderMap, switched: bool) -> bool {
+/// switch of protocols (`switched`) needs, which gets `Connection: upgrade` back. Says by how many
+/// bytes the head shrank as HTTP/1 frames it, so that a size measured before need not be measured
+/// again; `None` when that is not known (a `Connection` that named other headers, a switch).
+pub(super) fn rewrite_response(headers: &mut HeaderMap, switched: bool) -> Option<usize> {
     let stripped = upstream::strip_hop_by_hop(headers, switched);
     if switched {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        return None;
     }
-    stripped || switched
+    match stripped {
+        upstream::Stripped::Nothing => Some(0),
+        upstream::Stripped::Fields(bytes) => Some(bytes),
+        upstream::Stripped::Listed => None,
+    }
 }

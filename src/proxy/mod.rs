@@ -117,7 +117,7 @@ pub fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             facts.response_head = None;
         }
-        facts.timing.responded = Some(std::time::Instant::now());
+        facts.timing.responded = Some(record::Moment::now());
         let known = facts.response_head;
         if let Some(entry) = &mut record.line {
             record::responded(entry, &response, known);

@@ -249,27 +249,42 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// What [`strip_hop_by_hop`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stripped {
+    Nothing,
+    /// Only headers of fixed names, which take this many bytes as HTTP/1 frames them
+    /// (`name: value\r\n` each): a head measured before shrank by exactly that.
+    Fields(usize),
+    /// Headers that `Connection` named too, whose size was not counted.
+    Listed,
+}
+
 /// Removes hop-by-hop headers. `Upgrade` is removed too unless the exchange is an upgrade, in which
-/// case the caller puts `Connection: upgrade` back. Says whether it removed any.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
+/// case the caller puts `Connection: upgrade` back. Says what it removed.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> Stripped {
     // One pass over the headers (cheap comparisons of standard names) finds which are present, so
     // that only those cost a hash lookup to remove: most messages carry none, or a lone
     // `Connection: keep-alive`, whose value names no other header to look up.
     const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP_COUNT;
     let mut present = 0u16;
     let mut lists_others = false;
+    // `remove` takes every value of a name, so the fields counted here are the ones removed.
+    let mut bytes = 0;
     for (name, value) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
+            bytes += name.as_str().len() + value.len() + 4;
             if name == header::CONNECTION {
                 lists_others |= connection_options(value).next().is_some();
             }
         } else if !keep_upgrade && name == header::UPGRADE {
             present |= UPGRADE_BIT;
+            bytes += name.as_str().len() + value.len() + 4;
         }
     }
     if present == 0 {
-        return false;
+        return Stripped::Nothing;
     }
     if lists_others {
         // Names listed in Connection are hop-by-hop for this message only.
@@ -291,7 +306,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
-    true
+    if lists_others {
+        Stripped::Listed
+    } else {
+        Stripped::Fields(bytes)
+    }
 }
 
 /// The options of a `Connection` value that name other headers: all but `close` and those
@@ -438,7 +457,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-kept", "1".parse().unwrap());
         h.insert(header::HOST, "a".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
+        assert_eq!(strip_hop_by_hop(&mut h, false), Stripped::Nothing);
         assert_eq!(h.len(), 2);
 
         // A lone `Connection: keep-alive` goes; so does a name listed on a second Connection
@@ -446,14 +465,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, "Keep-Alive".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
+        // What went, as HTTP/1 frames it: `connection: Keep-Alive\r\n`.
+        assert_eq!(strip_hop_by_hop(&mut h, false), Stripped::Fields(24));
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, "close".parse().unwrap());
         h.append(header::CONNECTION, " , x-secret".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
+        assert_eq!(strip_hop_by_hop(&mut h, false), Stripped::Listed);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
     }
 
