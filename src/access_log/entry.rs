@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Version};
 
+use super::format::copy_short;
+
 /// ALB's `conn_trace_id`: one per client connection, shared by the connection's line in the
 /// connection log and its requests' lines in the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,9 +147,9 @@ impl RequestLine {
             target.len() + h.len() + ua.len(),
         ];
         let fill = |text: &mut [u8]| {
-            text[..ends[0]].copy_from_slice(target);
-            text[ends[0]..ends[1]].copy_from_slice(h);
-            text[ends[1]..ends[2]].copy_from_slice(ua);
+            copy_short(&mut text[..ends[0]], target);
+            copy_short(&mut text[ends[0]..ends[1]], h);
+            copy_short(&mut text[ends[1]..ends[2]], ua);
         };
         let text = if ends[2] <= INLINE_TEXT {
             let mut inline = [0; INLINE_TEXT];

@@ -7,7 +7,9 @@
 //! are written `\xHH`, so a line stays one line of ASCII whatever a client sends.
 //!
 //! Lines are formatted on the worker that served the request, so the text format is written for
-//! the fewest instructions: into room made once per line ([`Cursor`]), numbers with `itoa`,
+//! the fewest instructions: into room made once per line ([`Cursor`]), by helpers inlined into
+//! the line's one function (a call's prologue and epilogue cost as much as a short field), numbers
+//! with `itoa`,
 //! client text checked eight bytes at a time, the date part of a timestamp once a second, and
 //! what a connection's lines share (the client's address, the TLS names, the trace id) once per
 //! connection ([`ConnText`]). `core::fmt` and a `String` per field cost ten times as much.
@@ -98,6 +100,7 @@ impl ConnParts {
 
 impl Formatter {
     /// ALB's timestamps: ISO 8601 in UTC with microseconds (`2018-07-02T22:23:00.186641Z`).
+    #[inline(always)]
     fn timestamp(&mut self, out: &mut Cursor<'_>, t: WallTime) {
         let secs = t.secs;
         if !matches!(self.second, Some((s, _)) if s == secs) {
@@ -169,7 +172,6 @@ impl Formatter {
                 r.target_processing,
                 r.response_processing,
             ] {
-                o.byte(b' ');
                 o.seconds(t);
             }
             o.byte(b' ');
@@ -406,6 +408,39 @@ impl Lines {
     }
 }
 
+/// Copies `src` into `dst`, of the same length. Most of a line's copies are a few bytes long, of
+/// a length known only at run time, which `copy_from_slice` hands to `memcpy` (a call and its
+/// dispatch on the length): up to 64 bytes are moved here as two overlapping fixed-size copies
+/// instead. Always inlined: a call of its own costs as much as the copy.
+#[inline(always)]
+pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        33..=64 => {
+            dst[..32].copy_from_slice(&src[..32]);
+            dst[n - 32..].copy_from_slice(&src[n - 32..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        0..=3 => {
+            for (d, &b) in dst.iter_mut().zip(src) {
+                *d = b;
+            }
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// One JSON object and its newline.
 fn write_json(out: &mut Lines, line: &impl Serialize) {
     // Serializing plain strings and numbers into a Vec cannot fail.
@@ -443,39 +478,24 @@ impl Cursor<'_> {
         self.pos += 1;
     }
 
-    /// Copies `s`. Most of a line's copies are a few bytes long, of a length known only at run
-    /// time, which `copy_from_slice` hands to `memcpy`: up to 16 bytes are moved here as two
-    /// overlapping words instead.
+    /// Copies `s` (see [`copy_short`]).
     #[inline]
     fn put(&mut self, s: &[u8]) {
         let n = s.len();
-        let dst = &mut self.buf[self.pos..self.pos + n];
-        match n {
-            8..=16 => {
-                dst[..8].copy_from_slice(&s[..8]);
-                dst[n - 8..].copy_from_slice(&s[n - 8..]);
-            }
-            4..=7 => {
-                dst[..4].copy_from_slice(&s[..4]);
-                dst[n - 4..].copy_from_slice(&s[n - 4..]);
-            }
-            0..=3 => {
-                for (d, &b) in dst.iter_mut().zip(s) {
-                    *d = b;
-                }
-            }
-            _ => dst.copy_from_slice(s),
-        }
+        copy_short(&mut self.buf[self.pos..self.pos + n], s);
         self.pos += n;
     }
 
+    /// Copies what was written at `range` (before the cursor) to the cursor.
     fn copy_within(&mut self, range: std::ops::Range<usize>) {
         let len = range.len();
-        self.buf.copy_within(range, self.pos);
+        let (written, room) = self.buf.split_at_mut(self.pos);
+        copy_short(&mut room[..len], &written[range]);
         self.pos += len;
     }
 
     /// `n` in decimal: the common small ones from the pairs table, the rest by `itoa`.
+    #[inline(always)]
     fn number(&mut self, n: u64) {
         match n {
             0..=9 => self.byte(b'0' + n as u8),
@@ -501,6 +521,7 @@ impl Cursor<'_> {
     }
 
     /// A status code (100..=999), or `-`.
+    #[inline(always)]
     fn status(&mut self, s: Option<u16>) {
         match s {
             Some(s @ 100..=999) => self.three(s.into()),
@@ -515,13 +536,20 @@ impl Cursor<'_> {
         self.pair((n % 100) as usize);
     }
 
-    /// ALB's processing times: seconds with millisecond precision, `-1` when the stage never
-    /// ran.
+    /// A space and one of ALB's processing times: seconds with millisecond precision, `-1` when
+    /// the stage never ran.
+    #[inline(always)]
     fn seconds(&mut self, d: Option<Duration>) {
         let Some(d) = d else {
-            self.put(b"-1");
+            self.put(b" -1");
             return;
         };
+        if d < Duration::from_micros(500) {
+            // Most stages on a near network: rounded to nothing, without the arithmetic.
+            self.put(b" 0.000");
+            return;
+        }
+        self.byte(b' ');
         // In u64: a u128 division (`as_nanos`) is a call into compiler-rt.
         let ms = d.as_secs() * 1000 + u64::from((d.subsec_nanos() + 500_000) / 1_000_000);
         self.number(ms / 1000);
@@ -583,6 +611,7 @@ impl Cursor<'_> {
     /// Writes `bytes` escaped for a quoted field (see the module's doc). Eight bytes at a
     /// time are checked for any that needs an escape, and copied whole when none does; the
     /// last eight overlap the chunk before when the length is not a multiple of eight.
+    #[inline(always)]
     fn escaped(&mut self, bytes: &[u8]) {
         let n = bytes.len();
         if n < 8 {
@@ -634,6 +663,7 @@ impl Cursor<'_> {
     }
 
     /// A quoted field: `"value"`, or `"-"` when absent.
+    #[inline(always)]
     fn quoted(&mut self, value: Option<&[u8]>) {
         self.byte(b'"');
         match value {
@@ -645,6 +675,7 @@ impl Cursor<'_> {
 
     /// A space and a quoted field of seawall's own words (an action, a code), which need no
     /// escape.
+    #[inline(always)]
     fn word(&mut self, value: Option<&str>) {
         self.put(b" \"");
         self.put(value.unwrap_or("-").as_bytes());
@@ -1024,16 +1055,20 @@ mod tests {
                 f.target(o, Some(t.parse().unwrap()));
                 o.byte(b' ');
             }
+            // Each with its space before it.
             o.seconds(Some(Duration::from_micros(1_234_567)));
-            o.byte(b' ');
             o.seconds(Some(Duration::from_micros(999_600)));
+            // Rounded to the millisecond on either side of the half.
+            o.seconds(Some(Duration::from_nanos(499_999)));
+            o.seconds(Some(Duration::from_micros(500)));
+            o.seconds(None);
             o.byte(b' ');
             o.millis(Duration::from_nanos(4_036_400));
         });
         assert_eq!(
             String::from_utf8(out.as_bytes().to_vec()).unwrap(),
-            "[2001:db8::1]:443 10.0.0.255:8080 10.1.2.3:80 10.1.2.3:80 [::1]:81 10.1.2.3:80 \
-             1.235 1.000 4.036"
+            "[2001:db8::1]:443 10.0.0.255:8080 10.1.2.3:80 10.1.2.3:80 [::1]:81 10.1.2.3:80  \
+             1.235 1.000 0.000 0.001 -1 4.036"
         );
     }
 
@@ -1053,10 +1088,10 @@ mod tests {
                 n.to_string()
             );
         }
-        for len in 0..=40 {
+        for len in 0..=80 {
             let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
             let mut out = Lines::default();
-            with_room(&mut out, 64, |o| o.put(&text));
+            with_room(&mut out, 96, |o| o.put(&text));
             assert_eq!(out.as_bytes(), &text[..], "{len} bytes");
         }
         for s in [100u16, 200, 404, 999, 1000, 12] {
