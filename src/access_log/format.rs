@@ -164,9 +164,7 @@ impl Formatter {
             o.byte(b' ');
             self.timestamp(o, r.ended);
             o.put(conn.part(0));
-            let target = o.pos;
             self.target(o, r.target);
-            let target = target..o.pos;
             for t in [
                 r.request_processing,
                 r.target_processing,
@@ -177,9 +175,7 @@ impl Formatter {
             o.byte(b' ');
             o.status(Some(r.elb_status));
             o.byte(b' ');
-            let status = o.pos;
             o.status(r.target_status);
-            let status = status..o.pos;
             o.byte(b' ');
             o.number(r.received_bytes);
             o.byte(b' ');
@@ -222,11 +218,12 @@ impl Formatter {
             o.byte(b' ');
             o.quoted(e.redirect_url.as_ref().map(|u| u.as_bytes()));
             o.word(r.error_reason);
-            // The target and its status again, as ALB's lists of one.
+            // The target and its status again, as ALB's lists of one (the target's text from
+            // the formatter's copy).
             o.put(b" \"");
-            o.copy_within(target);
+            self.target(o, r.target);
             o.put(b"\" \"");
-            o.copy_within(status);
+            o.status(r.target_status);
             o.byte(b'"');
             match r.classification {
                 Some((class, reason)) => {
@@ -484,14 +481,6 @@ impl Cursor<'_> {
         let n = s.len();
         copy_short(&mut self.buf[self.pos..self.pos + n], s);
         self.pos += n;
-    }
-
-    /// Copies what was written at `range` (before the cursor) to the cursor.
-    fn copy_within(&mut self, range: std::ops::Range<usize>) {
-        let len = range.len();
-        let (written, room) = self.buf.split_at_mut(self.pos);
-        copy_short(&mut room[..len], &written[range]);
-        self.pos += len;
     }
 
     /// `n` in decimal: the common small ones from the pairs table, the rest by `itoa`.
