@@ -138,6 +138,15 @@ impl Formatter {
         }
     }
 
+    /// The target [`target`](Self::target) wrote last, again: its text is the formatter's copy.
+    #[inline(always)]
+    fn target_again(&self, out: &mut Cursor<'_>, target: Option<SocketAddr>) {
+        match (target, &self.target) {
+            (Some(_), Some((_, text, len))) => out.put(&text[..usize::from(*len)]),
+            _ => out.byte(b'-'),
+        }
+    }
+
     /// One request in ALB's text format, with its newline.
     pub fn alb_request(&mut self, r: &Request<'_>, out: &mut Lines) {
         let conn = r
@@ -218,10 +227,9 @@ impl Formatter {
             o.byte(b' ');
             o.quoted(e.redirect_url.as_ref().map(|u| u.as_bytes()));
             o.word(r.error_reason);
-            // The target and its status again, as ALB's lists of one (the target's text from
-            // the formatter's copy).
+            // The target and its status again, as ALB's lists of one.
             o.put(b" \"");
-            self.target(o, r.target);
+            self.target_again(o, r.target);
             o.put(b"\" \"");
             o.status(r.target_status);
             o.byte(b'"');
