@@ -82,6 +82,8 @@ impl Moment {
     }
 }
 
+/// For tests, which make moments apart by known times.
+#[cfg(test)]
 impl std::ops::Add<Duration> for Moment {
     type Output = Moment;
 
