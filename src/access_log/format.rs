@@ -419,24 +419,11 @@ impl Lines {
 /// instead. Always inlined: a call of its own costs as much as the copy.
 #[inline(always)]
 pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
-    let n = src.len();
-    match n {
-        33..=64 => {
-            dst[..32].copy_from_slice(&src[..32]);
-            dst[n - 32..].copy_from_slice(&src[n - 32..]);
-        }
-        17..=32 => {
-            dst[..16].copy_from_slice(&src[..16]);
-            dst[n - 16..].copy_from_slice(&src[n - 16..]);
-        }
-        8..=16 => {
-            dst[..8].copy_from_slice(&src[..8]);
-            dst[n - 8..].copy_from_slice(&src[n - 8..]);
-        }
-        4..=7 => {
-            dst[..4].copy_from_slice(&src[..4]);
-            dst[n - 4..].copy_from_slice(&src[n - 4..]);
-        }
+    match src.len() {
+        33..=64 => overlapping::<32>(dst, src),
+        17..=32 => overlapping::<16>(dst, src),
+        8..=16 => overlapping::<8>(dst, src),
+        4..=7 => overlapping::<4>(dst, src),
         0..=3 => {
             for (d, &b) in dst.iter_mut().zip(src) {
                 *d = b;
@@ -444,6 +431,14 @@ pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
         }
         _ => dst.copy_from_slice(src),
     }
+}
+
+/// Copies `src` (`W` to `2 * W` bytes) as its first `W` bytes and its last `W`, which overlap.
+#[inline(always)]
+fn overlapping<const W: usize>(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    dst[..W].copy_from_slice(&src[..W]);
+    dst[n - W..].copy_from_slice(&src[n - W..]);
 }
 
 /// One JSON object and its newline.
