@@ -32,11 +32,43 @@ pub struct Formatter {
     second: Option<(u64, [u8; 20])>,
     /// The target last written, and its text: keep-alive connections to a target make it the
     /// same one line after line.
-    target: Option<(SocketAddr, [u8; ADDR_ROOM], u8)>,
+    target: Option<(SocketAddr, AddrText)>,
 }
 
 /// `[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535` and some.
 const ADDR_ROOM: usize = 56;
+
+/// An address's text (`ip:port`), formatted apart from any line, to be copied into lines.
+#[derive(Debug, Clone, Copy)]
+struct AddrText {
+    text: [u8; ADDR_ROOM],
+    len: u8,
+}
+
+impl AddrText {
+    /// Not inlined: a line's cursor stays out of it (see [`Lines::room`]), and a new target
+    /// is rare.
+    #[inline(never)]
+    fn new(a: SocketAddr) -> Self {
+        let mut text = [0; ADDR_ROOM];
+        let mut len = 0;
+        let mut o = Cursor {
+            buf: &mut text,
+            pos: 0,
+            len: &mut len,
+        };
+        o.addr(a);
+        o.finish();
+        AddrText {
+            text,
+            len: len as u8,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+}
 
 /// A connection's parts of its lines, in one allocation, with the spaces around them:
 /// ` app/seawall/<listener> <client> `, `:<port>`, ` <cipher> <protocol> `,
@@ -114,35 +146,30 @@ impl Formatter {
             out.put(date);
         }
         let micros = t.micros.min(999_999);
-        out.pair((micros / 10_000) as usize);
-        out.pair((micros / 100 % 100) as usize);
-        out.pair((micros % 100) as usize);
-        out.byte(b'Z');
+        let [a, b, c] = [micros / 10_000, micros / 100 % 100, micros % 100].map(pair);
+        // One write: each write checks the room.
+        out.put(&[a[0], a[1], b[0], b[1], c[0], c[1], b'Z']);
     }
 
+    /// The target's `ip:port`, or `-`.
+    #[inline(always)]
     fn target(&mut self, out: &mut Cursor<'_>, target: Option<SocketAddr>) {
         let Some(t) = target else {
             out.byte(b'-');
             return;
         };
-        match &self.target {
-            Some((last, text, len)) if *last == t => out.put(&text[..usize::from(*len)]),
-            _ => {
-                let start = out.pos;
-                out.addr(t);
-                let mut text = [0; ADDR_ROOM];
-                let len = out.pos - start;
-                text[..len].copy_from_slice(&out.buf[start..out.pos]);
-                self.target = Some((t, text, len as u8));
-            }
-        }
+        let text = match &self.target {
+            Some((last, text)) if *last == t => text,
+            _ => &self.target.insert((t, AddrText::new(t))).1,
+        };
+        out.put(text.as_bytes());
     }
 
     /// The target [`target`](Self::target) wrote last, again: its text is the formatter's copy.
     #[inline(always)]
     fn target_again(&self, out: &mut Cursor<'_>, target: Option<SocketAddr>) {
         match (target, &self.target) {
-            (Some(_), Some((_, text, len))) => out.put(&text[..usize::from(*len)]),
+            (Some(_), Some((_, text))) => out.put(text.as_bytes()),
             _ => out.byte(b'-'),
         }
     }
@@ -168,80 +195,88 @@ impl Formatter {
             + r.error_reason.map_or(0, str::len)
             + r.classification.map_or(0, |(c, r)| c.len() + r.len());
         let room = 512 + conn.text.len() + e.request.method.as_str().len() + 4 * escaped + words;
-        with_room(out, room, |o| {
-            o.put(r.kind.as_bytes());
-            o.byte(b' ');
-            self.timestamp(o, r.ended);
-            o.put(conn.part(0));
-            self.target(o, r.target);
-            for t in [
-                r.request_processing,
-                r.target_processing,
-                r.response_processing,
-            ] {
-                o.seconds(t);
-            }
-            o.byte(b' ');
-            o.status(Some(r.elb_status));
-            o.byte(b' ');
-            o.status(r.target_status);
-            o.byte(b' ');
-            o.number(r.received_bytes);
-            o.byte(b' ');
-            o.number(r.sent_bytes);
-            o.put(b" \"");
-            // A method is a token: nothing to escape.
-            o.put(e.request.method.as_str().as_bytes());
-            o.put(if r.conn.tls.is_some() {
-                &b" https://"[..]
-            } else {
-                &b" http://"[..]
-            });
-            match e.request.host() {
-                Some(h) if !h.is_empty() => o.escaped(strip_port(h)),
-                _ => o.byte(b'-'),
-            }
-            o.put(conn.part(1));
-            o.escaped(e.request.target());
-            o.put(version_text(e.request.version));
-            o.quoted(e.request.user_agent());
-            o.put(conn.part(2));
-            o.put(r.target_group.unwrap_or("-").as_bytes());
-            o.put(b" \"");
-            match (trace_id, own_trace_id) {
-                (Some(t), _) => o.escaped(t),
-                // Seawall's own (`Root=1-` and hex digits): nothing to escape.
-                (None, Some(t)) => o.put(t),
-                (None, None) => o.byte(b'-'),
-            }
-            o.byte(b'"');
-            o.put(conn.part(3));
-            match r.rule {
-                RulePriority::NotRouted => o.byte(b'-'),
-                RulePriority::Default => o.byte(b'0'),
-                RulePriority::Rule(p) => o.number(p.into()),
-            }
-            o.byte(b' ');
-            self.timestamp(o, r.created);
-            o.word(r.action);
-            o.byte(b' ');
-            o.quoted(e.redirect_url.as_ref().map(|u| u.as_bytes()));
-            o.word(r.error_reason);
-            // The target and its status again, as ALB's lists of one.
-            o.put(b" \"");
-            self.target_again(o, r.target);
-            o.put(b"\" \"");
-            o.status(r.target_status);
-            o.byte(b'"');
-            match r.classification {
-                Some((class, reason)) => {
-                    o.word(Some(class));
-                    o.word(Some(reason));
-                }
-                None => o.put(b" \"-\" \"-\""),
-            }
-            o.put(conn.part(4));
+        // A local of this function, not a closure's argument (see `Lines::room`).
+        let mut line = out.room(room);
+        let o = &mut line;
+        o.put(r.kind.as_bytes());
+        o.byte(b' ');
+        self.timestamp(o, r.ended);
+        o.put(conn.part(0));
+        self.target(o, r.target);
+        for t in [
+            r.request_processing,
+            r.target_processing,
+            r.response_processing,
+        ] {
+            o.seconds(t);
+        }
+        o.spaced_status(Some(r.elb_status));
+        o.spaced_status(r.target_status);
+        o.byte(b' ');
+        o.number(r.received_bytes);
+        o.byte(b' ');
+        o.number(r.sent_bytes);
+        o.put(b" \"");
+        // A method is a token: nothing to escape.
+        o.put(e.request.method.as_str().as_bytes());
+        o.put(if r.conn.tls.is_some() {
+            &b" https://"[..]
+        } else {
+            &b" http://"[..]
         });
+        match e.request.host() {
+            Some(h) if !h.is_empty() => o.escaped(strip_port(h)),
+            _ => o.byte(b'-'),
+        }
+        o.put(conn.part(1));
+        o.escaped(e.request.target());
+        o.put(version_text(e.request.version));
+        o.quoted(e.request.user_agent());
+        o.put(conn.part(2));
+        o.put(r.target_group.unwrap_or("-").as_bytes());
+        o.put(b" \"");
+        match (trace_id, own_trace_id) {
+            (Some(t), _) => o.escaped(t),
+            // Seawall's own (`Root=1-` and hex digits): nothing to escape.
+            (None, Some(t)) => o.put(t),
+            (None, None) => o.byte(b'-'),
+        }
+        o.byte(b'"');
+        o.put(conn.part(3));
+        match r.rule {
+            RulePriority::NotRouted => o.byte(b'-'),
+            RulePriority::Default => o.byte(b'0'),
+            RulePriority::Rule(p) => o.number(p.into()),
+        }
+        o.byte(b' ');
+        self.timestamp(o, r.created);
+        // Quoted fields from here on: each `" "` closes one and opens the next, in one write.
+        o.put(b" \"");
+        o.put(r.action.unwrap_or("-").as_bytes());
+        o.put(b"\" \"");
+        match &e.redirect_url {
+            Some(u) if !u.is_empty() => o.escaped(u.as_bytes()),
+            _ => o.byte(b'-'),
+        }
+        o.put(b"\" \"");
+        o.put(r.error_reason.unwrap_or("-").as_bytes());
+        // The target and its status again, as ALB's lists of one.
+        o.put(b"\" \"");
+        self.target_again(o, r.target);
+        o.put(b"\" \"");
+        o.status(r.target_status);
+        match r.classification {
+            Some((class, reason)) => {
+                o.put(b"\" \"");
+                o.put(class.as_bytes());
+                o.put(b"\" \"");
+                o.put(reason.as_bytes());
+                o.byte(b'"');
+            }
+            None => o.put(b"\" \"-\" \"-\""),
+        }
+        o.put(conn.part(4));
+        line.finish();
     }
 
     /// One TLS connection in ALB's connection-log format, with its newline. The client
@@ -411,6 +446,27 @@ impl Lines {
     fn extend(&mut self, bytes: &[u8]) {
         with_room(self, bytes.len(), |o| o.put(bytes));
     }
+
+    /// A cursor on at least `room` bytes after the lines; what it writes is kept when it
+    /// [finishes](Cursor::finish). `room` must be at least what is written (a line's bound is
+    /// worked out from its variable parts), or the cursor's index panics.
+    ///
+    /// The line formatted per request takes the cursor as a local of its own, never behind a
+    /// reference that a call is handed: then its position and room stay in registers. Handed to
+    /// a function that is not inlined, the cursor could be written through its own buffer as far
+    /// as the compiler knows, and every byte written reloaded all three (twice the instructions).
+    #[inline(always)]
+    fn room(&mut self, room: usize) -> Cursor<'_> {
+        if self.bytes.len() - self.len < room {
+            let grown = (self.len + room).max(2 * self.bytes.len()).max(4096);
+            self.bytes.resize(grown, 0);
+        }
+        Cursor {
+            buf: &mut self.bytes[self.len..],
+            pos: 0,
+            len: &mut self.len,
+        }
+    }
 }
 
 /// Copies `src` into `dst`, of the same length. Most of a line's copies are a few bytes long, of
@@ -424,11 +480,10 @@ pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
         17..=32 => overlapping::<16>(dst, src),
         8..=16 => overlapping::<8>(dst, src),
         4..=7 => overlapping::<4>(dst, src),
-        0..=3 => {
-            for (d, &b) in dst.iter_mut().zip(src) {
-                *d = b;
-            }
-        }
+        2..=3 => overlapping::<2>(dst, src),
+        // Not a loop over the bytes: the compiler turns that into a `memcpy` call.
+        1 => dst[0] = src[0],
+        0 => {}
         _ => dst.copy_from_slice(src),
     }
 }
@@ -449,29 +504,30 @@ fn write_json(out: &mut Lines, line: &impl Serialize) {
     out.extend(&text);
 }
 
-/// Lets `write` write at most `room` bytes after `out`'s lines, and keeps what it wrote. `room`
-/// must be at least what `write` writes (a line's bound is worked out from its variable parts),
-/// or the cursor's index panics.
+/// Lets `write` write at most `room` bytes after `out`'s lines, and keeps what it wrote (see
+/// [`Lines::room`]; for the lines formatted once per connection or less, where a closure reads
+/// better than a cursor's `finish`).
 fn with_room(out: &mut Lines, room: usize, write: impl FnOnce(&mut Cursor<'_>)) {
-    if out.bytes.len() - out.len < room {
-        let grown = (out.len + room).max(2 * out.bytes.len()).max(4096);
-        out.bytes.resize(grown, 0);
-    }
-    let mut cursor = Cursor {
-        buf: &mut out.bytes[out.len..],
-        pos: 0,
-    };
+    let mut cursor = out.room(room);
     write(&mut cursor);
-    out.len += cursor.pos;
+    cursor.finish();
 }
 
-/// Writes into room made beforehand (see [`with_room`]).
+/// Writes into room made beforehand (see [`Lines::room`]).
 pub(super) struct Cursor<'a> {
     buf: &'a mut [u8],
     pos: usize,
+    /// The lines' length, moved on by [`finish`](Self::finish).
+    len: &'a mut usize,
 }
 
 impl Cursor<'_> {
+    /// Keeps what was written.
+    #[inline(always)]
+    fn finish(self) {
+        *self.len += self.pos;
+    }
+
     #[inline]
     fn byte(&mut self, b: u8) {
         self.buf[self.pos] = b;
@@ -522,10 +578,26 @@ impl Cursor<'_> {
         }
     }
 
+    /// A space and a status code, or ` -`.
+    #[inline(always)]
+    fn spaced_status(&mut self, s: Option<u16>) {
+        match s {
+            Some(s @ 100..=999) => {
+                let [a, b, c] = three_digits(s.into());
+                self.put(&[b' ', a, b, c]);
+            }
+            Some(s) => {
+                self.byte(b' ');
+                self.number(s.into());
+            }
+            None => self.put(b" -"),
+        }
+    }
+
     /// `n` (below 1000) in three digits, with leading zeros.
+    #[inline(always)]
     fn three(&mut self, n: u32) {
-        self.byte(b'0' + (n / 100 % 10) as u8);
-        self.pair((n % 100) as usize);
+        self.put(&three_digits(n));
     }
 
     /// A space and one of ALB's processing times: seconds with millisecond precision, `-1` when
@@ -541,12 +613,16 @@ impl Cursor<'_> {
             self.put(b" 0.000");
             return;
         }
-        self.byte(b' ');
         // In u64: a u128 division (`as_nanos`) is a call into compiler-rt.
         let ms = d.as_secs() * 1000 + u64::from((d.subsec_nanos() + 500_000) / 1_000_000);
-        self.number(ms / 1000);
-        self.byte(b'.');
-        self.three((ms % 1000) as u32);
+        let [a, b, c] = three_digits((ms % 1000) as u32);
+        if ms < 10_000 {
+            self.put(&[b' ', b'0' + (ms / 1000) as u8, b'.', a, b, c]);
+        } else {
+            self.byte(b' ');
+            self.number(ms / 1000);
+            self.put(&[b'.', a, b, c]);
+        }
     }
 
     /// The connection log's handshake time: milliseconds with microsecond precision.
@@ -637,7 +713,9 @@ impl Cursor<'_> {
         }
     }
 
-    #[inline]
+    /// Always inlined: a call that is handed the cursor would put it back in memory (see
+    /// [`Lines::room`]).
+    #[inline(always)]
     fn escaped_byte(&mut self, b: u8) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         if PLAIN[usize::from(b)] {
@@ -662,15 +740,6 @@ impl Cursor<'_> {
             Some(v) if !v.is_empty() => self.escaped(v),
             _ => self.byte(b'-'),
         }
-        self.byte(b'"');
-    }
-
-    /// A space and a quoted field of seawall's own words (an action, a code), which need no
-    /// escape.
-    #[inline(always)]
-    fn word(&mut self, value: Option<&str>) {
-        self.put(b" \"");
-        self.put(value.unwrap_or("-").as_bytes());
         self.byte(b'"');
     }
 }
@@ -756,10 +825,28 @@ const PAIRS: &[u8; 200] = b"\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
+/// The two decimal digits of `n` (below 100).
+#[inline(always)]
+fn pair(n: u32) -> [u8; 2] {
+    let at = 2 * (n as usize % 100);
+    [PAIRS[at], PAIRS[at + 1]]
+}
+
+/// `n` (below 1000) in three digits, with leading zeros.
+#[inline(always)]
+fn three_digits(n: u32) -> [u8; 3] {
+    let [b, c] = pair(n % 100);
+    [b'0' + (n / 100 % 10) as u8, b, c]
+}
+
 /// `host` of a `host:port` header value (IPv6 literals keep their brackets).
+///
+/// Read from the end over the port's digits: a search for the last `:` costs more than the rest
+/// of the field.
 fn strip_port(h: &[u8]) -> &[u8] {
-    match h.iter().rposition(|&b| b == b':') {
-        Some(i) if !h[i..].contains(&b']') => &h[..i],
+    let digits = h.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    match h.len().checked_sub(digits + 1) {
+        Some(colon) if h[colon] == b':' => &h[..colon],
         _ => h,
     }
 }
@@ -1050,6 +1137,9 @@ mod tests {
             // Each with its space before it.
             o.seconds(Some(Duration::from_micros(1_234_567)));
             o.seconds(Some(Duration::from_micros(999_600)));
+            // Ten seconds and more take more than one digit; 9.9996 s rounds up to them.
+            o.seconds(Some(Duration::from_micros(9_999_600)));
+            o.seconds(Some(Duration::from_millis(3_723_042)));
             // Rounded to the millisecond on either side of the half.
             o.seconds(Some(Duration::from_nanos(499_999)));
             o.seconds(Some(Duration::from_micros(500)));
@@ -1060,7 +1150,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out.as_bytes().to_vec()).unwrap(),
             "[2001:db8::1]:443 10.0.0.255:8080 10.1.2.3:80 10.1.2.3:80 [::1]:81 10.1.2.3:80  \
-             1.235 1.000 0.000 0.001 -1 4.036"
+             1.235 1.000 10.000 3723.042 0.000 0.001 -1 4.036"
         );
     }
 
@@ -1088,12 +1178,21 @@ mod tests {
         }
         for s in [100u16, 200, 404, 999, 1000, 12] {
             let mut out = Lines::default();
-            with_room(&mut out, 8, |o| o.status(Some(s)));
+            with_room(&mut out, 16, |o| {
+                o.status(Some(s));
+                o.spaced_status(Some(s));
+            });
             assert_eq!(
                 String::from_utf8(out.as_bytes().to_vec()).unwrap(),
-                s.to_string()
+                format!("{s} {s}")
             );
         }
+        let mut out = Lines::default();
+        with_room(&mut out, 8, |o| {
+            o.status(None);
+            o.spaced_status(None);
+        });
+        assert_eq!(out.as_bytes(), b"- -");
     }
 
     #[test]
@@ -1141,6 +1240,9 @@ mod tests {
         assert_eq!(strip_port(b"example.com"), b"example.com");
         assert_eq!(strip_port(b"[::1]:8443"), b"[::1]");
         assert_eq!(strip_port(b"[::1]"), b"[::1]");
+        assert_eq!(strip_port(b"[2001:db8::1]"), b"[2001:db8::1]");
+        assert_eq!(strip_port(b"example.com:"), b"example.com");
+        assert_eq!(strip_port(b"8443"), b"8443");
     }
 
     #[test]
