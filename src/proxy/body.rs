@@ -297,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn the_record_counts_bytes_sent_and_is_counted_once_when_the_body_ends() {
         let conn = conn();
-        let mut record = Record::new(conn.clone());
+        let mut record = Record::new(conn.clone(), None);
         record.facts.status = Some(StatusCode::OK);
         let mut body =
             ResponseBody::new(Reply::full(Bytes::from_static(b"hello")), Box::new(record));
@@ -315,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_left_unanswered_is_not_counted() {
         let conn = conn();
-        drop(Record::new(conn.clone()));
+        drop(Record::new(conn.clone(), None));
         let text = conn.listener.plane.metrics.render();
         assert!(!text.contains("seawall_requests_total{"), "{text}");
     }

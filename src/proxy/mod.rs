@@ -74,13 +74,18 @@ pub fn handle(
     ctx: Arc<ConnContext>,
 ) -> impl Future<Output = Response<ResponseBody>> {
     async move {
-        let mut record = Box::new(Record::new(ctx));
+        let grpc = grpc_content_type(req.headers()).cloned();
+        // Begun before the record, which takes it as it is made: set afterwards, the entry
+        // (some 200 bytes) would be built aside and copied in.
+        let line = ctx
+            .listener
+            .plane
+            .access_log
+            .requests_on()
+            .then(|| record::begin_entry(&req, &ctx, grpc.is_some()));
+        let mut record = Box::new(Record::new(ctx, line));
         record.facts.version = req.version();
         let ctx = &*record.conn;
-        let grpc = grpc_content_type(req.headers()).cloned();
-        if ctx.listener.plane.access_log.requests_on() {
-            record.line = Some(record::begin_entry(&req, ctx, grpc.is_some()));
-        }
         let http1 = req.version() < Version::HTTP_2;
         let facts = &mut record.facts;
         // The record joins the response only at the end (see `Reply`).

@@ -213,13 +213,14 @@ pub struct Record {
 }
 
 impl Record {
-    /// Begins the record of a request that has just arrived on `conn`.
-    pub fn new(conn: Arc<ConnContext>) -> Self {
+    /// Begins the record of a request that has just arrived on `conn`, with its access-log
+    /// entry when the log is on ([`begin_entry`]).
+    pub fn new(conn: Arc<ConnContext>, line: Option<Entry>) -> Self {
         let in_flight = conn.activity.begin_request();
         Record {
             conn,
             facts: Facts::new(Moment::now()),
-            line: None,
+            line,
             _in_flight: in_flight,
         }
     }
