@@ -547,25 +547,14 @@ impl Cursor<'_> {
     fn number(&mut self, n: u64) {
         match n {
             0..=9 => self.byte(b'0' + n as u8),
-            10..=99 => self.pair(n as usize),
-            100..=999 => {
-                self.byte(b'0' + (n / 100) as u8);
-                self.pair((n % 100) as usize);
-            }
+            10..=99 => self.put(&pair(n as u32)),
+            100..=999 => self.put(&three_digits(n as u32)),
             1000..=9999 => {
-                self.pair((n / 100) as usize);
-                self.pair((n % 100) as usize);
+                let ([a, b], [c, d]) = (pair((n / 100) as u32), pair((n % 100) as u32));
+                self.put(&[a, b, c, d]);
             }
             _ => self.put(itoa::Buffer::new().format(n).as_bytes()),
         }
-    }
-
-    /// Two decimal digits of `n` (below 100).
-    #[inline]
-    fn pair(&mut self, n: usize) {
-        let digits = &PAIRS[2 * n..2 * n + 2];
-        self.buf[self.pos..self.pos + 2].copy_from_slice(digits);
-        self.pos += 2;
     }
 
     /// A status code (100..=999), or `-`.
@@ -578,7 +567,7 @@ impl Cursor<'_> {
         }
     }
 
-    /// A space and a status code, or ` -`.
+    /// A space and a status code, or ` -`, in one write (each write checks the room).
     #[inline(always)]
     fn spaced_status(&mut self, s: Option<u16>) {
         match s {
