@@ -451,7 +451,9 @@ async fn http2_groups_send_http2_with_the_clients_host_to_h2c_and_tls_targets() 
             let what = format!("{prefix} via {via:?}: {seen:?}");
             assert_eq!(seen.version, Version::HTTP_2, "{what}");
             assert_eq!(seen.method, Method::GET, "{what}");
-            // ALB preserves the client's host; seawall's HTTP/2 requests carry it as Host.
+            // ALB preserves the client's host: as `:authority`, and as Host, which HTTP/2 allows
+            // only when the two are the same (RFC 9113, 8.3.1).
+            assert_eq!(seen.authority.as_deref(), Some(APP), "{what}");
             assert_eq!(seen.header("host"), Some(APP), "{what}");
             assert_eq!(seen.header("x-custom"), Some("kept"), "{what}");
             assert_eq!(
@@ -467,6 +469,37 @@ async fn http2_groups_send_http2_with_the_clients_host_to_h2c_and_tls_targets() 
                 assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]), "{what}");
             }
         }
+    }
+}
+
+/// A target that holds HTTP/2 requests to RFC 9113 (8.3.1: Host, when present, is the same as
+/// `:authority`) takes seawall's: seawall behind seawall, whose server refuses a request whose
+/// Host differs from `:authority` with 400. Before, the target's address went as `:authority`
+/// beside the client's Host, and every request through an `http2` group to such a target got 400.
+#[tokio::test]
+async fn an_http2_target_that_checks_host_against_authority_takes_seawalls_requests() {
+    let behind = Seawall::start(
+        &ConfigBuilder::new()
+            .listener(Listener::http("http").default_action(&fixed("behind")))
+            .build(),
+    );
+    let front = Seawall::start(
+        &ConfigBuilder::new()
+            .runtime("drain_timeout = \"1s\"")
+            .self_signed("dev", &[APP])
+            .listener(Listener::https("https", &["dev"]).forward("h2c"))
+            .listener(Listener::http("http").forward("h2c"))
+            .target_group(
+                TargetGroup::new("h2c", &[behind.addr("http")])
+                    .line("protocol = \"http\"\nprotocol_version = \"http2\""),
+            )
+            .build(),
+    );
+    for via in ALL_VIA {
+        let req = Request::get("/checked").body(empty()).unwrap();
+        let got = send_read(&front, via, req).await;
+        assert_eq!(got.status, StatusCode::OK, "{via:?}: {}", got.text());
+        assert_eq!(got.text(), "behind", "{via:?}");
     }
 }
 

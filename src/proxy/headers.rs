@@ -2,6 +2,7 @@
 //! target's side.
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{request, HeaderMap, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -85,10 +86,11 @@ fn strip_mtls(headers: &mut HeaderMap) {
     }
 }
 
-/// The request target as the target's protocol writes it, the forms hyper-util's client used to
-/// write, which targets keep seeing: an HTTP/1 request line in origin-form, with the client's Host
-/// (the target's address when the client sent none, as from HTTP/1.0); an HTTP/2 request with the
-/// target's address as `:authority`.
+/// The request target as the target's protocol writes it: an HTTP/1 request line in origin-form,
+/// with the client's Host (the target's address when the client sent none, as from HTTP/1.0); an
+/// HTTP/2 request with the client's host as `:authority`, as ALB preserves it. HTTP/2 forbids a
+/// Host that differs from `:authority` (RFC 9113, 8.3.1), and servers that check it (seawall's own
+/// among them) refuse such a request with 400; so the Host stays only when it is the same.
 pub(super) fn target_uri(
     path: &http::uri::PathAndQuery,
     headers: &mut HeaderMap,
@@ -104,9 +106,20 @@ pub(super) fn target_uri(
         }
         Ok(Uri::from(path.clone()))
     } else {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        let authority = match host {
+            Some(host) => host,
+            None => {
+                // No Host, or none that an authority can carry: the target's address, alone.
+                headers.remove(header::HOST);
+                target.authority.clone()
+            }
+        };
         Uri::builder()
             .scheme(tg.scheme.clone())
-            .authority(target.authority.clone())
+            .authority(authority)
             .path_and_query(path.clone())
             .build()
             .map_err(|_| RequestError::BadRequest("unrepresentable request target"))

@@ -31,6 +31,8 @@ pub struct Seen {
     pub method: Method,
     /// Path and query, as sent.
     pub path: String,
+    /// HTTP/2's `:authority` (HTTP/1 requests in origin-form have none).
+    pub authority: Option<String>,
     pub headers: HeaderMap,
 }
 
@@ -191,6 +193,7 @@ async fn serve<S, F, Fut, B>(
                 .uri()
                 .path_and_query()
                 .map_or_else(String::new, |p| p.to_string()),
+            authority: req.uri().authority().map(|a| a.to_string()),
             headers: req.headers().clone(),
         });
         let answer = handler(req);
