@@ -9,6 +9,7 @@
 #   ACCESS_LOG=alb benches/callgrind.sh h2      # with the access log on, written to a file
 #                                               # (alb or json); the writer thread is counted too
 #   WORKERS=2 benches/callgrind.sh keepalive    # the data plane of two workers (two threads)
+#   SEAWALL_BIN=target/pgo/seawall benches/callgrind.sh h2   # a binary built beforehand
 #
 # seawall (the dist build, with line tables for the annotation) runs under callgrind in front of
 # an nginx backend; `seawall bench` warms the connections up, then instrumentation is switched on
@@ -24,9 +25,13 @@ need nginx nginx-light
 need valgrind valgrind
 need openssl openssl
 
-CARGO_PROFILE_DIST_DEBUG=line-tables-only cargo build --profile dist --quiet
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-bin=$target_dir/dist/seawall
+if [ -n "${SEAWALL_BIN:-}" ]; then
+    bin=$(realpath "$SEAWALL_BIN")
+else
+    CARGO_PROFILE_DIST_DEBUG=line-tables-only cargo build --profile dist --quiet
+    bin=$target_dir/dist/seawall
+fi
 out=$target_dir/callgrind.out
 
 # extra_rules N: N-1 more rules of every condition kind after the listener's one, none of which

@@ -5,7 +5,8 @@
 #
 #   benches/compare.sh [seconds per scenario, default 5]
 #
-# Environment: PROFILE=dist|release (seawall's build, default dist: LTO, codegen-units=1);
+# Environment: PROFILE=dist|release (seawall's build, default dist: LTO, codegen-units=1), or
+# SEAWALL_BIN=PATH to measure a binary built beforehand (benches/pgo.sh's, as the image ships);
 # ACCESS_LOG=alb|json turns seawall's access log on, written to a file (the peers keep theirs off);
 # SCENARIOS="hs-ecdsa 1mib ..." runs only those (default: all); ROUNDS=N (default 3) runs each
 # load scenario N times per proxy, the proxies taking turns, and the table shows each proxy's
@@ -60,7 +61,11 @@ need openssl openssl
 need python3 python3
 
 if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --profile "$profile" --quiet; fi
-bin=${CARGO_TARGET_DIR:-$PWD/target}/$profile/seawall
+# The load generator is this build's `seawall bench` whichever binary is measured, so that a
+# binary's own speed as a client does not change the load its proxy side is measured under.
+loadgen=${CARGO_TARGET_DIR:-$PWD/target}/$profile/seawall
+bin=$loadgen
+[ -z "${SEAWALL_BIN:-}" ] || bin=$(realpath "$SEAWALL_BIN")
 make_workdir
 # 5 000 held connections and their backend sides fit in the usual hard limit (20 000 here).
 ulimit -n "$(ulimit -Hn)"
@@ -313,7 +318,7 @@ run_bench() {
     local steal0 started_ns
     steal0=$(steal_ticks) started_ns=$(date +%s%N)
     before=$(cpu_ticks "${pid_of[$proxy]}")
-    if ! out=$(taskset -c 1 "$bin" bench -k --json "$@" 2>"$work/bench.err"); then
+    if ! out=$(taskset -c 1 "$loadgen" bench -k --json "$@" 2>"$work/bench.err"); then
         fail_round "$proxy" "$label" "seawall bench failed: $(tail -n 1 "$work/bench.err")"
         return 0
     fi
