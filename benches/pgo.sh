@@ -73,6 +73,7 @@ default_action = { fixed_response = { status = 200, content_type = "text/plain",
 EOF
 LLVM_PROFILE_FILE="$work/backend-%p.profraw" RUST_LOG=warn "$gen" run --config "$work/backend.toml" &
 pids+=($!)
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$backend_port/" >/dev/null 2>&1 && break; sleep 0.1; done
 
 # train ACCESS_LOG: the proxy (with the access log in that format, or off when empty) under
 # each load in turn, then stopped so that its counts are written.

@@ -108,7 +108,9 @@ pub(super) fn target_uri(
     } else {
         let host = headers
             .get(header::HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            // `:authority` carries no userinfo (RFC 9113, 8.3.1); a Host never does either.
+            .filter(|a| !a.as_str().contains('@'));
         let authority = match host {
             Some(host) => host,
             None => {
