@@ -1087,6 +1087,131 @@ async fn request_bodies_over_max_body_bytes_get_413_whether_declared_or_streamed
     );
 }
 
+/// A request body seawall does not forward, because it answers itself (a fixed response, a
+/// redirect, a 503, a 464, a 413), is read and thrown away: unread, it would be in the socket when the
+/// connection closes, and the reset that earns would throw away the answer on the client's side
+/// (or, on a kept-alive connection, the connection itself).
+#[tokio::test]
+async fn bodies_seawall_answers_without_forwarding_are_read_so_the_answer_arrives() {
+    let cfg = ConfigBuilder::new()
+        .runtime("workers = 1")
+        .listener(
+            Listener::http("web")
+                .line("max_body_bytes = 100000")
+                .rule(1, &path("/fixed"), &fixed("fixed"))
+                .rule(
+                    2,
+                    &path("/moved"),
+                    r#"{ redirect = { path = "/elsewhere", status = 302 } }"#,
+                )
+                // A target that is never reached: 413 is answered before any is asked.
+                .rule(3, &path("/big"), &forward("unreached"))
+                .rule(
+                    4,
+                    &path("/off"),
+                    r#"{ forward = { groups = [{ name = "unreached", weight = 0 }] } }"#,
+                )
+                .forward("empty"),
+        )
+        .target_group(TargetGroup::new("empty", &[]))
+        .target_group(TargetGroup::new("unreached", &[dead_port()]))
+        .build();
+    let sw = Seawall::start(&cfg);
+    let addr = sw.addr("web");
+    let head = |path: &str, len: usize, extra: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: example.test\r\nContent-Length: {len}\r\n{extra}\r\n"
+        )
+    };
+    const GET: &[u8] = b"GET /fixed HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    let body = vec![b'x'; 60_000];
+
+    // The answer comes before the body is sent; the body follows, and the connection takes the
+    // next request. Had the body been left unread, the connection would have ended after the
+    // answer.
+    let grpc = "Content-Type: application/grpc\r\n";
+    for (path, status, extra) in [
+        ("/fixed", "200", ""),
+        ("/moved", "302", ""),
+        ("/app", "503", ""),
+        // Every weight 0: 503 before a group is chosen.
+        ("/off", "503", ""),
+        // gRPC to an HTTP/1 group: ALB's 464, in gRPC's form (200 and a grpc-status).
+        ("/big", "200", grpc),
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(head(path, body.len(), extra).as_bytes())
+            .await
+            .unwrap();
+        let (got, _) = read_response(&mut tcp).await;
+        assert_eq!(status_of(&got), status, "{got}");
+        tcp.write_all(&body).await.unwrap();
+        tcp.write_all(GET).await.unwrap();
+        let (got, text) = read_response(&mut tcp).await;
+        assert_eq!(status_of(&got), "200", "{path}: {got}");
+        assert_eq!(text, "fixed");
+    }
+
+    // Most clients send the whole request before they read; a body larger than the socket's
+    // buffers goes only as fast as seawall reads it.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let big = vec![b'x'; 8 << 20];
+    let mut request = head("/fixed", big.len(), "").into_bytes();
+    request.extend_from_slice(&big);
+    request.extend_from_slice(GET);
+    tcp.write_all(&request).await.unwrap();
+    for _ in 0..2 {
+        let (got, text) = read_response(&mut tcp).await;
+        assert_eq!(status_of(&got), "200", "{got}");
+        assert_eq!(text, "fixed");
+    }
+
+    // 413 closes the connection, but only once the body is in, so that the close is not a
+    // reset: it is still open after the answer, until the body's last byte.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head("/big", 200_000, "").as_bytes())
+        .await
+        .unwrap();
+    let (got, _) = read_response(&mut tcp).await;
+    assert_eq!(status_of(&got), "413", "{got}");
+    assert!(got.to_lowercase().contains("connection: close"), "{got}");
+    let mut out = Vec::new();
+    assert!(
+        !read_until_closed(&mut tcp, &mut out, Duration::from_millis(300)).await,
+        "closed with the body unread"
+    );
+    tcp.write_all(&vec![b'x'; 200_000]).await.unwrap();
+    let mut rest = [0u8; 64];
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("closed, not reset");
+    assert_eq!(n, 0, "nothing after the answer");
+
+    // A client that waits for `100 Continue` gets the answer instead, and no 100 after it: it
+    // never sends its body, which is not waited for.
+    let got = raw(
+        addr,
+        head("/fixed", 5000, "Expect: 100-continue\r\n").as_bytes(),
+        PATIENCE,
+    )
+    .await;
+    assert!(got.text.starts_with("HTTP/1.1 200 "), "{}", got.text);
+    assert!(!got.text.contains("100 Continue"), "{}", got.text);
+    assert!(got.closed);
+
+    // A client that stops part way through its body is not waited for without end.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head("/fixed", 100_000, "").as_bytes())
+        .await
+        .unwrap();
+    tcp.write_all(b"only this much").await.unwrap();
+    let (got, _) = read_response(&mut tcp).await;
+    assert_eq!(status_of(&got), "200", "{got}");
+    let mut out = Vec::new();
+    assert!(read_until_closed(&mut tcp, &mut out, PATIENCE).await);
+}
+
 /// A client connection, plain or TLS.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}

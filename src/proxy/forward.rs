@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::body::{Reply, TargetWatch};
 use super::record::{Facts, Moment};
-use super::{headers, incompatible, upgrade, ConnContext};
+use super::{discard, headers, incompatible, upgrade, ConnContext};
 use crate::error::RequestError;
 use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
 use crate::targets::{State, TargetGroup};
@@ -34,11 +34,13 @@ pub(super) fn forward<'a>(
         if let Some(limit) = max_body {
             // A declared length says it before any of it is read: no target is bothered.
             if req.body().size_hint().lower() > limit {
+                discard::request(req, &ctx.activity);
                 return Err(RequestError::BodyTooLarge(limit));
             }
         }
         let upgrade = headers::is_upgrade(&req);
         if let Some(why) = incompatible(&req, tg.protocol_version, upgrade) {
+            discard::request(req, &ctx.activity);
             return Err(RequestError::IncompatibleProtocol(why));
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -58,6 +60,23 @@ pub(super) fn forward<'a>(
                 })
             }
             _ => None,
+        };
+
+        // A sticky target that cannot take the request (unhealthy, draining, gone) gives way to
+        // a fresh pick, and the response sticks the client to that one.
+        let stuck = sticky
+            .as_ref()
+            .and_then(|s| s.stuck_to)
+            .and_then(|addr| tg.pick_sticky(addr));
+        let mut target = match stuck {
+            Some(t) => t,
+            None => match tg.pick() {
+                Some(t) => t,
+                None => {
+                    discard::request(req, &ctx.activity);
+                    return Err(RequestError::NoTargets);
+                }
+            },
         };
 
         let (mut parts, body) = req.into_parts();
@@ -90,16 +109,6 @@ pub(super) fn forward<'a>(
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut retry = Retry::new(replayable);
 
-        // A sticky target that cannot take the request (unhealthy, draining, gone) gives way to
-        // a fresh pick, and the response sticks the client to that one.
-        let stuck = sticky
-            .as_ref()
-            .and_then(|s| s.stuck_to)
-            .and_then(|addr| tg.pick_sticky(addr));
-        let mut target = match stuck {
-            Some(t) => t,
-            None => tg.pick().ok_or(RequestError::NoTargets)?,
-        };
         let mut body = Some(body);
         facts.timing.sent = Some(Moment::now());
         let (mut resp, outstanding, mut lease) = loop {

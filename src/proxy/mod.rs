@@ -4,9 +4,11 @@
 //! - [`record`]: the request's record, made on arrival, finished with the response body;
 //! - [`forward`]: the forward, with [`headers`] (rewriting both heads) and [`upgrade`] (the
 //!   tunnel hand-off); its retries are [`Retry`](crate::upstream::retry::Retry)'s to decide;
-//! - [`body`]: the response body, which carries the record and the target's guards.
+//! - [`body`]: the response body, which carries the record and the target's guards;
+//! - [`discard`]: the body of a request seawall answers itself, read and thrown away.
 
 mod body;
+mod discard;
 mod forward;
 mod headers;
 pub mod record;
@@ -187,6 +189,7 @@ fn respond<'a>(
         let resolved = {
             let snapshot = ctx.listener.plane.snapshot.load();
             let Some((listener, metrics)) = snapshot.served(&ctx.listener.name) else {
+                discard::request(req, &ctx.activity);
                 return Err(RequestError::NoTargets);
             };
             let (matched, evaluated) = listener.router.find_counted(&RequestView {
@@ -207,8 +210,10 @@ fn respond<'a>(
             match matched.action {
                 Action::Forward(f) => {
                     // Every weight 0: ALB's 503, counted by the listener (no group answered).
-                    let id =
-                        choose_group(f, &snapshot, req.headers()).ok_or(RequestError::NoTargets)?;
+                    let Some(id) = choose_group(f, &snapshot, req.headers()) else {
+                        discard::request(req, &ctx.activity);
+                        return Err(RequestError::NoTargets);
+                    };
                     facts.metrics = Some(metrics.groups[id.0].clone());
                     let group = snapshot.group(id).clone();
                     let sticky = f.stickiness.is_some() || group.stickiness.is_some();
@@ -231,6 +236,7 @@ fn respond<'a>(
                 *resp.status_mut() = f.status;
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, f.content_type);
+                discard::request(req, &ctx.activity);
                 Ok(resp)
             }
             Resolved::Redirect(t) => {
@@ -243,6 +249,7 @@ fn respond<'a>(
                     path: req.uri().path(),
                     query: req.uri().query().unwrap_or(""),
                 });
+                discard::request(req, &ctx.activity);
                 let mut resp = Response::new(Reply::full(Bytes::new()));
                 *resp.status_mut() = t.status;
                 match HeaderValue::from_str(&location) {
@@ -447,7 +454,8 @@ fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Reply
         e,
         RequestError::BadRequest(_) | RequestError::ClientBody(_) | RequestError::BodyTooLarge(_)
     ) {
-        // The connection's framing can no longer be trusted, or its body was left unread.
+        // The connection's framing can no longer be trusted, or a body too large to take is
+        // read only to throw it away (`discard`) or not read at all.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -1,0 +1,76 @@
+//! The unread body of a request that seawall answers itself (a fixed response, a redirect, an
+//! error before anything is forwarded), read and thrown away beside the answer.
+//!
+//! hyper's HTTP/1 server, given back a request whose body was never read, takes what has already
+//! arrived and stops reading: the connection closes after the response with the rest of the body
+//! still coming, and the kernel answers those bytes with a reset, which on the client's side
+//! throws away whatever of the response it had not read yet. A client that sends its whole body
+//! before it reads (most do) sees "connection reset" instead of the answer. Read to its end, the
+//! body costs some bandwidth, and the client gets its answer and keeps its connection unless the
+//! answer closes it (nginx's discarded body and lingering close). HTTP/2 needs none of this: an
+//! unread stream is reset on its own, and the connection goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderMap, Request, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::server::activity::Activity;
+
+/// How long a body is read for at most, however steadily it comes (nginx's `lingering_time`).
+const LINGER: Duration = Duration::from_secs(30);
+
+/// How long the client may send nothing before the reading stops (nginx's `lingering_timeout`).
+const LINGER_GAP: Duration = Duration::from_secs(5);
+
+/// Throws away the body of `req`, which seawall answers itself (see the module's comment).
+pub(super) fn request(req: Request<Incoming>, activity: &Arc<Activity>) {
+    let (parts, body) = req.into_parts();
+    body_of(body, parts.version, &parts.headers, activity);
+}
+
+/// Throws away `body`, the unread body of a request with `version` and `headers`.
+pub(super) fn body_of(
+    body: Incoming,
+    version: Version,
+    headers: &HeaderMap,
+    activity: &Arc<Activity>,
+) {
+    if version >= Version::HTTP_2 || body.is_end_stream() {
+        return;
+    }
+    // hyper sends `100 Continue` when a body is first read before any response has been
+    // written: read beside the answer, that could go out before it. The client that asked waits
+    // for one or the other and sends its body only after a 100, so there is nothing to read;
+    // hyper closes the connection after the answer.
+    let continues = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if continues {
+        return;
+    }
+    // Counted as a request in flight, so that the connection is neither parked nor timed out
+    // as idle, nor the body's bytes taken for the next request's head, while they come.
+    let in_flight = activity.begin_request();
+    tokio::spawn(async move {
+        read_to_end(body).await;
+        drop(in_flight);
+    });
+}
+
+/// Reads `body` to its end, an error, or the end of the bounds above: the client's connection
+/// goes on only if all of it was read.
+async fn read_to_end(mut body: Incoming) {
+    let deadline = Instant::now() + LINGER;
+    loop {
+        let until = deadline.min(Instant::now() + LINGER_GAP);
+        match tokio::time::timeout_at(until, body.frame()).await {
+            Ok(Some(Ok(_))) => {}
+            Ok(None) | Ok(Some(Err(_))) | Err(_) => return,
+        }
+    }
+}
