@@ -16,6 +16,7 @@
 //! | c03 | 204, 304 (with a length), HEAD answered with a length | no body to the client; the target connection reused |
 //! | c04 | close-delimited body | body intact; the next request on a new connection |
 //! | c05 | answers before the request body ends | the client gets it while still uploading |
+//! | c05b | refuses on the head and closes (or cannot be reached) | the upload read and thrown away: the answer arrives, the client's connection serves on |
 //! | c06 | closes a kept-alive connection as request 2 arrives | GET sent again on a new connection; POST gets 502 |
 //! | c07 | 101 to a WebSocket upgrade | the tunnel carries bytes both ways, first ones included |
 //! | c08 | a response head over 32 KiB (ALB's limit), of 1000 headers, or of 1 MiB | 502, process serves on; 31 KiB is forwarded whole |
@@ -697,6 +698,48 @@ async fn c05_an_answer_before_the_request_body_ends() {
         drop(upload);
     }
     assert_eq!(get_web(&sw, "/next").await.text(), "ok");
+}
+
+/// A client that sends its whole upload before it reads (as most do) to a target that refuses
+/// on the head alone and closes (`/413`), or to a target that cannot be reached (502): the rest
+/// of the upload, which no target takes, is read and thrown away, so the client gets the answer
+/// and its connection serves on. Left unread, the upload would reset the client's connection,
+/// answer and all (over HTTP/2 the stream is reset on its own, and the connection goes on: c05).
+#[tokio::test]
+async fn c05b_an_upload_no_target_reads_is_thrown_away_and_the_connection_serves_on() {
+    let t = Scripted::start(answers_early).await;
+    let cfg = ConfigBuilder::new()
+        .runtime("workers = 1")
+        .listener(
+            Listener::http("web")
+                .rule(1, &path("/dead"), &forward("dead"))
+                .forward("app"),
+        )
+        .target_group(TargetGroup::new("app", &[t.addr]))
+        .target_group(TargetGroup::new("dead", &[dead_port()]))
+        .build();
+    let sw = Seawall::start(&cfg);
+    let upload = vec![b'u'; 8 << 20];
+    for (path, status) in [("/dead", 502), ("/413", 413)] {
+        let mut c = RawClient::web(&sw).await;
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+            upload.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&upload);
+        request.extend_from_slice(b"GET /next HTTP/1.1\r\nhost: localhost\r\n\r\n");
+        // Larger than the sockets' buffers: it goes only as fast as seawall reads it.
+        c.send(&request).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        let r = c.response(false).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "ok".into()),
+            "after {path}: {r:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

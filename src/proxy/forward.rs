@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
@@ -18,7 +18,7 @@ use crate::error::RequestError;
 use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
 use crate::targets::{State, TargetGroup};
 use crate::upstream::retry::{Decision, Failure, Retry};
-use crate::upstream::{pool, BodyProgress, ForwardedFor, UpstreamBody};
+use crate::upstream::{pool, BodyProgress, ClientBody, ClientConn, ForwardedFor, UpstreamBody};
 
 #[allow(clippy::manual_async_fn)] // see `proxy::handle`
 pub(super) fn forward<'a>(
@@ -80,6 +80,8 @@ pub(super) fn forward<'a>(
         };
 
         let (mut parts, body) = req.into_parts();
+        // Read here: the head moves into the target's request below.
+        let expects_continue = discard::expects_continue(&parts.headers);
         let trace_id = headers::rewrite_request(
             &mut parts,
             tg.protocol_version,
@@ -102,7 +104,9 @@ pub(super) fn forward<'a>(
         } else {
             let progress = Arc::new(BodyProgress::with_limit(max_body));
             facts.received = Some(progress.clone());
-            UpstreamBody::Stream(body, progress)
+            let client = (parts.version < Version::HTTP_2)
+                .then(|| ctx.activity.clone() as Arc<dyn ClientConn>);
+            UpstreamBody::Stream(ClientBody::new(body, progress, client, expects_continue))
         };
         let replayable = !upgrade
             && matches!(body, UpstreamBody::Empty)

@@ -5,7 +5,7 @@
 //! - [`forward`]: the forward, with [`headers`] (rewriting both heads) and [`upgrade`] (the
 //!   tunnel hand-off); its retries are [`Retry`](crate::upstream::retry::Retry)'s to decide;
 //! - [`body`]: the response body, which carries the record and the target's guards;
-//! - [`discard`]: the body of a request seawall answers itself, read and thrown away.
+//! - [`discard`]: a request body no target reads, read and thrown away.
 
 mod body;
 mod discard;

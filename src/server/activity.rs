@@ -178,9 +178,25 @@ impl Activity {
     /// Marks a request as in flight until the guard drops (when its response body is done or
     /// abandoned).
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.begin_unguarded();
+        RequestGuard(self.clone())
+    }
+
+    /// [`Activity::begin_request`] for what cannot hold the guard: a request body inside the
+    /// target exchange, which outlives its response when the target answers before reading all
+    /// of it, and whose type the server does not know. Each call is matched by one
+    /// [`Activity::end_unguarded`].
+    pub fn begin_unguarded(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.phase.store(Phase::Busy as u8, Ordering::Release);
-        RequestGuard(self.clone())
+    }
+
+    /// See [`Activity::begin_unguarded`].
+    pub fn end_unguarded(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.phase.store(Phase::Idle as u8, Ordering::Release);
+        }
     }
 
     /// When the connection last became idle; `None` while a request is in flight.
@@ -258,11 +274,7 @@ pub struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since_ms.store(a.now_ms(), Ordering::Release);
-        if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            a.phase.store(Phase::Idle as u8, Ordering::Release);
-        }
+        self.0.end_unguarded();
     }
 }
 

@@ -30,10 +30,84 @@ use crate::http_tokens;
 /// client's `Incoming`.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    /// The client's body, and how far reading it has come (the request's record and the pool
-    /// read that; the body itself goes to the target connection's task).
-    Stream(Incoming, Arc<BodyProgress>),
+    Stream(ClientBody),
     Empty,
+}
+
+/// The client's body on its way to a target (the target connection's task polls it).
+pub struct ClientBody {
+    /// `None` only as the body is dropped.
+    body: Option<Incoming>,
+    /// How far reading it has come: the request's record and the pool read that.
+    progress: Arc<BodyProgress>,
+    /// The HTTP/1 connection the body comes on (see [`ClientConn`]); `None` over HTTP/2, whose
+    /// streams are framed apart and reset on their own when left unread.
+    client: Option<Arc<dyn ClientConn>>,
+    /// The client asked for `100 Continue` before it sends the body, which hyper's server sends
+    /// on the body's first read: a body never read was never asked for, so none is coming.
+    expects_continue: bool,
+    polled: bool,
+    ended: bool,
+}
+
+/// The client's HTTP/1 connection, as the body it sends to a target sees it. A target may
+/// answer before it has read the whole body (or fail, or the body pass the listener's limit),
+/// and the response end before the body does:
+/// - the body is still the connection's business until it ends, not the next request's head
+///   (`reading` when the body is made, `done` when it is dropped);
+/// - what the exchange leaves unread is read on and thrown away (`unread`, before `done`), so
+///   that the connection does not close on bytes it has not read, which would reset it and
+///   lose the answer.
+pub trait ClientConn: Send + Sync {
+    fn reading(&self);
+    fn unread(self: Arc<Self>, body: Incoming);
+    fn done(&self);
+}
+
+impl ClientBody {
+    /// The client's `body`, counted in `progress`, from `client` (see [`ClientConn`]);
+    /// `expects_continue`: the client sent `Expect: 100-continue`.
+    pub fn new(
+        body: Incoming,
+        progress: Arc<BodyProgress>,
+        client: Option<Arc<dyn ClientConn>>,
+        expects_continue: bool,
+    ) -> Self {
+        if let Some(c) = &client {
+            c.reading();
+        }
+        ClientBody {
+            body: Some(body),
+            progress,
+            client,
+            expects_continue,
+            polled: false,
+            ended: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBody")
+            .field("progress", &self.progress)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        let Some(client) = &self.client else {
+            return;
+        };
+        // A body never read that waits for a `100 Continue` was never sent.
+        let unread = !self.ended && (self.polled || !self.expects_continue);
+        if let Some(body) = self.body.take().filter(|b| unread && !b.is_end_stream()) {
+            client.clone().unread(body);
+        }
+        client.done();
+    }
 }
 
 /// How far a client's request body has been read on its way to the target, shared between the
@@ -100,7 +174,7 @@ impl UpstreamBody {
     /// The client's body's progress, for a body that streams one.
     pub fn progress(&self) -> Option<&Arc<BodyProgress>> {
         match self {
-            UpstreamBody::Stream(_, p) => Some(p),
+            UpstreamBody::Stream(c) => Some(&c.progress),
             UpstreamBody::Empty => None,
         }
     }
@@ -115,9 +189,13 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            UpstreamBody::Stream(b, progress) => {
-                let frame = Pin::new(b).poll_frame(cx);
-                match frame {
+            UpstreamBody::Stream(c) => {
+                let Some(b) = &mut c.body else {
+                    return Poll::Ready(None);
+                };
+                c.polled = true;
+                let progress = &c.progress;
+                match Pin::new(b).poll_frame(cx) {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(data) = f.data_ref() {
                             progress.add_read(data.len() as u64);
@@ -131,12 +209,16 @@ impl Body for UpstreamBody {
                         Poll::Ready(Some(Ok(f)))
                     }
                     // Set before hyper's client sees the error, so it is set by the time the
-                    // exchange fails with it.
+                    // exchange fails with it. A body whose framing broke has nothing more to read.
                     Poll::Ready(Some(Err(e))) => {
                         progress.failed.store(true, Ordering::Release);
+                        c.ended = true;
                         Poll::Ready(Some(Err(e.into())))
                     }
-                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        c.ended = true;
+                        Poll::Ready(None)
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -146,14 +228,17 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Stream(b, _) => b.is_end_stream(),
+            UpstreamBody::Stream(c) => c.body.as_ref().is_none_or(Body::is_end_stream),
             UpstreamBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Stream(b, _) => b.size_hint(),
+            UpstreamBody::Stream(c) => c
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
