@@ -122,7 +122,8 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let Some(slot) = descriptors.slots.try_take() else {
-                    drop(tcp);
+                    // Counted before the close, which the client (or a test) may otherwise see,
+                    // and look for the count, before this thread gets to it.
                     refusals.count(&ctx, Rejection::FdLimit, 1, || {
                         format!(
                             "the process serves {} client connections at most (see the \
@@ -130,6 +131,7 @@ async fn accept_loop(
                             descriptors.slots.max()
                         )
                     });
+                    drop(tcp);
                     continue;
                 };
                 let ctx = ctx.clone();
