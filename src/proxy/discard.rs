@@ -63,11 +63,7 @@ impl ClientConn for Activity {
     fn unread(self: Arc<Self>, body: Incoming) {
         // Counted as in flight before `done` ends the body's own count, so the connection is
         // never idle in between.
-        self.begin_unguarded();
-        tokio::spawn(async move {
-            read_to_end(body).await;
-            self.end_unguarded();
-        });
+        spawn(body, self);
     }
 
     fn done(&self) {
@@ -76,10 +72,14 @@ impl ClientConn for Activity {
 }
 
 fn spawn(body: Incoming, activity: Arc<Activity>) {
+    // A body dropped as the runtime shuts down (its connection with it) has no one to send it.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     // Counted as a request in flight, so that the connection is neither parked nor timed out
     // as idle, nor the body's bytes taken for the next request's head, while they come.
     let in_flight = activity.begin_request();
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         read_to_end(body).await;
         drop(in_flight);
     });
