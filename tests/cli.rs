@@ -217,6 +217,58 @@ fn dockerfile_matches_the_container_config() {
     );
 }
 
+/// What the Dockerfile copies from the build context is in the repository and not left out by
+/// .dockerignore (no daemon here to build the image: this is the part a build would fail on
+/// first), and the dependency stage instruments its build as benches/pgo.sh does, whose
+/// instrumented build would otherwise compile every dependency again.
+#[test]
+fn dockerfile_copies_what_the_context_has() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let excluded = |path: &str| {
+        ignored.iter().any(|p| {
+            let p = p.trim_end_matches('/');
+            path == p
+                || path.starts_with(&format!("{p}/"))
+                || p.strip_prefix('*').is_some_and(|ext| path.ends_with(ext))
+        })
+    };
+    let mut sources = Vec::new();
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        if words[0].starts_with("--from") {
+            continue;
+        }
+        sources.extend(words[..words.len() - 1].iter().map(|w| w.to_string()));
+    }
+    assert!(
+        sources.contains(&"benches/pgo.sh".to_string()),
+        "{sources:?}"
+    );
+    for s in &sources {
+        let path = s.trim_end_matches('/');
+        assert!(
+            repo().join(path).exists(),
+            "COPY {s}: not in the repository"
+        );
+        assert!(!excluded(path), "COPY {s}: left out by .dockerignore");
+    }
+    // pgo.sh instruments with the raw profiles under its target folder ($PWD/target/pgo, with
+    // WORKDIR /src) and builds there; the stub stage must use the same flags and folder.
+    let pgo = std::fs::read_to_string(repo().join("benches/pgo.sh")).unwrap();
+    assert!(pgo.contains("dir=$(realpath -m \"${PGO_DIR:-$PWD/target/pgo}\")"));
+    assert!(pgo.contains("raw=$dir/raw") && pgo.contains("CARGO_TARGET_DIR=$dir/gen"));
+    assert!(dockerfile.contains("WORKDIR /src"));
+    assert!(dockerfile.contains(
+        "RUSTFLAGS=-Cprofile-generate=/src/target/pgo/raw CARGO_TARGET_DIR=/src/target/pgo/gen"
+    ));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Broken configurations: exit 64, and `file:line: key.path: reason`
 
