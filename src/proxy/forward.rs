@@ -80,8 +80,6 @@ pub(super) fn forward<'a>(
         };
 
         let (mut parts, body) = req.into_parts();
-        // Read here: the head moves into the target's request below.
-        let expects_continue = discard::expects_continue(&parts.headers);
         let trace_id = headers::rewrite_request(
             &mut parts,
             tg.protocol_version,
@@ -106,6 +104,7 @@ pub(super) fn forward<'a>(
             facts.received = Some(progress.clone());
             let client = (parts.version < Version::HTTP_2)
                 .then(|| ctx.activity.clone() as Arc<dyn ClientConn>);
+            let expects_continue = discard::expects_continue(&parts.headers);
             UpstreamBody::Stream(ClientBody::new(body, progress, client, expects_continue))
         };
         let replayable = !upgrade
