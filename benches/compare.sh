@@ -13,6 +13,12 @@
 # median: on this shared machine one proxy's figure moves by tens of percent between runs, and a
 # burst of load from a neighbour then lands on one round of one proxy, not on its result;
 # PEERS="nginx haproxy h2o caddy" (the default: all four) picks the peers seawall is run beside.
+# WORKERS=N runs seawall with N data-plane workers, and PROXY_CPUS=0,1 lets the proxies run on
+# both cores (the load generator and backend stay on cpu1): with both, `WORKERS=2` against
+# `WORKERS=1` tells what the second worker costs per CPU-second.
+# SYSCALLS=1 counts each proxy's system calls during every round with `perf stat` on kernel
+# tracepoints (cheap, unlike strace) and prints them per unit of work under the round's line:
+# where two proxies' user time is alike, the calls made per request tell their kernel time apart.
 # A short run to see that every column fills in: ROUNDS=1 benches/compare.sh 2
 #
 # The contract every proxy is set up to: TLS 1.2 and 1.3 on the listener with the same certificate
@@ -59,6 +65,7 @@ peer h2o && need h2o h2o
 peer caddy && need caddy caddy
 need openssl openssl
 need python3 python3
+[ -z "${SYSCALLS:-}" ] || need perf linux-perf
 
 if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --profile "$profile" --quiet; fi
 # The load generator is this build's `seawall bench` whichever binary is measured, so that a
@@ -109,12 +116,12 @@ declare -A port_ecdsa port_rsa pid_of
 # run's proxies are started.
 for p in "${!name_of[@]}"; do port_ecdsa[$p]=$(free_port); port_rsa[$p]=$(free_port); done
 admin_port=$(free_port)
-# start PROXY COMMAND...: runs the proxy pinned to cpu0 if it is one of this run's; its pid is the
-# command's (taskset and env exec it).
+# start PROXY COMMAND...: runs the proxy pinned to cpu0 (PROXY_CPUS, see above) if it is one of
+# this run's; its pid is the command's (taskset and env exec it).
 start() {
     local p=$1; shift
     [ "$p" = seawall ] || peer "$p" || return 0
-    taskset -c 0 "$@" & pid_of[$p]=$!; pids+=($!)
+    taskset -c "${PROXY_CPUS:-0}" "$@" & pid_of[$p]=$!; pids+=($!)
 }
 
 cat > "$work/seawall.toml" <<EOF
@@ -292,7 +299,12 @@ clk=$(getconf CLK_TCK)
 # Every process of a proxy: the one started and its children (nginx's worker). H2O and Caddy are one
 # process each (H2O's threads are in its /proc/PID/stat).
 procs() { echo "$1"; pgrep -P "$1" || true; }
+syscall_events=raw_syscalls:sys_enter
+for call in epoll_wait epoll_pwait read readv recvfrom recvmsg write writev sendto sendmsg; do
+    syscall_events+=,syscalls:sys_enter_$call
+done
 cpu_ticks() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$q/stat"))); done; echo "$t"; }
+user_ticks() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '{print $14}' "/proc/$q/stat"))); done; echo "$t"; }
 rss_kib() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$q/status"))); done; echo "$t"; }
 # Ticks the hypervisor gave to other guests while cpu0 (the proxy's) wanted to run: /proc/stat's
 # steal column. A share of the run above a few percent means the machine's neighbours were busy.
@@ -310,19 +322,27 @@ declare -A result rate suite rounds_of rates_of failed_of
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 run_bench() {
     local proxy=$1 label=$2 field=$3; shift 3
-    local before after out full0 res0
+    local before after user0 user1 out full0 res0
     if [ "$proxy" = seawall ]; then
         full0=$(metric 'seawall_tls_handshakes_total{kind="full"}')
         res0=$(metric 'seawall_tls_handshakes_total{kind="resumed"}')
     fi
     local steal0 started_ns
     steal0=$(steal_ticks) started_ns=$(date +%s%N)
-    before=$(cpu_ticks "${pid_of[$proxy]}")
+    local perf_pid=""
+    if [ -n "${SYSCALLS:-}" ]; then
+        perf stat -x, -o "$work/syscalls.csv" -e "$syscall_events" \
+            -p "$(procs "${pid_of[$proxy]}" | paste -sd,)" 2>/dev/null &
+        perf_pid=$!
+    fi
+    before=$(cpu_ticks "${pid_of[$proxy]}") user0=$(user_ticks "${pid_of[$proxy]}")
     if ! out=$(taskset -c 1 "$loadgen" bench -k --json "$@" 2>"$work/bench.err"); then
+        [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
         fail_round "$proxy" "$label" "seawall bench failed: $(tail -n 1 "$work/bench.err")"
         return 0
     fi
-    after=$(cpu_ticks "${pid_of[$proxy]}")
+    after=$(cpu_ticks "${pid_of[$proxy]}") user1=$(user_ticks "${pid_of[$proxy]}")
+    [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
     local steal_pct
     steal_pct=$(awk -v s="$(($(steal_ticks) - steal0))" -v c="$clk" -v ns="$(($(date +%s%N) - started_ns))" \
         'BEGIN { printf "%.1f", 100 * s / c / (ns / 1e9) }')
@@ -364,6 +384,13 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
     fi
     printf '  %-9s %-8s %10s in %6ss of proxy CPU: %8s per CPU-second, %8s/s, %s errors or non-2xx, cpu0 stolen %s%%%s\n' \
         "$label" "$proxy" "$amount" "$cpu_s" "$work_per_cpu_s" "$rate_now" "$errors" "$steal_pct" "$note" >&2
+    if [ -n "$perf_pid" ]; then
+        # perf's CSV rows: count,unit,event,...; the tracepoint's name without its group.
+        awk -F, -v n="$amount" -v k="$scale" -v u="$((user1 - user0))" -v t="$((after - before))" '
+            $3 ~ /:/ && $1 ~ /^[0-9]+$/ && $1 > 0 { ev = $3; sub(/.*:(sys_enter_)?/, "", ev); out = out sprintf(" %s %.2f", ev, $1 / (n / k)) }
+            END { printf "            user time %.0f%% of CPU; system calls per %s:%s\n", (t > 0 ? 100 * u / t : 0), (k > 1 ? "MB" : "unit"), out }' \
+            "$work/syscalls.csv" >&2
+    fi
 }
 # fail_round PROXY LABEL REASON: a round without a figure.
 fail_round() {
