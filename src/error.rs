@@ -26,6 +26,11 @@ pub enum RequestError {
     /// while it streamed to the target.
     #[error("the request body is larger than the listener's limit of {0} bytes")]
     BodyTooLarge(u64),
+    /// The client sent nothing of its request body for the listener's idle timeout while it was
+    /// waited on, or had not finished it when the target's response timeout passed (the target
+    /// had not had the whole request): ALB's 408.
+    #[error("the client sent its request body too slowly: {0}")]
+    BodyTimeout(&'static str),
     #[error("target group has no targets")]
     NoTargets,
     #[error("could not connect to the target: {0}")]
@@ -55,6 +60,7 @@ impl RequestError {
         match self {
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => StatusCode::BAD_REQUEST,
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RequestError::NoTargets | RequestError::OutOfDescriptors => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -83,6 +89,7 @@ impl RequestError {
         match self {
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => "ClientBadRequest",
             RequestError::BodyTooLarge(_) => "RequestBodyTooLarge",
+            RequestError::BodyTimeout(_) => "ClientRequestTimeout",
             RequestError::NoTargets => "NoServingTargets",
             RequestError::ConnectFailed(_) => "TargetConnectionError",
             RequestError::ConnectTimeout => "TargetConnectionTimeout",
@@ -103,6 +110,7 @@ impl RequestError {
             // INTERNAL, as gRPC maps HTTP 400.
             RequestError::BadRequest(_) | RequestError::ClientBody(_) => 13,
             RequestError::BodyTooLarge(_) => 8, // RESOURCE_EXHAUSTED
+            RequestError::BodyTimeout(_) => 4,  // DEADLINE_EXCEEDED
             RequestError::IncompatibleProtocol(_) => 12, // UNIMPLEMENTED
             RequestError::ResponseTimeout => 4, // DEADLINE_EXCEEDED
             RequestError::NoTargets
@@ -119,6 +127,7 @@ impl RequestError {
             RequestError::BadRequest(_)
             | RequestError::ClientBody(_)
             | RequestError::BodyTooLarge(_)
+            | RequestError::BodyTimeout(_)
             | RequestError::IncompatibleProtocol(_) => Side::Downstream,
             _ => Side::Upstream,
         }
@@ -175,6 +184,7 @@ mod tests {
                 Side::Downstream,
             ),
             (RequestError::BodyTooLarge(10), 413, Side::Downstream),
+            (RequestError::BodyTimeout("x"), 408, Side::Downstream),
             (RequestError::NoTargets, 503, Side::Upstream),
             (RequestError::OutOfDescriptors, 503, Side::Upstream),
             (

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use http::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -991,6 +992,259 @@ async fn a_body_that_breaks_off_gets_400_and_its_target_connection_is_closed() {
         assert_eq!(got.text(), "ok");
     }
     assert_eq!(t.gets.load(Ordering::SeqCst), 2);
+}
+
+/// A target that answers a POST as soon as its head is in (`200 ok`) and reads the body on,
+/// throwing it away; counts the connections that carried a POST and have closed.
+async fn early_answerer() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counted = closed.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let closed = counted.clone();
+            conns.spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut posted = false;
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                    if posted {
+                        data.clear();
+                        continue;
+                    }
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                        posted = head.starts_with("post ");
+                        data.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(ok).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                if posted {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, closed, task)
+}
+
+/// A client that stops sending its request body, as ALB treats it: after `idle_timeout` without
+/// a byte of it, a target still waiting for the rest has the request abandoned and the client
+/// gets `408` (so does one whose body is unfinished when the target's response timeout passes:
+/// not the target's `504`), and a client whose answer came early has its connection closed
+/// rather than held open for a body never finished.
+#[tokio::test]
+async fn a_request_body_the_client_stops_sending_gets_408_after_idle_timeout() {
+    let slow = SlowReader::start().await;
+    let (early, early_closed, early_task) = early_answerer().await;
+    let cfg = ConfigBuilder::new()
+        .runtime("workers = 1\nidle_timeout = \"1s\"")
+        .self_signed("dev", &["localhost"])
+        // The target's response timeout passes first, while the body waits on its client.
+        .listener(Listener::http("web").forward("waits"))
+        // A long response timeout: only the body's own idle bound can end the wait.
+        .listener(Listener::http("patient").forward("waits_long"))
+        .listener(Listener::https("secure", &["dev"]).forward("waits_long"))
+        .listener(Listener::http("early").forward("answers"))
+        .target_group(TargetGroup::new("waits", &[slow.addr]).line("response_timeout = \"500ms\""))
+        .target_group(
+            TargetGroup::new("waits_long", &[slow.addr]).line("response_timeout = \"30s\""),
+        )
+        .target_group(TargetGroup::new("answers", &[early]).line("response_timeout = \"30s\""))
+        .build();
+    let sw = Seawall::start(&cfg);
+    const SHORT: &[u8] =
+        b"POST /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 100\r\n\r\n0123456789";
+
+    let waits = [
+        ("web", Duration::from_millis(400)),
+        ("patient", Duration::from_millis(900)),
+    ];
+    for (i, (listener, not_before)) in waits.into_iter().enumerate() {
+        let mut tcp = TcpStream::connect(sw.addr(listener)).await.unwrap();
+        tcp.write_all(SHORT).await.unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        // The client keeps its side open and sends nothing more.
+        assert!(
+            read_until_closed(&mut tcp, &mut out, PATIENCE).await,
+            "{listener}: closed"
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 408"), "{listener}: {text:?}");
+        assert!(
+            text.to_lowercase().contains("connection: close"),
+            "{listener}: {text:?}"
+        );
+        assert!(
+            started.elapsed() >= not_before,
+            "{listener}: not before its timeout ({:?})",
+            started.elapsed()
+        );
+        // The target's connection, left in the middle of a request, is not kept for another.
+        assert!(
+            eventually(PATIENCE, || async {
+                slow.closed.load(Ordering::SeqCst) > i
+            })
+            .await,
+            "{listener}: the target connection was closed"
+        );
+    }
+
+    // HTTP/2: the stream whose body stops gets 408; the connection serves on.
+    let tls = tls_connect(sw.addr("secure"), &Tls::new("localhost").h2())
+        .await
+        .unwrap();
+    let mut c = h2(tls).await;
+    let stalled = http_body_util::StreamBody::new(
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+            bytes::Bytes::from_static(b"0123456789"),
+        ))])
+        .chain(futures_util::stream::pending()),
+    );
+    let req = Request::post("https://localhost/up")
+        .header("content-length", "100")
+        .body(http_body_util::BodyExt::boxed(stalled))
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, async {
+        read(c.send_request(req).await.unwrap()).await
+    })
+    .await
+    .expect("an answer");
+    assert_eq!(got.status, 408, "{}", got.text());
+    let got = read(
+        c.send_request(Request::get("https://localhost/x").body(empty()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+
+    // The answer came before the body: it arrives, and the connection, its body never finished,
+    // is closed after the idle timeout instead of waiting for the rest.
+    let mut tcp = TcpStream::connect(sw.addr("early")).await.unwrap();
+    tcp.write_all(SHORT).await.unwrap();
+    let mut out = Vec::new();
+    assert!(
+        read_until_closed(&mut tcp, &mut out, PATIENCE).await,
+        "closed, not held for the rest of the body"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.ends_with("ok"), "{text:?}");
+    assert!(
+        eventually(PATIENCE, || async {
+            early_closed.load(Ordering::SeqCst) > 0
+        })
+        .await,
+        "the target connection was closed"
+    );
+    early_task.abort();
+
+    let metrics = sw.metrics_text();
+    let elb = |code| metric_value(&metrics, "seawall_elb_responses_total", &[("code", code)]);
+    assert_eq!(elb("408"), 3.0, "{metrics}");
+    assert_eq!(elb("504"), 0.0, "the target is not blamed: {metrics}");
+    assert_eq!(
+        metric_total(&metrics, "seawall_target_connection_errors_total"),
+        0.0,
+        "{metrics}"
+    );
+}
+
+/// A request body its client pauses while the target's answer streams is not stalled: the
+/// exchange is not idle (a bidirectional stream whose client listens for a while), as ALB's idle
+/// timeout counts data either way.
+#[tokio::test]
+async fn a_request_body_is_not_stalled_while_its_answer_streams() {
+    const CHUNKS: usize = 10;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    // Answers a POST at once, streams a chunk every 200 ms, then reads the rest of the 100-byte
+    // body and ends the answer.
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                };
+                if !data.starts_with(b"POST") {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    let _ = tcp.write_all(ok).await;
+                    return;
+                }
+                let mut body = data.len() - end;
+                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                tcp.write_all(head).await.unwrap();
+                for _ in 0..CHUNKS {
+                    tcp.write_all(b"1\r\nx\r\n").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                while body < 100 {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body += n,
+                    }
+                }
+                tcp.write_all(b"0\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    let cfg = ConfigBuilder::new()
+        .runtime("workers = 1\nidle_timeout = \"1s\"")
+        .listener(Listener::http("web").forward("app"))
+        .target_group(TargetGroup::new("app", &[target]))
+        .build();
+    let sw = Seawall::start(&cfg);
+    let mut tcp = TcpStream::connect(sw.addr("web")).await.unwrap();
+    tcp.write_all(
+        b"POST /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    // Two seconds of answer (twice the idle timeout) while the client sends nothing.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.windows(3).filter(|w| w == b"\r\nx").count() < CHUNKS {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .expect("the answer streams")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-answer: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    tcp.write_all(&[b'y'; 90]).await.unwrap();
+    let mut rest = Vec::new();
+    read_until_closed(&mut tcp, &mut rest, Duration::from_secs(3)).await;
+    out.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        text.ends_with("0\r\n\r\n"),
+        "the answer ended whole: {text:?}"
+    );
+    task.abort();
 }
 
 #[tokio::test]

@@ -198,8 +198,15 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if let (true, Some(r)) = (self.handed, &self.record) {
+        let Some(r) = &self.record else {
+            return;
+        };
+        if self.handed {
             r.conn.activity.taken();
+        }
+        // A request body still going to the target may now be idle (see `upstream::ClientBody`).
+        if let Some(p) = &r.facts.received {
+            p.answer_ended();
         }
     }
 }

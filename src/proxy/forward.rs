@@ -20,17 +20,28 @@ use crate::targets::{State, TargetGroup};
 use crate::upstream::retry::{Decision, Failure, Retry};
 use crate::upstream::{pool, BodyProgress, ClientBody, ClientConn, ForwardedFor, UpstreamBody};
 
+/// What the listener allows a forwarded request's body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLimits {
+    /// `max_body_bytes`: more gets 413.
+    pub max_bytes: Option<u64>,
+    /// `idle_timeout`: how long the client may send nothing of the body while it is waited on;
+    /// then 408, or the connection closed if the target has answered already.
+    pub idle: std::time::Duration,
+}
+
 #[allow(clippy::manual_async_fn)] // see `proxy::handle`
 pub(super) fn forward<'a>(
     mut req: Request<Incoming>,
     ctx: &'a ConnContext,
     tg: &'a Arc<TargetGroup>,
     sealer: Option<&'a Sealer>,
-    max_body: Option<u64>,
+    body_limits: BodyLimits,
     discard_target: bool,
     facts: &'a mut Facts,
 ) -> impl Future<Output = Result<Response<Reply>, RequestError>> + 'a {
     async move {
+        let max_body = body_limits.max_bytes;
         if let Some(limit) = max_body {
             // A declared length says it before any of it is read: no target is bothered.
             if req.body().size_hint().lower() > limit {
@@ -105,7 +116,13 @@ pub(super) fn forward<'a>(
             let client = (parts.version < Version::HTTP_2)
                 .then(|| ctx.activity.clone() as Arc<dyn ClientConn>);
             let expects_continue = discard::expects_continue(&parts.headers);
-            UpstreamBody::Stream(ClientBody::new(body, progress, client, expects_continue))
+            UpstreamBody::Stream(ClientBody::new(
+                body,
+                progress,
+                client,
+                expects_continue,
+                body_limits.idle,
+            ))
         };
         let replayable = !upgrade
             && matches!(body, UpstreamBody::Empty)
@@ -138,6 +155,12 @@ pub(super) fn forward<'a>(
                 }
             };
             let e = match answer {
+                // A target still waiting for the rest of the body is not the one too slow.
+                Err(_) if facts.received.as_ref().is_some_and(|p| p.waiting()) => {
+                    return Err(RequestError::BodyTimeout(
+                        "unfinished at the target's response timeout",
+                    ))
+                }
                 Err(_) => return Err(RequestError::ResponseTimeout),
                 Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
                 Ok(Err(e)) => e,
@@ -147,6 +170,11 @@ pub(super) fn forward<'a>(
             if let pool::Error::ClientBody(_) = e {
                 // Not the target's failure: its health stands, and the request, whose body is
                 // partly spent, cannot go again.
+                if facts.received.as_ref().is_some_and(|p| p.stalled()) {
+                    return Err(RequestError::BodyTimeout(
+                        "none of it came for the idle timeout",
+                    ));
+                }
                 if let (Some(limit), Some(p)) = (max_body, &facts.received) {
                     if p.too_large() {
                         return Err(RequestError::BodyTooLarge(limit));
@@ -195,6 +223,9 @@ pub(super) fn forward<'a>(
             }
         };
         facts.timing.head = Some(Moment::now());
+        if let Some(p) = &facts.received {
+            p.answer_began();
+        }
         facts.target_status = Some(resp.status());
         let head = headers::head_bytes(resp.status(), resp.headers());
         if head.bytes > pool::MAX_RESPONSE_HEAD {

@@ -148,8 +148,8 @@ struct Forwarding {
     sealer: Option<Arc<Sealer>>,
     /// The forward's group stickiness (`AWSALBTG`), if on.
     group_stickiness: Option<Duration>,
-    /// The listener's `max_body_bytes`, from the same snapshot.
-    max_body: Option<u64>,
+    /// The listener's bounds on the request body, from the same snapshot.
+    body: forward::BodyLimits,
 }
 
 /// The group of `f` that takes a request: the one its `AWSALBTG` cookie names, when the forward
@@ -221,7 +221,10 @@ fn respond<'a>(
                         sealer: sticky.then(|| snapshot.sealer.clone()),
                         group,
                         group_stickiness: f.stickiness,
-                        max_body: listener.max_body_bytes,
+                        body: forward::BodyLimits {
+                            max_bytes: listener.max_body_bytes,
+                            idle: snapshot.limits.idle_timeout,
+                        },
                     })
                 }
                 Action::FixedResponse(f) => Resolved::FixedResponse(f.clone()),
@@ -266,7 +269,7 @@ fn respond<'a>(
                     ctx,
                     &fwd.group,
                     sealer,
-                    fwd.max_body,
+                    fwd.body,
                     discard_target,
                     facts,
                 )
@@ -452,10 +455,14 @@ fn error_response(e: &RequestError, grpc: Option<HeaderValue>) -> Response<Reply
     };
     if matches!(
         e,
-        RequestError::BadRequest(_) | RequestError::ClientBody(_) | RequestError::BodyTooLarge(_)
+        RequestError::BadRequest(_)
+            | RequestError::ClientBody(_)
+            | RequestError::BodyTooLarge(_)
+            | RequestError::BodyTimeout(_)
     ) {
         // The connection's framing can no longer be trusted, or a body too large to take is
-        // read only to throw it away (`discard`) or not read at all.
+        // read only to throw it away (`discard`) or not read at all, or its client is too slow
+        // to wait for.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -7,11 +7,12 @@ pub mod connect;
 pub mod pool;
 pub mod retry;
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,6 +23,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::time::{Instant, Sleep};
 
 use crate::http_tokens;
 
@@ -48,6 +50,52 @@ pub struct ClientBody {
     expects_continue: bool,
     polled: bool,
     ended: bool,
+    /// The last poll found nothing from the client.
+    waiting: bool,
+    /// How long the client may send nothing while the body is waited on (the listener's
+    /// `idle_timeout`, as ALB's): then the body fails as [`BodyError::Stalled`].
+    clock: StallClock,
+}
+
+/// When a client sending a body has sent nothing for too long. Counted from when the body
+/// began to wait on the client, not from its last chunk: a target that reads slowly holds the
+/// body up without the client being at fault.
+struct StallClock {
+    idle: Duration,
+    /// When the body last began to wait on its client.
+    since: Instant,
+    /// Armed at the first wait and moved on only when it fires: a clock read per wait, not a
+    /// timer reset per wait.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallClock {
+    fn wait_began(&mut self) {
+        self.since = Instant::now();
+    }
+
+    /// Whether the client has sent nothing for `idle` while the body waits on it; if not, the
+    /// task is woken when that could be so. While `answering` (the target's response streams
+    /// to the client), the exchange is not idle, as a bidirectional stream whose client only
+    /// listens for a while is not: ALB's idle timeout counts data either way.
+    fn stalled(&mut self, cx: &mut Context<'_>, answering: bool) -> bool {
+        let mut due = self.since + self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if answering && now >= due {
+                self.since = now;
+                due = now + self.idle;
+            } else if now >= due {
+                return true;
+            }
+            // The body waited anew since the timer was set, or the answer is streaming.
+            timer.as_mut().reset(due);
+        }
+        false
+    }
 }
 
 /// The client's HTTP/1 connection, as the body it sends to a target sees it. A target may
@@ -66,12 +114,14 @@ pub trait ClientConn: Send + Sync {
 
 impl ClientBody {
     /// The client's `body`, counted in `progress`, from `client` (see [`ClientConn`]);
-    /// `expects_continue`: the client sent `Expect: 100-continue`.
+    /// `expects_continue`: the client sent `Expect: 100-continue`; `idle`: how long the client
+    /// may send nothing of it while it is waited on.
     pub fn new(
         body: Incoming,
         progress: Arc<BodyProgress>,
         client: Option<Arc<dyn ClientConn>>,
         expects_continue: bool,
+        idle: Duration,
     ) -> Self {
         if let Some(c) = &client {
             c.reading();
@@ -83,6 +133,12 @@ impl ClientBody {
             expects_continue,
             polled: false,
             ended: false,
+            waiting: false,
+            clock: StallClock {
+                idle,
+                since: Instant::now(),
+                timer: None,
+            },
         }
     }
 }
@@ -122,7 +178,17 @@ pub struct BodyProgress {
     failed: AtomicBool,
     /// The most body bytes the listener lets through (`max_body_bytes`); `u64::MAX` for none.
     limit: u64,
+    /// The body last waited on its client (as opposed to the target not taking it, or its end).
+    waiting: AtomicBool,
+    /// It failed because the client sent nothing of it for the idle timeout.
+    stalled: AtomicBool,
+    /// The target's answer: `ANSWER_*`.
+    answer: AtomicU8,
 }
+
+const ANSWER_AWAITED: u8 = 0;
+const ANSWER_STREAMING: u8 = 1;
+const ANSWER_ENDED: u8 = 2;
 
 impl Default for BodyProgress {
     fn default() -> Self {
@@ -137,6 +203,8 @@ pub enum BodyError {
     Client(#[from] hyper::Error),
     #[error("the request body is larger than the listener's limit of {0} bytes")]
     TooLarge(u64),
+    #[error("the client sent nothing of the request body for {0:?}")]
+    Stalled(Duration),
 }
 
 impl BodyProgress {
@@ -146,7 +214,35 @@ impl BodyProgress {
             read: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             limit: limit.unwrap_or(u64::MAX),
+            waiting: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            answer: AtomicU8::new(ANSWER_AWAITED),
         }
+    }
+
+    /// The target's answer has begun to go to the client.
+    pub fn answer_began(&self) {
+        self.answer.store(ANSWER_STREAMING, Ordering::Relaxed);
+    }
+
+    /// The target's answer has gone to the client, or been abandoned.
+    pub fn answer_ended(&self) {
+        self.answer.store(ANSWER_ENDED, Ordering::Relaxed);
+    }
+
+    fn answering(&self) -> bool {
+        self.answer.load(Ordering::Relaxed) == ANSWER_STREAMING
+    }
+
+    /// Whether the body, unfinished, was last waiting for its client to send more: a target
+    /// that has not answered by then has not had the whole request.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body broke off because its client sent nothing of it for the idle timeout.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
     }
 
     /// Whether the body broke off for being larger than the limit.
@@ -195,7 +291,15 @@ impl Body for UpstreamBody {
                 };
                 c.polled = true;
                 let progress = &c.progress;
-                match Pin::new(b).poll_frame(cx) {
+                let polled = Pin::new(b).poll_frame(cx);
+                if polled.is_pending() != c.waiting {
+                    c.waiting = polled.is_pending();
+                    progress.waiting.store(c.waiting, Ordering::Relaxed);
+                    if c.waiting {
+                        c.clock.wait_began();
+                    }
+                }
+                match polled {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(data) = f.data_ref() {
                             progress.add_read(data.len() as u64);
@@ -218,6 +322,15 @@ impl Body for UpstreamBody {
                     Poll::Ready(None) => {
                         c.ended = true;
                         Poll::Ready(None)
+                    }
+                    Poll::Pending if c.clock.stalled(cx, progress.answering()) => {
+                        progress.stalled.store(true, Ordering::Release);
+                        progress.failed.store(true, Ordering::Release);
+                        // Given up on: not read on for the client's sake (see `Drop`), so that
+                        // its connection closes, as ALB closes one idle that long.
+                        c.body = None;
+                        c.ended = true;
+                        Poll::Ready(Some(Err(BodyError::Stalled(c.clock.idle))))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -513,6 +626,36 @@ fn put_hex(out: &mut [u8], mut v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stall runs from the latest wait's start, not from when the timer was first set.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_stalls_idle_after_it_began_to_wait() {
+        let second = Duration::from_secs(1);
+        let mut clock = StallClock {
+            idle: 10 * second,
+            since: Instant::now(),
+            timer: None,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(!clock.stalled(&mut cx, false));
+        tokio::time::advance(6 * second).await;
+        clock.wait_began();
+        // The first timer passes; the latest wait began 5 s ago.
+        tokio::time::advance(5 * second).await;
+        assert!(!clock.stalled(&mut cx, false));
+        tokio::time::advance(4 * second).await;
+        assert!(!clock.stalled(&mut cx, false));
+        tokio::time::advance(second).await;
+        // While the answer streams, the exchange is not idle: the clock starts again.
+        assert!(!clock.stalled(&mut cx, true), "answering");
+        tokio::time::advance(9 * second).await;
+        assert!(!clock.stalled(&mut cx, false));
+        tokio::time::advance(second).await;
+        assert!(
+            clock.stalled(&mut cx, false),
+            "10 s into the wait, the answer over"
+        );
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed() {
