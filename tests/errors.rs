@@ -893,6 +893,25 @@ impl Drop for SlowReader {
     }
 }
 
+/// Reads `client` until seawall closes it, and checks that the answer was `status` and said so
+/// (`Connection: close`).
+async fn answered_and_closed<S: AsyncRead + Unpin>(client: &mut S, status: &str, name: &str) {
+    let mut out = Vec::new();
+    assert!(
+        read_until_closed(client, &mut out, PATIENCE).await,
+        "{name}: closed"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with(&format!("HTTP/1.1 {status}")),
+        "{name}: {text:?}"
+    );
+    assert!(
+        text.to_lowercase().contains("connection: close"),
+        "{name}: {text:?}"
+    );
+}
+
 /// How a request body breaks off after its head (and a first part of it) went to the target.
 enum BreakOff {
     /// More bytes that do not fit the framing.
@@ -957,17 +976,7 @@ async fn a_body_that_breaks_off_gets_400_and_its_target_connection_is_closed() {
             BreakOff::Garbage(bytes) => client.write_all(bytes).await.unwrap(),
             BreakOff::HalfClose => client.shutdown().await.unwrap(),
         }
-        let mut out = Vec::new();
-        assert!(
-            read_until_closed(&mut client, &mut out, PATIENCE).await,
-            "{name}: closed"
-        );
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("HTTP/1.1 400"), "{name}: {text:?}");
-        assert!(
-            text.to_lowercase().contains("connection: close"),
-            "{name}: {text:?}"
-        );
+        answered_and_closed(&mut client, "400", name).await;
         // The target's connection, left in the middle of a request, is not kept for another.
         assert!(
             eventually(PATIENCE, || async { t.closed.load(Ordering::SeqCst) > i }).await,
@@ -1073,18 +1082,8 @@ async fn a_request_body_the_client_stops_sending_gets_408_after_idle_timeout() {
         let mut tcp = TcpStream::connect(sw.addr(listener)).await.unwrap();
         tcp.write_all(SHORT).await.unwrap();
         let started = Instant::now();
-        let mut out = Vec::new();
         // The client keeps its side open and sends nothing more.
-        assert!(
-            read_until_closed(&mut tcp, &mut out, PATIENCE).await,
-            "{listener}: closed"
-        );
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("HTTP/1.1 408"), "{listener}: {text:?}");
-        assert!(
-            text.to_lowercase().contains("connection: close"),
-            "{listener}: {text:?}"
-        );
+        answered_and_closed(&mut tcp, "408", listener).await;
         assert!(
             started.elapsed() >= not_before,
             "{listener}: not before its timeout ({:?})",
