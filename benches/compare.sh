@@ -16,9 +16,10 @@
 # WORKERS=N runs seawall with N data-plane workers, and PROXY_CPUS=0,1 lets the proxies run on
 # both cores (the load generator and backend stay on cpu1): with both, `WORKERS=2` against
 # `WORKERS=1` tells what the second worker costs per CPU-second.
-# SYSCALLS=1 counts each proxy's system calls during every round with `perf stat` on kernel
-# tracepoints (cheap, unlike strace) and prints them per unit of work under the round's line:
-# where two proxies' user time is alike, the calls made per request tell their kernel time apart.
+# SYSCALLS=1 counts each proxy's system calls, page faults and context switches during every
+# round with `perf stat` (kernel tracepoints and software events: cheap, unlike strace) and prints
+# them per unit of work under the round's line, with its user share of CPU: where two proxies'
+# user time is alike, these tell their kernel time apart.
 # A short run to see that every column fills in: ROUNDS=1 benches/compare.sh 2
 #
 # The contract every proxy is set up to: TLS 1.2 and 1.3 on the listener with the same certificate
@@ -299,7 +300,7 @@ clk=$(getconf CLK_TCK)
 # Every process of a proxy: the one started and its children (nginx's worker). H2O and Caddy are one
 # process each (H2O's threads are in its /proc/PID/stat).
 procs() { echo "$1"; pgrep -P "$1" || true; }
-syscall_events=raw_syscalls:sys_enter
+syscall_events=raw_syscalls:sys_enter,page-faults,context-switches
 for call in epoll_wait epoll_pwait read readv recvfrom recvmsg write writev sendto sendmsg; do
     syscall_events+=,syscalls:sys_enter_$call
 done
@@ -387,8 +388,8 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
     if [ -n "$perf_pid" ]; then
         # perf's CSV rows: count,unit,event,...; the tracepoint's name without its group.
         awk -F, -v n="$amount" -v k="$scale" -v u="$((user1 - user0))" -v t="$((after - before))" '
-            $3 ~ /:/ && $1 ~ /^[0-9]+$/ && $1 > 0 { ev = $3; sub(/.*:(sys_enter_)?/, "", ev); out = out sprintf(" %s %.2f", ev, $1 / (n / k)) }
-            END { printf "            user time %.0f%% of CPU; system calls per %s:%s\n", (t > 0 ? 100 * u / t : 0), (k > 1 ? "MB" : "unit"), out }' \
+            $1 ~ /^[0-9]+$/ && $1 > 0 { ev = $3; sub(/.*:(sys_enter_)?/, "", ev); sub(/sys_enter/, "all", ev); out = out sprintf(" %s %.2f", ev, $1 / (n / k)) }
+            END { printf "            user time %.0f%% of CPU; per %s, system calls:%s\n", (t > 0 ? 100 * u / t : 0), (k > 1 ? "MB" : "unit"), out }' \
             "$work/syscalls.csv" >&2
     fi
 }
