@@ -50,8 +50,6 @@ pub struct ClientBody {
     expects_continue: bool,
     polled: bool,
     ended: bool,
-    /// The last poll found nothing from the client.
-    waiting: bool,
     /// How long the client may send nothing while the body is waited on (the listener's
     /// `idle_timeout`, as ALB's): then the body fails as [`BodyError::Stalled`].
     clock: StallClock,
@@ -133,7 +131,6 @@ impl ClientBody {
             expects_continue,
             polled: false,
             ended: false,
-            waiting: false,
             clock: StallClock {
                 idle,
                 since: Instant::now(),
@@ -166,7 +163,8 @@ impl Drop for ClientBody {
     }
 }
 
-/// How far a client's request body has been read on its way to the target, shared between the
+/// How far a client's request body has been read on its way to the target, and where the
+/// exchange stands (the body waiting on its client, the answer under way), shared between the
 /// body (polled by the target connection's task) and those who must judge the exchange after.
 #[derive(Debug)]
 pub struct BodyProgress {
@@ -292,10 +290,10 @@ impl Body for UpstreamBody {
                 c.polled = true;
                 let progress = &c.progress;
                 let polled = Pin::new(b).poll_frame(cx);
-                if polled.is_pending() != c.waiting {
-                    c.waiting = polled.is_pending();
-                    progress.waiting.store(c.waiting, Ordering::Relaxed);
-                    if c.waiting {
+                let waiting = polled.is_pending();
+                if waiting != progress.waiting() {
+                    progress.waiting.store(waiting, Ordering::Relaxed);
+                    if waiting {
                         c.clock.wait_began();
                     }
                 }
