@@ -149,7 +149,8 @@ impl RequestError {
                 }
                 e => RequestError::ConnectFailed(e.to_string()),
             },
-            pool::Error::Handshake(e) | pool::Error::Exchange(e) | pool::Error::Stale(e) => {
+            pool::Error::Handshake(e) => RequestError::TargetReset(error_chain(&**e)),
+            pool::Error::Exchange(e) | pool::Error::Stale(e) => {
                 RequestError::TargetReset(error_chain(&**e))
             }
             pool::Error::ClientBody(e) => RequestError::ClientBody(error_chain(&**e)),

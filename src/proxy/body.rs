@@ -6,12 +6,11 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::record::Record;
 use crate::targets::OutstandingGuard;
-use crate::upstream::pool::Lease;
+use crate::upstream::response::TargetBody;
 
 /// A response body as the client connection gets it: the answer, and the request's record, which
 /// keeps the request counted as in flight (for the connection's idle timer) and is finished when
@@ -39,11 +38,10 @@ pub(super) struct Reply {
 }
 
 /// The target a streamed body comes from: counted as outstanding while the body lives, and cut
-/// when the target's draining time ends.
+/// when the target's draining time ends. (The HTTP/1 connection the body comes on is the body's
+/// own until it ends, see [`TargetBody`]; then it goes back to the target's pool.)
 pub(super) struct TargetWatch {
     pub(super) outstanding: OutstandingGuard,
-    /// The HTTP/1 connection the body comes on, back to the target's pool when the body ends.
-    pub(super) lease: Option<Lease>,
     /// Created the first time the body waits for the target, so a body that never waits costs
     /// no allocation.
     pub(super) closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -51,7 +49,7 @@ pub(super) struct TargetWatch {
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(TargetBody),
 }
 
 impl ResponseBody {
@@ -73,7 +71,7 @@ impl Reply {
     }
 
     /// A target's body, streamed through while `watch` counts it on its target.
-    pub(super) fn upstream(body: Incoming, watch: TargetWatch) -> Self {
+    pub(super) fn upstream(body: TargetBody, watch: TargetWatch) -> Self {
         Reply {
             inner: Inner::Upstream(body),
             target: Some(watch),
@@ -108,13 +106,11 @@ impl Body for Reply {
                         Some(Err(_)) => false,
                     };
                     if ended {
-                        if let Some(watch) = &mut this.target {
-                            if let Some(lease) = watch.lease.take() {
-                                watch.outstanding.target().pool().give_back(lease);
-                            }
+                        if let (Some(watch), Some(lease)) = (&this.target, body.take_lease()) {
+                            watch.outstanding.target().pool().give_back(lease);
                         }
                     }
-                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                    Poll::Ready(frame)
                 }
                 Poll::Pending => {
                     if let Some(watch) = &mut this.target {

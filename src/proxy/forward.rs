@@ -131,7 +131,7 @@ pub(super) fn forward<'a>(
 
         let mut body = Some(body);
         facts.timing.sent = Some(Moment::now());
-        let (mut resp, outstanding, mut lease) = loop {
+        let (mut resp, outstanding) = loop {
             facts.target = Some(target.addr);
             let outstanding = target.begin();
             let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
@@ -162,7 +162,7 @@ pub(super) fn forward<'a>(
                     ))
                 }
                 Err(_) => return Err(RequestError::ResponseTimeout),
-                Ok(Ok((resp, lease))) => break (resp, outstanding, lease),
+                Ok(Ok(resp)) => break (resp, outstanding),
                 Ok(Err(e)) => e,
             };
             debug!(target = %target.addr, error = %crate::error::error_chain(&e), "upstream request failed");
@@ -234,8 +234,8 @@ pub(super) fn forward<'a>(
         }
         if discard_target {
             // Whatever the target made of the request's end, it reads nothing more on this
-            // connection: hyper closes it once the response is over.
-            lease = None;
+            // connection: it is closed once the response is over.
+            resp.body_mut().forbid_reuse();
         }
 
         let switched = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -259,20 +259,12 @@ pub(super) fn forward<'a>(
             );
         }
         if let (Some(client_side), true) = (client_upgrade, switched) {
-            return Ok(upgrade::hand_off(
-                client_side,
-                resp,
-                outstanding,
-                lease,
-                ctx,
-            ));
+            return Ok(upgrade::hand_off(client_side, resp, outstanding, ctx));
         }
-        let (parts, body) = resp.into_parts();
-        if body.is_end_stream() {
-            // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
-            if let Some(lease) = lease.take() {
-                outstanding.target().pool().give_back(lease);
-            }
+        let (parts, mut body) = resp.into_parts();
+        // No body to wait for (HEAD, 204, 304, an empty length): the exchange is over.
+        if let Some(lease) = body.take_lease() {
+            outstanding.target().pool().give_back(lease);
         }
         Ok(Response::from_parts(
             parts,
@@ -281,7 +273,6 @@ pub(super) fn forward<'a>(
                 TargetWatch {
                     outstanding,
                     closed: None,
-                    lease,
                 },
             ),
         ))

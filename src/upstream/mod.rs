@@ -1,10 +1,14 @@
 //! The way to the targets. The hot path is [`pool`]: each target's kept-alive connections, which
-//! every forwarded request goes through; [`connect`] opens new ones (and the health checker's).
+//! every forwarded request goes through; [`h1`] is the HTTP/1 client that runs an exchange in the
+//! request's own task, and [`response`] the body a target answers with; [`connect`] opens new
+//! connections (and the health checker's).
 //! Here: what a forwarded request carries (its body type, the header rewriting a proxy owes both
 //! sides: hop-by-hop removal, `X-Forwarded-*`, the ALB trace id) and the TLS setup towards targets.
 
 pub mod connect;
+pub mod h1;
 pub mod pool;
+pub mod response;
 pub mod retry;
 
 use std::future::Future;
@@ -36,7 +40,8 @@ pub enum UpstreamBody {
     Empty,
 }
 
-/// The client's body on its way to a target (the target connection's task polls it).
+/// The client's body on its way to a target (the exchange polls it: for HTTP/1, in the request's
+/// task; for HTTP/2, the shared connection's task).
 pub struct ClientBody {
     /// `None` only as the body is dropped.
     body: Option<Incoming>,
