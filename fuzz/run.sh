@@ -13,7 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-all=(config wildcard redirect head_scan framing request)
+all=(config wildcard redirect head_scan framing request response)
 seconds="${1:-60}"
 [ "$#" -gt 0 ] && shift
 targets=("$@")

@@ -6,3 +6,4 @@ pub use crate::server::activity::{HeadScan, Scan, MAX_REQUEST_LINE};
 pub use crate::server::framing::{
     judge, lookalike_name, Action, Judgment, Mitigation, RawHead, Reason, Verdict,
 };
+pub use crate::upstream::h1::{parse_head, Decoding, Framing, Step};

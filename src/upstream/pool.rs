@@ -654,7 +654,10 @@ mod tests {
     async fn exchange(pool: &Pool) -> (String, Lease) {
         let resp = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
         let (body, lease) = whole(resp.into_body()).await;
-        (body, lease.expect("a kept-alive exchange leaves its connection"))
+        (
+            body,
+            lease.expect("a kept-alive exchange leaves its connection"),
+        )
     }
 
     /// A body read to its end, and the connection it leaves.
@@ -711,7 +714,7 @@ mod tests {
             rt.block_on(async {
                 let (n, lease) = exchange(&pool).await;
                 pool.give_back(lease);
-                        n
+                n
             })
         };
         let first = worker();
