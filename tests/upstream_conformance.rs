@@ -1,5 +1,6 @@
-//! The conformance table of seawall's HTTP/1 exchange with its targets (its client side: today
-//! hyper's `client::conn::http1`, driven from `upstream::pool` and `proxy::forward`). Each row
+//! The conformance table of seawall's HTTP/1 exchange with its targets (its client side:
+//! `upstream::h1`, run in the request's task from `upstream::pool` and `proxy::forward`; until
+//! issue 15, hyper's `client::conn::http1`, which passed the same table). Each row
 //! pins what a client of seawall gets, and what the target sees, when a target answers in a
 //! particular way; whatever drives that exchange must pass the table.
 //!

@@ -195,6 +195,8 @@ pub async fn exchange(
     let upgrade = parts.headers.contains_key(header::UPGRADE);
     // Whether any of the answer came: after that, a close is not the keep-alive race.
     let mut answered = false;
+    // The request did not all go: whatever the answer, the connection is not reused.
+    let mut cut_short = false;
     let head = poll_fn(|cx| {
         if let Some(up) = &mut upload {
             match up.poll(cx, &mut conn.io) {
@@ -207,6 +209,7 @@ pub async fn exchange(
                 Poll::Ready(Err(UploadError::Target(e))) => {
                     tracing::debug!(error = %e, "the target stopped taking the request body");
                     upload = None;
+                    cut_short = true;
                 }
                 Poll::Pending => {}
             }
@@ -235,7 +238,7 @@ pub async fn exchange(
         conn: Some(conn),
         framing: framing.decoding,
         upload: upload.map(Box::new),
-        reusable: framing.keep_alive,
+        reusable: framing.keep_alive && !cut_short,
         finished: None,
         failed: None,
     };

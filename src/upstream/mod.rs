@@ -170,14 +170,13 @@ impl Drop for ClientBody {
 
 /// How far a client's request body has been read on its way to the target, and where the
 /// exchange stands (the body waiting on its client, the answer under way), shared between the
-/// body (polled by the target connection's task) and those who must judge the exchange after.
+/// body (polled by the exchange) and those who must judge the exchange after.
 #[derive(Debug)]
 pub struct BodyProgress {
     read: AtomicU64,
     /// Reading the client's body failed (bad chunk framing, the client gone before the length
-    /// was read, or more than `limit`). hyper's client then fails the exchange with an error
-    /// that, by itself, looks like the target's (for HTTP/2, a reset stream): this says whose
-    /// fault it was.
+    /// was read, or more than `limit`). The exchange then fails with an error that, by itself,
+    /// may look like the target's (for HTTP/2, a reset stream): this says whose fault it was.
     failed: AtomicBool,
     /// The most body bytes the listener lets through (`max_body_bytes`); `u64::MAX` for none.
     limit: u64,
@@ -307,15 +306,15 @@ impl Body for UpstreamBody {
                         if let Some(data) = f.data_ref() {
                             progress.add_read(data.len() as u64);
                             if progress.read() > progress.limit {
-                                // Failing the body makes hyper's client abandon the exchange
-                                // mid-body: the target never sees a request that looks whole.
+                                // Failing the body abandons the exchange mid-body: the target
+                                // never sees a request that looks whole.
                                 progress.failed.store(true, Ordering::Release);
                                 return Poll::Ready(Some(Err(BodyError::TooLarge(progress.limit))));
                             }
                         }
                         Poll::Ready(Some(Ok(f)))
                     }
-                    // Set before hyper's client sees the error, so it is set by the time the
+                    // Set before the exchange sees the error, so it is set by the time the
                     // exchange fails with it. A body whose framing broke has nothing more to read.
                     Poll::Ready(Some(Err(e))) => {
                         progress.failed.store(true, Ordering::Release);

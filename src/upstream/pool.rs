@@ -526,13 +526,13 @@ impl Pool {
     }
 }
 
-/// Whether an exchange failed because the client's request body broke off: then the error hyper
-/// gives (a body error for HTTP/1, a reset stream for HTTP/2) says nothing about the target.
+/// Whether an exchange failed because the client's request body broke off: then the error the
+/// exchange gives (for HTTP/2, a reset stream) says nothing about the target.
 fn client_body_failed(progress: Option<&BodyProgress>) -> bool {
     progress.is_some_and(BodyProgress::failed)
 }
 
-/// Whether an exchange failed because the connection was closed or reset under it, rather than
+/// Whether an HTTP/2 exchange failed because the connection was closed or reset under it, rather than
 /// because of what the target answered.
 fn closed_under(e: &hyper::Error) -> bool {
     if e.is_incomplete_message() {
