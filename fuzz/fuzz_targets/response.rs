@@ -31,11 +31,16 @@ struct Read {
     body: Vec<u8>,
     trailers: Option<String>,
     outcome: Outcome,
-    /// Bytes left after a body that ended.
+    /// Bytes of the input left after a body that ended.
     left: usize,
 }
 
-fn read<'a>(reads: impl IntoIterator<Item = &'a [u8]>, method: &Method, upgrade: bool) -> Read {
+fn read<'a>(
+    reads: impl IntoIterator<Item = &'a [u8]>,
+    total: usize,
+    method: &Method,
+    upgrade: bool,
+) -> Read {
     let mut out = Read {
         head: None,
         body: Vec::new(),
@@ -64,8 +69,9 @@ fn read<'a>(reads: impl IntoIterator<Item = &'a [u8]>, method: &Method, upgrade:
                         decoding = Some(framing.decoding);
                         continue;
                     }
+                    // Informational heads before it may have been taken.
                     Ok(None) => {
-                        assert_eq!(before, buf.len(), "a partial head takes nothing");
+                        taken += before - buf.len();
                         break;
                     }
                     Err(e) => {
@@ -90,7 +96,7 @@ fn read<'a>(reads: impl IntoIterator<Item = &'a [u8]>, method: &Method, upgrade:
                     taken += before - buf.len();
                     assert!(d.is_done() || matches!(d, Decoding::Upgraded));
                     out.outcome = Outcome::Ended;
-                    out.left = buf.len();
+                    out.left = total - taken;
                     if let Some(n) = declared {
                         assert_eq!(out.body.len() as u64, n, "a length is kept");
                     }
@@ -108,7 +114,7 @@ fn read<'a>(reads: impl IntoIterator<Item = &'a [u8]>, method: &Method, upgrade:
             }
             if d.is_done() {
                 out.outcome = Outcome::Ended;
-                out.left = buf.len();
+                out.left = total - taken;
                 if let Some(n) = declared {
                     assert_eq!(out.body.len() as u64, n, "a length is kept");
                 }
@@ -142,8 +148,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let method = if how & 1 == 1 { Method::HEAD } else { Method::GET };
     let upgrade = how & 2 == 2;
-    let whole = read([bytes], &method, upgrade);
-    let cut = read(reads(bytes, *seed), &method, upgrade);
+    let whole = read([bytes], bytes.len(), &method, upgrade);
+    let cut = read(reads(bytes, *seed), bytes.len(), &method, upgrade);
     // A head or framing error found with the whole input may show as `Short` when cut (the
     // reads stop at the same place only once all have come), so compare what both reached.
     if whole.outcome != Outcome::Short && cut.outcome != Outcome::Short {
