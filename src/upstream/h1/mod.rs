@@ -16,6 +16,13 @@
 //! - Idle, in the pool, a connection is watched by no one: what happened to it meanwhile (the
 //!   target closed it, sent stray bytes) is found as it is taken ([`Conn::is_reusable`]), at no
 //!   system call when nothing did.
+//!
+//! Its parts: [`head`] parses a response head and says how its body is framed, [`decode`] takes
+//! the body off the connection's buffer, [`upload`] frames and sends the request.
+
+mod decode;
+mod head;
+mod upload;
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -23,33 +30,25 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body::{Body as _, Frame, SizeHint};
+use bytes::{Bytes, BytesMut};
+use http::header;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
-use super::connect::TargetStream;
-use super::pool::{Shape, MAX_RESPONSE_HEAD};
-use super::{BodyError, UpstreamBody};
-use crate::http_tokens;
+pub use decode::{Chunked, Decoding, Step};
+pub use head::{parse_head, Framing};
+use upload::{encode_head, encoding, Upload, UploadError};
 
-/// The most a response head may fill while its end is looked for: twice ALB's limit on a head,
-/// which `proxy::forward` checks exactly once it is parsed.
-const MAX_HEAD_BUFFER: usize = 2 * MAX_RESPONSE_HEAD;
+use super::connect::TargetStream;
+use super::pool::Shape;
+use super::{BodyError, UpstreamBody};
 
 /// The first read's room; grown (up to [`MAX_READ`]) while reads fill it.
 const FIRST_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
-
-/// The most header lines a response head, or a chunked body's trailers, may have (hyper's).
-const MAX_HEADERS: usize = 100;
-
-/// The most bytes of chunk extensions a body may carry in all (hyper's): they are skipped, but
-/// must not be a way to keep seawall reading without end.
-const MAX_CHUNK_EXTENSIONS: u64 = 16 * 1024;
 
 /// How long a failure of the target's body is held back before the client's side is told: long
 /// enough for what came before it to be written out. hyper's server, told that a body failed,
@@ -68,7 +67,7 @@ pub enum Error {
     ClosedInBody,
     #[error("malformed response head: {0}")]
     Head(#[from] httparse::Error),
-    #[error("response head larger than {MAX_HEAD_BUFFER} bytes")]
+    #[error("response head larger than {} bytes", head::MAX_HEAD_BUFFER)]
     HeadTooLarge,
     #[error("malformed response: {0}")]
     Framing(&'static str),
@@ -157,14 +156,6 @@ impl Conn {
         }
         Poll::Ready(Ok(n))
     }
-}
-
-/// How a request body is framed on its way to the target.
-#[derive(Debug, Clone, Copy)]
-enum Encoding {
-    /// As many bytes as the request declared.
-    Length(u64),
-    Chunked,
 }
 
 /// Sends `req` on `conn` and reads the target's answer up to its final head. The response's
@@ -259,428 +250,6 @@ async fn write_all(io: &mut TargetStream, mut buf: &[u8]) -> io::Result<()> {
         buf = &buf[n..];
     }
     io.flush().await
-}
-
-/// How a body is framed: a declared length is kept; anything else goes chunked (the proxy
-/// removed the client's own framing headers, as hop-by-hop or as HTTP/2 has none), except for
-/// methods whose body has no defined meaning, which send none then, as hyper's client does (the
-/// client's body is read and thrown away as it is dropped).
-fn encoding(method: &Method, headers: &HeaderMap) -> Option<Encoding> {
-    match content_length(headers) {
-        Ok(Some(n)) => Some(Encoding::Length(n)),
-        _ if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) => None,
-        _ => Some(Encoding::Chunked),
-    }
-}
-
-/// The request line and header lines of a request, into `out`.
-fn encode_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    encoding: Option<Encoding>,
-) {
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    out.reserve(64 + target.len() + headers.len() * 32);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let chunked = matches!(encoding, Some(Encoding::Chunked));
-    for (name, value) in headers {
-        // A length that was not used to frame the body (it did not parse) is not sent.
-        if chunked && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length`'s value: every line and list element must say the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let v = v
-            .to_str()
-            .map_err(|_| Error::Framing("invalid content-length"))?;
-        for n in v.split(',') {
-            let n = n.trim();
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::Framing("invalid content-length"));
-            }
-            let n: u64 = n
-                .parse()
-                .map_err(|_| Error::Framing("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Framing("conflicting content-lengths"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
-}
-
-/// How the response's body is framed, and whether the connection may serve another exchange.
-#[derive(Debug)]
-pub struct Framing {
-    pub decoding: Decoding,
-    pub keep_alive: bool,
-}
-
-/// The next final response head at the front of `buf`, taken off it; 1xx heads before it are
-/// passed over (101 ends the exchange: `upgrade`, the request asked for one). `None`: more
-/// bytes are needed.
-pub fn parse_head(
-    buf: &mut BytesMut,
-    method: &Method,
-    upgrade: bool,
-) -> Result<Option<(Response<()>, Framing)>, Error> {
-    loop {
-        let Some(parsed) = parse_one_head(buf)? else {
-            return Ok(None);
-        };
-        let (head, keep_alive) = parsed;
-        let status = head.status();
-        let decoding = match status.as_u16() {
-            101 if upgrade => Decoding::Upgraded,
-            101 => return Err(Error::Framing("101 to a request that asked for no upgrade")),
-            100..=199 => continue,
-            204 | 304 => Decoding::Done,
-            _ if method == Method::HEAD => Decoding::Done,
-            _ => body_decoding(&head)?,
-        };
-        let keep_alive = keep_alive
-            && match decoding {
-                Decoding::Close | Decoding::Upgraded => false,
-                // Both framings: the length is not trusted, nor the connection after.
-                Decoding::Chunked(_) => !head.headers().contains_key(header::CONTENT_LENGTH),
-                _ => true,
-            };
-        let mut head = head;
-        if matches!(decoding, Decoding::Chunked(_)) {
-            head.headers_mut().remove(header::CONTENT_LENGTH);
-        }
-        return Ok(Some((
-            head,
-            Framing {
-                decoding,
-                keep_alive,
-            },
-        )));
-    }
-}
-
-/// RFC 9112, 6.3: chunked when it is the last transfer coding (else until close); a length;
-/// else until close.
-fn body_decoding(head: &Response<()>) -> Result<Decoding, Error> {
-    let headers = head.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if head.version() == Version::HTTP_10 {
-            return Err(Error::Framing("transfer-encoding in an HTTP/1.0 response"));
-        }
-        let last = http_tokens::tokens(headers.get_all(header::TRANSFER_ENCODING)).last();
-        return Ok(if last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-            Decoding::Chunked(Chunked::default())
-        } else {
-            Decoding::Close
-        });
-    }
-    Ok(match content_length(headers)? {
-        Some(0) => Decoding::Done,
-        Some(n) => Decoding::Length(n),
-        None => Decoding::Close,
-    })
-}
-
-/// Where a header line's name and value lie in the head's bytes.
-#[derive(Clone, Copy)]
-struct Indices {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
-/// One head at the front of `buf`, taken off it, with whether the target lets the connection
-/// live on (HTTP/1.1 unless it said close; HTTP/1.0 only if it said keep-alive).
-fn parse_one_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, bool)>, Error> {
-    // Neither array is zeroed per response (6 KiB of memset was 7% of a proxied request's
-    // instructions): httparse fills the lines it found, and the indices are as many as those.
-    let (len, code, version, reason, indices) = {
-        let mut lines = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, buf, &mut lines);
-        let len = match parsed? {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial if buf.len() >= MAX_HEAD_BUFFER => {
-                return Err(Error::HeadTooLarge)
-            }
-            httparse::Status::Partial => return Ok(None),
-        };
-        let start = buf.as_ptr() as usize;
-        let indices: Vec<Indices> = res
-            .headers
-            .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - start;
-                let value = h.value.as_ptr() as usize - start;
-                Indices {
-                    name: (name, name + h.name.len()),
-                    value: (value, value + h.value.len()),
-                }
-            })
-            .collect();
-        let code = res.code.expect("a complete head has a status");
-        let version = match res.version {
-            Some(1) => Version::HTTP_11,
-            _ => Version::HTTP_10,
-        };
-        // httparse gives a reason that is not UTF-8 as a static "", which does not lie in `buf`
-        // (found by the `response` fuzz target): only one that does is kept.
-        let reason = res.reason.and_then(|r| {
-            let at = (r.as_ptr() as usize).checked_sub(start)?;
-            (!r.is_empty() && at + r.len() <= len).then_some(at..at + r.len())
-        });
-        (len, code, version, reason, indices)
-    };
-    let status =
-        StatusCode::from_u16(code).map_err(|_| Error::Framing("status code out of range"))?;
-    let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(indices.len());
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut said_close = false;
-    for i in &indices {
-        let name = HeaderName::from_bytes(&bytes[i.name.0..i.name.1])
-            .map_err(|_| Error::Framing("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(i.value.0..i.value.1))
-            .map_err(|_| Error::Framing("invalid header value"))?;
-        if name == header::CONNECTION {
-            // Once any line asks to close, a later keep-alive does not undo it.
-            let says = |token: &str| {
-                http_tokens::value_tokens(&value).any(|t| t.eq_ignore_ascii_case(token))
-            };
-            if said_close || says("close") {
-                said_close = true;
-                keep_alive = false;
-            } else if !keep_alive {
-                keep_alive = says("keep-alive");
-            }
-        }
-        headers.append(name, value);
-    }
-    let mut head = Response::new(());
-    *head.status_mut() = status;
-    *head.version_mut() = version;
-    *head.headers_mut() = headers;
-    if let Some(r) = reason {
-        let reason = &bytes[r];
-        // A reason that is not the usual one is kept, as hyper's client keeps it (its server
-        // writes it out again).
-        if status.canonical_reason().map(str::as_bytes) != Some(reason) {
-            if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason) {
-                head.extensions_mut().insert(r);
-            }
-        }
-    }
-    Ok(Some((head, keep_alive)))
-}
-
-/// How much of the response body is left, as its framing says.
-#[derive(Debug)]
-pub enum Decoding {
-    Length(u64),
-    Chunked(Chunked),
-    /// Until the target closes.
-    Close,
-    /// The connection is the tunnel's now (101).
-    Upgraded,
-    Done,
-}
-
-impl Decoding {
-    /// The next piece of the body from `buf` (taken off it). After the last one, the decoding
-    /// is done.
-    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Error> {
-        match self {
-            Decoding::Length(_) | Decoding::Close if buf.is_empty() => Ok(Step::More),
-            Decoding::Length(left) => {
-                let take = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                *left -= take as u64;
-                if *left == 0 {
-                    *self = Decoding::Done;
-                }
-                Ok(Step::Data(buf.split_to(take).freeze()))
-            }
-            Decoding::Chunked(c) => {
-                let step = c.decode(buf)?;
-                if matches!(step, Step::Trailers(_) | Step::End) {
-                    *self = Decoding::Done;
-                }
-                Ok(step)
-            }
-            Decoding::Close => Ok(Step::Data(buf.split().freeze())),
-            Decoding::Upgraded | Decoding::Done => Ok(Step::End),
-        }
-    }
-
-    /// The target closed the connection: the end of a body read until then, or the failure of
-    /// any other.
-    pub fn at_eof(&mut self) -> Result<(), Error> {
-        match self {
-            Decoding::Close | Decoding::Done => {
-                *self = Decoding::Done;
-                Ok(())
-            }
-            _ => Err(Error::ClosedInBody),
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        matches!(self, Decoding::Done)
-    }
-}
-
-/// One step of decoding a body from the buffer.
-#[derive(Debug)]
-pub enum Step {
-    Data(Bytes),
-    Trailers(HeaderMap),
-    End,
-    /// More bytes are needed.
-    More,
-}
-
-/// Where a chunked body's decoding stands.
-#[derive(Debug, Default)]
-pub struct Chunked {
-    state: ChunkState,
-    /// Chunk extension bytes seen in all (see [`MAX_CHUNK_EXTENSIONS`]).
-    extensions: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// The size line's hex digits: the value so far, and whether there was a digit.
-    #[default]
-    SizeStart,
-    Size(u64),
-    /// Spaces or tabs after the size.
-    SizeSpace(u64),
-    /// A `;` extension, skipped to the line's end.
-    Extension(u64),
-    /// The size line's CR was read; its LF is next.
-    SizeLf(u64),
-    Data(u64),
-    /// A chunk's data was read; its CRLF is next.
-    DataCr,
-    DataLf,
-    /// The last chunk's line was read: trailers, or the final CRLF.
-    Trailers,
-    Done,
-}
-
-impl Chunked {
-    /// The next piece of the body from `buf` (taken off it).
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, Error> {
-        use ChunkState::*;
-        loop {
-            match self.state {
-                Done => return Ok(Step::End),
-                Data(0) => self.state = DataCr,
-                Data(n) => {
-                    if buf.is_empty() {
-                        return Ok(Step::More);
-                    }
-                    let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    self.state = Data(n - take as u64);
-                    return Ok(Step::Data(buf.split_to(take).freeze()));
-                }
-                Trailers => return self.trailers(buf),
-                _ => {
-                    let Some(&b) = buf.first() else {
-                        return Ok(Step::More);
-                    };
-                    buf.advance(1);
-                    self.state = self.line_byte(b)?;
-                }
-            }
-        }
-    }
-
-    /// The state after `b`, a byte of a size line or of a chunk's closing CRLF.
-    fn line_byte(&mut self, b: u8) -> Result<ChunkState, Error> {
-        use ChunkState::*;
-        let bad = Error::Framing("invalid chunk size line");
-        Ok(match (self.state, b) {
-            (SizeStart, _) | (Size(_), _) if (b as char).is_ascii_hexdigit() => {
-                let size = match self.state {
-                    Size(s) => s,
-                    _ => 0,
-                };
-                let digit = (b as char).to_digit(16).expect("a hex digit") as u64;
-                size.checked_mul(16)
-                    .and_then(|s| s.checked_add(digit))
-                    .map(Size)
-                    .ok_or(Error::Framing("chunk size too large"))?
-            }
-            (Size(s), b' ' | b'\t') | (SizeSpace(s), b' ' | b'\t') => SizeSpace(s),
-            (Size(s), b';') | (SizeSpace(s), b';') => Extension(s),
-            (Size(s), b'\r') | (SizeSpace(s), b'\r') | (Extension(s), b'\r') => SizeLf(s),
-            (Extension(_), b'\n') => return Err(Error::Framing("newline in a chunk extension")),
-            (Extension(s), _) => {
-                self.extensions += 1;
-                if self.extensions > MAX_CHUNK_EXTENSIONS {
-                    return Err(Error::Framing("chunk extensions too long"));
-                }
-                Extension(s)
-            }
-            (SizeLf(0), b'\n') => Trailers,
-            (SizeLf(s), b'\n') => Data(s),
-            (DataCr, b'\r') => DataLf,
-            (DataLf, b'\n') => SizeStart,
-            _ => return Err(bad),
-        })
-    }
-
-    /// The trailer section, whole, or its empty line.
-    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Step, Error> {
-        if buf.len() < 2 {
-            return Ok(Step::More);
-        }
-        if buf.starts_with(b"\r\n") {
-            buf.advance(2);
-            self.state = ChunkState::Done;
-            return Ok(Step::End);
-        }
-        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::parse_headers(buf, &mut lines) {
-            Ok(httparse::Status::Complete((len, lines))) => {
-                let mut trailers = HeaderMap::with_capacity(lines.len());
-                for l in lines {
-                    let name = HeaderName::from_bytes(l.name.as_bytes())
-                        .map_err(|_| Error::Framing("invalid trailer name"))?;
-                    let value = HeaderValue::from_bytes(l.value)
-                        .map_err(|_| Error::Framing("invalid trailer value"))?;
-                    trailers.append(name, value);
-                }
-                buf.advance(len);
-                self.state = ChunkState::Done;
-                Ok(Step::Trailers(trailers))
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BUFFER => {
-                Err(Error::Framing("trailers too large"))
-            }
-            Ok(httparse::Status::Partial) => Ok(Step::More),
-            Err(e) => Err(Error::Head(e)),
-        }
-    }
 }
 
 /// A target's response body. It owns the connection until the body ends: it reads it itself,
@@ -839,133 +408,6 @@ impl http_body::Body for Body {
     }
 }
 
-/// Why sending a request body stopped.
-enum UploadError {
-    /// The client's body broke off (framing, the listener's limit, a stall).
-    Client(BodyError),
-    /// The target's connection failed under it.
-    Target(io::Error),
-}
-
-/// A request body on its way to the target, framed as its head said.
-struct Upload {
-    body: UpstreamBody,
-    encoding: Encoding,
-    /// Framed bytes not yet written.
-    pending: BytesMut,
-    /// The body has ended, and its end is in `pending`.
-    ended: bool,
-}
-
-impl Upload {
-    fn new(body: UpstreamBody, encoding: Encoding) -> Self {
-        Upload {
-            body,
-            encoding,
-            pending: BytesMut::new(),
-            ended: false,
-        }
-    }
-
-    /// Sends as much of the body as the client has sent and the target takes; `Ready(Ok)` once
-    /// it has all gone.
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        io: &mut TargetStream,
-    ) -> Poll<Result<(), UploadError>> {
-        loop {
-            while !self.pending.is_empty() {
-                match ready!(Pin::new(&mut *io).poll_write(cx, &self.pending)) {
-                    Ok(0) => {
-                        return Poll::Ready(Err(UploadError::Target(
-                            io::ErrorKind::WriteZero.into(),
-                        )))
-                    }
-                    Ok(n) => self.pending.advance(n),
-                    Err(e) => return Poll::Ready(Err(UploadError::Target(e))),
-                }
-            }
-            if self.ended {
-                return Pin::new(&mut *io)
-                    .poll_flush(cx)
-                    .map_err(UploadError::Target);
-            }
-            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => {
-                    // What went so far reaches the target while the client is awaited.
-                    ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(UploadError::Target)?;
-                    return Poll::Pending;
-                }
-                Poll::Ready(f) => f,
-            };
-            match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => self.push_data(data)?,
-                    Err(frame) => {
-                        if let (Ok(trailers), Encoding::Chunked) =
-                            (frame.into_trailers(), self.encoding)
-                        {
-                            self.push_end(Some(&trailers));
-                        }
-                    }
-                },
-                Some(Err(e)) => return Poll::Ready(Err(UploadError::Client(e))),
-                None => self.push_end(None),
-            }
-        }
-    }
-
-    fn push_data(&mut self, data: Bytes) -> Result<(), UploadError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        match &mut self.encoding {
-            Encoding::Length(left) => {
-                // hyper's server holds the client to its declared length; this only guards it.
-                *left = left.checked_sub(data.len() as u64).ok_or_else(|| {
-                    UploadError::Target(io::Error::other("request body longer than its length"))
-                })?;
-                self.pending.extend_from_slice(&data);
-            }
-            Encoding::Chunked => {
-                use std::fmt::Write;
-                let _ = write!(Hex(&mut self.pending), "{:x}\r\n", data.len());
-                self.pending.extend_from_slice(&data);
-                self.pending.extend_from_slice(b"\r\n");
-            }
-        }
-        Ok(())
-    }
-
-    fn push_end(&mut self, trailers: Option<&HeaderMap>) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        if let Encoding::Chunked = self.encoding {
-            self.pending.extend_from_slice(b"0\r\n");
-            for (name, value) in trailers.into_iter().flatten() {
-                self.pending.extend_from_slice(name.as_str().as_bytes());
-                self.pending.extend_from_slice(b": ");
-                self.pending.extend_from_slice(value.as_bytes());
-                self.pending.extend_from_slice(b"\r\n");
-            }
-            self.pending.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-/// `write!` into a `BytesMut`.
-struct Hex<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for Hex<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// A target connection switched to another protocol (101): what the target sent after its
 /// head is read first.
 pub struct Upgraded {
@@ -1009,7 +451,13 @@ impl AsyncWrite for Upgraded {
 
 #[cfg(test)]
 mod tests {
+    use super::decode::MAX_CHUNK_EXTENSIONS;
+    use super::head::MAX_HEAD_BUFFER;
+    use super::upload::Encoding;
     use super::*;
+    use bytes::BytesMut;
+    use http::header::{HeaderMap, HeaderValue};
+    use http::Method;
 
     fn head(raw: &str, method: Method) -> Result<Option<(Response<()>, Framing)>, Error> {
         parse_head(&mut BytesMut::from(raw), &method, false)
