@@ -28,6 +28,8 @@
 //! | c11 | one target refuses connections | a GET moves to the other one and succeeds |
 //! | c12 | (client's chunked body breaks) | 400, not 502; the target never gets a whole request |
 //! | c13 | (client stops reading a large answer) | closed after idle_timeout with the target's connection; others served |
+//! | c14 | (access log) | `sent_bytes` is what the client got |
+//! | c15 | goes silent mid-body; or trickles its body in gaps under the bound | cut after the group's `response_timeout` of silence, the target's connection closed; the trickle arrives whole |
 mod common;
 use common::*;
 
@@ -1425,4 +1427,89 @@ async fn c14_the_access_logs_sent_bytes_are_what_the_client_got() {
             .unwrap_or_else(|| panic!("no line for {path}:\n{text}"));
         assert_eq!(line["sent_bytes"], bytes as u64, "{path}: {line}");
     }
+}
+
+async fn silent_or_trickling(mut c: Conn) {
+    while let Some(head) = c.request().await {
+        match head.path.as_str() {
+            "/silent" => {
+                c.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                    .await;
+                if c.until_closed(PATIENCE).await {
+                    c.note(format!("{} closed", c.id));
+                }
+                return;
+            }
+            "/trickle" => {
+                c.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    c.write(b"1\r\nx\r\n").await;
+                }
+                if !c.write(b"0\r\n\r\n").await {
+                    return;
+                }
+            }
+            _ => {
+                if !c.write(OK).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A target that goes silent in the middle of its body, without closing: as ALB's idle timeout
+/// on the target side, after the group's `response_timeout` with nothing from the target the
+/// client's connection (HTTP/2: stream) is cut, no end seen, and the target's connection closed,
+/// instead of both being held until someone gives up. The bound is on silence, not on the whole
+/// body: one that trickles in with gaps under it, for longer than it in all, arrives whole.
+#[tokio::test]
+async fn c15_a_target_silent_mid_body_is_cut_off_after_response_timeout() {
+    let t = Scripted::start(silent_or_trickling).await;
+    let sw = Seawall::start(&config(&[t.addr], "", "response_timeout = \"1s\""));
+
+    let mut c = RawClient::web(&sw).await;
+    c.send(b"GET /silent HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let head = c.head().await;
+    let since = Instant::now();
+    assert_eq!(status_of(&head), 200, "{head:?}");
+    assert!(
+        c.closed_within(PATIENCE).await,
+        "the client connection is closed"
+    );
+    assert!(
+        since.elapsed() >= Duration::from_millis(900),
+        "not before the target was silent for response_timeout: {:?}",
+        since.elapsed()
+    );
+    let rest = String::from_utf8_lossy(&c.buf).into_owned();
+    assert_eq!(rest, "5\r\nhello\r\n", "what came, and no end");
+
+    let mut h2c = h2_client(&sw).await;
+    let req = Request::get("https://localhost/silent")
+        .body(empty())
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, h2c.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(PATIENCE, resp.into_body().collect())
+        .await
+        .expect("the stream ends in time");
+    assert!(body.is_err(), "HTTP/2: the stream fails");
+    assert_eq!(h2_send(&mut h2c, "GET", "/next").await.body, "ok");
+
+    let trickled = get_web(&sw, "/trickle").await;
+    assert_eq!(trickled.text(), "xxxxx", "2 s in all, no gap of 1 s");
+
+    assert!(
+        eventually(PATIENCE, || async { t.notes().len() == 2 }).await,
+        "{:?}",
+        t.notes()
+    );
+    assert_eq!(t.notes(), ["0 closed", "1 closed"]);
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -11,6 +12,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::record::Record;
 use crate::targets::OutstandingGuard;
 use crate::upstream::response::TargetBody;
+use crate::upstream::stall::StallClock;
 
 /// A response body as the client connection gets it: the answer, and the request's record, which
 /// keeps the request counted as in flight (for the connection's idle timer) and is finished when
@@ -45,6 +47,48 @@ pub(super) struct TargetWatch {
     /// Created the first time the body waits for the target, so a body that never waits costs
     /// no allocation.
     pub(super) closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// How long the target may send nothing while the body waits on it (its group's
+    /// `response_timeout`, ALB's idle timeout on the target side): then the body fails, so that
+    /// a target gone silent mid-body does not hold the client's connection for ever.
+    pub(super) silence: Duration,
+    /// Started the first time the body waits, as `closed` is.
+    pub(super) clock: Option<StallClock>,
+    /// The body's last poll found nothing ready: the wait goes on.
+    pub(super) waiting: bool,
+}
+
+impl TargetWatch {
+    pub(super) fn new(outstanding: OutstandingGuard, silence: Duration) -> Self {
+        TargetWatch {
+            outstanding,
+            closed: None,
+            silence,
+            clock: None,
+            waiting: false,
+        }
+    }
+
+    /// The body found nothing ready: whether the target has now been silent too long, or its
+    /// draining time has ended (the task is woken for either).
+    fn given_up(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+        let closed = self.closed.get_or_insert_with(|| {
+            Box::pin(self.outstanding.target().closed().clone().cancelled_owned())
+        });
+        if closed.as_mut().poll(cx).is_ready() {
+            return Some(TargetClosed.into());
+        }
+        let silence = self.silence;
+        let clock = self.clock.get_or_insert_with(|| StallClock::new(silence));
+        if !std::mem::replace(&mut self.waiting, true) {
+            clock.wait_began();
+        }
+        clock
+            .stalled(cx, false)
+            .then(|| TargetSilent(silence).into())
+    }
 }
 
 enum Inner {
@@ -83,6 +127,10 @@ impl Reply {
 #[error("the target's deregistration delay ended while its response was streaming")]
 struct TargetClosed;
 
+#[derive(Debug, thiserror::Error)]
+#[error("the target sent nothing of its response body for {0:?} (its group's response_timeout)")]
+struct TargetSilent(Duration);
+
 impl Body for Reply {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -96,6 +144,9 @@ impl Body for Reply {
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(frame) => {
+                    if let Some(watch) = &mut this.target {
+                        watch.waiting = false;
+                    }
                     // The end as hyper's server sees it (it stops polling once the length is
                     // read, and after trailers, which come only once the chunked body has been
                     // read to its last line), or as the stream ends. An error leaves the
@@ -112,24 +163,10 @@ impl Body for Reply {
                     }
                     Poll::Ready(frame)
                 }
-                Poll::Pending => {
-                    if let Some(watch) = &mut this.target {
-                        let closed = watch.closed.get_or_insert_with(|| {
-                            Box::pin(
-                                watch
-                                    .outstanding
-                                    .target()
-                                    .closed()
-                                    .clone()
-                                    .cancelled_owned(),
-                            )
-                        });
-                        if closed.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Some(Err(TargetClosed.into())));
-                        }
-                    }
-                    Poll::Pending
-                }
+                Poll::Pending => match this.target.as_mut().and_then(|w| w.given_up(cx)) {
+                    Some(e) => Poll::Ready(Some(Err(e))),
+                    None => Poll::Pending,
+                },
             },
         }
     }

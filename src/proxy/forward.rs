@@ -268,13 +268,7 @@ pub(super) fn forward<'a>(
         }
         Ok(Response::from_parts(
             parts,
-            Reply::upstream(
-                body,
-                TargetWatch {
-                    outstanding,
-                    closed: None,
-                },
-            ),
+            Reply::upstream(body, TargetWatch::new(outstanding, tg.response_timeout)),
         ))
     }
 }

@@ -10,8 +10,8 @@ pub mod h1;
 pub mod pool;
 pub mod response;
 pub mod retry;
+pub mod stall;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -27,8 +27,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::time::{Instant, Sleep};
 
+use self::stall::StallClock;
 use crate::http_tokens;
 
 /// A forwarded request's body: the client's, streamed through as hyper received it, or none. A
@@ -58,47 +58,6 @@ pub struct ClientBody {
     /// How long the client may send nothing while the body is waited on (the listener's
     /// `idle_timeout`, as ALB's): then the body fails as [`BodyError::Stalled`].
     clock: StallClock,
-}
-
-/// When a client sending a body has sent nothing for too long. Counted from when the body
-/// began to wait on the client, not from its last chunk: a target that reads slowly holds the
-/// body up without the client being at fault.
-struct StallClock {
-    idle: Duration,
-    /// When the body last began to wait on its client.
-    since: Instant,
-    /// Armed at the first wait and moved on only when it fires: a clock read per wait, not a
-    /// timer reset per wait.
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl StallClock {
-    fn wait_began(&mut self) {
-        self.since = Instant::now();
-    }
-
-    /// Whether the client has sent nothing for `idle` while the body waits on it; if not, the
-    /// task is woken when that could be so. While `answering` (the target's response streams
-    /// to the client), the exchange is not idle, as a bidirectional stream whose client only
-    /// listens for a while is not: ALB's idle timeout counts data either way.
-    fn stalled(&mut self, cx: &mut Context<'_>, answering: bool) -> bool {
-        let mut due = self.since + self.idle;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        while timer.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            if answering && now >= due {
-                self.since = now;
-                due = now + self.idle;
-            } else if now >= due {
-                return true;
-            }
-            // The body waited anew since the timer was set, or the answer is streaming.
-            timer.as_mut().reset(due);
-        }
-        false
-    }
 }
 
 /// The client's HTTP/1 connection, as the body it sends to a target sees it. A target may
@@ -136,11 +95,7 @@ impl ClientBody {
             expects_continue,
             polled: false,
             ended: false,
-            clock: StallClock {
-                idle,
-                since: Instant::now(),
-                timer: None,
-            },
+            clock: StallClock::new(idle),
         }
     }
 }
@@ -332,7 +287,7 @@ impl Body for UpstreamBody {
                         // its connection closes, as ALB closes one idle that long.
                         c.body = None;
                         c.ended = true;
-                        Poll::Ready(Some(Err(BodyError::Stalled(c.clock.idle))))
+                        Poll::Ready(Some(Err(BodyError::Stalled(c.clock.idle()))))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -628,36 +583,6 @@ fn put_hex(out: &mut [u8], mut v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The stall runs from the latest wait's start, not from when the timer was first set.
-    #[tokio::test(start_paused = true)]
-    async fn a_body_stalls_idle_after_it_began_to_wait() {
-        let second = Duration::from_secs(1);
-        let mut clock = StallClock {
-            idle: 10 * second,
-            since: Instant::now(),
-            timer: None,
-        };
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(!clock.stalled(&mut cx, false));
-        tokio::time::advance(6 * second).await;
-        clock.wait_began();
-        // The first timer passes; the latest wait began 5 s ago.
-        tokio::time::advance(5 * second).await;
-        assert!(!clock.stalled(&mut cx, false));
-        tokio::time::advance(4 * second).await;
-        assert!(!clock.stalled(&mut cx, false));
-        tokio::time::advance(second).await;
-        // While the answer streams, the exchange is not idle: the clock starts again.
-        assert!(!clock.stalled(&mut cx, true), "answering");
-        tokio::time::advance(9 * second).await;
-        assert!(!clock.stalled(&mut cx, false));
-        tokio::time::advance(second).await;
-        assert!(
-            clock.stalled(&mut cx, false),
-            "10 s into the wait, the answer over"
-        );
-    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed() {
