@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::record::Record;
@@ -44,27 +45,60 @@ pub(super) struct Reply {
 /// own until it ends, see [`TargetBody`]; then it goes back to the target's pool.)
 pub(super) struct TargetWatch {
     pub(super) outstanding: OutstandingGuard,
-    /// Created the first time the body waits for the target, so a body that never waits costs
-    /// no allocation.
-    pub(super) closed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// How long the target may send nothing while the body waits on it (its group's
     /// `response_timeout`, ALB's idle timeout on the target side): then the body fails, so that
     /// a target gone silent mid-body does not hold the client's connection for ever.
-    pub(super) silence: Duration,
-    /// Started the first time the body waits, as `closed` is.
-    pub(super) clock: Option<StallClock>,
-    /// The body's last poll found nothing ready: the wait goes on.
-    pub(super) waiting: bool,
+    silence: Duration,
+    /// Made the first time the body waits for the target, so a body that never waits costs no
+    /// allocation, and boxed so that the response, which hyper moves about several times, stays
+    /// small.
+    waits: Option<Pin<Box<Waits>>>,
+}
+
+pin_project! {
+    /// What a body waiting on its target watches.
+    struct Waits {
+        // Ready when the target's draining time ends.
+        #[pin]
+        closed: WaitForCancellationFutureOwned,
+        clock: StallClock,
+        // The body's last poll found nothing ready: the wait goes on.
+        waiting: bool,
+    }
+}
+
+impl Waits {
+    fn poll_given_up(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        silence: Duration,
+    ) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+        let this = self.project();
+        if this.closed.poll(cx).is_ready() {
+            return Some(TargetClosed.into());
+        }
+        if !std::mem::replace(this.waiting, true) {
+            this.clock.wait_began();
+        }
+        this.clock
+            .stalled(cx, false)
+            .then(|| TargetSilent(silence).into())
+    }
 }
 
 impl TargetWatch {
     pub(super) fn new(outstanding: OutstandingGuard, silence: Duration) -> Self {
         TargetWatch {
             outstanding,
-            closed: None,
             silence,
-            clock: None,
-            waiting: false,
+            waits: None,
+        }
+    }
+
+    /// The body had something ready: a wait that follows is a new one.
+    fn got(&mut self) {
+        if let Some(w) = &mut self.waits {
+            *w.as_mut().project().waiting = false;
         }
     }
 
@@ -74,20 +108,15 @@ impl TargetWatch {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Option<Box<dyn std::error::Error + Send + Sync>> {
-        let closed = self.closed.get_or_insert_with(|| {
-            Box::pin(self.outstanding.target().closed().clone().cancelled_owned())
-        });
-        if closed.as_mut().poll(cx).is_ready() {
-            return Some(TargetClosed.into());
-        }
         let silence = self.silence;
-        let clock = self.clock.get_or_insert_with(|| StallClock::new(silence));
-        if !std::mem::replace(&mut self.waiting, true) {
-            clock.wait_began();
-        }
-        clock
-            .stalled(cx, false)
-            .then(|| TargetSilent(silence).into())
+        let waits = self.waits.get_or_insert_with(|| {
+            Box::pin(Waits {
+                closed: self.outstanding.target().closed().clone().cancelled_owned(),
+                clock: StallClock::new(silence),
+                waiting: true,
+            })
+        });
+        waits.as_mut().poll_given_up(cx, silence)
     }
 }
 
@@ -145,7 +174,7 @@ impl Body for Reply {
             Inner::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     if let Some(watch) = &mut this.target {
-                        watch.waiting = false;
+                        watch.got();
                     }
                     // The end as hyper's server sees it (it stops polling once the length is
                     // read, and after trailers, which come only once the chunked body has been
