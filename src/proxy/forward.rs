@@ -116,13 +116,13 @@ pub(super) fn forward<'a>(
             let client = (parts.version < Version::HTTP_2)
                 .then(|| ctx.activity.clone() as Arc<dyn ClientConn>);
             let expects_continue = discard::expects_continue(&parts.headers);
-            UpstreamBody::Stream(ClientBody::new(
+            UpstreamBody::Stream(Box::new(ClientBody::new(
                 body,
                 progress,
                 client,
                 expects_continue,
                 body_limits.idle,
-            ))
+            )))
         };
         let replayable = !upgrade
             && matches!(body, UpstreamBody::Empty)

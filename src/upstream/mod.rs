@@ -36,7 +36,9 @@ use crate::http_tokens;
 /// client's `Incoming`.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    Stream(ClientBody),
+    /// Boxed: a request is moved down several levels on its way to the target, and most have
+    /// no body.
+    Stream(Box<ClientBody>),
     Empty,
 }
 

@@ -16,6 +16,7 @@
 //! idle for [`POOL_IDLE_TIMEOUT`] and empties the pool when the target closes.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -250,19 +251,22 @@ impl Pool {
     /// A request that a pooled connection could not send, because the target had closed it (the
     /// keep-alive race), is sent again on a new connection: the target never saw it. The lease
     /// is `Some` for HTTP/1, whose connection is the exchange's until the response body ends.
-    pub async fn send(
-        &self,
+    #[allow(clippy::manual_async_fn)] // see `proxy::handle`: the request is not kept twice
+    pub fn send<'a>(
+        &'a self,
         req: Request<UpstreamBody>,
-        settings: &Settings,
+        settings: &'a Settings,
         reuse: Reuse,
-    ) -> Result<Response<TargetBody>, Error> {
-        if settings.shape.http2 {
-            Ok(self.send_h2(req, settings).await?.map(TargetBody::Http2))
-        } else {
-            Ok(self
-                .send_h1(req, settings, reuse)
-                .await?
-                .map(TargetBody::Http1))
+    ) -> impl Future<Output = Result<Response<TargetBody>, Error>> + 'a {
+        async move {
+            if settings.shape.http2 {
+                Ok(self.send_h2(req, settings).await?.map(TargetBody::Http2))
+            } else {
+                Ok(self
+                    .send_h1(req, settings, reuse)
+                    .await?
+                    .map(TargetBody::Http1))
+            }
         }
     }
 
@@ -291,46 +295,49 @@ impl Pool {
         self.shared.state.lock().expect("not poisoned").idle.len()
     }
 
-    async fn send_h1(
-        &self,
+    #[allow(clippy::manual_async_fn)] // as `send`
+    fn send_h1<'a>(
+        &'a self,
         req: Request<UpstreamBody>,
-        settings: &Settings,
+        settings: &'a Settings,
         reuse: Reuse,
-    ) -> Result<Response<h1::Body>, Error> {
-        let progress = req.body().progress().cloned();
-        let pooled = match reuse {
-            Reuse::Pooled => self.checkout_h1(settings.shape),
-            Reuse::NewConnection => {
-                self.shared
-                    .state
-                    .lock()
-                    .expect("not poisoned")
-                    .adopt(settings.shape);
-                None
-            }
-        };
-        let (conn, reused) = match pooled {
-            Some(conn) => (conn, true),
-            // Boxed: connecting (TCP, TLS) is kilobytes of state that every request's future
-            // would otherwise carry, and copy, for a rare event.
-            None => (Box::pin(self.connect_h1(settings)).await?, false),
-        };
-        match h1::exchange(conn, req, reused).await {
-            Ok(resp) => Ok(resp),
-            Err(f) => {
-                let client = matches!(f.error, h1::Error::ClientBody(_))
-                    || client_body_failed(progress.as_deref());
-                let cause = Arc::new(ExchangeError::Http1(f.error));
-                if client {
-                    return Err(Error::ClientBody(cause));
+    ) -> impl Future<Output = Result<Response<h1::Body>, Error>> + 'a {
+        async move {
+            let progress = req.body().progress().cloned();
+            let pooled = match reuse {
+                Reuse::Pooled => self.checkout_h1(settings.shape),
+                Reuse::NewConnection => {
+                    self.shared
+                        .state
+                        .lock()
+                        .expect("not poisoned")
+                        .adopt(settings.shape);
+                    None
                 }
-                // The proxy's to decide (see `retry`).
-                if f.stale {
-                    return Err(Error::Stale(cause));
+            };
+            let (conn, reused) = match pooled {
+                Some(conn) => (conn, true),
+                // Boxed: connecting (TCP, TLS) is kilobytes of state that every request's future
+                // would otherwise carry, and copy, for a rare event.
+                None => (Box::pin(self.connect_h1(settings)).await?, false),
+            };
+            match h1::exchange(conn, req, reused).await {
+                Ok(resp) => Ok(resp),
+                Err(f) => {
+                    let client = matches!(f.error, h1::Error::ClientBody(_))
+                        || client_body_failed(progress.as_deref());
+                    let cause = Arc::new(ExchangeError::Http1(f.error));
+                    if client {
+                        return Err(Error::ClientBody(cause));
+                    }
+                    // The proxy's to decide (see `retry`).
+                    if f.stale {
+                        return Err(Error::Stale(cause));
+                    }
+                    let e = Error::Exchange(cause);
+                    count(&settings.errors, &e);
+                    Err(e)
                 }
-                let e = Error::Exchange(cause);
-                count(&settings.errors, &e);
-                Err(e)
             }
         }
     }
@@ -381,37 +388,41 @@ impl Pool {
         }
     }
 
-    async fn send_h2(
-        &self,
+    #[allow(clippy::manual_async_fn)] // as `send`
+    fn send_h2<'a>(
+        &'a self,
         mut req: Request<UpstreamBody>,
-        settings: &Settings,
-    ) -> Result<Response<Incoming>, Error> {
-        let mut retry = Retry::for_attempt(Reuse::Pooled);
-        let progress = req.body().progress().cloned();
-        loop {
-            let (mut send, cell, reused) = self.checkout_h2(settings).await?;
-            match send.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    // The shared connection went away (GOAWAY, closed) under the request: sent
-                    // once more, on the connection made (or being made) next.
-                    Some(unsent)
-                        if retry.after(Failure::Unsent { reused }) == Decision::NewConnection =>
-                    {
-                        debug!(target = %self.shared.addr, error = %e.error(), "HTTP/2 connection closed before the request went out; reconnecting");
-                        self.forget_h2(&cell);
-                        req = unsent;
-                    }
-                    // The stream was reset for the client's sake; the shared connection is fine.
-                    _ if client_body_failed(progress.as_deref()) => {
-                        return Err(Error::ClientBody(Arc::new(e.into_error().into())))
-                    }
-                    _ => {
-                        let e = Error::Exchange(Arc::new(e.into_error().into()));
-                        count(&settings.errors, &e);
-                        return Err(e);
-                    }
-                },
+        settings: &'a Settings,
+    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + 'a {
+        async move {
+            let mut retry = Retry::for_attempt(Reuse::Pooled);
+            let progress = req.body().progress().cloned();
+            loop {
+                let (mut send, cell, reused) = self.checkout_h2(settings).await?;
+                match send.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        // The shared connection went away (GOAWAY, closed) under the request: sent
+                        // once more, on the connection made (or being made) next.
+                        Some(unsent)
+                            if retry.after(Failure::Unsent { reused })
+                                == Decision::NewConnection =>
+                        {
+                            debug!(target = %self.shared.addr, error = %e.error(), "HTTP/2 connection closed before the request went out; reconnecting");
+                            self.forget_h2(&cell);
+                            req = unsent;
+                        }
+                        // The stream was reset for the client's sake; the shared connection is fine.
+                        _ if client_body_failed(progress.as_deref()) => {
+                            return Err(Error::ClientBody(Arc::new(e.into_error().into())))
+                        }
+                        _ => {
+                            let e = Error::Exchange(Arc::new(e.into_error().into()));
+                            count(&settings.errors, &e);
+                            return Err(e);
+                        }
+                    },
+                }
             }
         }
     }

@@ -161,82 +161,95 @@ impl Conn {
 /// Sends `req` on `conn` and reads the target's answer up to its final head. The response's
 /// body owns the connection from then on (see [`Body`]). `reused`: the connection served an
 /// exchange before, so an early close may be the keep-alive race.
-pub async fn exchange(
+#[allow(clippy::manual_async_fn)] // see `proxy::handle`: the request is not kept twice
+pub fn exchange(
     mut conn: Box<Conn>,
     req: Request<UpstreamBody>,
     reused: bool,
-) -> Result<Response<Body>, Failed> {
-    let (parts, body) = req.into_parts();
-    let method = parts.method;
-    let encoding = match &body {
-        UpstreamBody::Empty => None,
-        UpstreamBody::Stream(_) => encoding(&method, &parts.headers),
-    };
-    encode_head(&mut conn.out, &method, &parts.uri, &parts.headers, encoding);
-    let mut out = std::mem::take(&mut conn.out);
-    let wrote = write_all(&mut conn.io, &out).await;
-    out.clear();
-    conn.out = out;
-    if let Err(e) = wrote {
-        let error = Error::Io(e);
-        let stale = reused && error.closed_under();
-        return Err(Failed { error, stale });
-    }
-    let mut upload = encoding.map(|enc| Upload::new(body, enc));
-    let upgrade = parts.headers.contains_key(header::UPGRADE);
-    // Whether any of the answer came: after that, a close is not the keep-alive race.
-    let mut answered = false;
-    // The request did not all go: whatever the answer, the connection is not reused.
-    let mut cut_short = false;
-    let head = poll_fn(|cx| {
-        if let Some(up) = &mut upload {
-            match up.poll(cx, &mut conn.io) {
-                Poll::Ready(Ok(())) => upload = None,
-                Poll::Ready(Err(UploadError::Client(e))) => {
-                    return Poll::Ready(Err(Error::ClientBody(e)));
-                }
-                // The target stopped taking the request, perhaps to answer it: its answer, or
-                // its close, is read for.
-                Poll::Ready(Err(UploadError::Target(e))) => {
-                    tracing::debug!(error = %e, "the target stopped taking the request body");
-                    upload = None;
-                    cut_short = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        loop {
-            if !conn.buf.is_empty() {
-                answered = true;
-                if let Some(head) = parse_head(&mut conn.buf, &method, upgrade)? {
-                    return Poll::Ready(Ok(head));
-                }
-            }
-            if ready!(conn.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(Error::ClosedBeforeHead));
-            }
-        }
-    })
-    .await;
-    let (head, framing) = match head {
-        Ok(h) => h,
-        Err(error) => {
-            let stale = reused && !answered && error.closed_under();
+) -> impl Future<Output = Result<Response<Body>, Failed>> {
+    async move {
+        let (parts, body) = req.into_parts();
+        let encoding = match &body {
+            UpstreamBody::Empty => None,
+            UpstreamBody::Stream(_) => encoding(&parts.method, &parts.headers),
+        };
+        // The head's parts end in this block, so the future does not keep them across its
+        // waits.
+        let (method, upgrade) = {
+            let parts = parts;
+            encode_head(
+                &mut conn.out,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                encoding,
+            );
+            (parts.method, parts.headers.contains_key(header::UPGRADE))
+        };
+        let mut out = std::mem::take(&mut conn.out);
+        let wrote = write_all(&mut conn.io, &out).await;
+        out.clear();
+        conn.out = out;
+        if let Err(e) = wrote {
+            let error = Error::Io(e);
+            let stale = reused && error.closed_under();
             return Err(Failed { error, stale });
         }
-    };
-    let mut body = Body {
-        conn: Some(conn),
-        framing: framing.decoding,
-        upload: upload.map(Box::new),
-        reusable: framing.keep_alive && !cut_short,
-        finished: None,
-        failed: None,
-    };
-    if matches!(body.framing, Decoding::Done) {
-        body.finish();
+        let mut upload = encoding.map(|enc| Upload::new(body, enc));
+        // Whether any of the answer came: after that, a close is not the keep-alive race.
+        let mut answered = false;
+        // The request did not all go: whatever the answer, the connection is not reused.
+        let mut cut_short = false;
+        let head = poll_fn(|cx| {
+            if let Some(up) = &mut upload {
+                match up.poll(cx, &mut conn.io) {
+                    Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Err(UploadError::Client(e))) => {
+                        return Poll::Ready(Err(Error::ClientBody(e)));
+                    }
+                    // The target stopped taking the request, perhaps to answer it: its answer, or
+                    // its close, is read for.
+                    Poll::Ready(Err(UploadError::Target(e))) => {
+                        tracing::debug!(error = %e, "the target stopped taking the request body");
+                        upload = None;
+                        cut_short = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            loop {
+                if !conn.buf.is_empty() {
+                    answered = true;
+                    if let Some(head) = parse_head(&mut conn.buf, &method, upgrade)? {
+                        return Poll::Ready(Ok(head));
+                    }
+                }
+                if ready!(conn.poll_fill(cx))? == 0 {
+                    return Poll::Ready(Err(Error::ClosedBeforeHead));
+                }
+            }
+        })
+        .await;
+        let (head, framing) = match head {
+            Ok(h) => h,
+            Err(error) => {
+                let stale = reused && !answered && error.closed_under();
+                return Err(Failed { error, stale });
+            }
+        };
+        let mut body = Body {
+            conn: Some(conn),
+            framing: framing.decoding,
+            upload: upload.map(Box::new),
+            reusable: framing.keep_alive && !cut_short,
+            finished: None,
+            failed: None,
+        };
+        if matches!(body.framing, Decoding::Done) {
+            body.finish();
+        }
+        Ok(head.map(|()| body))
     }
-    Ok(head.map(|()| body))
 }
 
 /// Writes `buf` whole, and flushes it (a TLS stream holds what it encrypted until then).
