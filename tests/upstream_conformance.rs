@@ -1051,6 +1051,25 @@ async fn c09_malformed_answers_get_502() {
 }
 
 /// `/broken`: a valid head, then a chunked body whose second chunk size is not hex; else `ok`.
+/// Over HTTP/2, `path`'s 200 arrives and then its stream fails (no end is seen), and the
+/// connection serves the next request.
+async fn h2_stream_fails_then_next_is_served(sw: &Seawall, path: &str) {
+    let mut h2c = h2_client(sw).await;
+    let req = Request::get(format!("https://localhost{path}"))
+        .body(empty())
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, h2c.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(PATIENCE, resp.into_body().collect())
+        .await
+        .expect("the stream ends in time");
+    assert!(body.is_err(), "HTTP/2: the stream fails");
+    assert_eq!(h2_send(&mut h2c, "GET", "/next").await.body, "ok");
+}
+
 async fn breaks_after_the_head(mut c: Conn) {
     while let Some(head) = c.request().await {
         if head.path == "/broken" {
@@ -1097,20 +1116,7 @@ async fn c09b_a_body_that_breaks_after_the_head_cuts_the_client_off() {
     );
     assert_eq!(get_web(&sw, "/next").await.text(), "ok");
 
-    let mut h2c = h2_client(&sw).await;
-    let req = Request::get("https://localhost/broken")
-        .body(empty())
-        .unwrap();
-    let resp = tokio::time::timeout(PATIENCE, h2c.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = tokio::time::timeout(PATIENCE, resp.into_body().collect())
-        .await
-        .expect("the stream ends in time");
-    assert!(body.is_err(), "HTTP/2: the stream fails");
-    assert_eq!(h2_send(&mut h2c, "GET", "/next").await.body, "ok");
+    h2_stream_fails_then_next_is_served(&sw, "/broken").await;
 
     assert_eq!(
         t.seen(),
@@ -1488,20 +1494,7 @@ async fn c15_a_target_silent_mid_body_is_cut_off_after_response_timeout() {
     let rest = String::from_utf8_lossy(&c.buf).into_owned();
     assert_eq!(rest, "5\r\nhello\r\n", "what came, and no end");
 
-    let mut h2c = h2_client(&sw).await;
-    let req = Request::get("https://localhost/silent")
-        .body(empty())
-        .unwrap();
-    let resp = tokio::time::timeout(PATIENCE, h2c.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = tokio::time::timeout(PATIENCE, resp.into_body().collect())
-        .await
-        .expect("the stream ends in time");
-    assert!(body.is_err(), "HTTP/2: the stream fails");
-    assert_eq!(h2_send(&mut h2c, "GET", "/next").await.body, "ok");
+    h2_stream_fails_then_next_is_served(&sw, "/silent").await;
 
     let trickled = get_web(&sw, "/trickle").await;
     assert_eq!(trickled.text(), "xxxxx", "2 s in all, no gap of 1 s");
