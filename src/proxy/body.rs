@@ -71,7 +71,6 @@ impl Waits {
     fn poll_given_up(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        silence: Duration,
     ) -> Option<Box<dyn std::error::Error + Send + Sync>> {
         let this = self.project();
         if this.closed.poll(cx).is_ready() {
@@ -82,7 +81,7 @@ impl Waits {
         }
         this.clock
             .stalled(cx, false)
-            .then(|| TargetSilent(silence).into())
+            .then(|| TargetSilent(this.clock.idle()).into())
     }
 }
 
@@ -116,7 +115,7 @@ impl TargetWatch {
                 waiting: true,
             })
         });
-        waits.as_mut().poll_given_up(cx, silence)
+        waits.as_mut().poll_given_up(cx)
     }
 }
 
