@@ -431,6 +431,7 @@ where
             idle_timeout: rt.idle_timeout,
             shutdown: &listener.stop,
             drain_started: None,
+            parked_for: None,
         };
         if let Some(resets) = resets {
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -566,6 +567,12 @@ struct Lifecycle<'a> {
     idle_timeout: Duration,
     shutdown: &'a tokio_util::sync::CancellationToken,
     drain_started: Option<Instant>,
+    /// The idle period (known by when it began, as [`Activity::idle_since`] gives it) for which
+    /// a park was last asked: a park is asked once per idle period, so that one that did not
+    /// happen (the client was sending at that moment) is not asked again and again. Kept across
+    /// hyper connections: a connection woken from its park is still in the idle period it was
+    /// parked in until its request ends, and is not asked to park again meanwhile.
+    parked_for: Option<Instant>,
 }
 
 impl Lifecycle<'_> {
@@ -607,9 +614,6 @@ impl Lifecycle<'_> {
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        // When a park was last asked for: once per idle period, so that a park that did not
-        // happen (the client was sending at that moment) is not asked for again and again.
-        let mut park_asked: Option<Instant> = None;
         loop {
             // While busy, look again after a full idle period (the deadline can only be later),
             // or sooner when draining, so that a connection whose last response went out with
@@ -633,7 +637,7 @@ impl Lifecycle<'_> {
                 let park_at = self
                     .activity
                     .idle_since()
-                    .filter(|since| park_asked.is_none_or(|asked| asked < *since))
+                    .filter(|since| self.parked_for != Some(*since))
                     .map(|since| since + after);
                 wake = wake.into_iter().chain(park_at).min();
             }
@@ -664,10 +668,10 @@ impl Lifecycle<'_> {
                         break;
                     }
                     if let (Some(after), Some(since)) = (park_after, self.activity.idle_since()) {
-                        if since + after <= now && park_asked.is_none_or(|asked| asked < since) {
+                        if since + after <= now && self.parked_for != Some(since) {
                             // Takes effect when hyper next reads, which the next poll makes it do.
                             self.activity.ask_to_park();
-                            park_asked = Some(now);
+                            self.parked_for = Some(since);
                         }
                     }
                 }
