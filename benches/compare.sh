@@ -13,9 +13,10 @@
 # median: on this shared machine one proxy's figure moves by tens of percent between runs, and a
 # burst of load from a neighbour then lands on one round of one proxy, not on its result;
 # PEERS="nginx haproxy h2o caddy" (the default: all four) picks the peers seawall is run beside.
-# WORKERS=N runs seawall with N data-plane workers, and PROXY_CPUS=0,1 lets the proxies run on
-# both cores (the load generator and backend stay on cpu1): with both, `WORKERS=2` against
-# `WORKERS=1` tells what the second worker costs per CPU-second.
+# WORKERS=N runs seawall with N data-plane workers and HAProxy with N threads, and PROXY_CPUS=0,1
+# lets the proxies run on both cores (the load generator and backend stay on cpu1): with both,
+# `WORKERS=2` against `WORKERS=1` tells what the second worker costs per CPU-second, beside what
+# HAProxy's second thread costs it on the same layout.
 # SYSCALLS=1 counts each proxy's system calls, page faults and context switches during every
 # round with `perf stat` (kernel tracepoints and software events: cheap, unlike strace) and prints
 # them per unit of work under the round's line, with its user share of CPU: where two proxies'
@@ -174,7 +175,7 @@ start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 
 cat > "$work/haproxy.cfg" <<EOF
 global
-  nbthread 1
+  nbthread ${WORKERS:-1}
   maxconn 9000
   tune.ssl.default-dh-param 2048
 defaults
