@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::reload::{self, ConfigInfo, ReloadRequest, ReloadResult, Reloader};
 use crate::secrets::Secrets;
 use crate::snapshot::Plane;
+use crate::spread::Workers;
 use crate::systemd;
 use crate::targets::Registry;
 use crate::upgrade::{self, Inherited, UpgradeRequest, Upgrader};
@@ -135,7 +136,10 @@ impl App {
         let listeners = Arc::new(ListenerSet::new(
             control.plane.clone(),
             control.shutdown.clone(),
-            workers.iter().map(|w| w.handle().clone()).collect(),
+            Workers::new(
+                workers.iter().map(|w| w.handle().clone()).collect(),
+                &control.plane.metrics,
+            ),
             tracker.clone(),
             Descriptors::new(descriptor_budget()),
         ));

@@ -8,7 +8,8 @@
 //! The **data plane** (a tokio runtime of its own) carries requests, in this order:
 //!
 //! 1. [`listener`] accepts TCP connections on sockets the control side bound, up to the cap
-//!    [`descriptors`] derives from the file-descriptor limit (beyond it, closed at once);
+//!    [`descriptors`] derives from the file-descriptor limit (beyond it, closed at once), and
+//!    [`spread`] evens them out over the data-plane workers;
 //! 2. [`server`] reads the PROXY protocol header where a listener expects one
 //!    ([`server::proxy_protocol`]: the client it names is the connection's client from then on),
 //!    runs the TLS handshake (rustls, with the SNI resolver and policies of [`tls`], and the
@@ -84,6 +85,7 @@ pub mod routing;
 pub mod secrets;
 mod server;
 pub mod snapshot;
+mod spread;
 pub mod stickiness;
 mod systemd;
 pub mod targets;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -20,6 +20,7 @@ use crate::metrics::{ListenerCounters, Rejection, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::server::{self, ListenerContext};
 use crate::snapshot::{Listener, Plane};
+use crate::spread::Workers;
 
 /// The kernel's accept queue length for every listener.
 const BACKLOG: i32 = 4096;
@@ -94,8 +95,9 @@ impl ConnectionLimit {
     }
 }
 
-/// Accepts until the process starts draining, on one worker: every worker runs such a loop on
-/// the listener, all sharing `limit` and `descriptors`. At most `limit` connections are served at
+/// Accepts until the process starts draining, on worker `me` of `workers`: every worker runs
+/// such a loop on the listener, all sharing `limit` and `descriptors`, and serves what it accepts
+/// unless [`Workers::place`] hands it to another. At most `limit` connections are served at
 /// once; past that, new connections wait in the kernel's queue rather than being refused. Past
 /// the process's cap on client connections (shared by every listener, `descriptors`), or out of
 /// descriptors, a connection is accepted and closed at once instead: waiting there would hold
@@ -107,6 +109,7 @@ async fn accept_loop(
     tracker: TaskTracker,
     limit: Arc<ConnectionLimit>,
     descriptors: Arc<Descriptors>,
+    (workers, me): (Arc<Workers>, usize),
 ) {
     let shutdown = ctx.stop.clone();
     let mut refusals = Refusals::default();
@@ -135,14 +138,35 @@ async fn accept_loop(
                     continue;
                 };
                 let ctx = ctx.clone();
-                tracker.spawn(async move {
+                let to = workers.place(me);
+                let serving = workers.serving(to);
+                let serve = move |tcp| async move {
                     let metrics = &ctx.plane.metrics;
                     metrics.new_connections_total.inc();
                     metrics.active_connections.inc();
                     server::serve(tcp, peer, ctx.clone(), Arc::new(slot)).await;
                     ctx.plane.metrics.active_connections.dec();
-                    drop(permit);
-                });
+                    drop((permit, serving));
+                };
+                if to == me {
+                    tracker.spawn(serve(tcp));
+                    continue;
+                }
+                // Out of this worker's reactor, into the other's (from_std there).
+                match tcp.into_std() {
+                    Ok(std) => {
+                        tracker.spawn_on(
+                            async move {
+                                match TcpStream::from_std(std) {
+                                    Ok(tcp) => serve(tcp).await,
+                                    Err(e) => debug!(error = %e, "accept: cannot register a handed-over connection"),
+                                }
+                            },
+                            &workers.handles()[to],
+                        );
+                    }
+                    Err(e) => debug!(error = %e, "accept: connection gone while handed over"),
+                }
             }
             Err(e) if is_per_connection(&e) => debug!(error = %e, "accept: connection gone"),
             Err(e) if is_out_of_descriptors(&e) => {
@@ -310,7 +334,7 @@ pub struct ListenerSet {
     shutdown: tokio_util::sync::CancellationToken,
     /// The data-plane workers, a current-thread runtime each: every listener is registered with
     /// each of them and accepted on by all.
-    workers: Vec<tokio::runtime::Handle>,
+    workers: Arc<Workers>,
     /// Every connection task, so that shutdown can wait for them.
     tracker: TaskTracker,
     /// The cap on client connections over every listener, and the reserve descriptors.
@@ -325,11 +349,10 @@ impl ListenerSet {
     pub fn new(
         plane: Arc<Plane>,
         shutdown: tokio_util::sync::CancellationToken,
-        workers: Vec<tokio::runtime::Handle>,
+        workers: Arc<Workers>,
         tracker: TaskTracker,
         descriptors: Arc<Descriptors>,
     ) -> Self {
-        assert!(!workers.is_empty(), "the data plane has a worker at least");
         ListenerSet {
             plane,
             shutdown,
@@ -344,7 +367,7 @@ impl ListenerSet {
     /// The first data-plane worker's runtime, for what needs a runtime that runs from start to
     /// the end of the drain (signal handlers).
     pub fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.workers[0]
+        &self.workers.handles()[0]
     }
 
     /// Keeps sockets received from the previous process, for the listeners that still exist.
@@ -454,7 +477,7 @@ impl ListenerSet {
                 stop: self.shutdown.child_token(),
             });
             let limit = ConnectionLimit::new(max_connections);
-            for worker in &self.workers {
+            for (me, worker) in self.workers.handles().iter().enumerate() {
                 // A duplicate per worker rather than one socket per worker (SO_REUSEPORT): one
                 // kernel queue, taken from by whichever worker is free, and one socket to hand
                 // over in an upgrade.
@@ -469,10 +492,11 @@ impl ListenerSet {
                 let limit = limit.clone();
                 let tracker = self.tracker.clone();
                 let descriptors = self.descriptors.clone();
+                let workers = (self.workers.clone(), me);
                 worker.spawn(async move {
                     // from_std must run inside the runtime that will poll the socket.
                     match TcpListener::from_std(dup) {
-                        Ok(l) => accept_loop(l, ctx, tracker, limit, descriptors).await,
+                        Ok(l) => accept_loop(l, ctx, tracker, limit, descriptors, workers).await,
                         Err(e) => {
                             warn!(listener = %ctx.name, error = %e, "cannot register listener")
                         }

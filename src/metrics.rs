@@ -439,6 +439,8 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     /// Idle HTTP/1 keep-alive client connections parked: open, but holding no HTTP buffers.
     pub parked_connections: IntGauge,
+    /// Client connections each data-plane worker serves, by worker (`spread::Workers`).
+    pub worker_connections: IntGaugeVec,
     /// \[NewConnectionCount\]
     pub new_connections_total: IntCounter,
     /// \[RejectedConnectionCount\] client connections refused, by listener and [`Rejection`].
@@ -627,6 +629,17 @@ impl Metrics {
         registry
             .register(Box::new(discovery_refresh_seconds.clone()))
             .expect("unique");
+        let worker_connections = IntGaugeVec::new(
+            Opts::new(
+                "worker_connections",
+                "Open client connections, by the data-plane worker serving them.",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(worker_connections.clone()))
+            .expect("unique");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique");
@@ -750,6 +763,7 @@ impl Metrics {
             desync_mitigation_total,
             desync,
             active_connections: gauge("active_connections", "Open client connections."),
+            worker_connections,
             parked_connections: gauge(
                 "parked_connections",
                 "Idle HTTP/1 keep-alive client connections parked (open, holding no HTTP buffers).",

@@ -1,7 +1,8 @@
 //! More than one data-plane worker (`[runtime] workers = 2`): each worker is a thread of its own
 //! accepting on every listener, and together they serve many connections at once on every
 //! listener, stop a listener a reload removes (every worker's accept loop), and drain on SIGTERM.
-//! Which worker takes a connection is the kernel's choice, not observable here.
+//! Which worker accepts a connection is the kernel's choice; which serves it is seawall's, and
+//! `seawall_worker_connections` shows it.
 
 mod common;
 
@@ -126,6 +127,37 @@ async fn two_workers_serve_many_connections_on_every_listener() {
         }
     }
     assert_eq!(backend.hits(), 1000);
+}
+
+/// Connections that arrive one after another are spread over the workers. Left to the kernel,
+/// whichever worker is awake takes them all: 16 HTTP/2 connections of `seawall bench` all landed
+/// on one of two workers, every time, before `spread` handed some over. Each connection here has
+/// its request answered before the next one opens, and all stay open.
+#[tokio::test]
+async fn connections_are_spread_over_the_workers() {
+    let backend = Backend::start("b").await;
+    let (_dir, _, p) = ready_binary(&two_workers(backend.addr, "").build()).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = h1(TcpStream::connect(p.addr("web")).await.unwrap()).await;
+        let req = http::Request::get("/hello")
+            .header("host", "example.test")
+            .body(empty())
+            .unwrap();
+        let got = read(c.send_request(req).await.unwrap()).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        held.push(c);
+    }
+    let text = get(p.admin(), false, "127.0.0.1", "/metrics").await.text();
+    let on = |w: &str| metric_value(&text, "seawall_worker_connections", &[("worker", w)]);
+    let (a, b) = (on("0"), on("1"));
+    assert_eq!(a + b, 8.0, "{text}");
+    // At most two apart: a worker keeps a connection that puts it one ahead.
+    assert!(
+        (a - b).abs() <= 2.0,
+        "worker 0 serves {a}, worker 1 serves {b}"
+    );
+    drop(held);
 }
 
 /// A listener added by a reload is served by both workers' accept loops; removed, it refuses new
