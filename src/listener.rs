@@ -1,8 +1,9 @@
 //! Listening sockets: bound as std sockets by the control side (so that a bind failure can fail a
 //! start or a reload as a whole before anything changes), then registered with every data-plane
 //! worker: each worker runs an accept loop of its own on every listener, on a duplicate of the
-//! same socket, so the workers take connections from one kernel queue and each serves what it
-//! accepted on its own thread.
+//! same socket, so the workers take connections from one kernel queue. Each serves what it
+//! accepted on its own thread, unless that would leave it well ahead of another worker
+//! ([`crate::spread`]), which is then handed the connection.
 
 use std::io;
 use std::net::SocketAddr;
