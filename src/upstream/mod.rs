@@ -411,7 +411,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// once for every field of every message, both ways.
 fn hop_by_hop_bit(name: &HeaderName) -> u16 {
     match name.as_str() {
-        "connection" => 1,
+        "connection" => CONNECTION_BIT,
         "keep-alive" => 1 << 1,
         "proxy-connection" => 1 << 2,
         "proxy-authenticate" => 1 << 3,
@@ -419,10 +419,13 @@ fn hop_by_hop_bit(name: &HeaderName) -> u16 {
         "te" => 1 << 5,
         "trailer" => 1 << 6,
         "transfer-encoding" => 1 << 7,
-        "upgrade" => 1 << 8,
+        "upgrade" => UPGRADE_BIT,
         _ => 0,
     }
 }
+
+const CONNECTION_BIT: u16 = 1;
+const UPGRADE_BIT: u16 = 1 << 8;
 
 /// What [`strip_hop_by_hop`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,7 +444,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> Stripped
     // One pass over the headers finds which are present, so that only those cost a hash lookup
     // to remove: most messages carry none, or a lone `Connection: keep-alive`, whose value names
     // no other header to look up.
-    let strip = if keep_upgrade { !(1 << 8) } else { !0 };
+    let strip = if keep_upgrade { !UPGRADE_BIT } else { !0 };
     let mut present = 0u16;
     let mut lists_others = false;
     // `remove` takes every value of a name, so the fields counted here are the ones removed.
@@ -451,7 +454,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> Stripped
         if bit != 0 {
             present |= bit;
             bytes += name.as_str().len() + value.len() + 4;
-            if bit == 1 {
+            if bit == CONNECTION_BIT {
                 lists_others |= connection_options(value).next().is_some();
             }
         }
