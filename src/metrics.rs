@@ -160,6 +160,24 @@ impl CodeCounters {
     }
 }
 
+/// Counts itself in a gauge while it lives, so that a task dropped mid-wait (the runtime shutting
+/// down) does not leave the gauge counting it.
+#[derive(Debug)]
+pub struct Counted(IntGauge);
+
+impl Counted {
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// `request_duration_seconds`'s buckets: 1 ms to 60 s (a request is at least one round trip
 /// of seawall's own; `target_response_seconds` starts lower, for targets on the same host).
 pub const REQUEST_DURATION_BUCKETS: &[f64] = &[

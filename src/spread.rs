@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prometheus::IntGauge;
 use tokio::runtime::Handle;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Counted, Metrics};
 
 /// The data plane's workers and the client connections each serves.
 pub struct Workers {
@@ -68,19 +68,8 @@ impl Workers {
 
     /// Counts a connection on `worker` until the guard drops. Taken when the connection is
     /// placed, before the next accept, so that the next placement sees it.
-    pub fn serving(&self, worker: usize) -> Serving {
-        let gauge = self.serving[worker].clone();
-        gauge.inc();
-        Serving(gauge)
-    }
-}
-
-/// See [`Workers::serving`].
-pub struct Serving(IntGauge);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.0.dec();
+    pub fn serving(&self, worker: usize) -> Counted {
+        Counted::new(&self.serving[worker])
     }
 }
 
@@ -100,7 +89,7 @@ mod tests {
     #[test]
     fn a_burst_accepted_by_one_worker_is_spread_over_all() {
         let (_rt, w) = workers(2);
-        let held: Vec<Serving> = (0..16).map(|_| w.serving(w.place(1))).collect();
+        let held: Vec<Counted> = (0..16).map(|_| w.serving(w.place(1))).collect();
         let (a, b) = (w.serving[0].get(), w.serving[1].get());
         assert_eq!(a + b, 16);
         assert!((a - b).abs() <= SLACK + 1, "{a} and {b}");
@@ -121,7 +110,7 @@ mod tests {
     #[test]
     fn one_worker_serves_everything() {
         let (_rt, w) = workers(1);
-        let _held: Vec<Serving> = (0..5).map(|_| w.serving(w.place(0))).collect();
+        let _held: Vec<Counted> = (0..5).map(|_| w.serving(w.place(0))).collect();
         assert_eq!(w.place(0), 0);
     }
 }

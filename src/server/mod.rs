@@ -26,7 +26,7 @@ use tracing::debug;
 use crate::access_log::{ConnTraceId, ConnectionEntry, TlsLine, Verify};
 use crate::descriptors::ClientSlot;
 use crate::metrics::{
-    HandshakeFailure, HandshakeKind, Http2ConnError, ListenerCounters, RequestMetrics,
+    Counted, HandshakeFailure, HandshakeKind, Http2ConnError, ListenerCounters, RequestMetrics,
 };
 use crate::protocol::Protocol;
 use crate::proxy::record::Certificate;
@@ -511,23 +511,6 @@ where
                 return;
             }
         }
-    }
-}
-
-/// Counts itself in a gauge while it lives, so that a task dropped mid-wait (the runtime shutting
-/// down) does not leave the gauge counting it.
-struct Counted<'a>(&'a prometheus::IntGauge);
-
-impl<'a> Counted<'a> {
-    fn new(gauge: &'a prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Counted(gauge)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
