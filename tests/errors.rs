@@ -72,47 +72,55 @@ async fn read_until_closed<S: AsyncRead + Unpin>(
 
 /// Reads one response with a Content-Length body from a kept-alive connection: (head, body).
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> (String, String) {
+    read_responses(s, 1).await.remove(0)
+}
+
+/// Reads `n` responses with Content-Length bodies from a kept-alive connection, and nothing
+/// beyond them: answers to pipelined requests may arrive in one read.
+async fn read_responses<S: AsyncRead + Unpin>(s: &mut S, n: usize) -> Vec<(String, String)> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+    let mut got = Vec::new();
+    let mut at = 0;
+    while got.len() < n {
+        let head_end = loop {
+            if let Some(i) = data[at..].windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + i + 4;
+            }
+            let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+                .await
+                .expect("a response in time")
+                .expect("the connection stays open");
+            assert!(
+                n > 0,
+                "closed before a whole response head: {:?}",
+                String::from_utf8_lossy(&data[at..])
+            );
+            data.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&data[at..head_end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("a Content-Length in {head:?}"));
+        while data.len() < head_end + len {
+            let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed in the middle of a body");
+            data.extend_from_slice(&buf[..n]);
         }
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .expect("a response in time")
-            .expect("the connection stays open");
-        assert!(
-            n > 0,
-            "closed before a whole response head: {:?}",
-            String::from_utf8_lossy(&data)
-        );
-        data.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("a Content-Length in {head:?}"));
-    while data.len() < head_end + len {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed in the middle of a body");
-        data.extend_from_slice(&buf[..n]);
+        let body = String::from_utf8_lossy(&data[head_end..head_end + len]).into_owned();
+        got.push((head, body));
+        at = head_end + len;
     }
-    assert_eq!(
-        data.len(),
-        head_end + len,
-        "nothing beyond the one response"
-    );
-    let body = String::from_utf8_lossy(&data[head_end..]).into_owned();
-    (head, body)
+    assert_eq!(data.len(), at, "nothing beyond the {n} responses");
+    got
 }
 
 fn status_of(text: &str) -> &str {
@@ -1413,8 +1421,7 @@ async fn bodies_seawall_answers_without_forwarding_are_read_so_the_answer_arrive
     request.extend_from_slice(&big);
     request.extend_from_slice(GET);
     tcp.write_all(&request).await.unwrap();
-    for _ in 0..2 {
-        let (got, text) = read_response(&mut tcp).await;
+    for (got, text) in read_responses(&mut tcp, 2).await {
         assert_eq!(status_of(&got), "200", "{got}");
         assert_eq!(text, "fixed");
     }
