@@ -481,14 +481,21 @@ async fn forwarded_headers_over_http_and_https() {
     let sw = Seawall::start(&both_listeners(b.addr));
     let (http, https) = (sw.addr("http"), sw.addr("https"));
 
-    // plain HTTP, with a client-sent X-Forwarded-For to append to
+    // plain HTTP, with a client-sent X-Forwarded-For to append to, and a forged protocol and
+    // port that seawall's own replace
     let req = Request::get("/fwd")
         .header("host", "app.example.test:8080")
         .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-port", "1")
         .body(empty())
         .unwrap();
     let got = send(http, req).await;
     assert_eq!(got.status, 200, "{}", got.text());
+    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"] {
+        let lines = got.json()["headers"][name].as_array().unwrap().len();
+        assert_eq!(lines, 1, "{name}: {}", got.text());
+    }
     assert_eq!(
         got.seen_header("x-forwarded-for").as_deref(),
         Some("203.0.113.7, 127.0.0.1")

@@ -1246,6 +1246,9 @@ async fn c10_bytes_after_a_complete_answer() {
 /// A group of a port where nothing listens and a live target, both healthy by their checks (which
 /// go to a third port): every GET succeeds, the one sent to the dead port first after moving to
 /// the live target, which sees each GET once. The dead target is marked unhealthy at once.
+///
+/// The GETs are HTTP/1.0 without a Host, so that seawall adds the target's address as the Host:
+/// the GET that moved carries the live target's, not the dead one's.
 #[tokio::test]
 async fn c11_a_refused_connect_moves_the_request_to_another_target() {
     let checks = Backend::start("checks").await;
@@ -1259,19 +1262,19 @@ async fn c11_a_refused_connect_moves_the_request_to_another_target() {
     let mut gets = 0;
     while dead_target.passive_failures() == 0 {
         assert!(gets < 20, "the dead target was never picked");
-        let got = get_web(&sw, &format!("/r{gets}")).await;
-        assert_eq!(
-            (got.status, got.text().as_str()),
-            (StatusCode::OK, "ok"),
-            "GET {gets}"
-        );
+        let mut c = RawClient::web(&sw).await;
+        c.send(format!("GET /r{gets} HTTP/1.0\r\n\r\n").as_bytes())
+            .await;
+        let got = c.response(false).await;
+        assert_eq!((got.status, got.text().as_str()), (200, "ok"), "GET {gets}");
         gets += 1;
     }
-    assert_eq!(
-        t.heads().len(),
-        gets,
-        "each GET reached the live target once"
-    );
+    let heads = t.heads();
+    assert_eq!(heads.len(), gets, "each GET reached the live target once");
+    let live = t.addr.to_string();
+    for h in &heads {
+        assert_eq!(h.header("host"), Some(live.as_str()), "{}", h.text);
+    }
     assert_eq!(dead_target.passive_failures(), 1);
     assert_eq!(dead_target.state(), seawall::targets::State::Unhealthy);
 }

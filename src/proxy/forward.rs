@@ -18,7 +18,9 @@ use crate::error::RequestError;
 use crate::stickiness::{unix_seconds, Sealer, TargetStickiness};
 use crate::targets::{State, TargetGroup};
 use crate::upstream::retry::{Decision, Failure, Retry};
-use crate::upstream::{pool, BodyProgress, ClientBody, ClientConn, ForwardedFor, UpstreamBody};
+use crate::upstream::{
+    pool, Added, BodyProgress, ClientBody, ClientConn, ForwardedFor, TraceId, UpstreamBody,
+};
 
 /// What the listener allows a forwarded request's body.
 #[derive(Debug, Clone, Copy)]
@@ -56,19 +58,20 @@ pub(super) fn forward<'a>(
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         // Read before the head is rewritten for the target; `None` (no stickiness) is the one
-        // branch a forward without it pays.
+        // branch a forward without it pays. Boxed, so that its room in every request's future
+        // is a pointer.
         let sticky = match (&tg.stickiness, sealer) {
             (Some(st), Some(sealer)) => {
                 let now = SystemTime::now();
                 let headers = req.headers();
                 let stuck_to = st.requested(sealer, headers, &tg.name, unix_seconds(now));
-                Some(Sticky {
+                Some(Box::new(Sticky {
                     stickiness: st,
                     sealer,
                     now,
                     stuck_to,
                     in_session: st.in_session(headers),
-                })
+                }))
             }
             _ => None,
         };
@@ -91,23 +94,19 @@ pub(super) fn forward<'a>(
         };
 
         let (mut parts, body) = req.into_parts();
-        let trace_id = headers::rewrite_request(
+        let trace_id = facts.trace_id.insert(TraceId::of(&parts.headers));
+        let forwarded = ForwardedFor {
+            client_ip: &ctx.peer_ip,
+            proto: ctx.listener.protocol.as_str(),
+            port: &ctx.listener.port_header,
+        };
+        let added = headers::rewrite_request(
             &mut parts,
             tg.protocol_version,
             upgrade,
-            &ForwardedFor {
-                client_ip: &ctx.peer_ip,
-                proto: ctx.listener.protocol.as_str(),
-                port: &ctx.listener.port_header,
-            },
+            Added::new(forwarded, trace_id),
             ctx.tls.as_ref().and_then(|t| t.client_cert.as_deref()),
         );
-        facts.trace_id = Some(trace_id);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let body = if body.is_end_stream() {
             UpstreamBody::Empty
         } else {
@@ -137,15 +136,21 @@ pub(super) fn forward<'a>(
             let mut request = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
             *request.method_mut() = parts.method.clone();
             *request.version_mut() = parts.version;
-            *request.headers_mut() = if retry.may_resend() {
-                parts.headers.clone()
-            } else {
-                std::mem::take(&mut parts.headers)
-            };
-            *request.uri_mut() = headers::target_uri(&path, request.headers_mut(), tg, &target)?;
+            // The headers themselves, not a copy kept in case the request goes again: a failed
+            // attempt that may go again gets them back from the pool (`SendError`).
+            *request.headers_mut() = std::mem::take(&mut parts.headers);
+            let (uri, added_host) = headers::target_uri(
+                parts.uri.path_and_query(),
+                request.headers_mut(),
+                tg,
+                &target,
+            )?;
+            *request.uri_mut() = uri;
             let sent = tokio::time::timeout(
                 tg.response_timeout,
-                target.pool().send(request, &tg.upstream, retry.reuse()),
+                target
+                    .pool()
+                    .send(request, added.as_ref(), &tg.upstream, retry.reuse()),
             );
             let answer = tokio::select! {
                 answer = sent => answer,
@@ -154,7 +159,7 @@ pub(super) fn forward<'a>(
                     return Err(RequestError::TargetReset("the target was deregistered".into()))
                 }
             };
-            let e = match answer {
+            let pool::SendError { error: e, headers } = match answer {
                 // A target still waiting for the rest of the body is not the one too slow.
                 Err(_) if facts.received.as_ref().is_some_and(|p| p.waiting()) => {
                     return Err(RequestError::BodyTimeout(
@@ -212,15 +217,25 @@ pub(super) fn forward<'a>(
                 }
                 _ => Failure::Other,
             };
+            // Without its headers back, the request cannot go again.
+            let Some(mut headers) = headers else {
+                return Err(err);
+            };
             match retry.after(failure) {
                 // The target is up; it closed an idle connection as the request went out.
-                Decision::NewConnection => continue,
+                Decision::NewConnection => {}
                 Decision::AnotherTarget => match tg.pick_another(&target) {
-                    Some(next) => target = next,
+                    Some(next) => {
+                        if added_host {
+                            headers.remove(http::header::HOST);
+                        }
+                        target = next;
+                    }
                     None => return Err(err),
                 },
                 Decision::GiveUp => return Err(err),
             }
+            parts.headers = headers;
         };
         facts.timing.head = Some(Moment::now());
         if let Some(p) = &facts.received {

@@ -11,7 +11,7 @@ use crate::http_tokens;
 use crate::protocol::ProtocolVersion;
 use crate::targets::{Target, TargetGroup};
 use crate::tls::{self, ClientCert};
-use crate::upstream::{self, ForwardedFor, TraceId};
+use crate::upstream::{self, Added};
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket).
 pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -22,15 +22,16 @@ pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 /// Rewrites a request's head for a target speaking `version`: Host from HTTP/2's `:authority`,
 /// hop-by-hop headers out (but `TE: trailers` for HTTP/2 targets, and `Connection: upgrade` for an
-/// upgrade), the client's `X-Amzn-Mtls-*` out and the connection's own (`client_cert`) in,
-/// `X-Forwarded-*` and the trace id in. Returns the trace id, made once here.
-pub(super) fn rewrite_request(
+/// upgrade), the client's `X-Amzn-Mtls-*` out and the connection's own (`client_cert`) in; for
+/// an HTTP/2 target, `added` (`X-Forwarded-*` and the trace id) in. An HTTP/1 target's encoder
+/// writes those instead (see `upstream::forwarded`): they are handed back for it.
+pub(super) fn rewrite_request<'a>(
     parts: &mut request::Parts,
     version: ProtocolVersion,
     upgrade: bool,
-    forwarded: &ForwardedFor<'_>,
+    added: Added<'a>,
     client_cert: Option<&ClientCert>,
-) -> TraceId {
+) -> Option<Added<'a>> {
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
         // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
         // otherwise get the target's ip:port as Host (see `target_uri`); an HTTP/2 target gets
@@ -61,12 +62,14 @@ pub(super) fn rewrite_request(
             parts.headers.insert(name, value.clone());
         }
     }
-    upstream::add_forwarded(&mut parts.headers, forwarded);
-    parts.version = match version {
-        ProtocolVersion::Http1 => Version::HTTP_11,
-        ProtocolVersion::Http2 | ProtocolVersion::Grpc => Version::HTTP_2,
-    };
-    upstream::ensure_trace_id(&mut parts.headers)
+    if version == ProtocolVersion::Http1 {
+        parts.version = Version::HTTP_11;
+        Some(added)
+    } else {
+        parts.version = Version::HTTP_2;
+        added.insert_into(&mut parts.headers);
+        None
+    }
 }
 
 /// Removes every `X-Amzn-Mtls-*` header a client sent, on every listener: a target behind
@@ -91,20 +94,27 @@ fn strip_mtls(headers: &mut HeaderMap) {
 /// HTTP/2 request with the client's host as `:authority`, as ALB preserves it. HTTP/2 forbids a
 /// Host that differs from `:authority` (RFC 9113, 8.3.1), and servers that check it (seawall's own
 /// among them) refuse such a request with 400; so the Host stays only when it is the same.
+///
+/// Also whether it added a Host, the target's own, which the request must not keep should it go
+/// to another target.
 pub(super) fn target_uri(
-    path: &http::uri::PathAndQuery,
+    path: Option<&http::uri::PathAndQuery>,
     headers: &mut HeaderMap,
     tg: &TargetGroup,
     target: &Target,
-) -> Result<Uri, RequestError> {
+) -> Result<(Uri, bool), RequestError> {
+    let path = path
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     if tg.protocol_version == ProtocolVersion::Http1 {
-        if !headers.contains_key(header::HOST) {
+        let add_host = !headers.contains_key(header::HOST);
+        if add_host {
             headers.insert(
                 header::HOST,
                 upstream::host_header(&target.authority, &tg.scheme),
             );
         }
-        Ok(Uri::from(path.clone()))
+        Ok((Uri::from(path), add_host))
     } else {
         let host = headers
             .get(header::HOST)
@@ -119,12 +129,13 @@ pub(super) fn target_uri(
                 target.authority.clone()
             }
         };
-        Uri::builder()
+        let uri = Uri::builder()
             .scheme(tg.scheme.clone())
             .authority(authority)
-            .path_and_query(path.clone())
+            .path_and_query(path)
             .build()
-            .map_err(|_| RequestError::BadRequest("unrepresentable request target"))
+            .map_err(|_| RequestError::BadRequest("unrepresentable request target"))?;
+        Ok((uri, false))
     }
 }
 

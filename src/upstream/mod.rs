@@ -6,6 +6,7 @@
 //! sides: hop-by-hop removal, `X-Forwarded-*`, the ALB trace id) and the TLS setup towards targets.
 
 pub mod connect;
+pub mod forwarded;
 pub mod h1;
 pub mod pool;
 pub mod response;
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,6 +29,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+pub use self::forwarded::{Added, ForwardedFor, TraceId, TRACE_ID_LEN, X_AMZN_TRACE_ID};
 use self::stall::StallClock;
 use crate::http_tokens;
 
@@ -496,108 +498,6 @@ fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
     })
 }
 
-/// What the forwarded headers say about the client side of the connection.
-pub struct ForwardedFor<'a> {
-    /// The client's address, pre-rendered once per connection.
-    pub client_ip: &'a HeaderValue,
-    /// `http` or `https`: the listener's protocol.
-    pub proto: &'static str,
-    /// The port the client connected to, pre-rendered once per connection.
-    pub port: &'a HeaderValue,
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-pub const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
-
-/// Adds `X-Forwarded-For` (appending the client to any list the client sent, as ALB does),
-/// `X-Forwarded-Proto` and `X-Forwarded-Port`. The trace id is [`ensure_trace_id`]'s.
-pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
-    let ip = f.client_ip.as_bytes();
-    // Every XFF line the client sent, in order, then the client: `get` would keep the first only.
-    let mut list = Vec::new();
-    for prev in headers.get_all(X_FORWARDED_FOR) {
-        let prev = prev.as_bytes().trim_ascii();
-        if !prev.is_empty() {
-            list.extend_from_slice(prev);
-            list.extend_from_slice(b", ");
-        }
-    }
-    if list.is_empty() {
-        headers.insert(X_FORWARDED_FOR, f.client_ip.clone());
-    } else {
-        list.extend_from_slice(ip);
-        if let Ok(v) = HeaderValue::from_bytes(&list) {
-            // Several XFF lines are folded into one list, as a proxy must when it appends.
-            headers.insert(X_FORWARDED_FOR, v);
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    headers.insert(X_FORWARDED_PORT, f.port.clone());
-}
-
-/// A request's `X-Amzn-Trace-Id`, as its record keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TraceId {
-    /// One seawall made, by value: a clone of the header's own bytes would allocate (the buffer
-    /// of a value made from a slice is only shared on its first clone), this costs a copy.
-    Made([u8; TRACE_ID_LEN]),
-    /// The client's, shared with the request's header.
-    Client(HeaderValue),
-}
-
-impl TraceId {
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            TraceId::Made(id) => id,
-            TraceId::Client(v) => v.as_bytes(),
-        }
-    }
-}
-
-/// The length of the trace ids seawall makes.
-pub const TRACE_ID_LEN: usize = 40;
-
-/// The request's `X-Amzn-Trace-Id`: the client's, or a new one added to the request. Made once
-/// per request; the request's record keeps it too.
-pub fn ensure_trace_id(headers: &mut HeaderMap) -> TraceId {
-    match headers.entry(X_AMZN_TRACE_ID) {
-        header::Entry::Occupied(e) => TraceId::Client(e.get().clone()),
-        header::Entry::Vacant(e) => {
-            let id = new_trace_id();
-            e.insert(HeaderValue::from_bytes(&id).expect("hex digits are a valid header value"));
-            TraceId::Made(id)
-        }
-    }
-}
-
-/// `Root=1-<8 hex digits of the epoch second>-<24 hex digits>`, ALB's request id.
-pub fn trace_id() -> HeaderValue {
-    HeaderValue::from_bytes(&new_trace_id()).expect("hex digits are a valid header value")
-}
-
-fn new_trace_id() -> [u8; TRACE_ID_LEN] {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Written by hand: `format!` costs several times as much on every request.
-    let mut id = *b"Root=1-00000000-000000000000000000000000";
-    put_hex(&mut id[7..15], u64::from(secs as u32));
-    put_hex(&mut id[16..32], fastrand::u64(..));
-    put_hex(&mut id[32..40], u64::from(fastrand::u32(..)));
-    id
-}
-
-/// Writes the low `out.len()` hex digits of `v` into `out`, most significant first.
-fn put_hex(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,35 +566,6 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_append_and_trace_id_is_kept() {
-        let port = HeaderValue::from_static("8443");
-        let ip = HeaderValue::from_static("10.1.2.3");
-        let f = ForwardedFor {
-            client_ip: &ip,
-            proto: "https",
-            port: &port,
-        };
-        let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
-        h.insert(X_AMZN_TRACE_ID, "Root=1-00000000-abc".parse().unwrap());
-        add_forwarded(&mut h, &f);
-        assert_eq!(ensure_trace_id(&mut h).as_bytes(), b"Root=1-00000000-abc");
-        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
-        assert_eq!(h[X_FORWARDED_PROTO], "https");
-        assert_eq!(h[X_FORWARDED_PORT], "8443");
-        assert_eq!(h[X_AMZN_TRACE_ID], "Root=1-00000000-abc");
-
-        // Without a list from the client, the client alone; a new trace id is added.
-        let mut h = HeaderMap::new();
-        add_forwarded(&mut h, &f);
-        let made = ensure_trace_id(&mut h);
-        assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
-        assert!(h.contains_key(X_AMZN_TRACE_ID));
-        assert_eq!(h[X_AMZN_TRACE_ID].as_bytes(), made.as_bytes());
-        assert!(matches!(made, TraceId::Made(_)));
-    }
-
-    #[test]
     fn host_for_clients_without_one_is_the_target_without_a_default_port() {
         let a: Authority = "10.0.0.1:80".parse().unwrap();
         assert_eq!(host_header(&a, &Scheme::HTTP), "10.0.0.1");
@@ -703,33 +574,5 @@ mod tests {
         assert_eq!(host_header(&a, &Scheme::HTTPS), "[::1]");
         let a: Authority = "10.0.0.1:8080".parse().unwrap();
         assert_eq!(host_header(&a, &Scheme::HTTP), "10.0.0.1:8080");
-    }
-
-    #[test]
-    fn hex_digits_are_written_most_significant_first() {
-        let mut out = [0u8; 8];
-        put_hex(&mut out, 0x1234_abcd);
-        assert_eq!(&out, b"1234abcd");
-        let mut out = [0u8; 16];
-        put_hex(&mut out, 0xf);
-        assert_eq!(&out, b"000000000000000f");
-    }
-
-    #[test]
-    fn trace_id_has_albs_shape() {
-        let id = trace_id();
-        let s = id.to_str().unwrap();
-        let parts: Vec<&str> = s.strip_prefix("Root=1-").unwrap().split('-').collect();
-        assert_eq!(parts[0].len(), 8);
-        assert_eq!(parts[1].len(), 24);
-        assert!(parts
-            .iter()
-            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let stamped = u64::from_str_radix(parts[0], 16).unwrap();
-        assert!(stamped.abs_diff(secs & 0xffff_ffff) < 5, "{s}");
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -35,7 +35,7 @@ use super::connect::{self, Alpn, ConnectError};
 use super::h1;
 use super::response::{Lease, TargetBody};
 use super::retry::{Decision, Failure, Retry};
-use super::{BodyProgress, UpstreamBody};
+use super::{Added, BodyProgress, UpstreamBody};
 use crate::metrics::TargetErrors;
 
 /// How long an unused pooled connection to a target is kept. Shorter than the usual 60 s keep-alive
@@ -96,6 +96,33 @@ pub enum Error {
     /// target is not at fault, and its connection, left mid-request, is closed.
     #[error("the client's request body: {0}")]
     ClientBody(Arc<ExchangeError>),
+}
+
+/// A failed [`Pool::send`]: the error, and the request's headers when the pool can hand them
+/// back because the request may go again (the target never saw it, or a reused connection lost
+/// the keep-alive race). A caller that would resend the request therefore sends it whole, not a
+/// copy made beforehand in case.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: Error,
+    pub headers: Option<HeaderMap>,
+}
+
+impl From<Error> for SendError {
+    fn from(error: Error) -> Self {
+        SendError {
+            error,
+            headers: None,
+        }
+    }
+}
+
+/// A request that never reached the target: its headers go back with the error.
+fn unsent(error: Error, mut req: Request<UpstreamBody>) -> SendError {
+    SendError {
+        error,
+        headers: Some(std::mem::take(req.headers_mut())),
+    }
 }
 
 /// What broke an exchange: seawall's HTTP/1 client, or hyper's HTTP/2 one.
@@ -251,19 +278,23 @@ impl Pool {
     /// A request that a pooled connection could not send, because the target had closed it (the
     /// keep-alive race), is sent again on a new connection: the target never saw it. The lease
     /// is `Some` for HTTP/1, whose connection is the exchange's until the response body ends.
+    ///
+    /// `added`: header fields an HTTP/1 request's head is written with, after its own (see
+    /// `forwarded`); an HTTP/2 request carries them in its headers.
     #[allow(clippy::manual_async_fn)] // see `proxy::handle`: the request is not kept twice
     pub fn send<'a>(
         &'a self,
         req: Request<UpstreamBody>,
+        added: Option<&'a Added<'a>>,
         settings: &'a Settings,
         reuse: Reuse,
-    ) -> impl Future<Output = Result<Response<TargetBody>, Error>> + 'a {
+    ) -> impl Future<Output = Result<Response<TargetBody>, SendError>> + 'a {
         async move {
             if settings.shape.http2 {
                 Ok(self.send_h2(req, settings).await?.map(TargetBody::Http2))
             } else {
                 Ok(self
-                    .send_h1(req, settings, reuse)
+                    .send_h1(req, added, settings, reuse)
                     .await?
                     .map(TargetBody::Http1))
             }
@@ -299,9 +330,10 @@ impl Pool {
     fn send_h1<'a>(
         &'a self,
         req: Request<UpstreamBody>,
+        added: Option<&'a Added<'a>>,
         settings: &'a Settings,
         reuse: Reuse,
-    ) -> impl Future<Output = Result<Response<h1::Body>, Error>> + 'a {
+    ) -> impl Future<Output = Result<Response<h1::Body>, SendError>> + 'a {
         async move {
             let progress = req.body().progress().cloned();
             let pooled = match reuse {
@@ -319,24 +351,30 @@ impl Pool {
                 Some(conn) => (conn, true),
                 // Boxed: connecting (TCP, TLS) is kilobytes of state that every request's future
                 // would otherwise carry, and copy, for a rare event.
-                None => (Box::pin(self.connect_h1(settings)).await?, false),
+                None => match Box::pin(self.connect_h1(settings)).await {
+                    Ok(conn) => (conn, false),
+                    Err(error) => return Err(unsent(error, req)),
+                },
             };
-            match h1::exchange(conn, req, reused).await {
+            match h1::exchange(conn, req, added, reused).await {
                 Ok(resp) => Ok(resp),
                 Err(f) => {
                     let client = matches!(f.error, h1::Error::ClientBody(_))
                         || client_body_failed(progress.as_deref());
                     let cause = Arc::new(ExchangeError::Http1(f.error));
                     if client {
-                        return Err(Error::ClientBody(cause));
+                        return Err(Error::ClientBody(cause).into());
                     }
                     // The proxy's to decide (see `retry`).
                     if f.stale {
-                        return Err(Error::Stale(cause));
+                        return Err(SendError {
+                            error: Error::Stale(cause),
+                            headers: f.headers,
+                        });
                     }
                     let e = Error::Exchange(cause);
                     count(&settings.errors, &e);
-                    Err(e)
+                    Err(e.into())
                 }
             }
         }
@@ -393,12 +431,15 @@ impl Pool {
         &'a self,
         mut req: Request<UpstreamBody>,
         settings: &'a Settings,
-    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + 'a {
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
         async move {
             let mut retry = Retry::for_attempt(Reuse::Pooled);
             let progress = req.body().progress().cloned();
             loop {
-                let (mut send, cell, reused) = self.checkout_h2(settings).await?;
+                let (mut send, cell, reused) = match self.checkout_h2(settings).await {
+                    Ok(checked_out) => checked_out,
+                    Err(error) => return Err(unsent(error, req)),
+                };
                 match send.try_send_request(req).await {
                     Ok(resp) => return Ok(resp),
                     Err(mut e) => match e.take_message() {
@@ -414,12 +455,12 @@ impl Pool {
                         }
                         // The stream was reset for the client's sake; the shared connection is fine.
                         _ if client_body_failed(progress.as_deref()) => {
-                            return Err(Error::ClientBody(Arc::new(e.into_error().into())))
+                            return Err(Error::ClientBody(Arc::new(e.into_error().into())).into())
                         }
                         _ => {
                             let e = Error::Exchange(Arc::new(e.into_error().into()));
                             count(&settings.errors, &e);
-                            return Err(e);
+                            return Err(e.into());
                         }
                     },
                 }
@@ -663,7 +704,7 @@ mod tests {
     /// One exchange, its body read to the end; gives the server's connection number and the
     /// lease.
     async fn exchange(pool: &Pool) -> (String, Lease) {
-        let resp = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
+        let resp = pool.send(get(), None, &h1(), Reuse::Pooled).await.unwrap();
         let (body, lease) = whole(resp.into_body()).await;
         (
             body,
@@ -767,7 +808,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // An exchange begun before the change does not bring its connection back either.
-        let resp = pool.send(get(), &h1(), Reuse::Pooled).await.unwrap();
+        let resp = pool.send(get(), None, &h1(), Reuse::Pooled).await.unwrap();
         let (_, lease) = whole(resp.into_body()).await;
         pool.checkout_h1(tls);
         pool.give_back(lease.unwrap());
@@ -821,7 +862,7 @@ mod tests {
         let uri = format!("http://{addr}/");
         for _ in 0..3 {
             let req = Request::get(&uri).body(UpstreamBody::Empty).unwrap();
-            let resp = pool.send(req, &h2, Reuse::Pooled).await.unwrap();
+            let resp = pool.send(req, None, &h2, Reuse::Pooled).await.unwrap();
             let (body, lease) = whole(resp.into_body()).await;
             assert!(lease.is_none(), "an HTTP/2 connection is shared, not lent");
             assert_eq!(body, "h2");
@@ -881,7 +922,7 @@ mod tests {
             let s = s.clone();
             async move {
                 Pool::new(addr, CancellationToken::new())
-                    .send(get(), &s, Reuse::Pooled)
+                    .send(get(), None, &s, Reuse::Pooled)
                     .await
                     .map(|_| ())
             }

@@ -73,12 +73,6 @@ impl Retry {
         self.reuse
     }
 
-    /// Whether some later attempt could still send the request again, so the current one must
-    /// send a copy of it rather than the request itself.
-    pub fn may_resend(&self) -> bool {
-        self.replayable && (self.reuse == Reuse::Pooled || !self.moved)
-    }
-
     /// Decides after a failed attempt, and notes what was decided.
     pub fn after(&mut self, failure: Failure) -> Decision {
         match failure {
@@ -140,18 +134,18 @@ mod tests {
     }
 
     #[test]
-    fn connections_and_copies_follow_the_decisions() {
+    fn connections_follow_the_decisions() {
         let mut retry = Retry::new(true);
         assert_eq!(retry.reuse(), Reuse::Pooled);
-        assert!(retry.may_resend());
         retry.after(Failure::Unreachable);
-        assert_eq!(retry.reuse(), Reuse::Pooled);
-        assert!(retry.may_resend(), "a stale connection on the next target");
+        assert_eq!(
+            retry.reuse(),
+            Reuse::Pooled,
+            "a pooled one on the next target"
+        );
         retry.after(Failure::Stale);
         assert_eq!(retry.reuse(), Reuse::NewConnection);
-        assert!(!retry.may_resend(), "nothing is left to try");
 
-        assert!(!Retry::new(false).may_resend());
         let pool = Retry::for_attempt(Reuse::NewConnection);
         assert_eq!(pool.reuse(), Reuse::NewConnection);
     }

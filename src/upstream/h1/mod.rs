@@ -31,7 +31,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header;
+use http::header::{self, HeaderMap};
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -44,7 +44,7 @@ use upload::{encode_head, encoding, Upload, UploadError};
 
 use super::connect::TargetStream;
 use super::pool::Shape;
-use super::{BodyError, UpstreamBody};
+use super::{Added, BodyError, UpstreamBody};
 
 /// The first read's room; grown (up to [`MAX_READ`]) while reads fill it.
 const FIRST_READ: usize = 8 * 1024;
@@ -98,6 +98,9 @@ impl Error {
 pub struct Failed {
     pub error: Error,
     pub stale: bool,
+    /// The request's headers, handed back when the exchange is stale, for the request to go
+    /// again without a copy made beforehand in case.
+    pub headers: Option<HeaderMap>,
 }
 
 /// An open connection to a target, and what was read from it but not yet taken.
@@ -162,29 +165,33 @@ impl Conn {
 /// body owns the connection from then on (see [`Body`]). `reused`: the connection served an
 /// exchange before, so an early close may be the keep-alive race.
 #[allow(clippy::manual_async_fn)] // see `proxy::handle`: the request is not kept twice
-pub fn exchange(
+pub fn exchange<'a>(
     mut conn: Box<Conn>,
     req: Request<UpstreamBody>,
+    added: Option<&'a Added<'a>>,
     reused: bool,
-) -> impl Future<Output = Result<Response<Body>, Failed>> {
+) -> impl Future<Output = Result<Response<Body>, Failed>> + 'a {
     async move {
         let (parts, body) = req.into_parts();
         let encoding = match &body {
             UpstreamBody::Empty => None,
             UpstreamBody::Stream(_) => encoding(&parts.method, &parts.headers),
         };
-        // The head's parts end in this block, so the future does not keep them across its
-        // waits.
-        let (method, upgrade) = {
+        // The head's other parts end in this block, so the future does not keep them across
+        // its waits. The headers are kept until the answer comes: a stale exchange hands them
+        // back.
+        let (method, upgrade, headers) = {
             let parts = parts;
             encode_head(
                 &mut conn.out,
                 &parts.method,
                 &parts.uri,
                 &parts.headers,
+                added,
                 encoding,
             );
-            (parts.method, parts.headers.contains_key(header::UPGRADE))
+            let upgrade = parts.headers.contains_key(header::UPGRADE);
+            (parts.method, upgrade, parts.headers)
         };
         let mut out = std::mem::take(&mut conn.out);
         let wrote = write_all(&mut conn.io, &out).await;
@@ -193,9 +200,16 @@ pub fn exchange(
         if let Err(e) = wrote {
             let error = Error::Io(e);
             let stale = reused && error.closed_under();
-            return Err(Failed { error, stale });
+            let headers = stale.then_some(headers);
+            return Err(Failed {
+                error,
+                stale,
+                headers,
+            });
         }
-        let mut upload = encoding.map(|enc| Upload::new(body, enc));
+        // Boxed at once: the response body takes it over, and the exchange's future (every
+        // request's) stays small.
+        let mut upload = encoding.map(|enc| Box::new(Upload::new(body, enc)));
         // Whether any of the answer came: after that, a close is not the keep-alive race.
         let mut answered = false;
         // The request did not all go: whatever the answer, the connection is not reused.
@@ -234,13 +248,19 @@ pub fn exchange(
             Ok(h) => h,
             Err(error) => {
                 let stale = reused && !answered && error.closed_under();
-                return Err(Failed { error, stale });
+                let headers = stale.then_some(headers);
+                return Err(Failed {
+                    error,
+                    stale,
+                    headers,
+                });
             }
         };
+        drop(headers);
         let mut body = Body {
             conn: Some(conn),
             framing: framing.decoding,
-            upload: upload.map(Box::new),
+            upload,
             reusable: framing.keep_alive && !cut_short,
             finished: None,
             failed: None,
@@ -680,6 +700,7 @@ mod tests {
             &Method::POST,
             &uri,
             &headers,
+            None,
             encoding(&Method::POST, &headers),
         );
         assert_eq!(

@@ -12,7 +12,8 @@ use tokio::io::AsyncWrite;
 
 use super::head::content_length;
 use crate::upstream::connect::TargetStream;
-use crate::upstream::{BodyError, UpstreamBody};
+use crate::upstream::forwarded::X_FORWARDED_FOR;
+use crate::upstream::{Added, BodyError, UpstreamBody};
 
 /// How a request body is framed on its way to the target.
 #[derive(Debug, Clone, Copy)]
@@ -40,24 +41,36 @@ pub(super) fn encode_head(
     method: &Method,
     uri: &http::Uri,
     headers: &HeaderMap,
+    added: Option<&Added<'_>>,
     encoding: Option<Encoding>,
 ) {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    out.reserve(64 + target.len() + headers.len() * 32);
+    out.reserve(256 + target.len() + headers.len() * 32);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let chunked = matches!(encoding, Some(Encoding::Chunked));
+    let mut client_for = false;
     for (name, value) in headers {
         // A length that was not used to frame the body (it did not parse) is not sent.
         if chunked && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        let name = name.as_str();
+        if added.is_some() && Added::replaces(name) {
+            client_for |= name == "x-forwarded-for";
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(added) = added {
+        // The client's lists, looked up only when it sent one.
+        let client_for = client_for.then(|| headers.get_all(X_FORWARDED_FOR).iter());
+        added.encode(out, client_for.into_iter().flatten());
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
