@@ -291,7 +291,7 @@ fn respond<'a>(
 }
 
 /// The trace id a client sent, for the record of an answer seawall makes itself (a forward makes
-/// one when the client sent none: `upstream::ensure_trace_id`).
+/// one when the client sent none: `TraceId::of`).
 fn client_trace_id(req: &Request<Incoming>) -> Option<TraceId> {
     req.headers()
         .get(X_AMZN_TRACE_ID)
