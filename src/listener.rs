@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::descriptors::{is_out_of_descriptors, Descriptors};
-use crate::metrics::{ListenerCounters, Rejection, RequestMetrics};
+use crate::metrics::{Counted, ListenerCounters, Rejection, RequestMetrics};
 use crate::protocol::Protocol;
 use crate::server::{self, ListenerContext};
 use crate::snapshot::{Listener, Plane};
@@ -144,10 +144,11 @@ async fn accept_loop(
                 let serve = move |tcp| async move {
                     let metrics = &ctx.plane.metrics;
                     metrics.new_connections_total.inc();
-                    metrics.active_connections.inc();
+                    // A guard: a task dropped mid-connection (the runtime shutting down) is
+                    // counted out too.
+                    let active = Counted::new(&metrics.active_connections);
                     server::serve(tcp, peer, ctx.clone(), Arc::new(slot)).await;
-                    ctx.plane.metrics.active_connections.dec();
-                    drop((permit, serving));
+                    drop((active, permit, serving));
                 };
                 if to == me {
                     tracker.spawn(serve(tcp));
