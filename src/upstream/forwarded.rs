@@ -62,13 +62,7 @@ impl<'a> Added<'a> {
     /// the client sent, which the encoder passed over, each a list the client is appended to.
     pub fn encode<'v>(&self, out: &mut Vec<u8>, client_for: impl Iterator<Item = &'v HeaderValue>) {
         out.extend_from_slice(b"x-forwarded-for: ");
-        for prev in client_for {
-            let prev = prev.as_bytes().trim_ascii();
-            if !prev.is_empty() {
-                out.extend_from_slice(prev);
-                out.extend_from_slice(b", ");
-            }
-        }
+        append_lists(out, client_for);
         out.extend_from_slice(self.forwarded.client_ip.as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(self.forwarded.proto.as_bytes());
@@ -87,15 +81,9 @@ impl<'a> Added<'a> {
     pub fn insert_into(&self, headers: &mut HeaderMap) {
         let f = &self.forwarded;
         // Every XFF line the client sent, in order, then the client: `get` would keep the first
-        // only. Several lines are folded into one list, as a proxy must when it appends.
+        // only.
         let mut list = Vec::new();
-        for prev in headers.get_all(X_FORWARDED_FOR) {
-            let prev = prev.as_bytes().trim_ascii();
-            if !prev.is_empty() {
-                list.extend_from_slice(prev);
-                list.extend_from_slice(b", ");
-            }
-        }
+        append_lists(&mut list, headers.get_all(X_FORWARDED_FOR));
         let xff = if list.is_empty() {
             f.client_ip.clone()
         } else {
@@ -108,6 +96,19 @@ impl<'a> Added<'a> {
         if let Some(id) = self.made_trace_id {
             let id = HeaderValue::from_bytes(id).expect("hex digits are a valid header value");
             headers.insert(X_AMZN_TRACE_ID, id);
+        }
+    }
+}
+
+/// Appends the `X-Forwarded-For` lists a client sent, each trimmed and followed by `, `, for
+/// the client to go last; blank ones are left out. Several lines fold into one list, as a proxy
+/// must when it appends.
+fn append_lists<'v>(out: &mut Vec<u8>, lists: impl IntoIterator<Item = &'v HeaderValue>) {
+    for list in lists {
+        let list = list.as_bytes().trim_ascii();
+        if !list.is_empty() {
+            out.extend_from_slice(list);
+            out.extend_from_slice(b", ");
         }
     }
 }
