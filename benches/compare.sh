@@ -458,7 +458,8 @@ version() {
     esac
 }
 {
-    printf 'seawall (%s%s)' "$profile" "${ACCESS_LOG:+, access log $ACCESS_LOG to a file}"
+    # The binary measured: SEAWALL_BIN's (a PGO build, say) when given, not the loadgen's profile.
+    printf 'seawall (%s%s)' "${SEAWALL_BIN:-$profile}" "${ACCESS_LOG:+, access log $ACCESS_LOG to a file}"
     for p in "${peers[@]}"; do printf ' vs %s %s' "${name_of[$p]}" "$(version "$p")"; done
     printf ', %ss per scenario, %s rounds\n' "$secs" "$rounds"
 } >&2
