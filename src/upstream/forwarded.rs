@@ -88,7 +88,10 @@ impl<'a> Added<'a> {
             f.client_ip.clone()
         } else {
             list.extend_from_slice(f.client_ip.as_bytes());
-            HeaderValue::from_bytes(&list).expect("valid values joined by \", \" are valid")
+            // Valid values joined by ", " are valid. Should a client's value not have been
+            // checked where it was taken, its list gives way to the client alone: no panic on
+            // what a client sent.
+            HeaderValue::from_bytes(&list).unwrap_or_else(|_| f.client_ip.clone())
         };
         headers.insert(X_FORWARDED_FOR, xff);
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
