@@ -410,6 +410,11 @@ impl GroupState {
         *draining = waiting;
         drop(draining);
         if !done.is_empty() {
+            // Closed before they leave the list: whoever no longer finds one there finds it
+            // closed too (a draining target takes no new requests meanwhile).
+            for (t, _) in &done {
+                t.close();
+            }
             let members = self
                 .members
                 .load()
@@ -418,9 +423,6 @@ impl GroupState {
                 .cloned()
                 .collect();
             self.publish(members);
-            for (t, _) in &done {
-                t.close();
-            }
         }
         done.len()
     }
