@@ -169,14 +169,13 @@ fn put_hex(out: &mut [u8], mut v: u64) {
     }
 }
 
-/// The names [`Added::replaces`] matches, as `HeaderName`s (for tests and the HTTP/2 path).
-#[cfg(test)]
-const REPLACED: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT];
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::header;
+
+    /// The names [`Added::replaces`] matches, as `HeaderName`s.
+    const REPLACED: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT];
 
     fn forwarded<'a>(ip: &'a HeaderValue, port: &'a HeaderValue) -> ForwardedFor<'a> {
         ForwardedFor {
