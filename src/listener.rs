@@ -144,10 +144,11 @@ async fn accept_loop(
                 let serve = move |tcp| async move {
                     let metrics = &ctx.plane.metrics;
                     metrics.new_connections_total.inc();
-                    // A guard: a task dropped mid-connection (the runtime shutting down) is
-                    // counted out too.
+                    // A guard, which keeps its own handle on the gauge: a task dropped
+                    // mid-connection (the runtime shutting down) is counted out too, and the
+                    // context goes to the connection whole.
                     let active = Counted::new(&metrics.active_connections);
-                    server::serve(tcp, peer, ctx.clone(), Arc::new(slot)).await;
+                    server::serve(tcp, peer, ctx, Arc::new(slot)).await;
                     drop((active, permit, serving));
                 };
                 if to == me {
