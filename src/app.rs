@@ -28,6 +28,7 @@ use crate::spread::Workers;
 use crate::systemd;
 use crate::targets::Registry;
 use crate::upgrade::{self, Inherited, UpgradeRequest, Upgrader};
+use crate::worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -77,6 +78,8 @@ impl App {
         // Before the compile: the first snapshot's listeners must already seal tickets with the
         // keys a previous process hands over.
         let mut predecessor = upgrade::inherit()?;
+        // Before the targets are made: each target's pool keeps a shard per worker.
+        worker::set_count(cfg.runtime.worker_threads());
         let secrets = match &predecessor {
             Some(p) => p.secrets.clone(),
             None => Arc::new(Secrets::generate()),
@@ -217,6 +220,7 @@ impl App {
             let spawned = std::thread::Builder::new()
                 .name(format!("seawall-data-{i}"))
                 .spawn(move || {
+                    worker::enter(i);
                     runtime.block_on(done.cancelled());
                     runtime.shutdown_timeout(Duration::from_millis(100));
                 });

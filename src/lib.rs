@@ -26,7 +26,8 @@
 //!    (ALB's access and connection logs);
 //! 4. a forward picks a group by weight and asks it ([`targets`]) for a target through its
 //!    [`balancer`] ([`stickiness`]'s sealed cookies keep a client on its group and target), and
-//!    sends the request on one of that target's pooled connections ([`upstream`]), streaming both
+//!    sends the request on one of that target's pooled connections ([`upstream`]; the pool keeps
+//!    a shard per data-plane [`worker`]), streaming both
 //!    bodies; [`upstream::retry`] alone decides whether a failed attempt goes again; an upgraded
 //!    connection (WebSocket) becomes a [`tunnel`]. [`error`] maps what fails to the status code
 //!    ALB answers with.
@@ -93,5 +94,6 @@ pub mod tls;
 mod tunnel;
 mod upgrade;
 pub mod upstream;
+mod worker;
 
 pub use app::{App, Running, StartError};

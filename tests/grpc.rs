@@ -333,8 +333,10 @@ fn http2_config(web: &Backend, h2c: &Target, h2tls: &Target) -> String {
         l.rule(10, &path("/h2c/*"), &forward("h2c"))
             .rule(20, &path("/h2tls/*"), &forward("h2tls"))
     };
+    // One worker: each worker makes an HTTP/2 connection of its own to a target, and the
+    // multiplexing test below counts one for requests that came on several client connections.
     ConfigBuilder::new()
-        .runtime("drain_timeout = \"1s\"")
+        .runtime("drain_timeout = \"1s\"\nworkers = 1")
         .self_signed("dev", &[APP])
         .listener(rules(Listener::https("https", &["dev"]).forward("web")))
         .listener(rules(Listener::http("http").forward("web")))

@@ -1,6 +1,6 @@
 //! seawall's connections to its targets: kept alive and reused, a request sent again when a
 //! target closed its connection under it, closed with their target, and one shared HTTP/2
-//! connection per target.
+//! connection per target and worker (these run one worker).
 mod common;
 use common::*;
 

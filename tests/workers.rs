@@ -1,6 +1,7 @@
 //! More than one data-plane worker (`[runtime] workers = 2`): each worker is a thread of its own
 //! accepting on every listener, and together they serve many connections at once on every
-//! listener, stop a listener a reload removes (every worker's accept loop), and drain on SIGTERM.
+//! listener, each with target connections of its own, stop a listener a reload removes (every
+//! worker's accept loop), and drain on SIGTERM.
 //! Which worker accepts a connection is the kernel's choice; which serves it is seawall's, and
 //! `seawall_worker_connections` shows it.
 
@@ -8,6 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::process::Proc;
@@ -156,6 +158,58 @@ async fn connections_are_spread_over_the_workers() {
     assert!(
         (a - b).abs() <= 2.0,
         "worker 0 serves {a}, worker 1 serves {b}"
+    );
+    drop(held);
+}
+
+/// Each worker makes an HTTP/2 connection of its own to a target and sends all its requests on
+/// it: a connection the other worker made is driven by that worker's thread, which each of its
+/// requests would then wait on. Client connections are opened one after another until both
+/// workers serve some (see `connections_are_spread_over_the_workers`).
+#[tokio::test]
+async fn each_worker_sends_on_an_http2_connection_of_its_own() {
+    let target = Target::start(Serves::H2c, |_req| async {
+        http::Response::new(body("h2 ok"))
+    })
+    .await;
+    let config = ConfigBuilder::new()
+        .admin("")
+        .runtime("workers = 2")
+        .listener(Listener::http("web").forward("app"))
+        .target_group(TargetGroup::new("app", &[target.addr]).line("protocol_version = \"http2\""))
+        .build();
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(
+        &write_file(dir.path(), "seawall.toml", &config),
+        &["web"],
+        true,
+    )
+    .await;
+    p.wait_ready().await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = h1(TcpStream::connect(p.addr("web")).await.unwrap()).await;
+        for i in 0..5 {
+            let req = http::Request::get(format!("/r{i}"))
+                .header("host", "example.test")
+                .body(empty())
+                .unwrap();
+            let got = read(c.send_request(req).await.unwrap()).await;
+            assert_eq!(
+                (got.status, got.text().as_str()),
+                (http::StatusCode::OK, "h2 ok")
+            );
+        }
+        held.push(c);
+    }
+    let text = get(p.admin(), false, "127.0.0.1", "/metrics").await.text();
+    let on = |w: &str| metric_value(&text, "seawall_worker_connections", &[("worker", w)]);
+    assert!(on("0") > 0.0 && on("1") > 0.0, "both workers serve: {text}");
+    assert_eq!(target.hits.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        target.conns.opened(),
+        2,
+        "one HTTP/2 connection per worker, each reused for its requests"
     );
     drop(held);
 }
