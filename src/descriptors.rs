@@ -37,9 +37,9 @@ impl Budget {
     /// The share-out of `limit` descriptors.
     pub fn of(limit: u64) -> Budget {
         // At large limits a sixteenth rather than the fixed part: health checks probe every target
-        // at once, and the target pools keep up to 256 idle connections per target, both of which
-        // grow with the deployment rather than with the client load. Never more than half, so that
-        // a tiny limit still serves some clients.
+        // at once, and the target pools keep up to 256 idle connections per target and worker,
+        // both of which grow with the deployment rather than with the client load. Never more
+        // than half, so that a tiny limit still serves some clients.
         let reserve = RESERVE_MIN.max(limit / 16).min(limit / 2);
         // Halved as HAProxy derives its maxconn from the limit: each client connection may hold a
         // target connection (an HTTP/1 client has one request in flight at a time). An HTTP/2
