@@ -27,10 +27,9 @@
 //! 4. a forward picks a group by weight and asks it ([`targets`]) for a target through its
 //!    [`balancer`] ([`stickiness`]'s sealed cookies keep a client on its group and target), and
 //!    sends the request on one of that target's pooled connections ([`upstream`]; the pool keeps
-//!    a shard per data-plane [`worker`]), streaming both
-//!    bodies; [`upstream::retry`] alone decides whether a failed attempt goes again; an upgraded
-//!    connection (WebSocket) becomes a [`tunnel`]. [`error`] maps what fails to the status code
-//!    ALB answers with.
+//!    a shard per data-plane [`worker`]), streaming both bodies; [`upstream::retry`] alone
+//!    decides whether a failed attempt goes again; an upgraded connection (WebSocket) becomes a
+//!    [`tunnel`]. [`error`] maps what fails to the status code ALB answers with.
 //!
 //! These modules never import the control side or the configuration's types: the configuration
 //! is lowered into types they own ([`protocol`] is the leaf both planes share). All they are
