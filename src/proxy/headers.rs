@@ -33,9 +33,9 @@ pub(super) fn rewrite_request<'a>(
     client_cert: Option<&ClientCert>,
 ) -> Option<Added<'a>> {
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-        // The target sees the client's host in Host, as behind ALB. An HTTP/1 target would
-        // otherwise get the target's ip:port as Host (see `target_uri`); an HTTP/2 target gets
-        // the target's ip:port as :authority, so Host is where it finds the client's host.
+        // The target sees the client's host, as behind ALB: an HTTP/1 target in Host, an HTTP/2
+        // one in `:authority`, which `target_uri` makes from Host. Without it, either would get
+        // the target's own ip:port.
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                 parts.headers.insert(header::HOST, v);
@@ -93,7 +93,8 @@ fn strip_mtls(headers: &mut HeaderMap) {
 /// with the client's Host (the target's address when the client sent none, as from HTTP/1.0); an
 /// HTTP/2 request with the client's host as `:authority`, as ALB preserves it. HTTP/2 forbids a
 /// Host that differs from `:authority` (RFC 9113, 8.3.1), and servers that check it (seawall's own
-/// among them) refuse such a request with 400; so the Host stays only when it is the same.
+/// among them) refuse such a request with 400; so the Host stays only when it is the same (and
+/// the pool then sends `:authority` alone: see `upstream::pool`).
 ///
 /// Also whether it added a Host, the target's own, which the request must not keep should it go
 /// to another target.

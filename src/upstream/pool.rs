@@ -466,11 +466,20 @@ impl Pool {
         async move {
             let mut retry = Retry::for_attempt(Reuse::Pooled);
             let progress = req.body().progress().cloned();
+            // Whether the request came with a Host, which goes as `:authority` alone (see
+            // `host_to_authority`).
+            let mut had_host = false;
             loop {
                 let (mut send, cell, reused) = match self.checkout_h2(settings).await {
                     Ok(checked_out) => checked_out,
-                    Err(error) => return Err(unsent(error, req)),
+                    Err(error) => {
+                        if had_host {
+                            host_from_authority(&mut req);
+                        }
+                        return Err(unsent(error, req));
+                    }
                 };
+                had_host |= host_to_authority(&mut req);
                 match send.try_send_request(req).await {
                     Ok(resp) => return Ok(resp),
                     Err(mut e) => match e.take_message() {
@@ -609,6 +618,26 @@ impl Pool {
             state.reaper = true;
             tokio::spawn(reap(self.shared.clone(), shard));
         }
+    }
+}
+
+/// Drops an HTTP/2 request's Host, whose value its `:authority` already carries (the proxy sets
+/// one from the other), and tells whether there was one. HTTP/2 names the host in `:authority`,
+/// and browsers and other proxies send no Host beside it; some servers refuse a request that has
+/// both, nginx 1.22 (Debian 12's) among them: 400, "client sent duplicate host header".
+fn host_to_authority(req: &mut Request<UpstreamBody>) -> bool {
+    req.headers_mut().remove(http::header::HOST).is_some()
+}
+
+/// Puts back the Host [`host_to_authority`] took from a request handed back unsent, so that the
+/// attempt that follows, to this target or another, finds the client's host where it was.
+fn host_from_authority(req: &mut Request<UpstreamBody>) {
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(http::header::HOST, host);
     }
 }
 
@@ -893,6 +922,21 @@ mod tests {
             2,
             "an HTTP/2 connection per worker, each reused for its three requests"
         );
+    }
+
+    /// An HTTP/2 request goes without its Host, and gets the same Host back if it is handed
+    /// back unsent after that (its connection closed before the request went out, and no new
+    /// one could be made).
+    #[test]
+    fn an_http2_request_handed_back_gets_its_host_again() {
+        let mut req = Request::get("http://app.example:8080/x")
+            .header(http::header::HOST, "app.example:8080")
+            .body(UpstreamBody::Empty)
+            .unwrap();
+        assert!(host_to_authority(&mut req));
+        assert!(!req.headers().contains_key(http::header::HOST));
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[http::header::HOST], "app.example:8080");
     }
 
     #[tokio::test]
