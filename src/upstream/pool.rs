@@ -730,6 +730,16 @@ mod tests {
         }
     }
 
+    fn h2c() -> Settings {
+        Settings {
+            shape: Shape {
+                http2: true,
+                tls: false,
+            },
+            ..h1()
+        }
+    }
+
     /// An HTTP/1 server answering each request with the number of its connection; gives how many
     /// connections it has seen end.
     async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -884,13 +894,7 @@ mod tests {
         });
         let h1_pool = Pool::with_shards(h1_addr, CancellationToken::new(), 2);
         let h2_pool = Pool::with_shards(h2_addr, CancellationToken::new(), 2);
-        let h2 = Settings {
-            shape: Shape {
-                http2: true,
-                tls: false,
-            },
-            ..h1()
-        };
+        let h2 = h2c();
         let uri = format!("http://{h2_addr}/");
         std::thread::scope(|s| {
             for me in 0..2 {
@@ -1003,13 +1007,7 @@ mod tests {
         });
         let closed = CancellationToken::new();
         let pool = Pool::new(addr, closed.clone());
-        let h2 = Settings {
-            shape: Shape {
-                http2: true,
-                tls: false,
-            },
-            ..h1()
-        };
+        let h2 = h2c();
         let uri = format!("http://{addr}/");
         for _ in 0..3 {
             let req = Request::get(&uri).body(UpstreamBody::Empty).unwrap();
