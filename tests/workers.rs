@@ -32,11 +32,15 @@ fn two_workers(target: SocketAddr, runtime: &str) -> ConfigBuilder {
         .target_group(TargetGroup::new("app", &[target]))
 }
 
-/// The binary running `config` (written to a temp folder, which the caller keeps), once ready.
-async fn ready_binary(config: &str) -> (tempfile::TempDir, PathBuf, Proc) {
+/// The listeners of `two_workers`.
+const BOTH: &[&str] = &["web", "secure"];
+
+/// The binary running `config` (written to a temp folder, which the caller keeps), once ready,
+/// with the addresses of its `listeners`.
+async fn ready_binary(config: &str, listeners: &[&str]) -> (tempfile::TempDir, PathBuf, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "seawall.toml", config);
-    let p = Proc::start(&file, &["web", "secure"], true).await;
+    let p = Proc::start(&file, listeners, true).await;
     p.wait_ready().await;
     (dir, file, p)
 }
@@ -99,7 +103,7 @@ fn replace(path: &Path, text: &str) {
 #[tokio::test]
 async fn two_workers_serve_many_connections_on_every_listener() {
     let backend = Backend::start("b").await;
-    let (_dir, _, p) = ready_binary(&two_workers(backend.addr, "").build()).await;
+    let (_dir, _, p) = ready_binary(&two_workers(backend.addr, "").build(), BOTH).await;
     let mut workers: Vec<String> = thread_names(p.child.id())
         .into_iter()
         .filter(|n| n.starts_with("seawall-data"))
@@ -138,7 +142,7 @@ async fn two_workers_serve_many_connections_on_every_listener() {
 #[tokio::test]
 async fn connections_are_spread_over_the_workers() {
     let backend = Backend::start("b").await;
-    let (_dir, _, p) = ready_binary(&two_workers(backend.addr, "").build()).await;
+    let (_dir, _, p) = ready_binary(&two_workers(backend.addr, "").build(), BOTH).await;
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut c = h1(TcpStream::connect(p.addr("web")).await.unwrap()).await;
@@ -178,14 +182,7 @@ async fn each_worker_sends_on_an_http2_connection_of_its_own() {
         .listener(Listener::http("web").forward("app"))
         .target_group(TargetGroup::new("app", &[target.addr]).line("protocol_version = \"http2\""))
         .build();
-    let dir = tempfile::tempdir().unwrap();
-    let p = Proc::start(
-        &write_file(dir.path(), "seawall.toml", &config),
-        &["web"],
-        true,
-    )
-    .await;
-    p.wait_ready().await;
+    let (_dir, _, p) = ready_binary(&config, &["web"]).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut c = h1(TcpStream::connect(p.addr("web")).await.unwrap()).await;
@@ -276,7 +273,7 @@ async fn sigterm_drains_every_worker_then_exits_0() {
     let backend = Backend::start("slow").await;
     let drain_timeout = Duration::from_secs(10);
     let config = two_workers(backend.addr, "drain_timeout = \"10s\"").build();
-    let (_dir, _, mut p) = ready_binary(&config).await;
+    let (_dir, _, mut p) = ready_binary(&config, BOTH).await;
     let (web, secure) = (p.addr("web"), p.addr("secure"));
 
     let in_flight: Vec<_> = (0..8)
@@ -319,7 +316,7 @@ async fn sigterm_drains_every_worker_then_exits_0() {
 async fn the_drain_timeout_stops_every_worker() {
     let backend = Backend::start("slow").await;
     let config = two_workers(backend.addr, "drain_timeout = \"1s\"").build();
-    let (_dir, _, mut p) = ready_binary(&config).await;
+    let (_dir, _, mut p) = ready_binary(&config, BOTH).await;
     let in_flight: Vec<_> = (0..4)
         .map(|_| tokio::spawn(kept_alive(p.addr("web"), false, "/delay?ms=60000", 1)))
         .collect();

@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::Duration;
 
@@ -216,6 +216,13 @@ struct Shared {
     shards: Box<[Shard]>,
 }
 
+impl Shared {
+    /// Shard `shard`'s state, locked: held for a few list operations, never across an await.
+    fn state(&self, shard: usize) -> MutexGuard<'_, State> {
+        self.shards[shard].state.lock().expect("not poisoned")
+    }
+}
+
 /// A worker's part of the pool, on cache lines of its own.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -323,17 +330,16 @@ impl Pool {
         }
     }
 
-    /// This worker's shard, and its index.
-    fn shard(&self) -> (usize, &Mutex<State>) {
-        let i = worker::index() % self.shared.shards.len();
-        (i, &self.shared.shards[i].state)
+    /// This worker's shard.
+    fn shard(&self) -> usize {
+        worker::index() % self.shared.shards.len()
     }
 
     /// Returns an HTTP/1 connection whose exchange has ended, for the next request.
     pub fn give_back(&self, lease: Lease) {
         let conn = lease.0;
-        let (shard, state) = self.shard();
-        let mut state = state.lock().expect("not poisoned");
+        let shard = self.shard();
+        let mut state = self.shared.state(shard);
         // A connection from before a reload that changed the group's shape, or to a target that
         // has ended, is not kept.
         if state.shape != Some(conn.shape) || self.shared.closed.is_cancelled() {
@@ -352,10 +358,8 @@ impl Pool {
 
     /// Idle HTTP/1 connections held, by all workers (for tests and the curious).
     pub fn idle(&self) -> usize {
-        self.shared
-            .shards
-            .iter()
-            .map(|s| s.state.lock().expect("not poisoned").idle.len())
+        (0..self.shared.shards.len())
+            .map(|i| self.shared.state(i).idle.len())
             .sum()
     }
 
@@ -372,11 +376,7 @@ impl Pool {
             let pooled = match reuse {
                 Reuse::Pooled => self.checkout_h1(settings.shape),
                 Reuse::NewConnection => {
-                    self.shard()
-                        .1
-                        .lock()
-                        .expect("not poisoned")
-                        .adopt(settings.shape);
+                    self.shared.state(self.shard()).adopt(settings.shape);
                     None
                 }
             };
@@ -417,7 +417,7 @@ impl Pool {
     /// request now. A worker connects when it has none idle rather than borrow another's (see
     /// the module's comment).
     fn checkout_h1(&self, shape: Shape) -> Option<Box<h1::Conn>> {
-        let mut state = self.shard().1.lock().expect("not poisoned");
+        let mut state = self.shared.state(self.shard());
         state.adopt(shape);
         if state.idle.is_empty() {
             return None;
@@ -515,8 +515,8 @@ impl Pool {
         settings: &Settings,
     ) -> Result<(http2::SendRequest<UpstreamBody>, H2Cell, bool), Error> {
         let cell = {
-            let (shard, state) = self.shard();
-            let mut state = state.lock().expect("not poisoned");
+            let shard = self.shard();
+            let mut state = self.shared.state(shard);
             state.adopt(settings.shape);
             let now = Instant::now();
             if let Some(h2) = &mut state.h2 {
@@ -565,7 +565,7 @@ impl Pool {
     /// Forgets this worker's HTTP/2 connection `cell` holds, unless another has replaced it
     /// already.
     fn forget_h2(&self, cell: &H2Cell) {
-        let mut state = self.shard().1.lock().expect("not poisoned");
+        let mut state = self.shared.state(self.shard());
         if state
             .h2
             .as_ref()
@@ -673,7 +673,7 @@ fn closed_under(e: &hyper::Error) -> bool {
 async fn reap(shared: Arc<Shared>, shard: usize) {
     loop {
         let due = {
-            let mut state = shared.shards[shard].state.lock().expect("not poisoned");
+            let mut state = shared.state(shard);
             if shared.closed.is_cancelled() {
                 state.flush();
             }
