@@ -16,7 +16,11 @@
 # WORKERS=N runs seawall with N data-plane workers and HAProxy with N threads, and PROXY_CPUS=0,1
 # lets the proxies run on both cores (the load generator and backend stay on cpu1): with both,
 # `WORKERS=2` against `WORKERS=1` tells what the second worker costs per CPU-second, beside what
-# HAProxy's second thread costs it on the same layout.
+# HAProxy's second thread costs it on the same layout. Two more peers make that one run, whose
+# rounds rotate as every proxy's do, rather than two runs minutes apart on a machine whose speed
+# drifts: seawall1 (seawall with one worker) and haproxy1 (HAProxy with one thread), e.g.
+#   WORKERS=2 PROXY_CPUS=0,1 PEERS="seawall1 haproxy haproxy1" SCENARIOS="keepalive h2" benches/compare.sh
+# where sw/sw1 is seawall's WORKERS=2 over its one worker.
 # SYSCALLS=1 counts each proxy's system calls, page faults and context switches during every
 # round with `perf stat` (kernel tracepoints and software events: cheap, unlike strace) and prints
 # them per unit of work under the round's line, with its user share of CPU: where two proxies'
@@ -52,17 +56,19 @@ rounds=${ROUNDS:-3}
 # The peers, in the order they run after seawall (the order rotates by round).
 read -r -a peers <<<"${PEERS:-nginx haproxy h2o caddy}"
 proxies=(seawall "${peers[@]}")
-declare -A name_of=([seawall]=seawall [nginx]=nginx [haproxy]=HAProxy [h2o]=H2O [caddy]=Caddy)
-declare -A short_of=([seawall]=sw [nginx]=ngx [haproxy]=hap [h2o]=h2o [caddy]=caddy)
+declare -A name_of=([seawall]=seawall [nginx]=nginx [haproxy]=HAProxy [h2o]=H2O [caddy]=Caddy
+    [seawall1]="seawall 1" [haproxy1]="HAProxy 1")
+declare -A short_of=([seawall]=sw [nginx]=ngx [haproxy]=hap [h2o]=h2o [caddy]=caddy
+    [seawall1]=sw1 [haproxy1]=hap1)
 for p in "${peers[@]}"; do
     if [ -z "${name_of[$p]:-}" ] || [ "$p" = seawall ]; then
-        echo "PEERS: unknown peer $p (nginx haproxy h2o caddy)" >&2
+        echo "PEERS: unknown peer $p (nginx haproxy h2o caddy seawall1 haproxy1)" >&2
         exit 2
     fi
 done
 peer() { [[ " ${peers[*]} " == *" $1 "* ]]; }
 need nginx nginx-light # also the backend
-peer haproxy && need haproxy haproxy
+{ peer haproxy || peer haproxy1; } && need haproxy haproxy
 peer h2o && need h2o h2o
 peer caddy && need caddy caddy
 need openssl openssl
@@ -117,7 +123,7 @@ declare -A port_ecdsa port_rsa pid_of
 # Ports for every proxy the script knows, so that every configuration can be written; only this
 # run's proxies are started.
 for p in "${!name_of[@]}"; do port_ecdsa[$p]=$(free_port); port_rsa[$p]=$(free_port); done
-admin_port=$(free_port)
+admin_port=$(free_port) admin_port1=$(free_port)
 # start PROXY COMMAND...: runs the proxy pinned to cpu0 (PROXY_CPUS, see above) if it is one of
 # this run's; its pid is the command's (taskset and env exec it).
 start() {
@@ -126,22 +132,27 @@ start() {
     taskset -c "${PROXY_CPUS:-0}" "$@" & pid_of[$p]=$!; pids+=($!)
 }
 
-cat > "$work/seawall.toml" <<EOF
-$(seawall_base "$admin_port")
+# seawall_config PROXY ADMIN_PORT: seawall's configuration (WORKERS workers) on PROXY's ports.
+seawall_config() {
+    cat <<EOF
+$(seawall_base "$2")
 $(seawall_certificate ecdsa "$work/ecdsa.pem" "$work/ecdsa-key.pem")
 $(seawall_certificate rsa "$work/rsa.pem" "$work/rsa-key.pem")
-$(seawall_listener ecdsa "${port_ecdsa[seawall]}" ecdsa)
-$(seawall_listener rsa "${port_rsa[seawall]}" rsa)
+$(seawall_listener ecdsa "${port_ecdsa[$1]}" ecdsa)
+$(seawall_listener rsa "${port_rsa[$1]}" rsa)
 
 [[target_groups]]
 name = "backend"
 targets = ["127.0.0.1:$backend_port"]
 EOF
-if [ -n "${ACCESS_LOG:-}" ]; then
-    printf '\n[access_log]\npath = "%s"\nformat = "%s"\n' "$work/access.log" "$ACCESS_LOG" \
-        >>"$work/seawall.toml"
-fi
+    if [ -n "${ACCESS_LOG:-}" ]; then
+        printf '\n[access_log]\npath = "%s"\nformat = "%s"\n' "$work/$1-access.log" "$ACCESS_LOG"
+    fi
+}
+seawall_config seawall "$admin_port" > "$work/seawall.toml"
 start seawall env RUST_LOG=warn "$bin" run --config "$work/seawall.toml"
+WORKERS=1 seawall_config seawall1 "$admin_port1" > "$work/seawall1.toml"
+start seawall1 env RUST_LOG=warn "$bin" run --config "$work/seawall1.toml"
 
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<EOF
@@ -173,9 +184,11 @@ http {
 EOF
 start nginx nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 
-cat > "$work/haproxy.cfg" <<EOF
+# haproxy_config PROXY THREADS: HAProxy's configuration on PROXY's ports.
+haproxy_config() {
+    cat <<EOF
 global
-  nbthread ${WORKERS:-1}
+  nbthread $2
   maxconn 9000
   tune.ssl.default-dh-param 2048
 defaults
@@ -185,19 +198,23 @@ defaults
   timeout server 60s
   http-reuse always
 frontend fe_ecdsa
-  bind 127.0.0.1:${port_ecdsa[haproxy]} ssl crt $work/ecdsa-haproxy.pem alpn h2,http/1.1
+  bind 127.0.0.1:${port_ecdsa[$1]} ssl crt $work/ecdsa-haproxy.pem alpn h2,http/1.1
   maxconn 9000
   http-request return status 200 content-type text/plain string "ok" if { path /fixed }
   default_backend be
 frontend fe_rsa
-  bind 127.0.0.1:${port_rsa[haproxy]} ssl crt $work/rsa-haproxy.pem alpn h2,http/1.1
+  bind 127.0.0.1:${port_rsa[$1]} ssl crt $work/rsa-haproxy.pem alpn h2,http/1.1
   maxconn 9000
   http-request return status 200 content-type text/plain string "ok" if { path /fixed }
   default_backend be
 backend be
   server b1 127.0.0.1:$backend_port maxconn 1000
 EOF
+}
+haproxy_config haproxy "${WORKERS:-1}" > "$work/haproxy.cfg"
 start haproxy haproxy -f "$work/haproxy.cfg" -db
+haproxy_config haproxy1 1 > "$work/haproxy1.cfg"
+start haproxy1 haproxy -f "$work/haproxy1.cfg" -db
 
 # H2O 2.2: one thread; the keys signed in-process as the others do (not by neverbleed's separate
 # process) and no OCSP fetcher processes; 20 000 connections (the default 1 024 would refuse
@@ -308,9 +325,18 @@ done
 cpu_ticks() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$q/stat"))); done; echo "$t"; }
 user_ticks() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '{print $14}' "/proc/$q/stat"))); done; echo "$t"; }
 rss_kib() { local t=0; for q in $(procs "$1"); do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$q/status"))); done; echo "$t"; }
-# Ticks the hypervisor gave to other guests while cpu0 (the proxy's) wanted to run: /proc/stat's
-# steal column. A share of the run above a few percent means the machine's neighbours were busy.
-steal_ticks() { awk '$1 == "cpu0" { print $9 }' /proc/stat; }
+# Ticks the hypervisor gave to other guests while the proxy's CPUs wanted to run: /proc/stat's
+# steal column, summed over PROXY_CPUS (taskset's list, such as 0,1 or 0-1). A share of the run
+# above a few percent means the machine's neighbours were busy.
+steal_cpus=$(python3 -c '
+import sys
+cpus = []
+for part in sys.argv[1].split(","):
+    lo, _, hi = part.partition("-")
+    cpus += range(int(lo), int(hi or lo) + 1)
+print(" ".join(f"cpu{c}" for c in cpus))
+' "${PROXY_CPUS:-0}")
+steal_ticks() { awk -v cpus=" $steal_cpus " 'index(cpus, " " $1 " ") { s += $9 } END { print s }' /proc/stat; }
 metric() { curl -fs "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 # run_bench PROXY LABEL FIELD ARGS...: runs `seawall bench --json` on cpu1 against PROXY and adds
@@ -347,7 +373,7 @@ run_bench() {
     [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
     local steal_pct
     steal_pct=$(awk -v s="$(($(steal_ticks) - steal0))" -v c="$clk" -v ns="$(($(date +%s%N) - started_ns))" \
-        'BEGIN { printf "%.1f", 100 * s / c / (ns / 1e9) }')
+        -v n="$(wc -w <<< "$steal_cpus")" 'BEGIN { printf "%.1f", 100 * s / c / (ns / 1e9) / n }')
     local cpu_s
     cpu_s=$(awk -v a="$after" -v b="$before" -v c="$clk" 'BEGIN { printf "%.3f", (a - b) / c }')
     local amount per_s negotiated errors requests
@@ -384,8 +410,8 @@ print(v, v / r["duration_secs"], tls.get("cipher_suite", "-"), r["errors_total"]
         res1=$(metric 'seawall_tls_handshakes_total{kind="resumed"}')
         note=" (seawall counted full $((full1 - full0)), resumed $((res1 - res0)))"
     fi
-    printf '  %-9s %-8s %10s in %6ss of proxy CPU: %8s per CPU-second, %8s/s, %s errors or non-2xx, cpu0 stolen %s%%%s\n' \
-        "$label" "$proxy" "$amount" "$cpu_s" "$work_per_cpu_s" "$rate_now" "$errors" "$steal_pct" "$note" >&2
+    printf '  %-9s %-8s %10s in %6ss of proxy CPU: %8s per CPU-second, %8s/s, %s errors or non-2xx, %s stolen %s%%%s\n' \
+        "$label" "$proxy" "$amount" "$cpu_s" "$work_per_cpu_s" "$rate_now" "$errors" "${steal_cpus// /+}" "$steal_pct" "$note" >&2
     if [ -n "$perf_pid" ]; then
         # perf's CSV rows: count,unit,event,...; the tracepoint's name without its group.
         awk -F, -v n="$amount" -v k="$scale" -v u="$((user1 - user0))" -v t="$((after - before))" '
@@ -452,14 +478,16 @@ want() { [[ $scenarios == *" $1 "* ]]; }
 version() {
     case $1 in
         nginx) nginx -v 2>&1 | sed 's/.*\///' ;;
-        haproxy) haproxy -v | awk 'NR==1 {print $3}' ;;
+        haproxy | haproxy1) haproxy -v | awk 'NR==1 {print $3}' ;;
+        seawall1) echo "(one worker)" ;;
         h2o) h2o --version | awk 'NR==1 {print $3}' ;;
         caddy) caddy version | awk '{print $1}' ;;
     esac
 }
 {
     # The binary measured: SEAWALL_BIN's (a PGO build, say) when given, not the loadgen's profile.
-    printf 'seawall (%s%s)' "${SEAWALL_BIN:-$profile}" "${ACCESS_LOG:+, access log $ACCESS_LOG to a file}"
+    printf 'seawall (%s%s%s)' "${SEAWALL_BIN:-$profile}" "${WORKERS:+, $WORKERS workers}" \
+        "${ACCESS_LOG:+, access log $ACCESS_LOG to a file}"
     for p in "${peers[@]}"; do printf ' vs %s %s' "${name_of[$p]}" "$(version "$p")"; done
     printf ', %ss per scenario, %s rounds\n' "$secs" "$rounds"
 } >&2
@@ -519,7 +547,8 @@ row() {
     for p in "${peers[@]}"; do
         c="sw/${short_of[$p]}"
         line+=$(printf " %${#c}s |" "$(ratio "$s" "${result[$label,$p]:-}" "$inv")")
-        figures+=("${result[$label,$p]:-}")
+        # seawall's own one-worker figure is a baseline, not a peer to lead.
+        [ "$p" = seawall1 ] || figures+=("${result[$label,$p]:-}")
     done
     line+=$(printf ' %7s |' "$(ratio "$s" "$(best "$inv" "${figures[@]}")" "$inv")")
     if [ -n "${rate[$label,seawall]:-}" ]; then
@@ -572,4 +601,4 @@ done | sort
 echo "Negotiated: handshakes $(suites hs-ecdsa); keep-alive $(suites keepalive); h2 $(suites h2); 1 MiB $(suites 1mib)"
 echo "Each load figure is the proxy's median over $rounds rounds; memory is measured once."
 echo "Ratios are seawall over the peer (for memory: the peer over seawall), so above 1 means seawall leads;"
-echo "sw/best is seawall against the best peer of this run in each scenario."
+echo "sw/best is seawall against the best peer of this run in each scenario (seawall 1 is not a peer)."
