@@ -11,7 +11,8 @@
 //!
 //! | row | target does | pinned |
 //! |-----|-------------|--------|
-//! | c01 | chunked answer with trailers | body intact; trailers dropped over HTTP/1.1, kept over HTTP/2; connection reused |
+//! | c01 | chunked answer with trailers | body intact; trailers kept over HTTP/2, and over HTTP/1.1 for a client that sent `TE: trailers`; connection reused |
+//! | c01b | (client's chunked upload with trailers) | the target gets the `Trailer` header and the trailer fields after the last chunk |
 //! | c02a | `100 Continue` to `Expect: 100-continue` | the client gets seawall's own 100 once, then the 200; the body reached the target |
 //! | c02b | `103 Early Hints` before a 200 | the 103 is dropped, the 200 and its body intact |
 //! | c03 | 204, 304 (with a length), HEAD answered with a length | no body to the client; the target connection reused |
@@ -356,11 +357,12 @@ const TRAILERED: &[u8] =
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
 5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc123\r\n\r\n";
 
-/// A chunked answer with trailers. The body arrives intact either way. Over HTTP/1.1 the
-/// trailers are dropped, even for a client that sent `TE: trailers`: seawall strips `Trailer`
-/// from the response head as hop-by-hop, and hyper's server sends only the trailer fields that
-/// header declared. Over HTTP/2 they arrive as a trailing HEADERS frame. The trailers are
-/// consumed with the body: the target connection carries the next request.
+/// A chunked answer with trailers. The body arrives intact either way. The target's `Trailer`
+/// header, which names them, is forwarded (end to end, not hop-by-hop: RFC 9110 §6.6.2). Over
+/// HTTP/1.1 the trailers follow the last chunk for a client that sent `TE: trailers`; hyper's
+/// server leaves them out for one that did not (which RFC 9112 §7.1.2 allows), and would for
+/// fields the `Trailer` header did not name. Over HTTP/2 they arrive as a trailing HEADERS frame.
+/// The trailers are consumed with the body: the target connection carries the next request.
 #[tokio::test]
 async fn c01_chunked_response_with_trailers() {
     let t = Scripted::start(|c| serve_each(c, |_| TRAILERED.to_vec())).await;
@@ -372,17 +374,69 @@ async fn c01_chunked_response_with_trailers() {
     let r = c.response(false).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.text(), "hello world", "{r:?}");
-    assert_eq!(r.trailers, "", "HTTP/1.1: trailers dropped: {r:?}");
-    assert_eq!(r.header("trailer"), None, "{r:?}");
+    assert_eq!(r.header("trailer"), Some("X-Checksum"), "{r:?}");
+    assert_eq!(
+        r.trailers.to_ascii_lowercase(),
+        "x-checksum: abc123\r\n",
+        "HTTP/1.1 with TE: trailers: {r:?}"
+    );
+
+    c.send(b"GET /h1-without-te HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "hello world", "{r:?}");
+    assert_eq!(r.trailers, "", "HTTP/1.1 without TE: trailers: {r:?}");
 
     let mut c = h2_client(&sw).await;
     let w = h2_send(&mut c, "GET", "/h2").await;
     assert_eq!(w.status, 200);
     assert_eq!(w.body, "hello world");
+    assert_eq!(w.headers["trailer"], "X-Checksum");
     let trailers = w.trailers.expect("HTTP/2: the trailers arrive");
     assert_eq!(trailers["x-checksum"], "abc123");
 
-    assert_eq!(t.seen(), seen(&[(0, "/h1"), (0, "/h2")]));
+    assert_eq!(
+        t.seen(),
+        seen(&[(0, "/h1"), (0, "/h1-without-te"), (0, "/h2")])
+    );
+}
+
+/// A client's chunked upload with trailers, announced by its `Trailer` header: the target gets
+/// the header (end to end, as in c01) and the trailer fields after the last chunk.
+#[tokio::test]
+async fn c01b_a_clients_chunked_upload_keeps_its_trailers() {
+    let t = Scripted::start(|mut c| async move {
+        while let Some(head) = c.request().await {
+            let Some((body, trailers)) = c.chunked_body().await else {
+                return;
+            };
+            c.note(format!(
+                "{} | {} | {}",
+                head.header("trailer").unwrap_or("-"),
+                String::from_utf8_lossy(&body),
+                trailers.join("; ").to_ascii_lowercase()
+            ));
+            if !c
+                .write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let sw = Seawall::start(&config(&[t.addr], "", ""));
+
+    let mut c = RawClient::secure(&sw).await;
+    c.send(
+        b"POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+          Trailer: X-Digest\r\n\r\n5\r\nhello\r\n0\r\nX-Digest: sha-256=abc\r\n\r\n",
+    )
+    .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(t.notes(), ["X-Digest | hello | x-digest: sha-256=abc"]);
 }
 
 // ---------------------------------------------------------------------------------------------

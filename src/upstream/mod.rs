@@ -396,20 +396,21 @@ pub fn host_header(authority: &Authority, scheme: &Scheme) -> HeaderValue {
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides those the
 /// `Connection` header names; then `Upgrade`, which is hop-by-hop unless the exchange is an upgrade.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `Trailer` is not one of them (RFC 9110 §6.6.2): it announces the message's trailer fields end
+/// to end, and hyper's HTTP/1.1 server sends a response's trailers only when it names them.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
 /// `name`'s bit in a mask of [`HOP_BY_HOP`] (0 for any other name). A match on the name's text
-/// (a table lookup for a standard name) rather than nine comparisons of header names: it runs
+/// (a table lookup for a standard name) rather than eight comparisons of header names: it runs
 /// once for every field of every message, both ways.
 fn hop_by_hop_bit(name: &HeaderName) -> u16 {
     match name.as_str() {
@@ -419,15 +420,14 @@ fn hop_by_hop_bit(name: &HeaderName) -> u16 {
         "proxy-authenticate" => 1 << 3,
         "proxy-authorization" => 1 << 4,
         "te" => 1 << 5,
-        "trailer" => 1 << 6,
-        "transfer-encoding" => 1 << 7,
+        "transfer-encoding" => 1 << 6,
         "upgrade" => UPGRADE_BIT,
         _ => 0,
     }
 }
 
 const CONNECTION_BIT: u16 = 1;
-const UPGRADE_BIT: u16 = 1 << 8;
+const UPGRADE_BIT: u16 = 1 << 7;
 
 /// What [`strip_hop_by_hop`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -526,9 +526,12 @@ mod tests {
         h.insert(header::TE, "trailers".parse().unwrap());
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
+        // End to end: it names the trailer fields that follow the body.
+        h.insert(header::TRAILER, "x-checksum".parse().unwrap());
         strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("x-kept"));
+        assert_eq!(h[header::TRAILER], "x-checksum");
 
         // An upgrade keeps Upgrade (even when Connection lists it) and loses the rest.
         let mut h = HeaderMap::new();

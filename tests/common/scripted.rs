@@ -196,7 +196,7 @@ impl Conn {
     /// skipped), read whole; `None` when the connection ends first or the chunks are malformed.
     pub async fn body(&mut self, head: &Head) -> Option<Vec<u8>> {
         if head.chunked() {
-            return self.chunked_body().await;
+            return self.chunked_body().await.map(|(body, _)| body);
         }
         let len = head.content_length().unwrap_or(0);
         while self.buf.len() < len {
@@ -207,7 +207,9 @@ impl Conn {
         Some(self.buf.drain(..len).collect())
     }
 
-    async fn chunked_body(&mut self) -> Option<Vec<u8>> {
+    /// A chunked body, decoded, and its trailer lines as sent; `None` when the connection ends
+    /// first or the chunks are malformed.
+    pub async fn chunked_body(&mut self) -> Option<(Vec<u8>, Vec<String>)> {
         let mut body = Vec::new();
         loop {
             let line = self.line().await?;
@@ -215,8 +217,14 @@ impl Conn {
             let size = usize::from_str_radix(size, 16).ok()?;
             if size == 0 {
                 // Trailer lines, up to the blank one.
-                while !self.line().await?.is_empty() {}
-                return Some(body);
+                let mut trailers = Vec::new();
+                loop {
+                    let line = self.line().await?;
+                    if line.is_empty() {
+                        return Some((body, trailers));
+                    }
+                    trailers.push(line);
+                }
             }
             while self.buf.len() < size + 2 {
                 if !self.fill().await {
