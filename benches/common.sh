@@ -49,6 +49,9 @@ default_action = { forward = "backend" }
 EOC
 }
 
+# median V...: the middle value (the mean of the two middle ones for an even count).
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+
 # make_workdir: a temporary folder in $work, readable by nginx's unprivileged workers; on exit
 # every process whose pid the script added to $pids is stopped and the folder removed.
 make_workdir() {

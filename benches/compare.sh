@@ -346,8 +346,6 @@ metric() { curl -fs "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 =
 # errors or non-2xx) adds no figure, only a reason to failed_of; the proxy's figure is the median
 # of its other rounds, or n/a if none is left.
 declare -A result rate suite rounds_of rates_of failed_of
-# median V...: the middle value (the mean of the two middle ones for an even count).
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 run_bench() {
     local proxy=$1 label=$2 field=$3; shift 3
     local before after user0 user1 out full0 res0

@@ -19,10 +19,7 @@ loadgen=target/release/seawall
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(target/release/seawall)
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+make_workdir
 
 backend_port=$(free_port)
 cat > "$work/nginx.conf" <<NGINX
@@ -64,7 +61,7 @@ protocol_version = "http2"
 targets = ["127.0.0.1:$backend_port"]
 EOC
         RUST_LOG=warn taskset -c 0,1 "$bin" run --config "$work/seawall.toml" 2>"$work/seawall.err" &
-        pid=$!
+        pid=$! pids+=($!)
         for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
         before=$(cpu_ticks "$pid")
         out=$(taskset -c 1 "$loadgen" bench --json -c 64 -d 5s "http://127.0.0.1:$port/")
@@ -86,5 +83,6 @@ PY
 done
 echo "medians, per proxy CPU-second, workers = $WORKERS:"
 for bin in "${bins[@]}"; do
-    printf '  %-40s %s\n' "$bin" "$(tr ' ' '\n' <<<"${results[$bin]}" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')"
+    # shellcheck disable=SC2086 # the rounds are words
+    printf '  %-40s %s\n' "$bin" "$(median ${results[$bin]})"
 done
